@@ -75,7 +75,9 @@ class Settings(BaseSettings):
             return {}
         value = orjson.loads(raw)
         if not isinstance(value, dict):
-            raise ValueError("AUTOPILOT_TRIGGERS must be a JSON object of event name -> trigger id")
+            raise ValueError(  # noqa: TRY004  (pydantic reports ValueError as a validation error)
+                "AUTOPILOT_TRIGGERS must be a JSON object of event name -> trigger id"
+            )
         return value
 
 

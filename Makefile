@@ -1,0 +1,63 @@
+# Self-documenting: `make help` lists every target with the text after its `##`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+KAFKA := $(PY) deploy/local-kafka/localkafka.py
+
+.DEFAULT_GOAL := help
+.PHONY: help install kafka-up kafka-down run test check lint typecheck schemas unit integration bench demo reliability clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install the worker with its dev extras
+
+kafka-up: install ## start the local single-node Kafka (KRaft, no Docker) in the background
+	$(KAFKA) up
+
+kafka-down: ## stop the local Kafka
+	$(KAFKA) down
+
+run: install ## local Kafka + stand-in Autopilot API + the worker, until Ctrl-C
+	$(PY) deploy/run-local.py
+
+lint: install ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install ## mypy --strict
+	$(VENV)/bin/mypy worker tests deploy/local-kafka/localkafka.py deploy/run-local.py
+
+schemas: install ## regenerate schemas/ from the models
+	$(PY) -m worker schemas
+
+check: lint typecheck ## lint, types and schemas are current
+	$(PY) -m worker schemas --check
+
+test: check ## everything CI runs: check, then unit, golden and integration tests on a real broker
+	$(VENV)/bin/pytest -q -m "not slow" --durations=15
+
+unit: install ## unit and golden tests only (no broker)
+	$(VENV)/bin/pytest -q tests/unit
+
+integration: install ## integration tests only (real broker)
+	$(VENV)/bin/pytest -q tests/integration -m "not slow"
+
+bench: install ## benchmarks (not tests): prints a Markdown table, writes bench-results.json
+	$(PY) -m tests.benchmarks
+
+reliability: install ## the whole reliability suite, slow parts included
+	$(VENV)/bin/pytest -q tests/integration -m "slow or reliability"
+
+demo: install ## broker, stand-in API and worker; sends a realistic mix; prints a summary
+	$(PY) deploy/demo.py
+
+clean: ## remove the venv and caches (the Kafka jars and data too)
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

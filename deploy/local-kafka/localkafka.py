@@ -1,0 +1,779 @@
+#!/usr/bin/env python3
+"""A real single-node Apache Kafka (KRaft, broker+controller in one JVM) without Docker.
+
+The jars come from Maven Central through ``pom.xml`` beside this file and are cached in a
+git-ignored folder; the broker runs as a plain ``java`` process on 127.0.0.1.
+
+Command line (run it with the project's venv python, which has aiokafka for the readiness check)::
+
+    localkafka.py fetch                      # copy the jars into the cache (no-op when present)
+    localkafka.py up [--port 9092] [--controller-port 9093] [--data-dir DIR] [--foreground]
+    localkafka.py down [--data-dir DIR]
+    localkafka.py status [--data-dir DIR]    # exit 0 when the broker of DIR is running
+
+Environment overrides (a command-line flag wins over them): ``LOCAL_KAFKA_PORT``,
+``LOCAL_KAFKA_CONTROLLER_PORT``, ``LOCAL_KAFKA_DATA_DIR``, ``LOCAL_KAFKA_CACHE`` (the folder
+holding the jars, default ``.cache/kafka/libs`` under the repository root),
+``LOCAL_KAFKA_JAVA_OPTS`` (extra JVM flags) and ``LOCAL_KAFKA_LOG_LEVEL`` (broker log level,
+default WARN).
+
+What a caller can rely on:
+
+* ``up`` returns (or, with ``--foreground``, prints the bootstrap address) only once an admin
+  metadata request has succeeded, so producers and consumers can connect straight away.
+* Storage is formatted only when the data dir holds no ``meta.properties`` yet: topics and
+  records survive ``down``/``up`` and :meth:`LocalKafka.restart`.
+* ``down`` and :meth:`LocalKafka.stop` send SIGTERM (a clean Kafka shutdown), then SIGKILL after
+  15 s. They only ever signal a process whose command line is this broker's.
+
+As a library (the test harness loads this file by path with importlib)::
+
+    kafka = LocalKafka(port=19092, controller_port=19093, data_dir=Path("/tmp/k"))
+    kafka.start()          # returns once ready
+    kafka.bootstrap        # "127.0.0.1:19092"
+    kafka.restart()        # same data dir, same ports
+    kafka.stop()
+
+The file is self-contained and uses the standard library only (aiokafka is imported lazily for
+the readiness check, with a raw ApiVersions probe as fallback when it is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any, TypeVar
+
+__all__ = [
+    "DEFAULT_CONTROLLER_PORT",
+    "DEFAULT_PORT",
+    "LocalKafka",
+    "LocalKafkaError",
+    "default_data_dir",
+    "default_libs_dir",
+    "fetch_libs",
+    "free_port",
+    "main",
+]
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent.parent
+POM = HERE / "pom.xml"
+LOG4J_CONFIG = HERE / "log4j2.properties"
+
+DEFAULT_PORT = 9092
+DEFAULT_CONTROLLER_PORT = 9093
+HOST = "127.0.0.1"
+MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
+MAIN_CLASS = "kafka.Kafka"
+STORAGE_TOOL = "kafka.tools.StorageTool"
+HEAP_OPTS = ("-Xms256m", "-Xmx512m")
+
+READY_TIMEOUT_S = 120.0
+STOP_GRACE_S = 15.0
+FETCH_TIMEOUT_S = 900.0
+FORMAT_TIMEOUT_S = 120.0
+
+PID_FILE = "kafka.pid"
+LOG_FILE = "kafka.log"
+PROPS_FILE = "server.properties"
+LOGS_SUBDIR = "logs"
+
+_T = TypeVar("_T")
+
+
+class LocalKafkaError(RuntimeError):
+    """The local broker could not be fetched, formatted, started or stopped."""
+
+
+# --------------------------------------------------------------------------- paths and defaults
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser().resolve() if value else default
+
+
+def default_libs_dir() -> Path:
+    """``$LOCAL_KAFKA_CACHE`` or ``<repo>/.cache/kafka/libs``."""
+    return _env_path("LOCAL_KAFKA_CACHE", REPO_ROOT / ".cache" / "kafka" / "libs")
+
+
+def default_data_dir() -> Path:
+    """``$LOCAL_KAFKA_DATA_DIR`` or ``<repo>/.cache/kafka/data``."""
+    return _env_path("LOCAL_KAFKA_DATA_DIR", REPO_ROOT / ".cache" / "kafka" / "data")
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise LocalKafkaError(f"{name}={value!r} is not a port number") from None
+
+
+def _pom_kafka_version() -> str:
+    match = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", POM.read_text("utf-8"))
+    if match is None:
+        raise LocalKafkaError(f"no <kafka.version> property in {POM}")
+    return match.group(1)
+
+
+def _tool(name: str, env_home: str | None = None) -> str:
+    if env_home:
+        home = os.environ.get(env_home)
+        if home and (Path(home) / "bin" / name).is_file():
+            return str(Path(home) / "bin" / name)
+    found = shutil.which(name)
+    if found is None:
+        raise LocalKafkaError(f"`{name}` is not on PATH; it is needed to run the local broker")
+    return found
+
+
+# --------------------------------------------------------------------------------------- fetch
+
+
+def _libs_complete(libs_dir: Path, version: str) -> bool:
+    return (libs_dir / f"kafka_2.13-{version}.jar").is_file() and any(
+        libs_dir.glob("log4j-slf4j-impl-*.jar")
+    )
+
+
+def fetch_libs(libs_dir: Path | None = None, *, quiet: bool = False) -> Path:
+    """Copy Kafka's runtime jars into ``libs_dir`` with Maven unless they are there already.
+
+    Idempotent and fast when the jars of the POM's Kafka version are present. The copy goes to a
+    sibling temporary folder first, then is renamed into place, so an interrupted or concurrent
+    fetch never leaves a half-filled libs folder behind.
+    """
+    libs = (libs_dir or default_libs_dir()).resolve()
+    version = _pom_kafka_version()
+    if _libs_complete(libs, version):
+        return libs
+    mvn = _tool("mvn", "MAVEN_HOME")
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    staging = libs.with_name(f"{libs.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    # The output directory must be absolute: Maven resolves a relative one against the POM's
+    # folder, not the current directory.
+    cmd = [
+        mvn,
+        "-B",
+        "-q",
+        "-Dstyle.color=never",
+        "-f",
+        str(POM),
+        f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={staging}",
+    ]
+    if not quiet:
+        print(f"localkafka: fetching Kafka {version} jars into {libs} ...", file=sys.stderr)
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise LocalKafkaError(
+            f"mvn copy-dependencies timed out after {FETCH_TIMEOUT_S:.0f}s"
+        ) from None
+    if done.returncode != 0 or not _libs_complete(staging, version):
+        shutil.rmtree(staging, ignore_errors=True)
+        raise LocalKafkaError(
+            f"mvn copy-dependencies failed (exit {done.returncode}):\n"
+            f"{done.stdout[-4000:]}{done.stderr[-4000:]}"
+        )
+    if _libs_complete(libs, version):
+        # A concurrent fetch finished first; keep its jars (a broker may be using them).
+        shutil.rmtree(staging, ignore_errors=True)
+        return libs
+    if libs.exists():
+        shutil.rmtree(libs)  # jars of another Kafka version
+    try:
+        staging.rename(libs)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not _libs_complete(libs, version):
+            raise
+    if not quiet:
+        count = len(list(libs.glob("*.jar")))
+        print(
+            f"localkafka: {count} jars fetched in {time.monotonic() - started:.1f}s",
+            file=sys.stderr,
+        )
+    return libs
+
+
+# ----------------------------------------------------------------------------- process helpers
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (a zombie no longer holds ports or files)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # The state letter follows the parenthesised command name, which may itself hold spaces.
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _is_our_broker(pid: int, props: Path) -> bool:
+    """True when ``pid`` is a ``kafka.Kafka`` JVM run with ``props`` (guards against pid reuse)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return _pid_alive(pid)  # no /proc (not Linux): trust the pid file
+    return MAIN_CLASS.encode() in args and str(props).encode() in args
+
+
+def _port_open(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask Linux to SIGTERM the broker when the process that started it dies (even by SIGKILL)."""
+    import ctypes  # noqa: PLC0415 - only in the forked child, only on Linux
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
+def _run_in_thread(factory: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """Run a coroutine to completion on a private event loop, even inside a running one."""
+    result: list[_T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(factory()))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="localkafka-probe", daemon=True)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+async def _admin_metadata(bootstrap: str, wait_s: float) -> None:
+    """Succeeds when the broker answers an admin metadata request and lists itself."""
+    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415 - lazy: venv-only dependency
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(wait_s * 1000),
+        client_id="localkafka-probe",
+    )
+    try:
+        async with asyncio.timeout(wait_s):
+            await admin.start()
+            cluster: dict[str, Any] = await admin.describe_cluster()
+        if not cluster.get("brokers"):
+            raise LocalKafkaError("broker answered but lists no brokers yet")
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+def _api_versions_probe(port: int, timeout: float) -> None:
+    """Fallback readiness probe without aiokafka: a raw ApiVersions v0 request."""
+    client_id = b"localkafka-probe"
+    body = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(body)) + body)
+        header = sock.recv(4)
+        if len(header) < 4:
+            raise LocalKafkaError("connection closed before an ApiVersions answer")
+        payload = b""
+        (size,) = struct.unpack(">i", header)
+        while len(payload) < size:
+            chunk = sock.recv(size - len(payload))
+            if not chunk:
+                raise LocalKafkaError("connection closed mid-answer")
+            payload += chunk
+    _correlation, error_code = struct.unpack(">ih", payload[:6])
+    if error_code != 0:
+        raise LocalKafkaError(f"ApiVersions answered error code {error_code}")
+
+
+def _probe_ready(bootstrap: str, port: int, timeout: float) -> None:
+    try:
+        import aiokafka  # noqa: F401, PLC0415 - availability check only
+    except ImportError:
+        _api_versions_probe(port, timeout)
+        return
+    _run_in_thread(lambda: _admin_metadata(bootstrap, timeout))
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# ------------------------------------------------------------------------------------ LocalKafka
+
+
+class LocalKafka:
+    """One single-node Kafka broker on 127.0.0.1 whose state lives in ``data_dir``.
+
+    ``data_dir`` holds ``server.properties``, the pid file, the broker's log (when detached) and
+    the Kafka log dirs under ``logs/``. Several instances may run side by side on different ports
+    and data dirs.
+
+    ``die_with_parent`` (Linux) makes the kernel SIGTERM the broker when the *thread* that called
+    :meth:`start` ends, so a test run killed by SIGKILL leaves no JVM behind. Call ``start`` and
+    ``restart`` from a long-lived thread then (the main thread; never ``asyncio.to_thread``).
+    """
+
+    def __init__(
+        self,
+        port: int = DEFAULT_PORT,
+        controller_port: int = DEFAULT_CONTROLLER_PORT,
+        data_dir: Path | str | None = None,
+        libs_dir: Path | str | None = None,
+        *,
+        ready_timeout: float = READY_TIMEOUT_S,
+        java_opts: Sequence[str] | None = None,
+        die_with_parent: bool = False,
+    ) -> None:
+        if port == controller_port:
+            raise LocalKafkaError("port and controller_port must differ")
+        self.port = port
+        self.controller_port = controller_port
+        self.data_dir = Path(data_dir).resolve() if data_dir else default_data_dir()
+        self.libs_dir = Path(libs_dir).resolve() if libs_dir else default_libs_dir()
+        self.ready_timeout = ready_timeout
+        env_opts = shlex.split(os.environ.get("LOCAL_KAFKA_JAVA_OPTS", ""))
+        self.java_opts: list[str] = list(java_opts) if java_opts is not None else env_opts
+        self.die_with_parent = die_with_parent
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    # -- what callers read
+
+    @property
+    def bootstrap(self) -> str:
+        """The ``host:port`` to hand to producers, consumers and admin clients."""
+        return f"{HOST}:{self.port}"
+
+    @property
+    def props_path(self) -> Path:
+        return self.data_dir / PROPS_FILE
+
+    @property
+    def pid_path(self) -> Path:
+        return self.data_dir / PID_FILE
+
+    @property
+    def log_path(self) -> Path:
+        """Where a detached broker's stdout and stderr go."""
+        return self.data_dir / LOG_FILE
+
+    @property
+    def logs_dir(self) -> Path:
+        """Kafka's ``log.dirs`` (topic data and KRaft metadata)."""
+        return self.data_dir / LOGS_SUBDIR
+
+    def pid(self) -> int | None:
+        """The pid of this data dir's running broker, or None."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc.pid
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if _pid_alive(pid) and _is_our_broker(pid, self.props_path):
+            return pid
+        return None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def is_formatted(self) -> bool:
+        return (self.logs_dir / "meta.properties").is_file()
+
+    # -- lifecycle
+
+    def start(self, *, foreground: bool = False) -> None:
+        """Start the broker (fetching jars and formatting storage if needed); return once ready.
+
+        A broker already running on this data dir is waited for and left as it is. With
+        ``foreground`` the broker's output goes to this process's stdout instead of the log file.
+        """
+        if self.is_running():
+            self._wait_ready(time.monotonic())
+            return
+        self.pid_path.unlink(missing_ok=True)
+        for port in (self.port, self.controller_port):
+            if _port_open(port):
+                raise LocalKafkaError(f"{HOST}:{port} is already in use by another process")
+        fetch_libs(self.libs_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._write_properties()
+        if not self.is_formatted():
+            self._format()
+        started = time.monotonic()
+        self._spawn(foreground=foreground)
+        try:
+            self._wait_ready(started)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """SIGTERM the broker, SIGKILL it after ``grace`` seconds; a no-op when it is not up."""
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            if not self._wait_exit(pid, grace):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self._wait_exit(pid, 5.0)
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=5.0)
+            self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self.pid_path.unlink(missing_ok=True)
+
+    def restart(self) -> None:
+        """Stop, then start again on the same ports and data dir (data survives)."""
+        self.stop()
+        self.start()
+
+    def wait(self) -> int:
+        """Block until a broker this object started exits; return its exit code."""
+        if self._proc is None:
+            raise LocalKafkaError("wait() needs a broker started by this object")
+        code = self._proc.wait()
+        self.pid_path.unlink(missing_ok=True)
+        return code
+
+    def __enter__(self) -> LocalKafka:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- internals
+
+    def _java_cmd(self, main_class: str, *args: str) -> list[str]:
+        return [
+            _tool("java", "JAVA_HOME"),
+            *HEAP_OPTS,
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            *self.java_opts,
+            "-cp",
+            f"{self.libs_dir}/*",
+            main_class,
+            *args,
+        ]
+
+    def _write_properties(self) -> None:
+        logs = str(self.logs_dir).replace("\\", "\\\\")
+        lines = [
+            "# Written by deploy/local-kafka/localkafka.py on every start; edits are overwritten.",
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@{HOST}:{self.controller_port}",
+            f"listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://{HOST}:{self.port}",
+            "inter.broker.listener.name=PLAINTEXT",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={logs}",
+            "num.partitions=1",
+            "default.replication.factor=1",
+            "min.insync.replicas=1",
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "num.network.threads=2",
+            "num.io.threads=2",
+            "num.recovery.threads.per.data.dir=1",
+            "",
+        ]
+        self.props_path.write_text("\n".join(lines), "utf-8")
+
+    def _format(self) -> None:
+        cluster_id = _new_cluster_id()
+        cmd = self._java_cmd(STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(self.props_path))
+        try:
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=FORMAT_TIMEOUT_S, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise LocalKafkaError(
+                f"kafka storage format timed out after {FORMAT_TIMEOUT_S:.0f}s"
+            ) from None
+        if done.returncode != 0 or not self.is_formatted():
+            raise LocalKafkaError(
+                f"kafka storage format failed (exit {done.returncode}):\n"
+                f"{done.stdout[-4000:]}{done.stderr[-4000:]}"
+            )
+
+    def _spawn(self, *, foreground: bool) -> None:
+        cmd = self._java_cmd(MAIN_CLASS, str(self.props_path))
+        output: IO[bytes] | None = None
+        if not foreground:
+            self._log = output = self.log_path.open("ab")
+            output.write(f"\n--- localkafka start {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+            output.flush()
+        self._proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT if output is not None else None,
+            cwd=self.data_dir,
+            # Its own session: a Ctrl-C meant for a test run or a shell does not reach the
+            # broker directly; stop() and the foreground signal forwarding shut it down cleanly.
+            start_new_session=True,
+            # Only a prctl call; the readiness-probe threads are gone by the time this forks.
+            preexec_fn=_die_with_parent  # noqa: PLW1509
+            if self.die_with_parent and sys.platform.startswith("linux")
+            else None,
+        )
+        self.pid_path.write_text(f"{self._proc.pid}\n")
+
+    def _wait_ready(self, started: float) -> None:
+        deadline = started + self.ready_timeout
+        last_error = "port not open yet"
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise LocalKafkaError(
+                    f"broker exited with code {self._proc.returncode} during start-up; "
+                    f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            if _port_open(self.port):
+                try:
+                    _probe_ready(self.bootstrap, self.port, timeout=10.0)
+                except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+                    last_error = f"{type(exc).__name__}: {exc}"
+                else:
+                    return
+            time.sleep(0.25)
+        raise LocalKafkaError(
+            f"broker on {self.bootstrap} not ready after {self.ready_timeout:.0f}s "
+            f"({last_error}); last lines of {self.log_path}:\n{_tail(self.log_path)}"
+        )
+
+    def _wait_exit(self, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.pid == pid:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(timeout=0.2)
+                if self._proc.poll() is not None:
+                    return True
+            elif not _pid_alive(pid):
+                return True
+            else:
+                time.sleep(0.2)
+        return not _pid_alive(pid)
+
+
+def _new_cluster_id() -> str:
+    """22 characters of URL-safe base64 over 16 random bytes, as ``kafka-storage random-uuid``."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        # Kafka never hands out ids starting with '-': they would read as a command-line flag.
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="broker state (env LOCAL_KAFKA_DATA_DIR; default <repo>/.cache/kafka/data)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="localkafka.py",
+        description="Run a single-node Apache Kafka (KRaft) from Maven Central jars, no Docker.",
+    )
+    parser.add_argument(
+        "--libs-dir",
+        type=Path,
+        default=None,
+        help="jar cache (env LOCAL_KAFKA_CACHE; default <repo>/.cache/kafka/libs)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("fetch", help="copy the Kafka jars into the cache unless already there")
+    up = sub.add_parser("up", help="start the broker and wait until it answers")
+    up.add_argument("--port", type=int, default=None, help="client port (env LOCAL_KAFKA_PORT)")
+    up.add_argument(
+        "--controller-port",
+        type=int,
+        default=None,
+        help="KRaft controller port (env LOCAL_KAFKA_CONTROLLER_PORT)",
+    )
+    _add_data_dir(up)
+    up.add_argument(
+        "--foreground",
+        action="store_true",
+        help="stay attached; SIGINT/SIGTERM stop the broker",
+    )
+    down = sub.add_parser("down", help="stop the broker of a data dir")
+    _add_data_dir(down)
+    status = sub.add_parser("status", help="exit 0 when the broker of a data dir is running")
+    _add_data_dir(status)
+    return parser
+
+
+def _run_foreground(kafka: LocalKafka) -> int:
+    stopping = threading.Event()
+
+    def kill_if_alive(pid: int) -> None:
+        if _pid_alive(pid):
+            print("localkafka: broker still up after SIGTERM, sending SIGKILL", file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        pid = kafka.pid()
+        print(f"localkafka: {signal.Signals(signum).name}, stopping the broker", file=sys.stderr)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            timer = threading.Timer(STOP_GRACE_S, kill_if_alive, args=(pid,))
+            timer.daemon = True
+            timer.start()
+
+    if kafka.is_running():
+        raise LocalKafkaError(
+            f"a broker already runs for {kafka.data_dir} (pid {kafka.pid()}); "
+            "stop it with `down` first, or drop --foreground"
+        )
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    # Should this process be SIGKILLed, the broker gets SIGTERM instead of lingering.
+    kafka.die_with_parent = True
+    started = time.monotonic()
+    try:
+        kafka.start(foreground=True)
+    except LocalKafkaError:
+        if stopping.is_set():
+            kafka.stop()
+            return 0
+        raise
+    print(
+        f"localkafka: ready on {kafka.bootstrap} in {time.monotonic() - started:.1f}s "
+        f"(pid {kafka.pid()}); Ctrl-C stops it",
+        file=sys.stderr,
+    )
+    print(kafka.bootstrap, flush=True)
+    code = kafka.wait()
+    kafka.stop()  # closes handles, removes the pid file
+    print(f"localkafka: broker exited with code {code}", file=sys.stderr)
+    return 0 if stopping.is_set() else code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    libs_dir: Path = args.libs_dir.resolve() if args.libs_dir else default_libs_dir()
+    try:
+        if args.command == "fetch":
+            print(fetch_libs(libs_dir))
+            return 0
+        data_dir: Path = args.data_dir.resolve() if args.data_dir else default_data_dir()
+        if args.command == "down":
+            kafka = LocalKafka(data_dir=data_dir, libs_dir=libs_dir)
+            if not kafka.is_running():
+                kafka.pid_path.unlink(missing_ok=True)
+                print(f"localkafka: no broker running for {data_dir}", file=sys.stderr)
+                return 0
+            kafka.stop()
+            print(f"localkafka: stopped the broker of {data_dir}", file=sys.stderr)
+            return 0
+        if args.command == "status":
+            kafka = LocalKafka(data_dir=data_dir, libs_dir=libs_dir)
+            running = kafka.is_running()
+            print(f"localkafka: {'running, pid ' + str(kafka.pid()) if running else 'stopped'}")
+            return 0 if running else 1
+        port: int = args.port if args.port is not None else _env_int("LOCAL_KAFKA_PORT", 9092)
+        cport: int = (
+            args.controller_port
+            if args.controller_port is not None
+            else _env_int("LOCAL_KAFKA_CONTROLLER_PORT", DEFAULT_CONTROLLER_PORT)
+        )
+        kafka = LocalKafka(port, cport, data_dir, libs_dir)
+        if args.foreground:
+            return _run_foreground(kafka)
+        started = time.monotonic()
+        was_running = kafka.is_running()
+        kafka.start()
+        how = "already running" if was_running else f"ready in {time.monotonic() - started:.1f}s"
+        print(
+            f"localkafka: {how} (pid {kafka.pid()}, log {kafka.log_path})",
+            file=sys.stderr,
+        )
+        print(kafka.bootstrap)
+    except LocalKafkaError as exc:
+        print(f"localkafka: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""`make run`: a local Kafka, the stand-in Autopilot API and the worker, until Ctrl-C.
+
+The broker keeps its data in `.cache/kafka/data` between runs. The stand-in API is started
+only when AUTOPILOT_BASE_URL is not set; with it, delivery goes where that variable says.
+On Ctrl-C (or SIGTERM) the worker stops first (a warm shutdown that commits its offsets),
+then the stand-in, then the broker.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType, ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_PORT = int(os.environ.get("FAKE_AUTOPILOT_PORT", "8765"))
+DEV_KEY = "dev-key"
+
+
+def _load_localkafka() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "localkafka", ROOT / "deploy" / "local-kafka" / "localkafka.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["localkafka"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> int:
+    localkafka = _load_localkafka()
+    port = int(os.environ.get("LOCAL_KAFKA_PORT", "9092"))
+    kafka = localkafka.LocalKafka(port=port, controller_port=port + 1)
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap)
+    stopping = False
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"starting Kafka on {kafka.bootstrap} (data in {kafka.data_dir})", flush=True)
+    kafka.start()
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        if "AUTOPILOT_BASE_URL" not in os.environ:
+            env.setdefault("AUTOPILOT_API_KEY", DEV_KEY)
+            env["AUTOPILOT_BASE_URL"] = f"http://127.0.0.1:{FAKE_PORT}"
+            fake = [sys.executable, "-m", "worker", "fake-autopilot", "--port", str(FAKE_PORT)]
+            children.append(subprocess.Popen(fake, env=env, start_new_session=True))
+            print(f"stand-in Autopilot API on {env['AUTOPILOT_BASE_URL']}", flush=True)
+        worker = [sys.executable, "-m", "worker", "run", "--loglevel", "info"]
+        children.append(subprocess.Popen(worker, env=env, start_new_session=True))
+        print("worker running; Ctrl-C stops it, then the broker", flush=True)
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.2)
+    finally:
+        for child in reversed(children):
+            _stop(child)
+        kafka.stop()
+        print("stopped", flush=True)
+    return max((child.returncode or 0 for child in children), default=0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The Autopilot Source through a real broker: outputs, dead letters, offsets, learned ids."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from tests.kafkautil import committed_offsets, consume_all, end_offsets, produce
+from tests.workerproc import WorkerProcess
+from worker.dlq import DeadLetterHeaders as H
+
+
+def _event(event_id: str, email: str, **extra: object) -> bytes:
+    return orjson.dumps(
+        {
+            "id": event_id,
+            "type": "email_opened",
+            "occurred_at": "2026-11-20T10:15:00+02:00",
+            "contact": {"contact_id": f"person_{event_id}", "email": email},
+            "journey": {"id": "campaign_1", "name": "Onboarding"},
+            "email": {"id": "email_1", "subject": "Welcome"},
+            **extra,
+        }
+    )
+
+
+async def test_valid_and_malformed_events(worker: WorkerProcess) -> None:
+    env = worker.env
+    bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
+    valid = [_event(f"evt_{i}", f"User{i}@Example.com") for i in range(5)]
+    malformed = [
+        b"{not json",
+        b"[1, 2]",
+        b"\xff\xfe",
+        orjson.dumps({"id": "evt_x", "type": "email_forwarded"}),
+        _event("evt_no_email", ""),
+    ]
+    inputs = valid[:3] + malformed + valid[3:]
+    headers = [("trace-id", b"abc")]
+    await produce(bootstrap, env["TOPIC_EMAIL_EVENTS"], [(b"k", v, headers) for v in inputs])
+
+    tracks = await consume_all(bootstrap, env["TOPIC_SEGMENT_TRACKS"], len(valid), timeout=60)
+    letters = await consume_all(bootstrap, env["TOPIC_DEAD_LETTERS"], len(malformed), timeout=60)
+
+    messages = [orjson.loads(r.value) for r in tracks]
+    assert sorted(m["messageId"] for m in messages) == [f"autopilot-evt_{i}" for i in range(5)]
+    for record, message in zip(tracks, messages, strict=True):
+        assert message["event"] == "Email Opened"
+        assert message["anonymousId"] == message["context"]["traits"]["email"]
+        assert "userId" not in message
+        assert record.key == message["anonymousId"].lower().encode()
+        assert message["timestamp"] == "2026-11-20T08:15:00.000Z"
+
+    assert sorted(r.value for r in letters) == sorted(malformed)
+    for letter in letters:
+        got = dict(letter.headers)
+        assert got["trace-id"] == b"abc"
+        assert letter.key == b"k"
+        assert got[H.TOPIC].decode() == env["TOPIC_EMAIL_EVENTS"]
+        assert int(got[H.PARTITION]) >= 0
+        assert int(got[H.OFFSET]) >= 0
+        assert int(got[H.TIMESTAMP]) > 0
+        assert got[H.PIPELINE] == b"source"
+        assert got[H.STAGE] == b"intake"
+        assert got[H.STATUS] == b"400"
+        assert got[H.CLASS_NAME] in {b"DecodeError", b"ValidationError", b"UnsupportedType"}
+        assert got[H.MESSAGE]
+        assert got[H.WORKER_VERSION]
+        assert got[H.FIRST_FAILURE]
+    by_value = {r.value: dict(r.headers) for r in letters}
+    assert b"email_forwarded" in by_value[malformed[3]][H.MESSAGE]
+    assert b"contact.email" in by_value[malformed[4]][H.MESSAGE]
+    assert worker.running
+
+    # every input is accounted for: the group's committed offsets reach the end of the topic
+    ends = await end_offsets(bootstrap, env["TOPIC_EMAIL_EVENTS"])
+    group = env["WORKER_APP_ID"]
+    for _ in range(60):
+        committed = await committed_offsets(bootstrap, group, env["TOPIC_EMAIL_EVENTS"])
+        if all(committed.get(p, 0) >= end for p, end in ends.items()):
+            break
+        await asyncio.sleep(0.5)
+    assert all(committed.get(p, 0) >= end for p, end in ends.items()), (committed, ends)
+
+
+async def test_identity_learned_from_identify(worker: WorkerProcess) -> None:
+    env = worker.env
+    bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
+    identify = orjson.dumps(
+        {
+            "type": "identify",
+            "userId": "u-42",
+            "messageId": "m-identify-42",
+            "traits": {"email": "Known@Example.com", "firstName": "Kay"},
+        }
+    )
+    await produce(bootstrap, env["TOPIC_SEGMENT_CALLS"], [(None, identify, [])])
+    # the identify's upsert on the requests topic means its identity record was written first
+    requests = await consume_all(bootstrap, env["TOPIC_AUTOPILOT_REQUESTS"], 1, timeout=60)
+    assert [orjson.loads(r.value)["message_id"] for r in requests] == ["m-identify-42"]
+
+    await produce(
+        bootstrap, env["TOPIC_EMAIL_EVENTS"], [(None, _event("evt_known", "known@example.com"), [])]
+    )
+    tracks = await consume_all(bootstrap, env["TOPIC_SEGMENT_TRACKS"], 6, timeout=60)
+    known = [orjson.loads(r.value) for r in tracks if r.key == b"u-42"]
+    assert len(known) == 1
+    assert known[0]["userId"] == "u-42"
+    assert "anonymousId" not in known[0]
+    assert known[0]["messageId"] == "autopilot-evt_known"

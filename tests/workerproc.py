@@ -1,0 +1,94 @@
+"""Runs the real worker (`python -m worker run`) as a child process on unique topics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["WorkerProcess", "free_port", "worker_env"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def worker_env(bootstrap: str, suffix: str, **overrides: str) -> dict[str, str]:
+    """Settings for a worker whose topics and consumer group nobody else uses."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "WORKER_APP_ID": f"worker-{suffix}",
+        "TOPIC_EMAIL_EVENTS": f"email-events-{suffix}",
+        "TOPIC_SEGMENT_TRACKS": f"segment-tracks-{suffix}",
+        "TOPIC_SEGMENT_CALLS": f"segment-calls-{suffix}",
+        "TOPIC_AUTOPILOT_REQUESTS": f"autopilot-requests-{suffix}",
+        "TOPIC_AUTOPILOT_DELIVERIES": f"autopilot-deliveries-{suffix}",
+        "TOPIC_DEAD_LETTERS": f"dead-letters-{suffix}",
+        "TOPIC_PARTITIONS": "3",
+        "WORKER_WEB_PORT": str(free_port()),
+    }
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class WorkerProcess:
+    """One worker process; its stderr (JSON log lines) goes to `log_path`."""
+
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> WorkerProcess:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("TOPIC_", "AUTOPILOT_"))}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "worker", "run", "--loglevel", "info"],
+                env={**clean, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM (a warm shutdown that commits), SIGKILL if it hangs; the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no commit."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def wait_for_log(self, needle: str, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log_text():
+                return
+            if not self.running:
+                raise AssertionError(f"worker exited:\n{self.log_text()[-4000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"{needle!r} not in the worker's log:\n{self.log_text()[-4000:]}")

@@ -1,0 +1,95 @@
+"""`python -m worker <command>` (also the `worker` console script).
+
+worker [run]              the streaming worker (creates topics, then runs the agents)
+map source|destination    offline mapping: one JSON line in, one JSON line out
+topics                    create every topic and print the topic map
+schemas [--check]         write (or check) the JSON Schemas in schemas/
+fake-autopilot            the stand-in Autopilot API on loopback
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+__all__ = ["main"]
+
+
+def _run_worker(loglevel: str) -> int:
+    import logging.config  # noqa: PLC0415
+
+    from worker.logs import logging_config  # noqa: PLC0415
+
+    logging.config.dictConfig(logging_config(loglevel))
+    from worker.admin import ensure_topics  # noqa: PLC0415
+    from worker.settings import get_settings  # noqa: PLC0415
+
+    created = asyncio.run(ensure_topics(get_settings()))
+    if created:
+        logging.getLogger("worker").info("created topics: %s", ", ".join(created))
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+    import faust  # noqa: PLC0415
+
+    from worker.agents import app  # noqa: PLC0415  (registers every agent)
+
+    faust.Worker(
+        app, loglevel=loglevel, quiet=True, logging_config=logging_config(loglevel)
+    ).execute_from_commandline()
+    return 0  # pragma: no cover  (execute_from_commandline exits)
+
+
+def _topics() -> int:
+    from worker.admin import ensure_topics  # noqa: PLC0415
+    from worker.settings import get_settings  # noqa: PLC0415
+    from worker.topics import TopicNames  # noqa: PLC0415
+
+    settings = get_settings()
+    created = set(asyncio.run(ensure_topics(settings)))
+    for spec in TopicNames.from_settings(settings).all_specs():
+        mark = "created" if spec.name in created else "exists"
+        print(f"{spec.name:50} {mark:8} {spec.role}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="worker", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the streaming worker")
+    run.add_argument("-l", "--loglevel", default="info")
+    mapping = sub.add_parser("map", help="offline mapping of JSON lines on stdin")
+    mapping.add_argument("pipeline", choices=["source", "destination"])
+    sub.add_parser("topics", help="create every topic and print the topic map")
+    schemas = sub.add_parser("schemas", help="write the JSON Schemas of the topic values")
+    schemas.add_argument("--check", action="store_true", help="fail if schemas/ is stale")
+    sub.add_parser("fake-autopilot", help="the stand-in Autopilot API", add_help=False)
+
+    if args[:1] == ["fake-autopilot"]:
+        from worker.fake_autopilot import main as fake_main  # noqa: PLC0415
+
+        return fake_main(args[1:])
+    if args[:1] == ["worker"]:  # faust's spelling: `python -m worker worker -l info`
+        args[0] = "run"
+    ns = parser.parse_args(args or ["run"])
+    if ns.command in (None, "run"):
+        return _run_worker(getattr(ns, "loglevel", "info"))
+    if ns.command == "map":
+        from worker.mapcli import run_map  # noqa: PLC0415
+
+        return run_map(ns.pipeline, sys.stdin.buffer, sys.stdout)
+    if ns.command == "topics":
+        return _topics()
+    if ns.command == "schemas":
+        from worker.schemas import write_schemas  # noqa: PLC0415
+
+        return write_schemas(check=ns.check)
+    parser.error(f"unknown command {ns.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

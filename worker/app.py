@@ -1,0 +1,47 @@
+"""The Faust app and its wiring, nothing else.
+
+Agents live next to their feature (`worker/source/agents.py`, ...) and are imported explicitly
+by `worker.__main__` so that what runs is visible in one place.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from worker.settings import get_settings
+from worker.topics import TopicNames
+
+__all__ = ["app", "raw_topic", "topic_names"]
+
+settings = get_settings()
+topic_names = TopicNames.from_settings(settings)
+
+app = faust.App(
+    settings.worker_app_id,
+    broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+    store="memory://",
+    autodiscover=False,
+    topic_partitions=settings.topic_partitions,
+    topic_replication_factor=settings.topic_replication_factor,
+    topic_allow_declare=True,
+    topic_disable_leader=True,
+    producer_acks=-1,
+    consumer_auto_offset_reset="earliest",
+    broker_commit_interval=1.0,
+    table_standby_replicas=0,
+    web_port=settings.worker_web_port,
+    web_host="127.0.0.1",
+    web_in_thread=False,
+)
+
+
+def raw_topic(name: str) -> faust.TopicT:
+    """A topic read and written as raw bytes: decoding is ours, so failures can be routed."""
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+    )

@@ -1,0 +1,256 @@
+"""`Deliverer`: performs a batch of request descriptors and returns one final outcome for each.
+
+What a caller (the delivery agent) can rely on:
+- `deliver(batch)` returns exactly one `DeliveryResult` per input, in input order, and only final
+  ones: delivered, or dead-lettered (rejected at once, or retried past the budget). Retries with
+  backoff happen inside, so an offset may be committed once its result is back.
+- One contact's requests reach the API in input order (see `worker.delivery.batching`).
+- A refused key (401/403) fails nothing: `paused` turns true, one error is logged, a probe runs
+  every `AUTOPILOT_AUTH_PROBE_INTERVAL_S`, and when the key works again the same calls go on.
+  Paused time does not count against the retry budget. `deliver` does not return meanwhile.
+- A bulk upsert rejected for good is retried contact by contact, so one bad contact is the
+  only dead letter.
+- Every request, probes included, waits for the one process-wide rate limiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Literal, Self
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from worker.delivery.backoff import Backoff
+from worker.delivery.batching import PlannedCall, plan_batch, split_bulk
+from worker.delivery.client import AutopilotClient, Exchange
+from worker.delivery.ratelimit import RateLimiter
+from worker.errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    DeliveryRejected,
+    RetryableDeliveryError,
+    RetryBudgetExhausted,
+    WorkerError,
+)
+from worker.models.autopilot_request import RequestDescriptor, RequestKind
+from worker.settings import Settings
+
+__all__ = ["PROBE_PATH", "AttemptRecord", "Deliverer", "DeliveryResult"]
+
+log = logging.getLogger(__name__)
+
+PROBE_PATH = "/v1/contact/probe%40autopilot-worker.invalid"
+"""Read while paused: a 404 or a 200 proves the key is accepted again."""
+
+
+class AttemptRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime
+    status: int | None = Field(description="HTTP status; null when no response came.")
+    error: str | None = None
+
+
+class DeliveryResult(BaseModel):
+    """The final outcome of one request descriptor, as written to `autopilot.deliveries`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_id: str
+    kind: RequestKind
+    contact: str
+    status: int | str = Field(
+        description="The last HTTP status, or the error class when the last attempt got none."
+    )
+    outcome: Literal["delivered", "dead_lettered"]
+    attempts: int
+    first_attempt_at: datetime
+    last_attempt_at: datetime
+    latency_ms: float = Field(description="From `deliver` receiving the batch to this outcome.")
+    contact_id: str | None = None
+    error: str | None = None
+    error_class: str | None = Field(None, description="DeliveryRejected or RetryBudgetExhausted.")
+    response_body: str | None = Field(None, description="The rejecting response, key masked.")
+    history: tuple[AttemptRecord, ...] = Field((), description="Every attempt, for dead letters.")
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    history: tuple[AttemptRecord, ...]
+    exchange: Exchange
+    error: WorkerError | None
+
+
+class Deliverer:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        limiter: RateLimiter | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        key = settings.autopilot_api_key
+        if key is None or not key.get_secret_value():
+            raise ConfigurationError("AUTOPILOT_API_KEY is not set: delivery cannot start")
+        self.limiter = limiter or RateLimiter(settings.autopilot_rate_limit)
+        self._backoff = backoff or Backoff(budget_s=settings.autopilot_retry_budget_s)
+        self._probe_interval_s = settings.autopilot_auth_probe_interval_s
+        self._client = AutopilotClient(
+            base_url=settings.autopilot_base_url,
+            api_key=key,
+            timeout_s=settings.autopilot_request_timeout_s,
+            limiter=self.limiter,
+            transport=transport,
+        )
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._probe: asyncio.Task[None] | None = None
+
+    @property
+    def paused(self) -> bool:
+        """True while the API refuses the key; /readyz reports not ready."""
+        return not self._resumed.is_set()
+
+    async def deliver(self, batch: Sequence[RequestDescriptor]) -> list[DeliveryResult]:
+        received = time.monotonic()
+        tasks: list[asyncio.Task[dict[int, DeliveryResult]]] = []
+        async with asyncio.TaskGroup() as group:
+            for call in plan_batch(batch):
+                after = [tasks[position] for position in call.after]
+                tasks.append(group.create_task(self._settle(call, after, batch, received)))
+        settled = {index: result for task in tasks for index, result in task.result().items()}
+        return [settled[index] for index in range(len(batch))]
+
+    async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _settle(
+        self,
+        call: PlannedCall,
+        after: list[asyncio.Task[dict[int, DeliveryResult]]],
+        batch: Sequence[RequestDescriptor],
+        received: float,
+    ) -> dict[int, DeliveryResult]:
+        for task in after:
+            await task
+        done = await self._perform(call)
+        if not (isinstance(done.error, DeliveryRejected) and len(call.groups) > 1):
+            return _results(call, done, batch, received)
+        parts = split_bulk(call)
+        settled: dict[int, DeliveryResult] = {}
+        for part, alone in zip(
+            parts, await asyncio.gather(*map(self._perform, parts)), strict=True
+        ):
+            with_bulk = _Done(done.history + alone.history, alone.exchange, alone.error)
+            settled |= _results(part, with_bulk, batch, received)
+        return settled
+
+    async def _perform(self, call: PlannedCall) -> _Done:
+        """Attempt `call` until its outcome is final; pauses while the key is refused."""
+        history: list[AttemptRecord] = []
+        failures, budget_start = 0, time.monotonic()
+        while True:
+            await self._resumed.wait()
+            at = datetime.now(UTC)
+            exchange = await self._client.attempt(call.method, call.path, call.body)
+            error = exchange.error
+            history.append(AttemptRecord(at=at, status=exchange.status, error=_message(error)))
+            match error:
+                case AuthenticationFailed():
+                    self._pause(error)
+                    await self._resumed.wait()
+                    failures, budget_start = 0, time.monotonic()
+                case RetryableDeliveryError():
+                    failures += 1
+                    elapsed = time.monotonic() - budget_start
+                    delay = self._backoff.next_delay(failures, elapsed, error.retry_after)
+                    if delay is None:
+                        exhausted = RetryBudgetExhausted(
+                            f"retry budget of {self._backoff.budget_s:g}s spent after "
+                            f"{len(history)} attempts; last: {error}",
+                            http_status=exchange.status,
+                        )
+                        return _Done(tuple(history), exchange, exhausted)
+                    await asyncio.sleep(delay)
+                case _:
+                    return _Done(tuple(history), exchange, error)
+
+    def _pause(self, error: AuthenticationFailed) -> None:
+        if self.paused:
+            return
+        self._resumed.clear()
+        log.error(
+            "%s: delivery is paused, nothing is dead-lettered; probing every %gs until the key "
+            "is accepted. Check AUTOPILOT_API_KEY.",
+            error,
+            self._probe_interval_s,
+        )
+        self._probe = asyncio.create_task(self._probe_until_accepted())
+
+    async def _probe_until_accepted(self) -> None:
+        while True:
+            await asyncio.sleep(self._probe_interval_s)
+            error = (await self._client.attempt("GET", PROBE_PATH)).error
+            if error is None or isinstance(error, DeliveryRejected):
+                break
+        self._resumed.set()
+        log.warning("Autopilot accepts the API key again: delivery resumed")
+
+
+def _message(error: WorkerError | None) -> str | None:
+    return None if error is None else str(error)
+
+
+def _results(
+    call: PlannedCall, done: _Done, batch: Sequence[RequestDescriptor], received: float
+) -> dict[int, DeliveryResult]:
+    """The result of every input index `call` settles, with the contact ids Autopilot returned."""
+    data = done.exchange.data
+    ids = data.get("contact_ids")
+    if not (isinstance(ids, list) and len(ids) == len(call.groups)):
+        ids = [data.get("contact_id")] * len(call.groups)
+    error, history = done.error, done.history
+    latency_ms = round((time.monotonic() - received) * 1000, 3)
+    status = done.exchange.status
+    results: dict[int, DeliveryResult] = {}
+    for group, contact_id in zip(call.groups, ids, strict=True):
+        for index in group:
+            request = batch[index]
+            results[index] = DeliveryResult(
+                message_id=request.message_id,
+                kind=request.kind,
+                contact=request.contact,
+                status=status if status is not None else type(error).__name__,
+                outcome="delivered" if error is None else "dead_lettered",
+                attempts=len(history),
+                first_attempt_at=history[0].at,
+                last_attempt_at=history[-1].at,
+                latency_ms=latency_ms,
+                contact_id=contact_id if isinstance(contact_id, str) else None,
+                error=_message(error),
+                error_class=None if error is None else type(error).__name__,
+                response_body=error.body if isinstance(error, DeliveryRejected) else None,
+                history=() if error is None else history,
+            )
+    return results

@@ -1,0 +1,122 @@
+"""Autopilot Destination agents: Segment calls -> (by user) -> Autopilot request descriptors.
+
+Stage `intake` validates calls from the input topic, tells the source what it learned (an email
+tied to a userId) and re-keys every valid call by userId (else anonymousId) onto an internal
+topic. Stage `map` reads that topic, where the tables it needs live on the same partitions:
+the email learned per userId, and the Engage audience memberships last sent per contact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import faust
+import orjson
+
+from worker.app import app, raw_topic, settings, topic_names
+from worker.destination.mapping import (
+    DestinationConfig,
+    accept_call,
+    call_to_requests,
+    learned_identity,
+    parse_call,
+)
+from worker.records import InboundMessage, OutboundRecord
+from worker.source.agents import identity_record
+from worker.streaming import run_pipeline
+from worker.wiring import build_pipeline
+
+__all__: list[str] = []
+
+config = DestinationConfig.from_settings(settings)
+
+email_by_user = app.Table(
+    "destination_email_by_user",
+    schema=faust.Schema(
+        key_type=bytes, value_type=str, key_serializer="raw", value_serializer="json"
+    ),
+    use_partitioner=True,
+    help="Segment userId -> email, learned from identify and track calls",
+)
+audiences = app.Table(
+    "destination_audiences",
+    schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
+    use_partitioner=True,
+    help="userId/anonymousId -> {Engage audience key: membership last sent}",
+)
+
+
+class _Memberships(Mapping[str, bool]):
+    """One contact's row of the audiences table, as the mapping reads it."""
+
+    def __init__(self, row: Mapping[str, bool] | None) -> None:
+        self._row = row or {}
+
+    def __getitem__(self, key: str) -> bool:
+        return self._row[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._row)
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+
+def _user_key(user_id: str | None, anonymous_id: str | None) -> bytes:
+    return (user_id or anonymous_id or "").encode()
+
+
+def intake(message: InboundMessage) -> list[OutboundRecord]:
+    call = parse_call(message.value)
+    records = [
+        OutboundRecord(
+            topic=topic_names.destination_by_user,
+            key=_user_key(call.user_id, call.anonymous_id),
+            value=message.value,
+            headers=message.forwarded_headers(),
+        )
+    ]
+    identity = learned_identity(call)
+    if identity is not None:
+        records.append(identity_record(*identity))
+    return records
+
+
+def map_by_user(message: InboundMessage) -> list[OutboundRecord]:
+    parsed = parse_call(message.value)
+    identity = learned_identity(parsed)
+    if identity is not None:
+        email_by_user[identity[1].encode()] = identity[0]
+    call = accept_call(parsed)
+    user_key = _user_key(call.user_id, call.anonymous_id)
+    result = call_to_requests(
+        call,
+        config=config,
+        learned_email=email_by_user.get(call.user_id.encode()) if call.user_id else None,
+        audience_state=_Memberships(audiences.get(user_key)),
+    )
+    if result.audience_updates:
+        audiences[user_key] = {**(audiences.get(user_key) or {}), **result.audience_updates}
+    return [
+        OutboundRecord(
+            topic=topic_names.autopilot_requests,
+            key=request.contact.encode(),
+            value=orjson.dumps(request.model_dump(mode="json", by_alias=True)),
+            headers=message.producer_headers(),
+        )
+        for request in result.requests
+    ]
+
+
+_intake = build_pipeline("destination", "intake", intake)
+_map = build_pipeline("destination", "map", map_by_user)
+
+
+@app.agent(raw_topic(topic_names.segment_calls), name="destination-intake")
+async def destination_intake(stream: faust.StreamT[bytes]) -> None:
+    await run_pipeline(stream, _intake)
+
+
+@app.agent(raw_topic(topic_names.destination_by_user), name="destination-map")
+async def destination_map(stream: faust.StreamT[bytes]) -> None:
+    await run_pipeline(stream, _map)

@@ -1,0 +1,137 @@
+"""Segment traits -> Autopilot contact fields: the rename tables, and the typing of custom fields.
+
+Flat renames are data (`STANDARD_FIELDS`, `SPECIAL_FIELDS`); what depends on a value's type is
+code (`custom_field`). The rules a reader can rely on:
+
+- A standard field takes the first source path holding a scalar (not null, not an object or
+  array). `company` may be a string (-> Company) or an object (name, industry, employee_count);
+  `address` is an object (street, city, state, postalCode or postal_code, country).
+- Every trait named in a table is consumed by it, whether or not it yielded a value: it never
+  also appears in `custom`. So the other members of a `company` or `address` object (for
+  example `company.plan`) are not sent; `email` is consumed too (it becomes `Email`).
+- `_NewEmail` (change the contact's email) and `unsubscribed` pass through unchanged at the top
+  of the contact, where Autopilot reads them.
+- Every other trait becomes a custom field keyed `<type>--<Name>`, spaces in the name becoming
+  `--`: boolean, integer, float, date (an ISO-8601 date or date-time string, sent as given) or
+  string. Nulls are left out. Autopilot's custom fields are flat scalars, so a nested object or
+  an array is sent as its compact JSON text under `string--`: nothing is lost, and it shows as
+  text in Autopilot. With typing off the key is the trait name unchanged, values as above.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+
+__all__ = [
+    "CONSUMED_TRAITS",
+    "EMAIL_TRAIT",
+    "SPECIAL_FIELDS",
+    "STANDARD_FIELDS",
+    "custom_field",
+    "custom_fields",
+    "special_fields",
+    "standard_fields",
+]
+
+TraitPath = tuple[str, ...]
+
+EMAIL_TRAIT: Final = "email"
+
+STANDARD_FIELDS: Final[Mapping[str, tuple[TraitPath, ...]]] = {
+    "FirstName": (("firstName",), ("firstname",), ("first_name",)),
+    "LastName": (("lastName",), ("lastname",), ("last_name",)),
+    "Phone": (("phone",),),
+    "Company": (("company", "name"), ("company",)),
+    "Status": (("status",),),
+    "LeadSource": (("leadSource",), ("LeadSource",), ("lead_source",)),
+    "Title": (("title",),),
+    "Website": (("website",),),
+    "Industry": (("company", "industry"),),
+    "NumberOfEmployees": (("company", "employee_count"),),
+    "MailingStreet": (("address", "street"),),
+    "MailingCity": (("address", "city"),),
+    "MailingState": (("address", "state"),),
+    "MailingPostalCode": (("address", "postalCode"), ("address", "postal_code")),
+    "MailingCountry": (("address", "country"),),
+}
+"""Autopilot standard field -> the trait paths it is read from, first scalar wins."""
+
+SPECIAL_FIELDS: Final = ("_NewEmail", "unsubscribed")
+"""Traits passed through unchanged as Autopilot's special contact fields."""
+
+CONSUMED_TRAITS: Final = frozenset(
+    {EMAIL_TRAIT, *SPECIAL_FIELDS, *(p[0] for ps in STANDARD_FIELDS.values() for p in ps)}
+)
+"""Top-level trait names that never become custom fields."""
+
+_ISO_8601 = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+)
+
+
+def _scalar_at(traits: Mapping[str, Any], path: TraitPath) -> Any:
+    value = traits.get(path[0])
+    for key in path[1:]:
+        value = value.get(key) if isinstance(value, dict) else None
+    return None if isinstance(value, dict | list) else value
+
+
+def standard_fields(traits: Mapping[str, Any]) -> dict[str, Any]:
+    """The Autopilot standard fields found in `traits` (Email excepted: the caller resolves it)."""
+    fields: dict[str, Any] = {}
+    for field, paths in STANDARD_FIELDS.items():
+        for path in paths:
+            value = _scalar_at(traits, path) if path[0] in traits else None
+            if value is not None:
+                fields[field] = value
+                break
+    return fields
+
+
+def special_fields(traits: Mapping[str, Any]) -> dict[str, Any]:
+    """`_NewEmail` and `unsubscribed` when set."""
+    return {name: traits[name] for name in SPECIAL_FIELDS if traits.get(name) is not None}
+
+
+def _is_iso_date(text: str) -> bool:
+    # The regex keeps out what fromisoformat also accepts but nobody means as a date
+    # ("20240115", week dates); fromisoformat then rejects impossible dates (2024-02-30).
+    if not _ISO_8601.fullmatch(text):
+        return False
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def custom_field(name: str, value: Any, *, typed: bool) -> tuple[str, Any]:
+    """One non-null trait as an Autopilot custom `(key, value)`.
+
+    bool is tested before int because `True` is an `int` in Python.
+    """
+    if isinstance(value, bool):
+        kind = "boolean"
+    elif isinstance(value, int):
+        kind = "integer"
+    elif isinstance(value, float):
+        kind = "float"
+    elif isinstance(value, str):
+        kind = "date" if _is_iso_date(value) else "string"
+    else:
+        kind, value = "string", orjson.dumps(value).decode()
+    return (f"{kind}--{name.replace(' ', '--')}" if typed else name), value
+
+
+def custom_fields(traits: Mapping[str, Any], *, typed: bool) -> dict[str, Any]:
+    """Every trait not consumed by a table and not null, as Autopilot custom fields."""
+    return dict(
+        custom_field(name, value, typed=typed)
+        for name, value in traits.items()
+        if value is not None and name not in CONSUMED_TRAITS
+    )

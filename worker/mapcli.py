@@ -1,0 +1,62 @@
+"""`python -m worker map source|destination`: the mapping without Kafka, a line at a time.
+
+Each input line gives exactly one output line, in order: `{"output": ...}`, `{"skip": reason}`
+or `{"error": {"status": 400, "message": ...}}`. No learned identities are available offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import orjson
+
+from worker.errors import SkipMessage, WorkerError
+
+__all__ = ["map_line", "run_map"]
+
+Mapper = Callable[[bytes], Any]
+
+
+def _source_mapper() -> Mapper:
+    from worker.source.mapping import map_source  # noqa: PLC0415
+
+    def mapper(raw: bytes) -> Any:
+        output = map_source(raw, received_at=datetime.now(UTC))
+        return output.message.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    return mapper
+
+
+def _destination_mapper() -> Mapper:
+    from worker.destination.mapping import DestinationConfig, map_destination  # noqa: PLC0415
+    from worker.settings import get_settings  # noqa: PLC0415
+
+    config = DestinationConfig.from_settings(get_settings())
+
+    def mapper(raw: bytes) -> Any:
+        requests = map_destination(raw, config=config).requests
+        dumped = [r.model_dump(mode="json", by_alias=True) for r in requests]
+        return dumped[0] if len(dumped) == 1 else dumped
+
+    return mapper
+
+
+def map_line(mapper: Mapper, raw: bytes) -> dict[str, Any]:
+    """The one output object for one input line."""
+    try:
+        return {"output": mapper(raw)}
+    except SkipMessage as skip:
+        return {"skip": skip.reason}
+    except WorkerError as error:
+        return {"error": {"status": error.status, "message": error.message}}
+
+
+def run_map(pipeline: str, stdin: IO[bytes], stdout: IO[str]) -> int:
+    mapper = _source_mapper() if pipeline == "source" else _destination_mapper()
+    for line in stdin:
+        raw = line.rstrip(b"\r\n")
+        stdout.write(orjson.dumps(map_line(mapper, raw)).decode() + "\n")
+        stdout.flush()
+    return 0

@@ -1,0 +1,137 @@
+"""The per-message loop every agent uses: decode, call a pure function, send, route failures.
+
+`Pipeline.process` takes a batch of consumed messages and returns only after every output and
+every dead letter of the batch is acknowledged by Kafka (acks=all); only then may the faust
+shell ack the batch, so an offset is never committed ahead of what it produced. A failure is a
+`WorkerError` whose `fate` decides where the message goes; an exception we did not foresee is
+wrapped as `UnexpectedError` and dead-lettered. Nothing escapes except `FatalError` (the shell
+stops the worker without acking) and a failure to write to Kafka (the same).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from worker.dlq import dead_letter
+from worker.errors import DeadLetterRateExceeded, Fate, UnexpectedError, WorkerError
+from worker.records import InboundMessage, OutboundRecord
+
+__all__ = ["DeadLetterBreaker", "Handler", "Pipeline", "PipelineStats", "Sender"]
+
+log = logging.getLogger(__name__)
+
+#: A pure step: one consumed message in, the records to produce out; raises `WorkerError`.
+Handler = Callable[[InboundMessage], Sequence[OutboundRecord]]
+
+
+class Sender(Protocol):
+    async def send_all(self, records: Sequence[OutboundRecord]) -> None:
+        """Produce `records` in order and return once Kafka acknowledged every one."""
+
+
+@dataclass
+class PipelineStats:
+    """Counters a pipeline keeps; `worker.observability` exports them."""
+
+    consumed: int = 0
+    produced: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    dead_lettered: Counter[str] = field(default_factory=Counter)
+
+
+class DeadLetterBreaker:
+    """Stops the worker when most recent messages are dead-lettered.
+
+    Bad data arrives a message at a time; a bad deploy fails nearly everything. Over a sliding
+    window of the last `window` messages, once at least `min_messages` were seen, a
+    dead-letter ratio above `max_ratio` raises `DeadLetterRateExceeded`.
+    """
+
+    def __init__(self, *, window: int, min_messages: int, max_ratio: float) -> None:
+        self._outcomes: deque[bool] = deque(maxlen=window)
+        self._failed = 0
+        self._min_messages = min_messages
+        self._max_ratio = max_ratio
+
+    def record(self, *, dead_lettered: bool) -> None:
+        if len(self._outcomes) == self._outcomes.maxlen and self._outcomes[0]:
+            self._failed -= 1
+        self._outcomes.append(dead_lettered)
+        self._failed += dead_lettered
+        seen = len(self._outcomes)
+        if seen >= self._min_messages and self._failed / seen > self._max_ratio:
+            raise DeadLetterRateExceeded(
+                f"{self._failed} of the last {seen} messages were dead-lettered "
+                f"(limit {self._max_ratio:.0%}); stopping so a bad deploy cannot pour the "
+                "stream into the dead-letter topic"
+            )
+
+
+@dataclass
+class Pipeline:
+    """One stage of one pipeline: a handler plus where its failures go."""
+
+    name: str
+    stage: str
+    handler: Handler
+    sender: Sender
+    dead_letter_topic: str
+    breaker: DeadLetterBreaker
+    secrets: tuple[str, ...] = ()
+    stats: PipelineStats = field(default_factory=PipelineStats)
+
+    def route(self, messages: Sequence[InboundMessage]) -> list[OutboundRecord]:
+        """Every record the batch produces, dead letters included, in input order."""
+        records: list[OutboundRecord] = []
+        for message in messages:
+            self.stats.consumed += 1
+            try:
+                outputs = self.handler(message)
+            except WorkerError as error:
+                records.extend(self._on_failure(message, error))
+                continue
+            except Exception as exc:
+                log.exception("unexpected error in %s/%s", self.name, self.stage)
+                unexpected = UnexpectedError(f"{type(exc).__name__}: {exc}")
+                records.extend(self._on_failure(message, unexpected))
+                continue
+            self.breaker.record(dead_lettered=False)
+            self.stats.produced += len(outputs)
+            records.extend(outputs)
+        return records
+
+    async def process(self, messages: Sequence[InboundMessage]) -> None:
+        await self.sender.send_all(self.route(messages))
+
+    def _on_failure(self, message: InboundMessage, error: WorkerError) -> list[OutboundRecord]:
+        if error.fate is Fate.SKIP:
+            self.breaker.record(dead_lettered=False)
+            self.stats.skipped[error.message] += 1
+            return []
+        if error.fate is Fate.STOP:
+            raise error
+        self.breaker.record(dead_lettered=True)
+        self.stats.dead_lettered[type(error).__name__] += 1
+        log.warning(
+            "dead-lettered %s[%d]@%d in %s/%s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            self.name,
+            self.stage,
+            error.message,
+        )
+        return [
+            dead_letter(
+                message,
+                error,
+                topic=self.dead_letter_topic,
+                pipeline=self.name,
+                stage=self.stage,
+                secrets=self.secrets,
+            )
+        ]

@@ -1,0 +1,92 @@
+"""Autopilot Source agents: raw email events -> (by email) -> Segment track messages.
+
+Stage `intake` validates raw events from the input topic and re-keys them by lowercased email
+onto an internal topic; stage `map` reads that topic, where the destination's intake also
+writes what it learns (email -> userId), so the lookup table and the events it serves share a
+partition and are read in order.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import faust
+import orjson
+
+from worker import __version__
+from worker.app import app, raw_topic, topic_names
+from worker.records import InboundMessage, OutboundRecord, header
+from worker.source.mapping import email_event_to_track, parse_email_event
+from worker.streaming import run_pipeline
+from worker.wiring import KIND_HEADER, build_pipeline
+
+__all__ = ["KIND_EMAIL_EVENT", "KIND_IDENTITY", "identity_record"]
+
+KIND_EMAIL_EVENT = b"email-event"
+KIND_IDENTITY = b"identity"
+
+user_by_email = app.Table(
+    "source_user_by_email",
+    schema=faust.Schema(
+        key_type=bytes, value_type=str, key_serializer="raw", value_serializer="json"
+    ),
+    use_partitioner=True,
+    help="lowercased email -> Segment userId, learned from identify and track calls",
+)
+
+
+def identity_record(email: str, user_id: str) -> OutboundRecord:
+    """What the destination's intake writes when a Segment call ties an email to a userId."""
+    return OutboundRecord(
+        topic=topic_names.source_by_email,
+        key=email.lower().encode(),
+        value=orjson.dumps({"user_id": user_id}),
+        headers=[(KIND_HEADER, KIND_IDENTITY)],
+    )
+
+
+def intake(message: InboundMessage) -> list[OutboundRecord]:
+    event = parse_email_event(message.value)
+    return [
+        OutboundRecord(
+            topic=topic_names.source_by_email,
+            key=event.contact.email.lower().encode(),
+            value=message.value,
+            headers=[*message.forwarded_headers(), (KIND_HEADER, KIND_EMAIL_EVENT)],
+        )
+    ]
+
+
+def map_by_email(message: InboundMessage) -> list[OutboundRecord]:
+    key = message.key or b""
+    if header(message.headers, KIND_HEADER) == KIND_IDENTITY:
+        user_by_email[key] = orjson.loads(message.value)["user_id"]
+        return []
+    output = email_event_to_track(
+        parse_email_event(message.value),
+        learned_user_id=user_by_email.get(key),
+        received_at=datetime.now(UTC),
+        integration_version=__version__,
+    )
+    return [
+        OutboundRecord(
+            topic=topic_names.segment_tracks,
+            key=output.key.encode(),
+            value=output.message.to_json(),
+            headers=[(k, v) for k, v in message.producer_headers() if k != KIND_HEADER],
+        )
+    ]
+
+
+_intake = build_pipeline("source", "intake", intake)
+_map = build_pipeline("source", "map", map_by_email)
+
+
+@app.agent(raw_topic(topic_names.email_events), name="source-intake")
+async def source_intake(stream: faust.StreamT[bytes]) -> None:
+    await run_pipeline(stream, _intake)
+
+
+@app.agent(raw_topic(topic_names.source_by_email), name="source-map")
+async def source_map(stream: faust.StreamT[bytes]) -> None:
+    await run_pipeline(stream, _map)

@@ -1,0 +1,96 @@
+"""The thin faust shell around `worker.pipeline`: events in, batches processed, sends awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+
+from worker.pipeline import Pipeline
+from worker.records import InboundMessage, OutboundRecord
+
+__all__ = ["EXIT_FATAL", "FaustSender", "run_pipeline", "stop_worker", "to_inbound"]
+
+log = logging.getLogger(__name__)
+
+#: Exit status of a worker stopped by a `FatalError` (EX_SOFTWARE).
+EXIT_FATAL = 70
+
+#: Messages taken per batch, and how long to wait for a batch to fill.
+BATCH_SIZE = 500
+BATCH_WITHIN_S = 0.02
+
+
+class FaustSender:
+    """Produces raw records through the app's producer and waits for every acknowledgement."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+        self._topics: dict[str, faust.TopicT] = {}
+
+    def _topic(self, name: str) -> faust.TopicT:
+        topic = self._topics.get(name)
+        if topic is None:
+            topic = self._app.topic(name, key_serializer="raw", value_serializer="raw")
+            self._topics[name] = topic
+        return topic
+
+    async def send_all(self, records: Sequence[OutboundRecord]) -> None:
+        pending = [
+            await self._topic(r.topic).send(key=r.key, value=r.value, headers=r.headers)
+            for r in records
+        ]
+        await asyncio.gather(*pending)
+
+
+def to_inbound(event: Any) -> InboundMessage:
+    """A faust event as a framework-free message."""
+    message = event.message
+    headers = message.headers or []
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    return InboundMessage(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=int(message.timestamp * 1000),
+        key=message.key,
+        value=message.value if message.value is not None else b"",
+        headers=[(k, v if v is not None else b"") for k, v in headers],
+    )
+
+
+async def run_pipeline(stream: faust.StreamT[bytes], pipeline: Pipeline) -> None:
+    """Consume `stream` in batches through `pipeline` until the worker stops.
+
+    A batch is acked (by faust, when the next one is taken) only after `process` returned, that
+    is after Kafka acknowledged all it produced. Whatever else escapes stops the worker before
+    the batch is acked, so the messages are read again after a restart.
+    """
+    # take_events is on faust.Stream, which every agent gets, but not on the StreamT protocol.
+    batches = stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
+    async for events in batches:
+        try:
+            await pipeline.process([to_inbound(event) for event in events])
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001  (the batch must not be acked: stop)
+            stop_worker(pipeline.name, exc)
+
+
+def stop_worker(pipeline: str, exc: BaseException) -> None:
+    """Exit at once, without acking or committing anything more.
+
+    A clean faust shutdown would commit the offsets of the batch in hand; exiting hard keeps
+    them uncommitted, so the messages are processed again when the worker is restarted.
+    """
+    log.critical("stopping the worker: %s failed: %s: %s", pipeline, type(exc).__name__, exc)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_FATAL)

@@ -1,0 +1,83 @@
+"""Every topic the worker reads or writes, named once from the settings.
+
+Input topics are read as raw bytes (`key_serializer`/`value_serializer` "raw"): faust would ack
+and lose a message whose decoding failed, so decoding happens in our per-message loop instead.
+All topics, internal ones and table changelogs included, are created explicitly at start-up
+with the configured partition count (`worker.admin.ensure_topics`), never auto-created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from worker.settings import Settings
+
+__all__ = ["TABLES", "TopicNames", "TopicSpec"]
+
+#: Faust tables of this worker: name -> what the changelog holds. Changelog topics are named
+#: "<app id>-<table>-changelog", as faust names them.
+TABLES: dict[str, str] = {
+    "source_user_by_email": "lowercased email -> Segment userId (learned from identify/track)",
+    "destination_email_by_user": "Segment userId -> email (learned from identify/track)",
+    "destination_audiences": "contact + Engage audience key -> membership last sent",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    role: str
+    compacted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """The topic map; the README's topic table is this class, row by row."""
+
+    email_events: str
+    segment_tracks: str
+    segment_calls: str
+    autopilot_requests: str
+    autopilot_deliveries: str
+    dead_letters: str
+    source_by_email: str
+    destination_by_user: str
+    retry: str
+    app_id: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TopicNames:
+        app_id = settings.worker_app_id
+        return cls(
+            email_events=settings.topic_email_events,
+            segment_tracks=settings.topic_segment_tracks,
+            segment_calls=settings.topic_segment_calls,
+            autopilot_requests=settings.topic_autopilot_requests,
+            autopilot_deliveries=settings.topic_autopilot_deliveries,
+            dead_letters=settings.topic_dead_letters,
+            source_by_email=f"{app_id}.source-by-email",
+            destination_by_user=f"{app_id}.destination-by-user",
+            retry=f"{app_id}.retry",
+            app_id=app_id,
+        )
+
+    def changelog(self, table: str) -> str:
+        return f"{self.app_id}-{table}-changelog"
+
+    def all_specs(self) -> list[TopicSpec]:
+        """Every topic to create at start-up, with what it is for."""
+        return [
+            TopicSpec(self.email_events, "input: raw Autopilot email events (JSON)"),
+            TopicSpec(self.segment_calls, "input: Segment calls (JSON)"),
+            TopicSpec(self.segment_tracks, "output: Segment track messages from the source"),
+            TopicSpec(self.autopilot_requests, "output/input: Autopilot request descriptors"),
+            TopicSpec(self.autopilot_deliveries, "output: final delivery outcomes"),
+            TopicSpec(self.dead_letters, "dead letters: original bytes + error headers"),
+            TopicSpec(self.source_by_email, "internal: email events and identities by email"),
+            TopicSpec(self.destination_by_user, "internal: Segment calls by userId/anonymousId"),
+            TopicSpec(self.retry, "internal: dead letters replayed to this worker only"),
+            *(
+                TopicSpec(self.changelog(table), f"changelog: {what}", compacted=True)
+                for table, what in TABLES.items()
+            ),
+        ]

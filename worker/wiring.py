@@ -1,0 +1,36 @@
+"""Builds `Pipeline`s for the agents: the dead-letter topic, the breaker, the secrets to mask."""
+
+from __future__ import annotations
+
+from worker.app import app, settings, topic_names
+from worker.pipeline import DeadLetterBreaker, Handler, Pipeline
+from worker.streaming import FaustSender
+
+__all__ = ["KIND_HEADER", "build_pipeline", "secret_values"]
+
+#: On internal topics, says what a record is (`email-event`, `identity`, ...).
+KIND_HEADER = "__autopilot.kind"
+
+_sender = FaustSender(app)
+
+
+def secret_values() -> tuple[str, ...]:
+    """Every secret the process knows, so dead letters and logs can be masked of them."""
+    key = settings.autopilot_api_key
+    return (key.get_secret_value(),) if key is not None else ()
+
+
+def build_pipeline(name: str, stage: str, handler: Handler) -> Pipeline:
+    return Pipeline(
+        name=name,
+        stage=stage,
+        handler=handler,
+        sender=_sender,
+        dead_letter_topic=topic_names.dead_letters,
+        breaker=DeadLetterBreaker(
+            window=settings.dlq_breaker_window,
+            min_messages=settings.dlq_breaker_min_messages,
+            max_ratio=settings.dlq_breaker_max_ratio,
+        ),
+        secrets=secret_values(),
+    )

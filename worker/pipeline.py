@@ -92,12 +92,12 @@ class Pipeline:
             try:
                 outputs = self.handler(message)
             except WorkerError as error:
-                records.extend(self._on_failure(message, error))
+                records.extend(self.route_failure(message, error))
                 continue
             except Exception as exc:
                 log.exception("unexpected error in %s/%s", self.name, self.stage)
                 unexpected = UnexpectedError(f"{type(exc).__name__}: {exc}")
-                records.extend(self._on_failure(message, unexpected))
+                records.extend(self.route_failure(message, unexpected))
                 continue
             self.breaker.record(dead_lettered=False)
             self.stats.produced += len(outputs)
@@ -107,7 +107,10 @@ class Pipeline:
     async def process(self, messages: Sequence[InboundMessage]) -> None:
         await self.sender.send_all(self.route(messages))
 
-    def _on_failure(self, message: InboundMessage, error: WorkerError) -> list[OutboundRecord]:
+    def route_failure(
+        self, message: InboundMessage, error: WorkerError, *, attempts: str | None = None
+    ) -> list[OutboundRecord]:
+        """Where a failed message goes, by its error's fate: nowhere (skip) or a dead letter."""
         if error.fate is Fate.SKIP:
             self.breaker.record(dead_lettered=False)
             self.stats.skipped[error.message] += 1
@@ -133,5 +136,6 @@ class Pipeline:
                 pipeline=self.name,
                 stage=self.stage,
                 secrets=self.secrets,
+                attempts=attempts,
             )
         ]

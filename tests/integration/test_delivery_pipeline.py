@@ -1,0 +1,235 @@
+"""Destination and delivery through a real broker and the stand-in API on loopback.
+
+One worker and one stand-in serve the module; each test uses contacts of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.kafkautil import consume_all, produce
+from tests.workerproc import WorkerProcess, worker_env
+from worker.dlq import DeadLetterHeaders as H
+from worker.fake_autopilot import start_fake_autopilot
+
+API_KEY = "test-key-7d1f0c9a"
+TRIGGER = "0001"
+
+
+@pytest.fixture(scope="module")
+async def fake_api() -> AsyncIterator[str]:
+    runner, base_url = await start_fake_autopilot(api_keys=[API_KEY], rate_limit=5.0)
+    try:
+        yield base_url
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+def delivery_worker(
+    kafka_bootstrap: str, fake_api: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    env = worker_env(
+        kafka_bootstrap,
+        uuid.uuid4().hex[:10],
+        AUTOPILOT_API_KEY=API_KEY,
+        AUTOPILOT_BASE_URL=fake_api,
+        AUTOPILOT_TRIGGER_ID=TRIGGER,
+        AUTOPILOT_AUTH_PROBE_INTERVAL_S="0.5",
+        AUTOPILOT_BULK_LINGER_MS="300",
+    )
+    log_path = Path(tmp_path_factory.mktemp("worker")) / "worker.log"
+    process = WorkerProcess(env, log_path).start()
+    try:
+        process.wait_for_log("[^Worker]: Ready")
+        yield process
+    finally:
+        process.stop()
+
+
+async def state(base_url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        result: dict[str, Any] = (await client.get("/_state")).json()
+        return result
+
+
+async def set_faults(base_url: str, **faults: Any) -> None:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        (await client.post("/_faults", json=faults)).raise_for_status()
+
+
+def identify(email: str, message_id: str, **traits: Any) -> bytes:
+    body = {"type": "identify", "userId": f"u-{email}", "messageId": message_id}
+    return orjson.dumps({**body, "traits": {"email": email, **traits}})
+
+
+def track(email: str, message_id: str, event: str = "Signed Up") -> bytes:
+    body = {"type": "track", "event": event, "userId": f"u-{email}", "messageId": message_id}
+    return orjson.dumps({**body, "properties": {"email": email, "plan": "pro"}})
+
+
+async def outcomes_for(
+    worker: WorkerProcess, message_ids: set[str], wait_s: float = 90
+) -> dict[str, dict[str, Any]]:
+    """Final outcomes on the deliveries topic for `message_ids` (waits until all are there)."""
+    env = worker.env
+    found: dict[str, dict[str, Any]] = {}
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while asyncio.get_running_loop().time() < deadline:
+        records = await consume_all(
+            env["KAFKA_BOOTSTRAP_SERVERS"], env["TOPIC_AUTOPILOT_DELIVERIES"], 10**9, timeout=2
+        )
+        found = {
+            o["message_id"]: o
+            for o in (orjson.loads(r.value) for r in records)
+            if o["message_id"] in message_ids
+        }
+        if len(found) == len(message_ids):
+            break
+    return found
+
+
+async def test_bulk_upserts_are_batched_and_merged(
+    delivery_worker: WorkerProcess, fake_api: str
+) -> None:
+    env = delivery_worker.env
+    tag = uuid.uuid4().hex[:6]
+    emails = [f"bulk{i}-{tag}@example.com" for i in range(200)]
+    calls = [identify(e, f"{tag}-a{i}", plan="free", seats=1) for i, e in enumerate(emails)]
+    calls += [identify(e, f"{tag}-b{i}", plan="pro") for i, e in enumerate(emails[:50])]
+    before = await state(fake_api)
+    await produce(
+        env["KAFKA_BOOTSTRAP_SERVERS"], env["TOPIC_SEGMENT_CALLS"], [(None, c, []) for c in calls]
+    )
+    ids = {orjson.loads(c)["messageId"] for c in calls}
+    outcomes = await outcomes_for(delivery_worker, ids)
+    assert len(outcomes) == 250
+    assert {o["outcome"] for o in outcomes.values()} == {"delivered"}
+    assert all(o["contact_id"] for o in outcomes.values())
+
+    after = await state(fake_api)
+    contacts = after["contacts"]
+    for i, email in enumerate(emails):
+        custom = contacts[email]["custom"]
+        assert custom["string--plan"] == ("pro" if i < 50 else "free")
+        assert custom["integer--seats"] == 1  # merged, not replaced
+    bulk_before = sum(before["requests"]["by_route"].get("POST /v1/contacts", {}).values())
+    bulk_after = sum(after["requests"]["by_route"].get("POST /v1/contacts", {}).values())
+    assert 3 <= bulk_after - bulk_before <= 12  # 250 upserts, at most 100 contacts a request
+    assert after["http_429"]["rate_limited"] == 0
+    assert max(after["max_rate"].values()) <= 5
+
+
+async def test_trigger_follows_its_contacts_upsert_in_order(
+    delivery_worker: WorkerProcess, fake_api: str
+) -> None:
+    env = delivery_worker.env
+    tag = uuid.uuid4().hex[:6]
+    email = f"order-{tag}@example.com"
+    calls = [
+        identify(email, f"{tag}-1", plan="free"),
+        track(email, f"{tag}-2"),
+        identify(email, f"{tag}-3", plan="pro"),
+        track(email, f"{tag}-4", event="Upgraded"),
+    ]
+    await produce(
+        env["KAFKA_BOOTSTRAP_SERVERS"], env["TOPIC_SEGMENT_CALLS"], [(None, c, []) for c in calls]
+    )
+    outcomes = await outcomes_for(delivery_worker, {f"{tag}-{i}" for i in range(1, 5)})
+    assert {o["outcome"] for o in outcomes.values()} == {"delivered"}, outcomes
+    journeys = [j for j in (await state(fake_api))["journeys"] if email in str(j)]
+    assert len(journeys) == 2  # both triggers found their contact: each came after its upsert
+
+
+async def test_5xx_and_429_are_retried_to_success(
+    delivery_worker: WorkerProcess, fake_api: str
+) -> None:
+    env = delivery_worker.env
+    tag = uuid.uuid4().hex[:6]
+    await set_faults(fake_api, error_rate=0.3, error_status=503, rate_limited_rate=0.1)
+    try:
+        calls = [identify(f"retry{i}-{tag}@example.com", f"{tag}-{i}") for i in range(30)]
+        calls += [track(f"retry{i}-{tag}@example.com", f"{tag}-t{i}") for i in range(10)]
+        await produce(
+            env["KAFKA_BOOTSTRAP_SERVERS"],
+            env["TOPIC_SEGMENT_CALLS"],
+            [(None, c, []) for c in calls],
+        )
+        ids = {orjson.loads(c)["messageId"] for c in calls}
+        outcomes = await outcomes_for(delivery_worker, ids, wait_s=120)
+    finally:
+        await set_faults(fake_api, error_rate=0.0, rate_limited_rate=0.0)
+    assert len(outcomes) == 40
+    assert {o["outcome"] for o in outcomes.values()} == {"delivered"}
+    assert max(o["attempts"] for o in outcomes.values()) > 1  # faults were met and retried
+    after = await state(fake_api)
+    assert after["http_429"]["rate_limited"] == 0  # the worker never broke the limit itself
+
+
+async def test_a_rejected_request_becomes_a_dead_letter(
+    delivery_worker: WorkerProcess, fake_api: str
+) -> None:
+    env = delivery_worker.env
+    tag = uuid.uuid4().hex[:6]
+    descriptor = {
+        "method": "POST",
+        "path": f"/v1/trigger/{TRIGGER}/contact/nobody-{tag}%40example.com",
+        "json": {"property": {}},
+        "kind": "trigger_journey",
+        "message_id": f"{tag}-404",
+        "contact": f"nobody-{tag}@example.com",
+    }
+    raw = orjson.dumps(descriptor)
+    await produce(
+        env["KAFKA_BOOTSTRAP_SERVERS"], env["TOPIC_AUTOPILOT_REQUESTS"], [(b"k", raw, [])]
+    )
+    outcomes = await outcomes_for(delivery_worker, {f"{tag}-404"})
+    assert outcomes[f"{tag}-404"]["outcome"] == "dead_lettered"
+    assert outcomes[f"{tag}-404"]["status"] == 404
+    letters = await consume_all(
+        env["KAFKA_BOOTSTRAP_SERVERS"], env["TOPIC_DEAD_LETTERS"], 10**9, timeout=5
+    )
+    (letter,) = [r for r in letters if r.value == raw]
+    headers = dict(letter.headers)
+    assert headers[H.STATUS] == b"404"
+    assert headers[H.CLASS_NAME] == b"DeliveryRejected"
+    assert headers[H.PIPELINE] == b"delivery"
+    assert headers[H.TOPIC].decode() == env["TOPIC_AUTOPILOT_REQUESTS"]
+    assert b"Contact could not be found" in headers[H.MESSAGE] + letter.value + b"".join(
+        v for k, v in letter.headers
+    )
+    assert API_KEY.encode() not in b"".join(v for _, v in letter.headers)
+
+
+async def test_a_refused_key_pauses_delivery_then_resumes_with_nothing_lost(
+    delivery_worker: WorkerProcess, fake_api: str
+) -> None:
+    env = delivery_worker.env
+    tag = uuid.uuid4().hex[:6]
+    await set_faults(fake_api, force_status=401)
+    try:
+        calls = [identify(f"auth{i}-{tag}@example.com", f"{tag}-{i}") for i in range(5)]
+        await produce(
+            env["KAFKA_BOOTSTRAP_SERVERS"],
+            env["TOPIC_SEGMENT_CALLS"],
+            [(None, c, []) for c in calls],
+        )
+        ids = {f"{tag}-{i}" for i in range(5)}
+        assert await outcomes_for(delivery_worker, ids, wait_s=8) == {}
+        assert delivery_worker.running
+        assert "delivery is paused" in delivery_worker.log_text()
+    finally:
+        await set_faults(fake_api, force_status=None)
+    outcomes = await outcomes_for(delivery_worker, ids)
+    assert {o["outcome"] for o in outcomes.values()} == {"delivered"}
+    assert len(outcomes) == 5
+    assert "delivery resumed" in delivery_worker.log_text()
+    assert API_KEY not in delivery_worker.log_text()

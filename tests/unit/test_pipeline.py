@@ -1,0 +1,122 @@
+"""The per-message loop: every fate routed, nothing escapes but a stop, sends awaited."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from worker.dlq import DeadLetterHeaders as H
+from worker.errors import (
+    ConfigurationError,
+    DeadLetterRateExceeded,
+    SkipMessage,
+    ValidationError,
+)
+from worker.pipeline import DeadLetterBreaker, Pipeline
+from worker.records import ORIGIN_PREFIX, InboundMessage, OutboundRecord
+
+
+class RecordingSender:
+    def __init__(self) -> None:
+        self.sent: list[OutboundRecord] = []
+
+    async def send_all(self, records: Sequence[OutboundRecord]) -> None:
+        self.sent.extend(records)
+
+
+def message(value: bytes, offset: int = 0) -> InboundMessage:
+    return InboundMessage(
+        topic="in", partition=1, offset=offset, timestamp_ms=1_700_000_000_000,
+        key=b"key", value=value, headers=[("h", b"v")],
+    )  # fmt: skip
+
+
+def handler(msg: InboundMessage) -> list[OutboundRecord]:
+    if msg.value == b"skip":
+        raise SkipMessage("not_for_us")
+    if msg.value == b"bad":
+        raise ValidationError("contact.email: field required")
+    if msg.value == b"bug":
+        raise KeyError("oops")
+    if msg.value == b"stop":
+        raise ConfigurationError("no way")
+    return [OutboundRecord("out", msg.key, msg.value.upper())]
+
+
+def pipeline(sender: RecordingSender, *, window: int = 100, min_messages: int = 100) -> Pipeline:
+    breaker = DeadLetterBreaker(window=window, min_messages=min_messages, max_ratio=0.5)
+    return Pipeline("p", "s", handler, sender, "dlq", breaker, secrets=("s3cret",))
+
+
+async def test_each_fate_is_routed_in_input_order() -> None:
+    sender = RecordingSender()
+    p = pipeline(sender)
+    batch = [message(v, i) for i, v in enumerate([b"a", b"skip", b"bad", b"bug", b"b"])]
+    await p.process(batch)
+    assert [(r.topic, r.value) for r in sender.sent] == [
+        ("out", b"A"),
+        ("dlq", b"bad"),
+        ("dlq", b"bug"),
+        ("out", b"B"),
+    ]
+    bad, bug = (dict(r.headers) for r in sender.sent[1:3])
+    assert bad[H.CLASS_NAME] == b"ValidationError"
+    assert bad[H.STATUS] == b"400"
+    assert bad[H.MESSAGE] == b"contact.email: field required"
+    assert bad[H.OFFSET] == b"2"
+    assert bad["h"] == b"v"
+    assert bug[H.CLASS_NAME] == b"UnexpectedError"
+    assert bug[H.STATUS] == b"500"
+    assert p.stats.skipped == {"not_for_us": 1}
+    assert p.stats.dead_lettered == {"ValidationError": 1, "UnexpectedError": 1}
+
+
+async def test_a_stop_escapes_and_nothing_is_sent() -> None:
+    sender = RecordingSender()
+    with pytest.raises(ConfigurationError):
+        await pipeline(sender).process([message(b"a"), message(b"stop")])
+    assert sender.sent == []
+
+
+def test_breaker_trips_only_past_the_ratio_after_the_minimum() -> None:
+    breaker = DeadLetterBreaker(window=10, min_messages=8, max_ratio=0.5)
+    for dead in (True, True, True, True, False, False, False):
+        breaker.record(dead_lettered=dead)  # 4 of 7, but under the minimum: never trips
+    breaker.record(dead_lettered=False)  # 4 of 8 is not above 50%
+    with pytest.raises(DeadLetterRateExceeded, match="5 of the last 9"):
+        breaker.record(dead_lettered=True)
+
+
+def test_breaker_forgets_outside_the_window() -> None:
+    breaker = DeadLetterBreaker(window=4, min_messages=4, max_ratio=0.5)
+    for dead in (True, True, False, False):
+        breaker.record(dead_lettered=dead)  # 2 of 4: not above 50%
+    for _ in range(10):
+        breaker.record(dead_lettered=False)
+    breaker.record(dead_lettered=True)  # the old failures slid out: 1 of 4
+    breaker.record(dead_lettered=True)  # 2 of 4
+
+
+async def test_dead_letter_keeps_origin_of_forwarded_message_and_masks_secrets() -> None:
+    def leaky(_msg: InboundMessage) -> list[OutboundRecord]:
+        raise ValidationError("key s3cret leaked")
+
+    sender = RecordingSender()
+    forwarded = InboundMessage(
+        topic="internal", partition=0, offset=9, timestamp_ms=5, key=b"k", value=b"raw",
+        headers=[("h", b"v"), (ORIGIN_PREFIX + "topic", b"in"),
+                 (ORIGIN_PREFIX + "partition", b"2"), (ORIGIN_PREFIX + "offset", b"77"),
+                 (ORIGIN_PREFIX + "timestamp", b"123")],
+    )  # fmt: skip
+    p = pipeline(sender)
+    p.handler = leaky
+    await p.process([forwarded])
+    (letter,) = sender.sent
+    headers = dict(letter.headers)
+    assert letter.value == b"raw"
+    assert letter.key == b"k"
+    assert (headers[H.TOPIC], headers[H.PARTITION], headers[H.OFFSET]) == (b"in", b"2", b"77")
+    assert headers[H.TIMESTAMP] == b"123"
+    assert not any(k.startswith(ORIGIN_PREFIX) for k in headers)
+    assert headers[H.MESSAGE] == b"key ********** leaked"

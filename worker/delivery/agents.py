@@ -1,0 +1,124 @@
+"""The delivery agent: request descriptors -> the Autopilot API -> outcomes and dead letters.
+
+A batch's offsets are acked only after every descriptor in it has a final outcome (delivered
+or dead-lettered) and those outcomes are on Kafka. While the API refuses the key, `deliver`
+does not return, so consumption pauses and nothing is acked, skipped or dead-lettered.
+Without AUTOPILOT_API_KEY this module registers no agent and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+import orjson
+import pydantic
+
+from worker.app import app, raw_topic, settings, topic_names
+from worker.delivery.service import Deliverer, DeliveryResult
+from worker.errors import DecodeError, DeliveryRejected, RetryBudgetExhausted, WorkerError
+from worker.models.autopilot_request import RequestDescriptor
+from worker.pipeline import Pipeline
+from worker.records import InboundMessage, OutboundRecord
+from worker.streaming import stop_worker, to_inbound
+from worker.wiring import build_pipeline
+
+__all__ = ["delivery_state", "parse_descriptor"]
+
+log = logging.getLogger(__name__)
+
+#: Up to this many descriptors are handed to one `deliver` call (a few bulk requests' worth).
+MAX_BATCH = 500
+
+
+class DeliveryState:
+    """What /readyz and the metrics read: the live Deliverer, when delivery runs."""
+
+    deliverer: Deliverer | None = None
+    enabled: bool = settings.autopilot_api_key is not None
+
+    @property
+    def paused(self) -> bool:
+        return self.deliverer is not None and self.deliverer.paused
+
+
+delivery_state = DeliveryState()
+
+
+def parse_descriptor(raw: bytes) -> RequestDescriptor:
+    """A descriptor from the requests topic; anything else is a 400 dead letter."""
+    try:
+        return RequestDescriptor.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "message"
+        raise DecodeError(f"not a request descriptor: {where}: {first['msg']}") from None
+
+
+def _outcome_record(result: DeliveryResult) -> OutboundRecord:
+    return OutboundRecord(
+        topic=topic_names.autopilot_deliveries,
+        key=result.contact.encode(),
+        value=orjson.dumps(result.model_dump(mode="json")),
+    )
+
+
+def _final_error(result: DeliveryResult) -> WorkerError:
+    message = result.error or "delivery failed"
+    if result.error_class == RetryBudgetExhausted.__name__:
+        status = result.status if isinstance(result.status, int) else None
+        return RetryBudgetExhausted(message, http_status=status)
+    status = result.status if isinstance(result.status, int) else 400
+    return DeliveryRejected(message, http_status=status, body=result.response_body or "")
+
+
+async def deliver_batch(
+    deliverer: Deliverer, pipeline: Pipeline, messages: list[InboundMessage]
+) -> None:
+    """Deliver `messages`; return once every outcome and dead letter is on Kafka."""
+    records: list[OutboundRecord] = []
+    valid: list[tuple[InboundMessage, RequestDescriptor]] = []
+    for message in messages:
+        pipeline.stats.consumed += 1
+        try:
+            valid.append((message, parse_descriptor(message.value)))
+        except WorkerError as error:
+            records.extend(pipeline.route_failure(message, error))
+    results = await deliverer.deliver([descriptor for _, descriptor in valid])
+    for (message, _), result in zip(valid, results, strict=True):
+        records.append(_outcome_record(result))
+        if result.outcome == "dead_lettered":
+            history = orjson.dumps([a.model_dump(mode="json") for a in result.history]).decode()
+            records.extend(pipeline.route_failure(message, _final_error(result), attempts=history))
+        else:
+            pipeline.breaker.record(dead_lettered=False)
+            pipeline.stats.produced += 1
+    await pipeline.sender.send_all(records)
+
+
+_pipeline = build_pipeline("delivery", "deliver", lambda message: [])
+
+if delivery_state.enabled:
+
+    @app.agent(raw_topic(topic_names.autopilot_requests), name="delivery")
+    async def deliver_requests(stream: faust.StreamT[bytes]) -> None:
+        linger_s = settings.autopilot_bulk_linger_ms / 1000
+        async with Deliverer(settings) as deliverer:
+            delivery_state.deliverer = deliverer
+            # take_events is on faust.Stream, which every agent gets, but not on StreamT.
+            batches = stream.take_events(MAX_BATCH, within=linger_s)  # type: ignore[attr-defined]
+            async for events in batches:
+                try:
+                    await deliver_batch(deliverer, _pipeline, [to_inbound(e) for e in events])
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # noqa: BLE001  (the batch must not be acked: stop)
+                    stop_worker("delivery", exc)
+
+else:
+    log.warning(
+        "AUTOPILOT_API_KEY is not set: the delivery agent is not started; request descriptors "
+        "stay on %s until a worker with a key reads them",
+        topic_names.autopilot_requests,
+    )

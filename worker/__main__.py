@@ -5,6 +5,7 @@ map source|destination    offline mapping: one JSON line in, one JSON line out
 topics                    create every topic and print the topic map
 schemas [--check]         write (or check) the JSON Schemas in schemas/
 fake-autopilot            the stand-in Autopilot API on loopback
+dlq list|show|replay      dead letters: list and filter, show one, replay via the retry topic
 """
 
 from __future__ import annotations
@@ -67,11 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the topic values")
     schemas.add_argument("--check", action="store_true", help="fail if schemas/ is stale")
     sub.add_parser("fake-autopilot", help="the stand-in Autopilot API", add_help=False)
+    sub.add_parser("dlq", help="list, show and replay dead letters", add_help=False)
 
     if args[:1] == ["fake-autopilot"]:
         from worker.fake_autopilot import main as fake_main  # noqa: PLC0415
 
         return fake_main(args[1:])
+    if args[:1] == ["dlq"]:
+        from worker.dlqcli import main as dlq_main  # noqa: PLC0415
+
+        return dlq_main(args[1:])
     if args[:1] == ["worker"]:  # faust's spelling: `python -m worker worker -l info`
         args[0] = "run"
     ns = parser.parse_args(args or ["run"])

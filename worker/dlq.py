@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from worker import __version__
-from worker.errors import WorkerError
+from worker.errors import DeliveryRejected, WorkerError
 from worker.records import InboundMessage, OutboundRecord, header
 
 __all__ = ["DLQ_PREFIX", "DeadLetterHeaders", "dead_letter", "redact"]
@@ -36,6 +36,7 @@ class DeadLetterHeaders:
     FIRST_FAILURE = DLQ_PREFIX + "first.failure.time"
     FAILED_AT = DLQ_PREFIX + "failure.time"
     ATTEMPTS = DLQ_PREFIX + "attempts"
+    RESPONSE_BODY = DLQ_PREFIX + "response.body"
     REPLAY_COUNT = DLQ_PREFIX + "replay.count"
 
 
@@ -84,6 +85,9 @@ def dead_letter(
     ]
     if attempts is not None:
         headers.append((DeadLetterHeaders.ATTEMPTS, redact(attempts, secrets).encode()))
+    if isinstance(error, DeliveryRejected) and error.body:
+        body = redact(error.body, secrets)[:MAX_MESSAGE_CHARS]
+        headers.append((DeadLetterHeaders.RESPONSE_BODY, body.encode()))
     if replay_count is not None:
         headers.append((DeadLetterHeaders.REPLAY_COUNT, replay_count))
     return OutboundRecord(topic=topic, key=message.key, value=message.value, headers=headers)

@@ -110,6 +110,7 @@ class FakeAutopilot:
 
     # -- gate: key, rate limit, faults ---------------------------------------------------------
 
+    @web.middleware
     async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/v1/"):
             return await handler(request)

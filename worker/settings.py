@@ -65,6 +65,17 @@ class Settings(BaseSettings):
     # Web
     worker_web_port: int = 6066
 
+    # Ingest: the Segment HTTP API and the Autopilot webhook on the web server (worker.ingest)
+    segment_write_keys: SecretStr | None = Field(
+        None, description="Comma-separated write keys the Segment API accepts; unset: 503."
+    )
+    autopilot_webhook_token: SecretStr | None = Field(
+        None, description="Token the Autopilot webhook must present; unset: 503."
+    )
+    ingest_kafka_timeout_s: float = Field(
+        10.0, gt=0, description="How long a request waits for Kafka's acks before a 503."
+    )
+
     @field_validator("autopilot_triggers", mode="before")
     @classmethod
     def _parse_triggers(cls, raw: object) -> object:

@@ -6,10 +6,14 @@ from worker.app import app, settings, topic_names
 from worker.pipeline import DeadLetterBreaker, Handler, Pipeline
 from worker.streaming import FaustSender
 
-__all__ = ["KIND_HEADER", "build_pipeline", "secret_values"]
+__all__ = ["KIND_HEADER", "PIPELINES", "build_pipeline", "secret_values"]
 
 #: On internal topics, says what a record is (`email-event`, `identity`, ...).
 KIND_HEADER = "__autopilot.kind"
+
+#: Every replayable pipeline stage built so far, by (name, stage): `worker.replay` runs a
+#: replayed dead letter through the handler of the stage that dead-lettered it.
+PIPELINES: dict[tuple[str, str], Pipeline] = {}
 
 _sender = FaustSender(app)
 
@@ -20,8 +24,15 @@ def secret_values() -> tuple[str, ...]:
     return (key.get_secret_value(),) if key is not None else ()
 
 
-def build_pipeline(name: str, stage: str, handler: Handler) -> Pipeline:
-    return Pipeline(
+def build_pipeline(name: str, stage: str, handler: Handler, *, replayable: bool = True) -> Pipeline:
+    """The stage `stage` of pipeline `name`, registered in `PIPELINES` when `replayable`.
+
+    A stage whose work is not its `handler` (delivery, whose handler is a placeholder) must say
+    `replayable=False`, or a replay aimed at it would run the placeholder and do nothing.
+    """
+    if (name, stage) in PIPELINES:
+        raise ValueError(f"pipeline {name}/{stage} is built twice")
+    pipeline = Pipeline(
         name=name,
         stage=stage,
         handler=handler,
@@ -34,3 +45,6 @@ def build_pipeline(name: str, stage: str, handler: Handler) -> Pipeline:
         ),
         secrets=secret_values(),
     )
+    if replayable:
+        PIPELINES[name, stage] = pipeline
+    return pipeline

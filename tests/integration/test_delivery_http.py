@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -35,12 +35,11 @@ async def make_deliverer(base_url: str) -> AsyncIterator[MakeDeliverer]:
     made: list[Deliverer] = []
 
     def make(budget_s: float = 30.0, **settings: Any) -> Deliverer:
+        defaults = {"autopilot_request_timeout_s": 2.0, "autopilot_auth_probe_interval_s": 0.2}
         config = Settings(
             autopilot_api_key=SecretStr(KEY),
             autopilot_base_url=base_url,
-            autopilot_request_timeout_s=2.0,
-            autopilot_auth_probe_interval_s=0.2,
-            **settings,
+            **{**defaults, **settings},
         )
         made.append(Deliverer(config, backoff=Backoff(base_s=0.05, cap_s=0.2, budget_s=budget_s)))
         return made[-1]
@@ -58,6 +57,14 @@ async def admin(base_url: str, path: str, body: dict[str, Any] | None = None) ->
             response = await client.post(path, json=body)
     response.raise_for_status()
     return response.json()
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 5.0) -> None:
+    for _ in range(int(timeout_s / 0.02)):
+        if await condition():
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail("condition not reached in time")
 
 
 def upsert(email: str, **fields: Any) -> RequestDescriptor:
@@ -144,8 +151,11 @@ async def test_server_errors_are_retried_to_success(
 ) -> None:
     await admin(base_url, "/_faults", {"error_rate": 1.0, "error_status": 503})
     delivery = asyncio.create_task(make_deliverer().deliver([upsert("a@x.io"), trigger("a@x.io")]))
-    while (await admin(base_url, "/_state"))["requests"]["total"] < 3:
-        await asyncio.sleep(0.05)
+
+    async def three_failures() -> bool:
+        return bool((await admin(base_url, "/_state"))["requests"]["total"] >= 3)
+
+    await wait_until(three_failures)
     await admin(base_url, "/_faults", {"error_rate": 0.0})
 
     upserted, triggered = await delivery
@@ -156,6 +166,20 @@ async def test_server_errors_are_retried_to_success(
     state = await admin(base_url, "/_state")
     assert state["requests"]["by_route"]["POST /v1/contact"]["503"] == upserted.attempts - 1
     assert len(state["journeys"]) == 1
+
+
+async def test_timeouts_are_retried(base_url: str, make_deliverer: MakeDeliverer) -> None:
+    await admin(base_url, "/_faults", {"timeout_rate": 1.0})
+    delivery = asyncio.create_task(
+        make_deliverer(autopilot_request_timeout_s=0.2).deliver([upsert("a@x.io")])
+    )
+
+    await asyncio.sleep(0.3)
+    await admin(base_url, "/_faults", {"timeout_rate": 0.0})
+    [result] = await delivery
+
+    assert (result.outcome, result.status) == ("delivered", 200)
+    assert result.attempts >= 2
 
 
 async def test_retry_budget_ends_in_a_dead_letter_with_history(
@@ -215,11 +239,10 @@ async def test_rate_limit_is_never_exceeded_and_429_hints_are_honoured(
 
     assert {r.outcome for r in results} == {"delivered"}
     state = await admin(base_url, "/_state")
-    assert state["http_429"]["injected"] >= 5
     assert_no_rate_violation(state)
     assert len(state["journeys"]) == 10
     retried = [r for r in results if r.attempts > 1]
-    assert retried
+    assert len(retried) == state["http_429"]["injected"] >= 1
     assert all((r.last_attempt_at - r.first_attempt_at).total_seconds() >= 1.0 for r in retried)
 
 
@@ -240,8 +263,11 @@ async def test_refused_key_pauses_then_resumes_with_nothing_lost(
     batch = [upsert("a@x.io"), upsert("b@x.io"), trigger("a@x.io"), upsert("c@x.io")]
     with caplog.at_level(logging.INFO, logger="worker.delivery"):
         delivery = asyncio.create_task(deliverer.deliver(batch))
-        while not deliverer.paused:
-            await asyncio.sleep(0.02)
+
+        async def paused() -> bool:
+            return deliverer.paused
+
+        await wait_until(paused)
         await asyncio.sleep(1.0)
         assert not delivery.done()
         probes = routes(await admin(base_url, "/_state"))[1:]

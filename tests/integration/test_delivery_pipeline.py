@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.kafkautil import consume_all, produce
+from tests.kafkautil import Record, consume_all, produce
 from tests.workerproc import WorkerProcess, worker_env
 from worker.dlq import DeadLetterHeaders as H
 from worker.fake_autopilot import start_fake_autopilot
@@ -76,6 +76,13 @@ def track(email: str, message_id: str, event: str = "Signed Up") -> bytes:
     return orjson.dumps({**body, "properties": {"email": email, "plan": "pro"}})
 
 
+async def produce_calls(worker: WorkerProcess, calls: list[bytes]) -> None:
+    """Segment calls keyed by userId, as a producer must key them for per-user order."""
+    env = worker.env
+    records: list[Record] = [(orjson.loads(c)["userId"].encode(), c, []) for c in calls]
+    await produce(env["KAFKA_BOOTSTRAP_SERVERS"], env["TOPIC_SEGMENT_CALLS"], records)
+
+
 async def outcomes_for(
     worker: WorkerProcess, message_ids: set[str], wait_s: float = 90
 ) -> dict[str, dict[str, Any]]:
@@ -100,15 +107,12 @@ async def outcomes_for(
 async def test_bulk_upserts_are_batched_and_merged(
     delivery_worker: WorkerProcess, fake_api: str
 ) -> None:
-    env = delivery_worker.env
     tag = uuid.uuid4().hex[:6]
     emails = [f"bulk{i}-{tag}@example.com" for i in range(200)]
     calls = [identify(e, f"{tag}-a{i}", plan="free", seats=1) for i, e in enumerate(emails)]
     calls += [identify(e, f"{tag}-b{i}", plan="pro") for i, e in enumerate(emails[:50])]
     before = await state(fake_api)
-    await produce(
-        env["KAFKA_BOOTSTRAP_SERVERS"], env["TOPIC_SEGMENT_CALLS"], [(None, c, []) for c in calls]
-    )
+    await produce_calls(delivery_worker, calls)
     ids = {orjson.loads(c)["messageId"] for c in calls}
     outcomes = await outcomes_for(delivery_worker, ids)
     assert len(outcomes) == 250
@@ -131,7 +135,6 @@ async def test_bulk_upserts_are_batched_and_merged(
 async def test_trigger_follows_its_contacts_upsert_in_order(
     delivery_worker: WorkerProcess, fake_api: str
 ) -> None:
-    env = delivery_worker.env
     tag = uuid.uuid4().hex[:6]
     email = f"order-{tag}@example.com"
     calls = [
@@ -140,9 +143,7 @@ async def test_trigger_follows_its_contacts_upsert_in_order(
         identify(email, f"{tag}-3", plan="pro"),
         track(email, f"{tag}-4", event="Upgraded"),
     ]
-    await produce(
-        env["KAFKA_BOOTSTRAP_SERVERS"], env["TOPIC_SEGMENT_CALLS"], [(None, c, []) for c in calls]
-    )
+    await produce_calls(delivery_worker, calls)
     outcomes = await outcomes_for(delivery_worker, {f"{tag}-{i}" for i in range(1, 5)})
     assert {o["outcome"] for o in outcomes.values()} == {"delivered"}, outcomes
     journeys = [j for j in (await state(fake_api))["journeys"] if email in str(j)]
@@ -152,17 +153,12 @@ async def test_trigger_follows_its_contacts_upsert_in_order(
 async def test_5xx_and_429_are_retried_to_success(
     delivery_worker: WorkerProcess, fake_api: str
 ) -> None:
-    env = delivery_worker.env
     tag = uuid.uuid4().hex[:6]
     await set_faults(fake_api, error_rate=0.3, error_status=503, rate_limited_rate=0.1)
     try:
         calls = [identify(f"retry{i}-{tag}@example.com", f"{tag}-{i}") for i in range(30)]
         calls += [track(f"retry{i}-{tag}@example.com", f"{tag}-t{i}") for i in range(10)]
-        await produce(
-            env["KAFKA_BOOTSTRAP_SERVERS"],
-            env["TOPIC_SEGMENT_CALLS"],
-            [(None, c, []) for c in calls],
-        )
+        await produce_calls(delivery_worker, calls)
         ids = {orjson.loads(c)["messageId"] for c in calls}
         outcomes = await outcomes_for(delivery_worker, ids, wait_s=120)
     finally:
@@ -203,25 +199,19 @@ async def test_a_rejected_request_becomes_a_dead_letter(
     assert headers[H.CLASS_NAME] == b"DeliveryRejected"
     assert headers[H.PIPELINE] == b"delivery"
     assert headers[H.TOPIC].decode() == env["TOPIC_AUTOPILOT_REQUESTS"]
-    assert b"Contact could not be found" in headers[H.MESSAGE] + letter.value + b"".join(
-        v for k, v in letter.headers
-    )
+    assert b"Contact could not be found" in headers[H.RESPONSE_BODY]
+    assert orjson.loads(headers[H.ATTEMPTS])[0]["status"] == 404
     assert API_KEY.encode() not in b"".join(v for _, v in letter.headers)
 
 
 async def test_a_refused_key_pauses_delivery_then_resumes_with_nothing_lost(
     delivery_worker: WorkerProcess, fake_api: str
 ) -> None:
-    env = delivery_worker.env
     tag = uuid.uuid4().hex[:6]
     await set_faults(fake_api, force_status=401)
     try:
         calls = [identify(f"auth{i}-{tag}@example.com", f"{tag}-{i}") for i in range(5)]
-        await produce(
-            env["KAFKA_BOOTSTRAP_SERVERS"],
-            env["TOPIC_SEGMENT_CALLS"],
-            [(None, c, []) for c in calls],
-        )
+        await produce_calls(delivery_worker, calls)
         ids = {f"{tag}-{i}" for i in range(5)}
         assert await outcomes_for(delivery_worker, ids, wait_s=8) == {}
         assert delivery_worker.running

@@ -56,10 +56,10 @@ class AutopilotClient:
 
     async def attempt(self, method: str, path: str, body: dict[str, Any] | None = None) -> Exchange:
         """Wait for the rate limit, send one request, and classify what came back."""
-        await self._limiter.acquire()
         content = None if body is None else orjson.dumps(body)
         try:
-            response = await self._http.request(method, path, content=content)
+            async with self._limiter.slot():
+                response = await self._http.request(method, path, content=content)
         except httpx.TransportError as exc:
             return Exchange(None, classify_exception(exc, secret=self._secret))
         error = classify_response(response, secret=self._secret)

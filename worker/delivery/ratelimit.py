@@ -1,13 +1,18 @@
 """The process-wide request rate limit for one Autopilot API key.
 
-A sliding-window log: a request may start only when fewer than `limit` starts lie in the last
-`window_s` seconds, and starts are taken one at a time in arrival order (FIFO). So no half-open
-window of `window_s` ever holds more than `limit` starts, by construction.
+The API counts requests when they arrive, which is some time between our start and the response.
+So a request holds its slot from the moment it may start until `window_s` after its response
+came back, and a request may start only while fewer than `limit` slots are held. Slots are handed
+out one at a time, first come first served.
 
-`limit` is `floor(rate)` per second (a rate below 1 becomes one start per `1/rate` seconds), and
-the window is widened by `margin_s`: the server counts arrivals, not starts, and two requests'
-transit times may differ. Any `limit + 1` starts span at least `1 + margin_s` seconds, so their
-arrivals span at least one second while transit jitter stays under the margin.
+Why that suffices: take any `limit + 1` requests and the one of them that started last. When it
+started, each of the others was either in flight or had finished within `window_s`, both of which
+hold a slot, or had finished earlier, in which case it also arrived more than `window_s` before
+the last one did. Hence no window of `window_s` ever sees more than `limit` arrivals, however long
+the transit, and the stand-in's sliding-window check sees no violation. The price is throughput:
+each slot turns over once per `window_s` plus the response time.
+
+`limit` is `floor(rate)` per second (a rate below 1 becomes one request per `1/rate` seconds).
 """
 
 from __future__ import annotations
@@ -16,31 +21,48 @@ import asyncio
 import math
 import time
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 __all__ = ["RateLimiter"]
 
 
 class RateLimiter:
-    def __init__(self, rate: float, *, margin_s: float = 0.05) -> None:
+    def __init__(self, rate: float) -> None:
         if not rate > 0:
             raise ValueError("rate must be positive")
         self.limit = max(1, math.floor(rate))
-        self.window_s = max(1.0, 1.0 / rate) + margin_s
-        self.waited_s = 0.0
-        """Cumulative seconds callers spent in `acquire` (a metric)."""
-        self._starts: deque[float] = deque()
+        self.window_s = max(1.0, 1.0 / rate)
+        self.waited_s = 0.0  # cumulative seconds callers waited for a slot (a metric)
+        self._in_flight = 0
+        self._finished: deque[float] = deque()  # when each recent request's response came
         self._lock = asyncio.Lock()
+        self._released = asyncio.Event()
 
-    async def acquire(self) -> None:
-        """Wait until one more request may start now, and count it as started."""
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait until one more request may start; send it inside the block."""
+        await self._acquire()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            self._finished.append(time.monotonic())
+            self._released.set()
+
+    async def _acquire(self) -> None:
         entered = time.monotonic()
         async with self._lock:
             while True:
                 now = time.monotonic()
-                while self._starts and self._starts[0] <= now - self.window_s:
-                    self._starts.popleft()
-                if len(self._starts) < self.limit:
-                    self._starts.append(now)
+                while self._finished and self._finished[0] <= now - self.window_s:
+                    self._finished.popleft()
+                if self._in_flight + len(self._finished) < self.limit:
+                    self._in_flight += 1
                     break
-                await asyncio.sleep(self._starts[0] + self.window_s - now)
+                if self._finished:
+                    await asyncio.sleep(self._finished[0] + self.window_s - now)
+                else:
+                    self._released.clear()
+                    await self._released.wait()
         self.waited_s += time.monotonic() - entered

@@ -1,0 +1,252 @@
+"""Dead-letter replay through a real broker and the real worker.
+
+Malformed input becomes dead letters; `dlq list` and `dlq show` read them; `dlq replay --dry-run`
+writes nothing; `dlq replay` puts them on the worker-private retry topic, the worker runs them
+through source intake again and, still bad, they come back with replay count 1 (then 2, then
+the CLI refuses them). A dead letter made by hand whose value is valid reaches the Segment
+tracks topic through the retry topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import sys
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from aiokafka import ConsumerRecord
+
+from tests.kafkautil import consume_all, end_offsets, produce
+from tests.workerproc import WorkerProcess
+from worker.dlq import DeadLetterHeaders as H
+from worker.dlqcli import run_dlq
+from worker.records import header
+from worker.replay import REPLAY_PIPELINE, REPLAY_STAGE, REPLAY_TARGET
+from worker.settings import Settings
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _retry_agent_is_wired() -> None:
+    """Skip the module while worker.agents runs no agent on the retry topic."""
+    import worker.agents  # noqa: F401, PLC0415  (builds every pipeline stage)
+    from worker.wiring import PIPELINES  # noqa: PLC0415
+
+    if (REPLAY_PIPELINE, REPLAY_STAGE) not in PIPELINES:
+        pytest.skip("worker.agents has no agent on the retry topic (see worker.replay)")
+
+
+def _settings(env: dict[str, str]) -> Settings:
+    return Settings.model_validate({key.lower(): value for key, value in env.items()})
+
+
+async def _dlq(env: dict[str, str], *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = await run_dlq(argv, _settings(env), out, err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def _event(event_id: str, email: str) -> bytes:
+    return orjson.dumps(
+        {
+            "id": event_id,
+            "type": "email_opened",
+            "occurred_at": "2026-11-20T10:15:00+02:00",
+            "contact": {"contact_id": f"person_{event_id}", "email": email},
+            "journey": {"id": "campaign_1", "name": "Onboarding"},
+            "email": {"id": "email_1", "subject": "Welcome"},
+        }
+    )
+
+
+def _ref(record: ConsumerRecord) -> str:
+    return f"{record.partition}@{record.offset}"
+
+
+def _replays(record: ConsumerRecord) -> int:
+    raw = header(list(record.headers), H.REPLAY_COUNT)
+    return int(raw) if raw is not None else 0
+
+
+async def test_still_bad_letters_come_back_counted_until_refused(worker: WorkerProcess) -> None:
+    env = worker.env
+    bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
+    inputs = env["TOPIC_EMAIL_EVENTS"]
+    letters_topic = env["TOPIC_DEAD_LETTERS"]
+    retry = f"{env['WORKER_APP_ID']}.retry"
+    malformed = [b"{not json, replay test", b"[1, 2, 3]"]
+    await produce(bootstrap, inputs, [(b"k", v, [("trace-id", b"t-1")]) for v in malformed])
+    firsts = await consume_all(bootstrap, letters_topic, 2, timeout=60)
+    assert sorted(r.value for r in firsts) == sorted(malformed)
+
+    # list: one line each; --json; filters that exclude
+    status, out, err = await _dlq(env, "list", "--topic", inputs)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2
+    assert all("source/intake" in line and "replays=0" in line for line in lines)
+    assert "2 of 2 dead letters" in err
+    status, out, _ = await _dlq(env, "list", "--json", "--pipeline", "source/intake")
+    rows = [orjson.loads(line) for line in out.splitlines()]
+    assert sorted((r["partition"], r["offset"]) for r in rows) == sorted(
+        (r.partition, r.offset) for r in firsts
+    )
+    assert {r["topic"] for r in rows} == {inputs}
+    assert {r["error_class"] for r in rows} <= {"DecodeError", "ValidationError"}
+    for excluding in (
+        ["--topic", "some-other-topic"],
+        ["--error-class", "UnexpectedError"],
+        ["--since", datetime.now(UTC).replace(year=2100).isoformat()],
+        ["--until", "2000-01-01T00:00:00Z"],
+    ):
+        status, out, _ = await _dlq(env, "list", *excluding)
+        assert (status, out) == (0, ""), excluding
+
+    # show: every header and the value
+    status, out, err = await _dlq(env, "show", _ref(firsts[0]).replace("@", ":"))
+    assert status == 0, err
+    assert f"{H.TOPIC}: {inputs}" in out
+    assert "trace-id: t-1" in out
+    assert firsts[0].value.decode() in out
+    status, _, err = await _dlq(env, "show", "0@999999")
+    assert status == 1
+    assert "no dead letter at 0@999999" in err
+
+    # a dry run writes nothing
+    status, out, err = await _dlq(env, "replay", "--dry-run", "--topic", inputs)
+    assert status == 0, err
+    assert out.count("would replay") == 2
+    assert "dry run: 2 to replay onto" in out
+    await asyncio.sleep(1)
+    assert sum((await end_offsets(bootstrap, retry)).values()) == 0
+
+    # a real replay: both come back, counted, still naming the input message
+    status, out, err = await _dlq(env, "replay", "--topic", inputs)
+    assert status == 0, err
+    assert f"replayed 2 onto {retry}" in out
+    assert "replaying [" in err  # the progress bar
+    assert sum((await end_offsets(bootstrap, retry)).values()) == 2
+    letters = await consume_all(bootstrap, letters_topic, 4, timeout=60)
+    seconds = [r for r in letters if _replays(r) == 1]
+    assert sorted(r.value for r in seconds) == sorted(malformed)
+    first_by_value = {r.value: dict(r.headers) for r in firsts}
+    for record in seconds:
+        got = dict(record.headers)
+        first = first_by_value[record.value]
+        assert record.key == b"k"
+        assert got["trace-id"] == b"t-1"
+        assert (got[H.PIPELINE], got[H.STAGE]) == (b"source", b"intake")
+        assert got[H.TOPIC] == inputs.encode()
+        assert (got[H.PARTITION], got[H.OFFSET]) == (first[H.PARTITION], first[H.OFFSET])
+        assert got[H.FIRST_FAILURE] == first[H.FIRST_FAILURE]
+        assert REPLAY_TARGET not in got
+    assert worker.running
+
+    # replayed again by filter: only the latest letter of each message goes (count 2)
+    status, out, err = await _dlq(env, "replay", "--pipeline", "source")
+    assert status == 0, err
+    assert "replayed 2" in out
+    assert "2 superseded" in out
+    letters = await consume_all(bootstrap, letters_topic, 6, timeout=60)
+    assert sorted(_replays(r) for r in letters) == [0, 0, 1, 1, 2, 2]
+
+    # the loop stopper: at --max-replays nothing more goes
+    status, out, err = await _dlq(env, "replay", "--max-replays", "2")
+    assert status == 0, err
+    assert out.startswith(f"replayed 0 onto {retry}; skipped 2 at --max-replays 2, 4 superseded")
+    assert err.count("replayed 2 times already") == 2
+    assert sum((await end_offsets(bootstrap, retry)).values()) == 4
+
+
+async def test_a_valid_letter_reaches_the_output_through_the_retry_topic(
+    worker: WorkerProcess,
+) -> None:
+    env = worker.env
+    bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
+    letters_topic = env["TOPIC_DEAD_LETTERS"]
+    failed_at = datetime.now(UTC).isoformat(timespec="milliseconds").encode()
+    handmade = [
+        ("trace-id", b"t-2"),
+        (H.TOPIC, env["TOPIC_EMAIL_EVENTS"].encode()),
+        (H.PARTITION, b"0"),
+        (H.OFFSET, b"123456"),
+        (H.TIMESTAMP, b"1700000000000"),
+        (H.PIPELINE, b"source"),
+        (H.STAGE, b"intake"),
+        (H.CLASS_NAME, b"UnexpectedError"),
+        (H.MESSAGE, b"a bug since fixed"),
+        (H.STATUS, b"500"),
+        (H.FIRST_FAILURE, failed_at),
+        (H.FAILED_AT, failed_at),
+    ]
+    value = _event("evt_replayed", "Replayed@Example.com")
+    (meta,) = await produce(bootstrap, letters_topic, [(b"k2", value, handmade)])
+
+    status, out, err = await _dlq(env, "replay", f"{meta.partition}@{meta.offset}")
+    assert status == 0, err
+    assert "replayed 1" in out
+
+    tracks = await consume_all(bootstrap, env["TOPIC_SEGMENT_TRACKS"], 1, timeout=60)
+    (track,) = [r for r in tracks if orjson.loads(r.value)["messageId"] == "autopilot-evt_replayed"]
+    assert track.key == b"replayed@example.com"
+    got = dict(track.headers)
+    assert got["trace-id"] == b"t-2"
+    assert got[H.REPLAY_COUNT] == b"1"
+    assert REPLAY_TARGET not in got
+    assert worker.running
+
+
+async def test_a_letter_of_a_stage_that_cannot_replay_comes_back_as_the_retry_stage(
+    worker: WorkerProcess,
+) -> None:
+    env = worker.env
+    bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
+    letters_topic = env["TOPIC_DEAD_LETTERS"]
+    handmade = [
+        (H.TOPIC, b"somewhere"),
+        (H.PARTITION, b"0"),
+        (H.OFFSET, b"7"),
+        (H.TIMESTAMP, b"1700000000000"),
+        (H.PIPELINE, b"nowhere"),
+        (H.STAGE, b"deliver"),
+        (H.CLASS_NAME, b"DeliveryRejected"),
+    ]
+    (meta,) = await produce(bootstrap, letters_topic, [(b"k3", b"{}", handmade)])
+    status, out, err = await _dlq(env, "replay", f"{meta.partition}:{meta.offset}")
+    assert status == 0, err
+    assert "replayed 1" in out
+
+    for _ in range(60):
+        letters = await consume_all(bootstrap, letters_topic, 10**6, timeout=1)
+        back = [r for r in letters if r.key == b"k3" and r.offset != meta.offset]
+        if back:
+            break
+    (record,) = back
+    got = dict(record.headers)
+    assert (got[H.PIPELINE], got[H.STAGE]) == (b"replay", b"retry")
+    assert got[REPLAY_TARGET] == b"nowhere/deliver"
+    assert got[H.REPLAY_COUNT] == b"1"
+    assert got[H.TOPIC] == b"somewhere"
+    assert b"no stage nowhere/deliver" in got[H.MESSAGE]
+
+
+async def test_the_command_line_entry_point(worker: WorkerProcess) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TOPIC_", "AUTOPILOT_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker",
+        "dlq",
+        "list",
+        "--json",
+        env={**clean, **worker.env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    rows = [orjson.loads(line) for line in out.splitlines()]
+    assert rows
+    assert all({"partition", "offset", "pipeline", "replay_count"} <= set(row) for row in rows)

@@ -1,0 +1,207 @@
+"""The HTTP surface with Kafka replaced by a fake sender: statuses, bodies, what is stored.
+
+The handlers run in a real aiohttp server (so gzip is undone by aiohttp as in the worker);
+only the sender and the settings are swapped, which is how the 503 mapping is shown for a
+sender that fails or never gets its acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from worker.app import topic_names
+from worker.ingest import routes
+from worker.ingest.auth import write_keys
+from worker.records import OutboundRecord
+from worker.settings import Settings
+
+KEY = "wk-unit-0123"
+TOKEN = "tok-unit-4567"
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{KEY}:".encode()).decode()}
+
+
+class FakeSender:
+    def __init__(self) -> None:
+        self.sent: list[OutboundRecord] = []
+        self.fail: Exception | None = None
+        self.hang = False
+
+    async def send_all(self, records: Sequence[OutboundRecord]) -> None:
+        if self.hang:
+            await asyncio.sleep(3600)
+        if self.fail is not None:
+            raise self.fail
+        self.sent.extend(records)
+
+
+@pytest.fixture
+def sender(monkeypatch: pytest.MonkeyPatch) -> FakeSender:
+    fake = FakeSender()
+    settings = Settings(
+        segment_write_keys=SecretStr(f"other,{KEY}"),
+        autopilot_webhook_token=SecretStr(TOKEN),
+        ingest_kafka_timeout_s=0.2,
+    )
+    monkeypatch.setattr(routes, "settings", settings)
+    monkeypatch.setattr(routes, "_keys", write_keys(settings.segment_write_keys))
+    monkeypatch.setattr(routes, "_sender", fake)
+    return fake
+
+
+@pytest.fixture
+async def client(sender: FakeSender) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    application = web.Application()
+    routes.mount(application.router)
+    async with TestClient(TestServer(application)) as test_client:
+        yield test_client
+
+
+def _stored(sender: FakeSender) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in sender.sent]
+
+
+async def _post(
+    client: TestClient[web.Request, web.Application],
+    path: str,
+    body: object = None,
+    *,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    payload = data if data is not None else orjson.dumps(body)
+    async with client.post(path, data=payload, headers=headers) as response:
+        return response.status, orjson.loads(await response.read())
+
+
+async def test_track_with_basic_auth_is_stored_then_200(client: Any, sender: FakeSender) -> None:
+    status, answer = await _post(client, "/v1/track", {"userId": "u1", "event": "E"}, headers=AUTH)
+    assert (status, answer) == (200, {"success": True})
+    [record] = sender.sent
+    assert record.topic == topic_names.segment_calls
+    assert record.key == b"u1"
+    [message] = _stored(sender)
+    assert message["type"] == "track"
+    assert message["messageId"].startswith("api-")
+    assert "receivedAt" in message
+
+
+async def test_body_write_key_is_accepted_and_stripped(client: Any, sender: FakeSender) -> None:
+    body = {"writeKey": KEY, "batch": [{"type": "identify", "userId": "u", "writeKey": KEY}]}
+    status, _ = await _post(client, "/v1/batch", body)
+    assert status == 200
+    assert KEY.encode() not in sender.sent[0].value
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({}, {"userId": "u"}),
+        ({}, {"userId": "u", "writeKey": "nope"}),
+        ({"Authorization": "Basic " + base64.b64encode(b"nope:").decode()}, {"writeKey": KEY}),
+    ],
+)
+async def test_missing_or_wrong_key_is_401(
+    client: Any, sender: FakeSender, headers: dict[str, str], body: object
+) -> None:
+    status, answer = await _post(client, "/v1/identify", body, headers=headers)
+    assert status == 401
+    assert answer["success"] is False
+    assert answer["code"] == "unauthorized"
+    assert sender.sent == []
+
+
+async def test_gzip_body_is_accepted(client: Any, sender: FakeSender) -> None:
+    body = gzip.compress(orjson.dumps({"batch": [{"type": "track", "userId": "g", "event": "E"}]}))
+    status, _ = await _post(
+        client, "/v1/batch", data=body, headers={**AUTH, "Content-Encoding": "gzip"}
+    )
+    assert status == 200
+    assert _stored(sender)[0]["userId"] == "g"
+
+
+@pytest.mark.parametrize(
+    ("data", "encoding", "code"),
+    [
+        (b"{nope", None, "invalid_json"),
+        (b"\x00\x01not gzip", "gzip", "invalid_body"),
+        (b"x" * (500 * 1024 + 1), None, "request_too_large"),
+        (gzip.compress(b" " * (500 * 1024 + 1)), "gzip", "request_too_large"),
+        (orjson.dumps({"userId": "u", "p": "x" * 32 * 1024}), None, "message_too_large"),
+        (b"[]", None, "invalid_body"),
+    ],
+)
+async def test_bad_bodies_are_400_with_a_json_error(
+    client: Any, sender: FakeSender, data: bytes, encoding: str | None, code: str
+) -> None:
+    headers = {**AUTH, **({"Content-Encoding": encoding} if encoding else {})}
+    status, answer = await _post(client, "/v1/page", data=data, headers=headers)
+    assert (status, answer["success"], answer["code"]) == (400, False, code)
+    assert sender.sent == []
+
+
+async def test_kafka_failure_is_503_and_nothing_claims_success(
+    client: Any, sender: FakeSender
+) -> None:
+    sender.fail = RuntimeError("KafkaConnectionError")
+    status, answer = await _post(client, "/v1/track", {"userId": "u", "event": "E"}, headers=AUTH)
+    assert (status, answer["code"]) == (503, "kafka_unavailable")
+    sender.fail = None
+    sender.hang = True
+    webhook_auth = {"X-Autopilot-Token": TOKEN}
+    status, answer = await _post(client, "/autopilot/events", [{"id": "e"}], headers=webhook_auth)
+    assert (status, answer["code"]) == (503, "kafka_timeout")
+
+
+async def test_webhook_writes_each_event(client: Any, sender: FakeSender) -> None:
+    events = [{"id": "e1", "contact": {"email": "A@x.io"}}, {"id": "e2"}]
+    status, answer = await _post(client, f"/autopilot/events?token={TOKEN}", events)
+    assert (status, answer) == (200, {"success": True})
+    topic = topic_names.email_events
+    assert [(r.topic, r.key) for r in sender.sent] == [(topic, b"a@x.io"), (topic, None)]
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"X-Autopilot-Token": "wrong"}, {"Authorization": "Bearer wrong"}]
+)
+async def test_webhook_wrong_token_is_401(
+    client: Any, sender: FakeSender, headers: dict[str, str]
+) -> None:
+    status, _ = await _post(client, "/autopilot/events", {"id": "e"}, headers=headers)
+    assert status == 401
+    assert sender.sent == []
+
+
+async def test_webhook_invalid_json_is_400(client: Any) -> None:
+    status, answer = await _post(
+        client, "/autopilot/events", data=b"{", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert (status, answer["code"]) == (400, "invalid_json")
+
+
+async def test_unconfigured_endpoints_are_503(
+    client: Any, sender: FakeSender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routes, "settings", Settings(autopilot_webhook_token=None))
+    monkeypatch.setattr(routes, "_keys", ())
+    status, answer = await _post(client, "/v1/track", {"writeKey": KEY}, headers=AUTH)
+    assert (status, answer["code"]) == (503, "segment_api_not_configured")
+    status, answer = await _post(
+        client, "/autopilot/events", {}, headers={"X-Autopilot-Token": "x"}
+    )
+    assert (status, answer["code"]) == (503, "webhook_not_configured")
+    assert sender.sent == []
+
+
+async def test_get_is_not_allowed(client: Any) -> None:
+    async with client.get("/v1/track") as response:
+        assert response.status == 405

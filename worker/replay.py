@@ -1,0 +1,254 @@
+"""Replayed dead letters: how `dlq replay` rewrites them, and how the worker runs them again.
+
+`python -m worker dlq replay` (`worker.dlqcli`) never writes to a shared input topic: it puts
+each selected dead letter on the worker-private retry topic (`<app id>.retry`) with the
+original key, value and producer headers, and rewrites the headers as `replay_headers` says:
+
+- every `__autopilot.errors.*` header is dropped except `first.failure.time`;
+- `__autopilot.errors.replay.count` is the letter's count plus one (absent counts as 0);
+- `__autopilot.replay.target` names the stage to run again, `<pipeline>/<stage>`;
+- `__autopilot.origin.*` name the input the letter came from, so a letter that fails again
+  names the same input topic, partition and offset, not the retry topic.
+
+In the worker, `replay_handler` (the retry topic's handler) reads the target and runs the
+message through that registered stage's handler (`worker.wiring.PIPELINES`): a replayed source
+event goes through source intake again. The stage's outputs go where they always go; a failure
+is dead-lettered again as that stage's, and `worker.dlq.dead_letter` keeps `replay.count` and
+`first.failure.time`, so the letter shows how often it was replayed. The CLI refuses letters
+whose count has reached `--max-replays`: that count, carried through every failure, is what
+stops a replay loop.
+
+The key is kept, and the retry topic has the same partition count as every other topic, so a
+replayed message lands on the partition number its key has everywhere; faust assigns equal
+partition numbers of equally partitioned topics to the same worker, so a `map` stage run from
+the retry topic finds the table rows of its key in this process, as it would on its own topic.
+
+A target that names no registered stage (a delivery letter, say) is dead-lettered as the
+retry stage's own, `replay/retry`, with its target kept, so a later replay counts on. Replays
+never feed a dead-letter breaker: replaying letters that are still bad is expected to fail,
+and must not stop the worker as a bad deploy would.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from worker.dlq import DLQ_PREFIX, DeadLetterHeaders, dead_letter
+from worker.errors import Fate, UnexpectedError, ValidationError, WorkerError
+from worker.pipeline import Pipeline
+from worker.records import ORIGIN_PREFIX, Headers, InboundMessage, OutboundRecord, header
+
+__all__ = [
+    "REPLAY_PIPELINE",
+    "REPLAY_PREFIX",
+    "REPLAY_STAGE",
+    "REPLAY_TARGET",
+    "ReplayTarget",
+    "replay_count",
+    "replay_handler",
+    "replay_headers",
+    "replay_through",
+]
+
+log = logging.getLogger(__name__)
+
+REPLAY_PREFIX = "__autopilot.replay."
+#: `<pipeline>/<stage>` of the stage a replayed message is run through.
+REPLAY_TARGET = REPLAY_PREFIX + "target"
+
+#: The name and stage the retry topic's own `Pipeline` is built with (`build_pipeline`).
+REPLAY_PIPELINE = "replay"
+REPLAY_STAGE = "retry"
+
+_KEPT_ERROR_HEADERS = frozenset({DeadLetterHeaders.FIRST_FAILURE})
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayTarget:
+    """The pipeline stage a replayed message is run through."""
+
+    pipeline: str
+    stage: str
+
+    def __str__(self) -> str:
+        return f"{self.pipeline}/{self.stage}"
+
+    def encode(self) -> bytes:
+        return str(self).encode()
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> ReplayTarget:
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+        pipeline, sep, stage = text.partition("/")
+        if not sep or not pipeline or not stage or "/" in stage:
+            raise ValueError(f"a replay target is <pipeline>/<stage>, not {text!r}")
+        return cls(pipeline, stage)
+
+    @classmethod
+    def of_dead_letter(cls, headers: Headers) -> ReplayTarget | None:
+        """The stage that dead-lettered a letter; None when the headers do not say.
+
+        A letter the retry stage itself dead-lettered (its target could not be run) is replayed
+        to the target it was given, so the letter keeps counting towards `--max-replays`.
+        """
+        pipeline = header(headers, DeadLetterHeaders.PIPELINE)
+        stage = header(headers, DeadLetterHeaders.STAGE)
+        if pipeline is None or stage is None or not pipeline or not stage:
+            return None
+        target = cls(pipeline.decode(errors="replace"), stage.decode(errors="replace"))
+        if (target.pipeline, target.stage) == (REPLAY_PIPELINE, REPLAY_STAGE):
+            earlier = header(headers, REPLAY_TARGET)
+            try:
+                return cls.parse(earlier) if earlier is not None else None
+            except ValueError:
+                return None
+        return target
+
+
+def replay_count(headers: Headers) -> int:
+    """How often the message was replayed already (0 when the header is absent or garbled)."""
+    raw = header(headers, DeadLetterHeaders.REPLAY_COUNT)
+    try:
+        return max(int(raw), 0) if raw is not None else 0
+    except ValueError:
+        return 0
+
+
+def replay_headers(headers: Headers, target: ReplayTarget) -> list[tuple[str, bytes]]:
+    """A dead letter's headers rewritten for the retry topic (see the module docstring)."""
+    kept = [
+        (k, v)
+        for k, v in headers
+        if not k.startswith((DLQ_PREFIX, REPLAY_PREFIX, ORIGIN_PREFIX)) or k in _KEPT_ERROR_HEADERS
+    ]
+    origin: list[tuple[str, bytes]] = []
+    origin_topic = header(headers, DeadLetterHeaders.TOPIC)
+    if origin_topic is not None:
+        for name, source in (
+            ("topic", DeadLetterHeaders.TOPIC),
+            ("partition", DeadLetterHeaders.PARTITION),
+            ("offset", DeadLetterHeaders.OFFSET),
+            ("timestamp", DeadLetterHeaders.TIMESTAMP),
+        ):
+            origin.append((ORIGIN_PREFIX + name, header(headers, source) or b"-1"))
+    return [
+        *kept,
+        *origin,
+        (DeadLetterHeaders.REPLAY_COUNT, str(replay_count(headers) + 1).encode()),
+        (REPLAY_TARGET, target.encode()),
+    ]
+
+
+def replay_through(
+    registry: Mapping[tuple[str, str], Pipeline], message: InboundMessage
+) -> list[OutboundRecord]:
+    """Run a message from the retry topic through the stage its `REPLAY_TARGET` names.
+
+    Returns that stage's outputs, or its dead letter (named after that stage, replay count
+    kept) when it fails again. A message whose target is missing or names no registered stage
+    is dead-lettered as the retry stage's own (`REPLAY_PIPELINE`/`REPLAY_STAGE`), its target
+    header kept. Nothing here raises except a `FatalError` from the target stage, which stops
+    the worker as it would in that stage: a replay that fails, however often, never counts
+    towards a dead-letter breaker.
+    """
+    target_error: ValidationError | None = None
+    pipeline: Pipeline | None = None
+    raw = header(message.headers, REPLAY_TARGET)
+    if raw is None:
+        target_error = ValidationError(f"a replayed message needs a {REPLAY_TARGET} header")
+    else:
+        try:
+            target = ReplayTarget.parse(raw)
+        except ValueError as exc:
+            target_error = ValidationError(str(exc))
+        else:
+            pipeline = registry.get((target.pipeline, target.stage))
+            if pipeline is None or target.pipeline == REPLAY_PIPELINE:
+                known = ", ".join(sorted(f"{p}/{s}" for p, s in registry if p != REPLAY_PIPELINE))
+                target_error = ValidationError(
+                    f"no stage {target} to replay through (replayable: {known or 'none'})"
+                )
+    if target_error is not None or pipeline is None:
+        return _unreplayable(registry, message, target_error or ValidationError("no target"))
+
+    stripped = InboundMessage(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=message.timestamp_ms,
+        key=message.key,
+        value=message.value,
+        headers=[(k, v) for k, v in message.headers if k != REPLAY_TARGET],
+    )
+    stats = pipeline.stats
+    stats.consumed += 1
+    try:
+        outputs = list(pipeline.handler(stripped))
+    except WorkerError as error:
+        return _failed_again(pipeline, stripped, error)
+    except Exception as exc:
+        log.exception("unexpected error replaying through %s/%s", pipeline.name, pipeline.stage)
+        return _failed_again(pipeline, stripped, UnexpectedError(f"{type(exc).__name__}: {exc}"))
+    stats.produced += len(outputs)
+    topic, partition, offset, _ = stripped.origin()
+    log.info(
+        "replayed %s[%d]@%d through %s/%s (replay %d)",
+        topic,
+        partition,
+        offset,
+        pipeline.name,
+        pipeline.stage,
+        replay_count(stripped.headers),
+    )
+    return outputs
+
+
+def _unreplayable(
+    registry: Mapping[tuple[str, str], Pipeline], message: InboundMessage, error: ValidationError
+) -> list[OutboundRecord]:
+    own = registry.get((REPLAY_PIPELINE, REPLAY_STAGE))
+    if own is None:  # not wired as a pipeline of its own: let the caller route the failure
+        raise error
+    return _failed_again(own, message, error)
+
+
+def _failed_again(
+    pipeline: Pipeline, message: InboundMessage, error: WorkerError
+) -> list[OutboundRecord]:
+    if error.fate is Fate.SKIP:
+        pipeline.stats.skipped[error.message] += 1
+        return []
+    if error.fate is Fate.STOP:
+        raise error
+    pipeline.stats.dead_lettered[type(error).__name__] += 1
+    topic, partition, offset, _ = message.origin()
+    log.warning(
+        "replay %d of %s[%d]@%d failed again in %s/%s: %s",
+        replay_count(message.headers),
+        topic,
+        partition,
+        offset,
+        pipeline.name,
+        pipeline.stage,
+        error.message,
+    )
+    return [
+        dead_letter(
+            message,
+            error,
+            topic=pipeline.dead_letter_topic,
+            pipeline=pipeline.name,
+            stage=pipeline.stage,
+            secrets=pipeline.secrets,
+        )
+    ]
+
+
+def replay_handler(message: InboundMessage) -> list[OutboundRecord]:
+    """The retry topic's handler: `replay_through` the stages the worker built."""
+    # The faust app is built only by the worker process, not by `python -m worker dlq`.
+    from worker.wiring import PIPELINES  # noqa: PLC0415
+
+    return replay_through(PIPELINES, message)

@@ -33,7 +33,8 @@ lint: install ## ruff lint and format check
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install ## mypy --strict
-	$(VENV)/bin/mypy worker tests deploy/local-kafka/localkafka.py deploy/run-local.py
+	$(VENV)/bin/mypy worker tests
+	$(VENV)/bin/mypy deploy/local-kafka/localkafka.py deploy/run-local.py deploy/demo.py
 
 schemas: install ## regenerate schemas/ from the models
 	$(PY) -m worker schemas

@@ -26,6 +26,9 @@ app = faust.App(
     topic_allow_declare=True,
     topic_disable_leader=True,
     producer_acks=-1,
+    # a record Kafka will not take must fail its send (and stop the worker) within a minute,
+    # not hold a shutdown for faust's default of 20 minutes
+    producer_request_timeout=60.0,
     consumer_auto_offset_reset="earliest",
     broker_commit_interval=1.0,
     table_standby_replicas=0,
@@ -35,10 +38,10 @@ app = faust.App(
 )
 
 
-def raw_topic(name: str) -> faust.TopicT:
-    """A topic read and written as raw bytes: decoding is ours, so failures can be routed."""
+def raw_topic(*names: str) -> faust.TopicT:
+    """Topics read and written as raw bytes: decoding is ours, so failures can be routed."""
     return app.topic(
-        name,
+        *names,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",

@@ -19,7 +19,9 @@ __all__ = ["Settings", "get_settings"]
 class Settings(BaseSettings):
     """The worker's configuration. The README's configuration table lists these one by one."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", env_prefix="")
+    model_config = SettingsConfigDict(
+        frozen=True, extra="ignore", env_prefix="", env_ignore_empty=True
+    )
 
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"

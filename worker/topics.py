@@ -43,6 +43,7 @@ class TopicNames:
     source_by_email: str
     destination_by_user: str
     retry: str
+    delivery_replay: str
     app_id: str
 
     @classmethod
@@ -58,6 +59,7 @@ class TopicNames:
             source_by_email=f"{app_id}.source-by-email",
             destination_by_user=f"{app_id}.destination-by-user",
             retry=f"{app_id}.retry",
+            delivery_replay=f"{app_id}.delivery-replay",
             app_id=app_id,
         )
 
@@ -76,6 +78,7 @@ class TopicNames:
             TopicSpec(self.source_by_email, "internal: email events and identities by email"),
             TopicSpec(self.destination_by_user, "internal: Segment calls by userId/anonymousId"),
             TopicSpec(self.retry, "internal: dead letters replayed to this worker only"),
+            TopicSpec(self.delivery_replay, "internal: replayed request descriptors for delivery"),
             *(
                 TopicSpec(self.changelog(table), f"changelog: {what}", compacted=True)
                 for table, what in TABLES.items()

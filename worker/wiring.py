@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from worker.app import app, settings, topic_names
 from worker.pipeline import DeadLetterBreaker, Handler, Pipeline
 from worker.streaming import FaustSender
@@ -19,9 +21,16 @@ _sender = FaustSender(app)
 
 
 def secret_values() -> tuple[str, ...]:
-    """Every secret the process knows, so dead letters and logs can be masked of them."""
-    key = settings.autopilot_api_key
-    return (key.get_secret_value(),) if key is not None else ()
+    """Every secret value the process knows (the API key, each write key, the webhook token),
+    so dead letters and logs can be masked of them."""
+    values: list[str] = []
+    for name, value in settings:
+        if isinstance(value, SecretStr):
+            secret = value.get_secret_value()
+            values.append(secret)
+            if name == "segment_write_keys":
+                values.extend(key.strip() for key in secret.split(","))
+    return tuple(v for v in values if v)
 
 
 def build_pipeline(name: str, stage: str, handler: Handler, *, replayable: bool = True) -> Pipeline:

@@ -97,11 +97,25 @@ async def deliver_batch(
     await pipeline.sender.send_all(records)
 
 
-_pipeline = build_pipeline("delivery", "deliver", lambda message: [])
+def to_delivery_replay(message: InboundMessage) -> list[OutboundRecord]:
+    """How a replayed dead letter re-enters delivery: via a topic only this worker reads."""
+    return [
+        OutboundRecord(
+            topic=topic_names.delivery_replay,
+            key=message.key,
+            value=message.value,
+            headers=message.forwarded_headers(),
+        )
+    ]
+
+
+_pipeline = build_pipeline("delivery", "deliver", to_delivery_replay)
 
 if delivery_state.enabled:
 
-    @app.agent(raw_topic(topic_names.autopilot_requests), name="delivery")
+    @app.agent(
+        raw_topic(topic_names.autopilot_requests, topic_names.delivery_replay), name="delivery"
+    )
     async def deliver_requests(stream: faust.StreamT[bytes]) -> None:
         linger_s = settings.autopilot_bulk_linger_ms / 1000
         async with Deliverer(settings) as deliverer:

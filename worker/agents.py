@@ -2,6 +2,7 @@
 
 import faust
 
+from worker import health  # noqa: F401  (mounts /metrics, /healthz and /readyz)
 from worker.app import app, raw_topic, topic_names
 from worker.delivery import agents as delivery_agents
 from worker.destination import agents as destination_agents

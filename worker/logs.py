@@ -1,4 +1,9 @@
-"""Logging: one JSON object per line, secrets masked."""
+"""Logging: one JSON object per line, secrets masked.
+
+Context travels as structured fields (logging's `extra=`), listed in `EXTRA_FIELDS`; a record
+about one message gets them from `log_fields`. Every secret the process knows is masked in the
+message, the traceback and every extra field alike.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,73 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "json_formatter", "logging_config"]
+from worker.records import InboundMessage
 
-_EXTRA_FIELDS = ("pipeline", "stage", "topic", "partition", "offset", "message_id")
+__all__ = ["EXTRA_FIELDS", "JsonFormatter", "json_formatter", "log_fields", "logging_config"]
+
+#: The structured fields a log line may carry besides time, level, logger and message.
+EXTRA_FIELDS = (
+    "pipeline",
+    "stage",
+    "topic",
+    "partition",
+    "offset",
+    "message_id",
+    "error_class",
+    "outcome",
+    "status",
+)
+
+#: Inputs larger than this are not parsed for their id (a log line is not worth the work).
+_MAX_ID_SCAN_BYTES = 64 * 1024
+_ID_FIELDS = ("messageId", "message_id", "id")
+_MASK = "**********"
+
+
+def message_id_of(value: bytes) -> str | None:
+    """The id a JSON input names (Segment `messageId`, descriptor `message_id`, event `id`).
+
+    Best effort, for logs only: None for anything that is not a JSON object with such a string.
+    """
+    if len(value) > _MAX_ID_SCAN_BYTES:
+        return None
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    for name in _ID_FIELDS:
+        found = data.get(name)
+        if isinstance(found, str) and found:
+            return found[:200]
+    return None
+
+
+def log_fields(
+    pipeline: str,
+    stage: str,
+    message: InboundMessage,
+    *,
+    message_id: str | None = None,
+    **more: str | int | None,
+) -> dict[str, Any]:
+    """`extra=` for a log record about `message`: where it was first written and its id.
+
+    topic, partition and offset name the input a producer wrote (our internal re-keying
+    topics are looked through), as the dead-letter headers do.
+    """
+    topic, partition, offset, _ = message.origin()
+    fields: dict[str, Any] = {
+        "pipeline": pipeline,
+        "stage": stage,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "message_id": message_id if message_id is not None else message_id_of(message.value),
+    }
+    fields.update({k: v for k, v in more.items() if v is not None})
+    return fields
 
 
 class JsonFormatter(logging.Formatter):
@@ -18,25 +87,32 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self, secrets: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self._secrets = tuple(s for s in secrets if s)
+        # longest first, so a secret that contains another is masked whole
+        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         if record.exc_info:
             message = f"{message}\n{self.formatException(record.exc_info)}"
-        for secret in self._secrets:
-            message = message.replace(secret, "**********")
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": message,
+            "message": self._mask(message),
         }
-        for name in _EXTRA_FIELDS:
+        for name in EXTRA_FIELDS:
             value = record.__dict__.get(name)
-            if value is not None:
-                entry[name] = value
+            if value is None:
+                continue
+            if not isinstance(value, bool | int | float):
+                value = self._mask(str(value))
+            entry[name] = value
         return orjson.dumps(entry).decode()
+
+    def _mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, _MASK)
+        return text
 
 
 def json_formatter() -> JsonFormatter:

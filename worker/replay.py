@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from worker.dlq import DLQ_PREFIX, DeadLetterHeaders, dead_letter
 from worker.errors import Fate, UnexpectedError, ValidationError, WorkerError
+from worker.logs import log_fields
 from worker.pipeline import Pipeline
 from worker.records import ORIGIN_PREFIX, Headers, InboundMessage, OutboundRecord, header
 
@@ -233,6 +234,7 @@ def _failed_again(
         pipeline.name,
         pipeline.stage,
         error.message,
+        extra=log_fields(pipeline.name, pipeline.stage, message, error_class=type(error).__name__),
     )
     return [
         dead_letter(

@@ -11,6 +11,7 @@ from typing import Any
 
 import faust
 
+from worker.observability import metrics
 from worker.pipeline import Pipeline
 from worker.records import InboundMessage, OutboundRecord
 
@@ -74,9 +75,13 @@ async def run_pipeline(stream: faust.StreamT[bytes], pipeline: Pipeline) -> None
     """
     # take_events is on faust.Stream, which every agent gets, but not on the StreamT protocol.
     batches = stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
+    metrics.track(pipeline)
     async for events in batches:
         try:
-            await pipeline.process([to_inbound(event) for event in events])
+            batch = [to_inbound(event) for event in events]
+            timer = metrics.start_batch(pipeline)
+            await pipeline.process(batch)
+            timer.done(len(batch))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001  (the batch must not be acked: stop)

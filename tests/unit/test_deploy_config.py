@@ -459,7 +459,7 @@ def test_deployment_probes_and_shutdown(
     for probe, path in (
         ("startupProbe", "/healthz"),
         ("livenessProbe", "/healthz"),
-        ("readinessProbe", "/readyz"),
+        ("readinessProbe", "/readyz?check=broker,recovery"),
     ):
         assert container[probe]["httpGet"] == {"path": path, "port": "web"}, probe
     pod = resources["Deployment"]["spec"]["template"]["spec"]

@@ -19,6 +19,7 @@ from worker.app import app, raw_topic, settings, topic_names
 from worker.delivery.service import Deliverer, DeliveryResult
 from worker.errors import DecodeError, DeliveryRejected, RetryBudgetExhausted, WorkerError
 from worker.models.autopilot_request import RequestDescriptor
+from worker.observability import metrics
 from worker.pipeline import Pipeline
 from worker.records import InboundMessage, OutboundRecord
 from worker.streaming import stop_worker, to_inbound
@@ -87,6 +88,7 @@ async def deliver_batch(
             records.extend(pipeline.route_failure(message, error))
     results = await deliverer.deliver([descriptor for _, descriptor in valid])
     for (message, _), result in zip(valid, results, strict=True):
+        metrics.observe_delivery(pipeline, message, result)
         records.append(_outcome_record(result))
         if result.outcome == "dead_lettered":
             history = orjson.dumps([a.model_dump(mode="json") for a in result.history]).decode()
@@ -120,11 +122,15 @@ if delivery_state.enabled:
         linger_s = settings.autopilot_bulk_linger_ms / 1000
         async with Deliverer(settings) as deliverer:
             delivery_state.deliverer = deliverer
+            metrics.track(_pipeline)
             # take_events is on faust.Stream, which every agent gets, but not on StreamT.
             batches = stream.take_events(MAX_BATCH, within=linger_s)  # type: ignore[attr-defined]
             async for events in batches:
                 try:
-                    await deliver_batch(deliverer, _pipeline, [to_inbound(e) for e in events])
+                    batch = [to_inbound(e) for e in events]
+                    timer = metrics.start_batch(_pipeline, with_mapping=False)
+                    await deliver_batch(deliverer, _pipeline, batch)
+                    timer.done(len(batch))
                 except asyncio.CancelledError:
                     raise
                 except BaseException as exc:  # noqa: BLE001  (the batch must not be acked: stop)

@@ -1,0 +1,146 @@
+"""JSON log lines: context as fields, and no secret in the message, traceback or any field."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from worker.errors import ValidationError
+from worker.logs import JsonFormatter, log_fields, message_id_of
+from worker.pipeline import DeadLetterBreaker, Pipeline
+from worker.records import ORIGIN_PREFIX, InboundMessage, OutboundRecord
+
+SECRETS = ("sk-live-123456", "write-key-abc", "write-key-abc,write-key-def")
+
+
+def record(message: str, *args: object, **extra: Any) -> logging.LogRecord:
+    rec = logging.LogRecord("worker.test", logging.WARNING, __file__, 1, message, args, None)
+    rec.__dict__.update(extra)
+    return rec
+
+
+def formatted(rec: logging.LogRecord) -> dict[str, Any]:
+    line = JsonFormatter(SECRETS).format(rec)
+    assert "\n" not in line
+    parsed: dict[str, Any] = orjson.loads(line)
+    return parsed
+
+
+def test_context_fields_are_structured_and_typed() -> None:
+    got = formatted(
+        record(
+            "dead-lettered %s",
+            "x",
+            pipeline="source",
+            stage="intake",
+            topic="autopilot.email-events",
+            partition=2,
+            offset=41,
+            message_id="evt_1",
+            error_class="ValidationError",
+            unrelated="not exported",
+        )
+    )
+    assert got["message"] == "dead-lettered x"
+    assert got["level"] == "warning"
+    assert got["logger"] == "worker.test"
+    assert (got["pipeline"], got["stage"], got["topic"]) == (
+        "source",
+        "intake",
+        "autopilot.email-events",
+    )
+    assert (got["partition"], got["offset"]) == (2, 41)
+    assert got["message_id"] == "evt_1"
+    assert got["error_class"] == "ValidationError"
+    assert "unrelated" not in got
+
+
+def test_secrets_are_masked_in_message_extras_and_traceback() -> None:
+    error = RuntimeError("refused key sk-live-123456")
+    rec = record(
+        "calling with %s",
+        "sk-live-123456",
+        message_id="id-sk-live-123456",
+        topic="write-key-abc,write-key-def",
+        status="401 write-key-abc",
+    )
+    rec.exc_info = (RuntimeError, error, None)
+    line = JsonFormatter(SECRETS).format(rec)
+    for secret in ("sk-live-123456", "write-key-abc", "write-key-def"):
+        assert secret not in line
+    got = orjson.loads(line)
+    assert got["message"].startswith("calling with **********")
+    assert "RuntimeError: refused key **********" in got["message"]
+    assert got["message_id"] == "id-**********"
+    assert got["topic"] == "**********"  # the longer secret masked whole
+    assert got["status"] == "401 **********"
+
+
+def test_log_fields_name_the_original_input_and_its_id() -> None:
+    internal = InboundMessage(
+        "app.source-by-email",
+        1,
+        5,
+        0,
+        b"k",
+        b'{"id": "evt_9", "type": "email_opened"}',
+        headers=[
+            (ORIGIN_PREFIX + "topic", b"autopilot.email-events"),
+            (ORIGIN_PREFIX + "partition", b"2"),
+            (ORIGIN_PREFIX + "offset", b"77"),
+            (ORIGIN_PREFIX + "timestamp", b"1700000000000"),
+        ],
+    )
+    fields = log_fields("source", "map", internal, error_class="DecodeError", status=None)
+    assert fields == {
+        "pipeline": "source",
+        "stage": "map",
+        "topic": "autopilot.email-events",
+        "partition": 2,
+        "offset": 77,
+        "message_id": "evt_9",
+        "error_class": "DecodeError",
+    }
+    direct = InboundMessage("segment.calls", 0, 3, 0, None, b"{}")
+    assert log_fields("d", "intake", direct, message_id="m-1")["message_id"] == "m-1"
+    assert log_fields("d", "intake", direct)["topic"] == "segment.calls"
+
+
+def test_message_id_of_is_best_effort() -> None:
+    assert message_id_of(b'{"messageId": "m-1", "id": "x"}') == "m-1"
+    assert message_id_of(b'{"message_id": "d-1"}') == "d-1"
+    assert message_id_of(b'{"id": "evt_1"}') == "evt_1"
+    assert message_id_of(b'{"id": 12}') is None
+    assert message_id_of(b"{not json") is None
+    assert message_id_of(b"[1, 2]") is None
+    assert message_id_of(b"\xff\xfe") is None
+    assert message_id_of(b'{"id": "' + b"x" * 70_000 + b'"}') is None
+
+
+def test_the_dead_letter_warning_carries_the_fields(caplog: Any) -> None:
+    def reject(message: InboundMessage) -> list[OutboundRecord]:
+        raise ValidationError("contact.email: field required")
+
+    class Sink:
+        async def send_all(self, records: Any) -> None:
+            return None
+
+    breaker = DeadLetterBreaker(window=10, min_messages=10, max_ratio=0.5)
+    p = Pipeline("source", "intake", reject, Sink(), "dlq", breaker)
+    bad = InboundMessage("autopilot.email-events", 1, 12, 0, None, b'{"id": "evt_7"}')
+    with caplog.at_level(logging.WARNING, logger="worker.pipeline"):
+        p.route([bad])
+    (warning,) = [r for r in caplog.records if r.name == "worker.pipeline"]
+    got = formatted(warning)
+    assert got["message"].startswith("dead-lettered autopilot.email-events[1]@12")
+    assert {k: got[k] for k in ("pipeline", "stage", "topic", "partition", "offset")} == {
+        "pipeline": "source",
+        "stage": "intake",
+        "topic": "autopilot.email-events",
+        "partition": 1,
+        "offset": 12,
+    }
+    assert got["message_id"] == "evt_7"
+    assert got["error_class"] == "ValidationError"

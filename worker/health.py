@@ -1,0 +1,382 @@
+"""Operations endpoints on the worker's web server: `/metrics`, `/healthz` and `/readyz`.
+
+Mounted at import (`worker.agents` imports this module) as plain aiohttp routes on faust's web
+server (WORKER_WEB_PORT), as the ingest endpoints are; the handlers run on the worker's event
+loop, so an answer from `/healthz` is itself the proof that the loop runs.
+
+`GET /readyz` answers 200 when every check passes and 503 otherwise, with a JSON body naming each
+check, whether it passed and why:
+
+- `assignment`: the consumer has stream partitions assigned (changelog partitions not counted);
+- `recovery`: no rebalance is under way and table recovery has completed;
+- `broker`: a metadata request to Kafka, made every `BROKER_CHECK_INTERVAL_S` by a task of its
+  own, answered within `BROKER_CHECK_TIMEOUT_S`, and the last answer is recent;
+- `delivery`: delivery is not paused on a refused API key (passes when delivery is not enabled).
+
+`?check=broker` (or any comma-separated subset, or repeated `check=`) evaluates only those.
+The full `/readyz` answers "is this worker doing all its work"; it is also 503 on a replica that
+has no partition (more replicas than partitions) and while delivery is paused. A Kubernetes
+Service in front of the ingest API only needs Kafka to take the records, so its readiness probe
+should be `/readyz?check=broker`, or a paused delivery would also stop the ingest traffic.
+
+How each check is read is in `live_inputs`; what they decide is the pure `evaluate`. Nothing
+here may stop the worker: a value that cannot be read counts as a failing check (readiness) or
+is left out (metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from worker.app import app, settings
+from worker.delivery.agents import DeliveryState, delivery_state
+from worker.errors import ConfigurationError
+from worker.observability import PREFIX, consumer_lags, metrics
+
+__all__ = [
+    "CHECKS",
+    "BrokerProbe",
+    "CheckResult",
+    "ReadinessInputs",
+    "evaluate",
+    "live_inputs",
+    "mount",
+    "parse_checks",
+    "readiness_response",
+]
+
+log = logging.getLogger(__name__)
+
+METRICS_PATH = "/metrics"
+HEALTHZ_PATH = "/healthz"
+READYZ_PATH = "/readyz"
+#: The classic text format (what every Prometheus and KEDA version reads; our names need no
+#: escaping, so `generate_latest`'s output is valid in it).
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Every readiness check, in the order they are reported.
+CHECKS = ("assignment", "recovery", "broker", "delivery")
+
+BROKER_CHECK_INTERVAL_S = 5.0
+BROKER_CHECK_TIMEOUT_S = 3.0
+#: The broker check fails when its last success is older than this (the probe itself is stuck).
+BROKER_CHECK_STALE_S = 3 * BROKER_CHECK_INTERVAL_S + BROKER_CHECK_TIMEOUT_S
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadinessInputs:
+    """What readiness is decided from, read from the live worker by `live_inputs`."""
+
+    assigned_partitions: int | None  # stream partitions; None: the consumer could not be read
+    rebalancing: bool
+    recovery_completed: bool
+    broker: CheckResult
+    delivery_enabled: bool
+    delivery_paused: bool
+
+
+def evaluate(inputs: ReadinessInputs, checks: Sequence[str] = CHECKS) -> dict[str, CheckResult]:
+    """The result of each of `checks` (names from `CHECKS`) for `inputs`."""
+    results: dict[str, CheckResult] = {}
+    for name in checks:
+        if name == "assignment":
+            count = inputs.assigned_partitions
+            if count is None:
+                results[name] = CheckResult(False, "the consumer is not running")
+            elif count == 0:
+                results[name] = CheckResult(False, "no partition assigned to this worker")
+            else:
+                results[name] = CheckResult(True, f"{count} partition(s) assigned")
+        elif name == "recovery":
+            if inputs.rebalancing:
+                results[name] = CheckResult(False, "a rebalance is under way")
+            elif not inputs.recovery_completed:
+                results[name] = CheckResult(False, "table recovery has not completed")
+            else:
+                results[name] = CheckResult(True, "tables recovered, no rebalance under way")
+        elif name == "broker":
+            results[name] = inputs.broker
+        elif name == "delivery":
+            if not inputs.delivery_enabled:
+                results[name] = CheckResult(True, "delivery is not enabled (no API key)")
+            elif inputs.delivery_paused:
+                results[name] = CheckResult(
+                    False, "delivery is paused: Autopilot refuses the API key"
+                )
+            else:
+                results[name] = CheckResult(True, "delivery is running")
+        else:
+            raise ValueError(f"unknown readiness check {name!r}")
+    return results
+
+
+def parse_checks(values: Iterable[str]) -> tuple[str, ...]:
+    """The checks a `?check=` query names (comma-separated or repeated); all when none."""
+    named = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    unknown = sorted(set(named) - set(CHECKS))
+    if unknown:
+        raise ValueError(f"unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECKS)}")
+    return tuple(name for name in CHECKS if name in named) or CHECKS
+
+
+def readiness_response(results: dict[str, CheckResult]) -> tuple[int, bytes]:
+    """(HTTP status, JSON body): 200 when every check passed, else 503 naming the failing."""
+    failing = [name for name, result in results.items() if not result.ok]
+    body = {
+        "status": "not ready" if failing else "ready",
+        "failing": failing,
+        "checks": {name: {"ok": r.ok, "detail": r.detail} for name, r in results.items()},
+    }
+    return (503 if failing else 200), orjson.dumps(body)
+
+
+class BrokerProbe:
+    """Asks Kafka for metadata every `interval_s`; `status()` says how the last ask went.
+
+    `check` raises when the broker cannot be reached; it is given `timeout_s` to answer. The
+    `/readyz` handler only reads the outcome, so a probe never waits on Kafka.
+    """
+
+    def __init__(
+        self,
+        check: Callable[[], Awaitable[str]],
+        *,
+        interval_s: float = BROKER_CHECK_INTERVAL_S,
+        timeout_s: float = BROKER_CHECK_TIMEOUT_S,
+        stale_s: float = BROKER_CHECK_STALE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._check = check
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._stale_s = stale_s
+        self._clock = clock
+        self._last_ok_at: float | None = None
+        self._last: CheckResult = CheckResult(False, "the broker was not checked yet")
+
+    async def check_once(self) -> CheckResult:
+        had_answered = self._last_ok_at is not None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                detail = await self._check()
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            result = CheckResult(False, f"no metadata from Kafka within {self._timeout_s:g}s")
+        except Exception as exc:  # noqa: BLE001  (any failure means: not reachable)
+            result = CheckResult(False, f"Kafka unreachable: {type(exc).__name__}: {exc}"[:300])
+        else:
+            self._last_ok_at = self._clock()
+            result = CheckResult(True, detail)
+        if had_answered and result.ok != self._last.ok:
+            if result.ok:
+                log.info("readiness: the broker answers again")
+            else:
+                log.warning("readiness: %s", result.detail)
+        self._last = result
+        return result
+
+    async def run(self) -> None:
+        while True:
+            await self.check_once()
+            await asyncio.sleep(self._interval_s)
+
+    def status(self) -> CheckResult:
+        if not self._last.ok or self._last_ok_at is None:
+            return self._last
+        age = self._clock() - self._last_ok_at
+        if age > self._stale_s:
+            return CheckResult(False, f"the last metadata answer is {age:.0f}s old")
+        return self._last
+
+
+class _MetadataCheck:
+    """One aiokafka client of our own on the worker's loop, asked for cluster metadata.
+
+    Its own client, not faust's: the consumer and producer live on other threads' loops.
+    """
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self._bootstrap = bootstrap_servers
+        self._client: Any = None
+
+    async def __call__(self) -> str:
+        from aiokafka.client import AIOKafkaClient  # noqa: PLC0415  (worker process only)
+
+        try:
+            if self._client is None:
+                self._client = AIOKafkaClient(
+                    bootstrap_servers=self._bootstrap,
+                    client_id=f"{settings.worker_app_id}-readiness",
+                    request_timeout_ms=int(BROKER_CHECK_TIMEOUT_S * 1000),
+                )
+                await self._client.bootstrap()
+            cluster = await self._client.fetch_all_metadata()
+        except BaseException:
+            await self.close()
+            raise
+        return f"metadata answered ({len(cluster.brokers())} broker(s))"
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.close()
+            except Exception:  # closing a broken client: nothing more to do
+                log.debug("closing the readiness client failed", exc_info=True)
+
+
+_metadata_check = _MetadataCheck(settings.kafka_bootstrap_servers)
+broker_probe = BrokerProbe(_metadata_check)
+
+
+# -- reading the live worker -------------------------------------------------------------------
+
+
+def _stream_partitions(faust_app: Any) -> list[Any]:
+    """Assigned partitions of the topics agents read (table changelogs left out)."""
+    changelogs = faust_app.tables.changelog_topics
+    return [tp for tp in faust_app.consumer.assignment() if tp.topic not in changelogs]
+
+
+def live_inputs(
+    faust_app: Any = app, state: DeliveryState = delivery_state, probe: BrokerProbe | None = None
+) -> ReadinessInputs:
+    """Readiness inputs from the running worker; what cannot be read counts as not ready."""
+    try:
+        assigned: int | None = len(_stream_partitions(faust_app))
+    except Exception:  # noqa: BLE001  (consumer not started yet, or going away)
+        assigned = None
+    try:
+        rebalancing = bool(faust_app.rebalancing)
+        recovered = bool(faust_app.tables.recovery.completed.is_set())
+    except Exception:  # noqa: BLE001
+        rebalancing, recovered = True, False
+    return ReadinessInputs(
+        assigned_partitions=assigned,
+        rebalancing=rebalancing,
+        recovery_completed=recovered,
+        broker=(probe or broker_probe).status(),
+        delivery_enabled=state.enabled,
+        delivery_paused=state.paused,
+    )
+
+
+def _lag_metrics() -> Iterable[Metric]:
+    consumer: Any = app.consumer  # faust's offsets bookkeeping is not on ConsumerT
+    lags = consumer_lags(
+        _stream_partitions(app),  # faust TPs: (topic, partition) tuples
+        highwater=consumer.highwater,
+        committed=dict(consumer._committed_offset),
+        read=dict(consumer._read_offset),
+    )
+    family = GaugeMetricFamily(
+        f"{PREFIX}_consumer_lag",
+        "Records on an assigned input partition not yet committed by this worker: highwater "
+        "minus the committed offset (only partitions whose highwater is known).",
+        labels=("topic", "partition"),
+    )
+    for (topic, partition), lag in sorted(lags.items()):
+        family.add_metric([topic, str(partition)], lag)
+    yield family
+
+
+def _delivery_metrics() -> Iterable[Metric]:
+    if not delivery_state.enabled:
+        return
+    deliverer = delivery_state.deliverer
+    waited = CounterMetricFamily(
+        f"{PREFIX}_rate_limiter_wait_seconds",
+        "Seconds delivery requests spent waiting for a rate-limit slot (AUTOPILOT_RATE_LIMIT).",
+    )
+    waited.add_metric([], deliverer.limiter.waited_s if deliverer is not None else 0.0)
+    yield waited
+    yield GaugeMetricFamily(
+        f"{PREFIX}_delivery_paused",
+        "1 while delivery is paused because Autopilot refuses the API key, else 0.",
+        value=1.0 if delivery_state.paused else 0.0,
+    )
+
+
+def _readiness_metrics() -> Iterable[Metric]:
+    family = GaugeMetricFamily(
+        f"{PREFIX}_ready",
+        "1 when the readiness check passes, else 0 (what /readyz reports).",
+        labels=("check",),
+    )
+    for name, result in evaluate(live_inputs()).items():
+        family.add_metric([name], 1.0 if result.ok else 0.0)
+    yield family
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    try:
+        body = metrics.render()
+    except Exception:
+        log.exception("rendering the metrics failed")
+        return web.Response(status=500, text="the metrics could not be rendered\n")
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def healthz_endpoint(request: web.Request) -> web.Response:
+    """Alive: this answer comes from the worker's event loop."""
+    return web.Response(body=b'{"status":"alive"}', content_type="application/json")
+
+
+async def readyz_endpoint(request: web.Request) -> web.Response:
+    try:
+        checks = parse_checks(request.query.getall("check", []))
+    except ValueError as exc:
+        body = orjson.dumps({"status": "bad request", "error": str(exc)})
+        return web.Response(status=400, body=body, content_type="application/json")
+    status, body = readiness_response(evaluate(live_inputs(), checks))
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+def mount(router: web.UrlDispatcher) -> None:
+    """Add /metrics, /healthz and /readyz to `router`."""
+    router.add_get(METRICS_PATH, metrics_endpoint)
+    router.add_get(HEALTHZ_PATH, healthz_endpoint)
+    router.add_get(READYZ_PATH, readyz_endpoint)
+
+
+def _aiohttp_web_app() -> web.Application:
+    driver = app.web
+    if not isinstance(driver, AiohttpWeb):
+        raise ConfigurationError(f"/metrics needs faust's aiohttp web driver, not {driver!r}")
+    application: web.Application = driver.web_app
+    return application
+
+
+async def probe_broker() -> None:
+    """Keeps `broker_probe` current while the worker runs (an app task: after table recovery)."""
+    try:
+        await broker_probe.run()
+    finally:
+        await _metadata_check.close()
+
+
+app.task(probe_broker)
+metrics.add_source("consumer_lag", _lag_metrics)
+metrics.add_source("delivery", _delivery_metrics)
+metrics.add_source("readiness", _readiness_metrics)
+mount(_aiohttp_web_app().router)

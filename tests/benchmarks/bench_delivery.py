@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -54,7 +55,8 @@ async def timed(deliverer: Deliverer, batches: Sequence[Sequence[RequestDescript
     return time.perf_counter() - started
 
 
-async def run() -> None:
+async def run() -> dict[str, Any]:
+    """The figures, as a dict (`main` prints them; `make bench` tabulates them)."""
     runner, base_url = await start_fake_autopilot(api_keys=[KEY])
     settings = Settings(autopilot_api_key=SecretStr(KEY), autopilot_base_url=base_url)
     try:
@@ -72,21 +74,36 @@ async def run() -> None:
     finally:
         await runner.cleanup()
 
-    bulk_requests = state["requests"]["by_route"]["POST /v1/contacts"]["200"] - 5
-    print(f"rate limit                {state['rate_limit']:g} requests/s per key")
-    print(
-        f"delivered contacts/s  {CONTACTS / contacts_s:8.1f}"
-        f"   ({CONTACTS} contacts, {bulk_requests} bulk requests, {contacts_s:.2f} s)"
-    )
-    print(f"delivered triggers/s  {TRIGGERS / triggers_s:8.2f}   ({TRIGGERS}, {triggers_s:.2f} s)")
-    print(f"bulk speed-up         {CONTACTS / contacts_s / (TRIGGERS / triggers_s):8.1f}x")
-    print(f"429s provoked         {sum(state['http_429'].values()):8d}")
-    print(f"max requests in 1 s   {max(state['max_rate'].values()):8d}")
-    print(f"rate-limiter wait     {waited_s:8.1f} s (summed over concurrent calls)")
+    return {
+        "rate_limit": state["rate_limit"],
+        "contacts": CONTACTS,
+        "contacts_s": round(contacts_s, 2),
+        "contacts_per_s": round(CONTACTS / contacts_s, 1),
+        "bulk_requests": state["requests"]["by_route"]["POST /v1/contacts"]["200"] - 5,
+        "triggers": TRIGGERS,
+        "triggers_s": round(triggers_s, 2),
+        "triggers_per_s": round(TRIGGERS / triggers_s, 2),
+        "http_429": sum(state["http_429"].values()),
+        "max_requests_in_1s": max(state["max_rate"].values()),
+        "rate_limiter_wait_s": round(waited_s, 1),
+    }
 
 
 def main() -> None:
-    asyncio.run(run())
+    r = asyncio.run(run())
+    print(f"rate limit                {r['rate_limit']:g} requests/s per key")
+    print(
+        f"delivered contacts/s  {r['contacts_per_s']:8.1f}   ({r['contacts']} contacts, "
+        f"{r['bulk_requests']} bulk requests, {r['contacts_s']:.2f} s)"
+    )
+    print(
+        f"delivered triggers/s  {r['triggers_per_s']:8.2f}"
+        f"   ({r['triggers']}, {r['triggers_s']:.2f} s)"
+    )
+    print(f"bulk speed-up         {r['contacts_per_s'] / r['triggers_per_s']:8.1f}x")
+    print(f"429s provoked         {r['http_429']:8d}")
+    print(f"max requests in 1 s   {r['max_requests_in_1s']:8d}")
+    print(f"rate-limiter wait     {r['rate_limiter_wait_s']:8.1f} s (summed over concurrent calls)")
 
 
 if __name__ == "__main__":

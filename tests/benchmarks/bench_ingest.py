@@ -112,12 +112,13 @@ async def _load(base_url: str, bodies: list[bytes], seconds: float) -> tuple[int
     return accepted, latencies
 
 
-def main() -> None:
+def measure(bootstrap: str) -> dict[str, Any]:
+    """The figures on the broker at `bootstrap`, as a dict (`main` prints them)."""
     from tests.kafkautil import end_offsets  # noqa: PLC0415
     from tests.workerproc import WorkerProcess, worker_env  # noqa: PLC0415
 
     bodies = _bodies()
-    with _broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         env = worker_env(bootstrap, uuid.uuid4().hex[:10], SEGMENT_WRITE_KEYS=WRITE_KEY)
         worker = WorkerProcess(env, Path(tmp) / "worker.log").start()
         try:
@@ -129,20 +130,39 @@ def main() -> None:
         finally:
             worker.stop()
     if stored < warm + accepted:
-        raise SystemExit(f"only {stored} messages on the topic, {warm + accepted} answered 200")
+        raise RuntimeError(f"only {stored} messages on the topic, {warm + accepted} answered 200")
     latencies.sort()
-    p99 = latencies[int(len(latencies) * 0.99) - 1]
-    print(f"cpus                      {os.cpu_count()}")
+    return {
+        "cpus": os.cpu_count(),
+        "messages_per_s": round(accepted / MEASURE_S),
+        "accepted": accepted,
+        "seconds": MEASURE_S,
+        "per_request": PER_REQUEST,
+        "concurrency": CONCURRENCY,
+        "requests_per_s": round(len(latencies) / MEASURE_S, 1),
+        "request_p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "request_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+        "on_topic": stored,
+    }
+
+
+def main() -> None:
+    with _broker() as bootstrap:
+        try:
+            r = measure(bootstrap)
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
+    print(f"cpus                      {r['cpus']}")
     print(
-        f"accepted messages/s   {accepted / MEASURE_S:10.0f}   ({accepted} in {MEASURE_S:g} s, "
-        f"{PER_REQUEST} per /v1/batch request, {CONCURRENCY} requests in flight)"
+        f"accepted messages/s   {r['messages_per_s']:10.0f}   ({r['accepted']} in "
+        f"{r['seconds']:g} s, {r['per_request']} per /v1/batch request, {r['concurrency']} "
+        "requests in flight)"
     )
-    print(f"requests/s            {len(latencies) / MEASURE_S:10.1f}")
+    print(f"requests/s            {r['requests_per_s']:10.1f}")
     print(
-        f"request latency ms        p50 {statistics.median(latencies) * 1000:.1f}"
-        f"   p99 {p99 * 1000:.1f}"
+        f"request latency ms        p50 {r['request_p50_ms']:.1f}   p99 {r['request_p99_ms']:.1f}"
     )
-    print(f"on the topic              {stored} (all answered 200, warm-up included)")
+    print(f"on the topic              {r['on_topic']} (all answered 200, warm-up included)")
 
 
 if __name__ == "__main__":

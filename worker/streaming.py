@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -15,7 +15,7 @@ from worker.observability import metrics
 from worker.pipeline import Pipeline
 from worker.records import InboundMessage, OutboundRecord
 
-__all__ = ["EXIT_FATAL", "FaustSender", "run_pipeline", "stop_worker", "to_inbound"]
+__all__ = ["EXIT_FATAL", "FaustSender", "run_batches", "run_pipeline", "stop_worker", "to_inbound"]
 
 log = logging.getLogger(__name__)
 
@@ -66,26 +66,38 @@ def to_inbound(event: Any) -> InboundMessage:
     )
 
 
-async def run_pipeline(stream: faust.StreamT[bytes], pipeline: Pipeline) -> None:
-    """Consume `stream` in batches through `pipeline` until the worker stops.
+async def run_batches(
+    stream: faust.StreamT[bytes],
+    pipeline: Pipeline,
+    handle: Callable[[list[InboundMessage]], Awaitable[None]],
+    *,
+    batch_size: int = BATCH_SIZE,
+    within_s: float = BATCH_WITHIN_S,
+    with_mapping: bool = True,
+) -> None:
+    """Consume `stream` in batches through `handle` until the worker stops.
 
-    A batch is acked (by faust, when the next one is taken) only after `process` returned, that
-    is after Kafka acknowledged all it produced. Whatever else escapes stops the worker before
-    the batch is acked, so the messages are read again after a restart.
+    faust acks a batch of `take_events` when the next one is taken, and also when the loop is
+    left in any way, a cancellation included. So whatever escapes `handle`, a cancellation in the
+    middle of a batch too (a shutdown that timed out), stops the process at once: the batch is
+    never acked ahead of its outputs and is read again after a restart.
     """
     # take_events is on faust.Stream, which every agent gets, but not on the StreamT protocol.
-    batches = stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
+    batches = stream.take_events(batch_size, within=within_s)  # type: ignore[attr-defined]
     metrics.track(pipeline)
     async for events in batches:
         try:
             batch = [to_inbound(event) for event in events]
-            timer = metrics.start_batch(pipeline)
-            await pipeline.process(batch)
+            timer = metrics.start_batch(pipeline, with_mapping=with_mapping)
+            await handle(batch)
             timer.done(len(batch))
-        except asyncio.CancelledError:
-            raise
         except BaseException as exc:  # noqa: BLE001  (the batch must not be acked: stop)
             stop_worker(pipeline.name, exc)
+
+
+async def run_pipeline(stream: faust.StreamT[bytes], pipeline: Pipeline) -> None:
+    """Run a mapping stage: each batch through `pipeline.process`."""
+    await run_batches(stream, pipeline, pipeline.process)
 
 
 def stop_worker(pipeline: str, exc: BaseException) -> None:

@@ -8,7 +8,6 @@ Without AUTOPILOT_API_KEY this module registers no agent and says so.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import faust
@@ -22,7 +21,7 @@ from worker.models.autopilot_request import RequestDescriptor
 from worker.observability import metrics
 from worker.pipeline import Pipeline
 from worker.records import InboundMessage, OutboundRecord
-from worker.streaming import stop_worker, to_inbound
+from worker.streaming import run_batches
 from worker.wiring import build_pipeline
 
 __all__ = ["delivery_state", "parse_descriptor"]
@@ -119,22 +118,20 @@ if delivery_state.enabled:
         raw_topic(topic_names.autopilot_requests, topic_names.delivery_replay), name="delivery"
     )
     async def deliver_requests(stream: faust.StreamT[bytes]) -> None:
-        linger_s = settings.autopilot_bulk_linger_ms / 1000
         async with Deliverer(settings) as deliverer:
             delivery_state.deliverer = deliverer
-            metrics.track(_pipeline)
-            # take_events is on faust.Stream, which every agent gets, but not on StreamT.
-            batches = stream.take_events(MAX_BATCH, within=linger_s)  # type: ignore[attr-defined]
-            async for events in batches:
-                try:
-                    batch = [to_inbound(e) for e in events]
-                    timer = metrics.start_batch(_pipeline, with_mapping=False)
-                    await deliver_batch(deliverer, _pipeline, batch)
-                    timer.done(len(batch))
-                except asyncio.CancelledError:
-                    raise
-                except BaseException as exc:  # noqa: BLE001  (the batch must not be acked: stop)
-                    stop_worker("delivery", exc)
+
+            async def handle(batch: list[InboundMessage]) -> None:
+                await deliver_batch(deliverer, _pipeline, batch)
+
+            await run_batches(
+                stream,
+                _pipeline,
+                handle,
+                batch_size=MAX_BATCH,
+                within_s=settings.autopilot_bulk_linger_ms / 1000,
+                with_mapping=False,
+            )
 
 else:
     log.warning(

@@ -8,10 +8,16 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["WorkerProcess", "free_port", "worker_env"]
+__all__ = ["READY", "WorkerProcess", "free_port", "running_worker", "worker_env"]
+
+#: The log line faust writes once the worker consumes.
+READY = "[^Worker]: Ready"
 
 
 def free_port() -> int:
@@ -59,6 +65,10 @@ class WorkerProcess:
         return self
 
     @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['WORKER_WEB_PORT']}"
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -92,3 +102,15 @@ class WorkerProcess:
                 raise AssertionError(f"worker exited:\n{self.log_text()[-4000:]}")
             time.sleep(0.2)
         raise AssertionError(f"{needle!r} not in the worker's log:\n{self.log_text()[-4000:]}")
+
+
+@contextmanager
+def running_worker(bootstrap: str, log_dir: Path, **overrides: str) -> Iterator[WorkerProcess]:
+    """A worker on topics of its own, ready to consume; stopped (warm) on exit."""
+    env = worker_env(bootstrap, uuid.uuid4().hex[:10], **overrides)
+    process = WorkerProcess(env, log_dir / "worker.log").start()
+    try:
+        process.wait_for_log(READY)
+        yield process
+    finally:
+        process.stop()

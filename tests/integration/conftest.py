@@ -1,14 +1,13 @@
-"""A running worker on topics of its own, shared by the tests of one module."""
+"""Shared fixtures of the integration tests: a running worker, the stand-in Autopilot API."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.workerproc import WorkerProcess, worker_env
+from tests.workerproc import WorkerProcess, running_worker
+from worker.fake_autopilot import start_fake_autopilot
 
 
 @pytest.fixture(scope="module")
@@ -16,11 +15,16 @@ def worker(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     """The real worker (`python -m worker run`), ready to consume, stopped after the module."""
-    suffix = uuid.uuid4().hex[:10]
-    log_path = Path(tmp_path_factory.mktemp("worker")) / "worker.log"
-    process = WorkerProcess(worker_env(kafka_bootstrap, suffix), log_path).start()
-    try:
-        process.wait_for_log("[^Worker]: Ready")
+    with running_worker(kafka_bootstrap, tmp_path_factory.mktemp("worker")) as process:
         yield process
+
+
+@pytest.fixture(scope="module")
+async def fake_api(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """The stand-in Autopilot API on loopback, accepting the module's `API_KEY`; its base URL."""
+    api_key = getattr(request.module, "API_KEY", "dev-key")
+    runner, base_url = await start_fake_autopilot(api_keys=[api_key], rate_limit=5.0)
+    try:
+        yield base_url
     finally:
-        process.stop()
+        await runner.cleanup()

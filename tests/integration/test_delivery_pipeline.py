@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,43 +15,27 @@ import orjson
 import pytest
 
 from tests.kafkautil import Record, consume_all, produce
-from tests.workerproc import WorkerProcess, worker_env
+from tests.workerproc import WorkerProcess, running_worker
 from worker.dlq import DeadLetterHeaders as H
-from worker.fake_autopilot import start_fake_autopilot
 
 API_KEY = "test-key-7d1f0c9a"
 TRIGGER = "0001"
 
 
 @pytest.fixture(scope="module")
-async def fake_api() -> AsyncIterator[str]:
-    runner, base_url = await start_fake_autopilot(api_keys=[API_KEY], rate_limit=5.0)
-    try:
-        yield base_url
-    finally:
-        await runner.cleanup()
-
-
-@pytest.fixture(scope="module")
 def delivery_worker(
     kafka_bootstrap: str, fake_api: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    env = worker_env(
+    with running_worker(
         kafka_bootstrap,
-        uuid.uuid4().hex[:10],
+        tmp_path_factory.mktemp("worker"),
         AUTOPILOT_API_KEY=API_KEY,
         AUTOPILOT_BASE_URL=fake_api,
         AUTOPILOT_TRIGGER_ID=TRIGGER,
         AUTOPILOT_AUTH_PROBE_INTERVAL_S="0.5",
         AUTOPILOT_BULK_LINGER_MS="300",
-    )
-    log_path = Path(tmp_path_factory.mktemp("worker")) / "worker.log"
-    process = WorkerProcess(env, log_path).start()
-    try:
-        process.wait_for_log("[^Worker]: Ready")
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 async def state(base_url: str) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import gzip
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,7 +29,7 @@ from segment.analytics import Client  # type: ignore[import-untyped]
 from segment.analytics.request import APIError  # type: ignore[import-untyped]
 
 from tests.kafkautil import consume_all, end_offsets
-from tests.workerproc import WorkerProcess, worker_env
+from tests.workerproc import WorkerProcess, running_worker
 from worker.dlq import DeadLetterHeaders as H
 
 pytestmark = pytest.mark.integration
@@ -46,35 +45,24 @@ def ingest_worker(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     """A worker serving the ingest endpoints, on topics of its own."""
-    suffix = uuid.uuid4().hex[:10]
-    env = worker_env(
+    with running_worker(
         kafka_bootstrap,
-        suffix,
+        tmp_path_factory.mktemp("ingest"),
         SEGMENT_WRITE_KEYS=f"wk-other,{WRITE_KEY}",
         AUTOPILOT_WEBHOOK_TOKEN=TOKEN,
         AUTOPILOT_TRIGGER_ID=TRIGGER,
         INGEST_KAFKA_TIMEOUT_S=str(TIMEOUT_S),
-    )
-    log_path = Path(tmp_path_factory.mktemp("ingest")) / "worker.log"
-    process = WorkerProcess(env, log_path).start()
-    try:
-        process.wait_for_log("[^Worker]: Ready")
+    ) as process:
         yield process
-    finally:
-        process.stop()
-        log = process.log_text()
-        assert WRITE_KEY not in log, "the write key reached the worker's log"
-        assert TOKEN not in log, "the webhook token reached the worker's log"
-
-
-def _base_url(worker: WorkerProcess) -> str:
-    return f"http://127.0.0.1:{worker.env['WORKER_WEB_PORT']}"
+    log = process.log_text()
+    assert WRITE_KEY not in log, "the write key reached the worker's log"
+    assert TOKEN not in log, "the webhook token reached the worker's log"
 
 
 def _client(worker: WorkerProcess, **options: Any) -> Any:
     """The official client in sync mode: each call is one POST /v1/batch, errors raised."""
     return Client(
-        WRITE_KEY, host=_base_url(worker), sync_mode=True, max_retries=0, timeout=30, **options
+        WRITE_KEY, host=worker.web_url, sync_mode=True, max_retries=0, timeout=30, **options
     )
 
 
@@ -152,7 +140,7 @@ async def test_gzip_from_the_client_and_by_hand(ingest_worker: WorkerProcess) ->
             }
         )
     )
-    async with httpx.AsyncClient(base_url=_base_url(ingest_worker)) as http:
+    async with httpx.AsyncClient(base_url=ingest_worker.web_url) as http:
         response = await http.post(
             "/v1/batch", content=body, headers={**_auth(), "Content-Encoding": "gzip"}
         )
@@ -167,7 +155,7 @@ async def test_limits_auth_and_bad_json(ingest_worker: WorkerProcess) -> None:
         "batch": [{"type": "track", "userId": "u", "event": "E", "properties": {"p": "x" * 30_000}}]
         * 20
     }
-    async with httpx.AsyncClient(base_url=_base_url(ingest_worker), timeout=30) as http:
+    async with httpx.AsyncClient(base_url=ingest_worker.web_url, timeout=30) as http:
         too_big = await http.post("/v1/track", content=orjson.dumps(big_message), headers=_auth())
         assert too_big.status_code == 400
         assert too_big.json()["code"] == "message_too_large"
@@ -197,7 +185,7 @@ async def test_limits_auth_and_bad_json(ingest_worker: WorkerProcess) -> None:
 
     with pytest.raises(APIError) as caught:
         await asyncio.to_thread(
-            Client("wk-wrong", host=_base_url(ingest_worker), sync_mode=True).track, "u", "E"
+            Client("wk-wrong", host=ingest_worker.web_url, sync_mode=True).track, "u", "E"
         )
     assert caught.value.status == 401
     stored = await _calls(ingest_worker)
@@ -214,7 +202,7 @@ async def test_autopilot_webhook(ingest_worker: WorkerProcess) -> None:
         "contact": {"contact_id": "person_1", "email": "Hook@Example.com"},
         "email": {"id": "email_1", "subject": "Welcome"},
     }
-    async with httpx.AsyncClient(base_url=_base_url(ingest_worker), timeout=30) as http:
+    async with httpx.AsyncClient(base_url=ingest_worker.web_url, timeout=30) as http:
         wrong = await http.post("/autopilot/events", json=event, headers={"X-Autopilot-Token": "x"})
         assert wrong.status_code == 401
         missing = await http.post("/autopilot/events", json=event)
@@ -280,7 +268,7 @@ async def _kafka_refusing(worker: WorkerProcess) -> AsyncIterator[None]:
 
 async def test_503_while_kafka_refuses_then_200_again(ingest_worker: WorkerProcess) -> None:
     body = orjson.dumps({"userId": "u-503", "event": "E", "messageId": "m-503"})
-    async with httpx.AsyncClient(base_url=_base_url(ingest_worker), timeout=30) as http:
+    async with httpx.AsyncClient(base_url=ingest_worker.web_url, timeout=30) as http:
         async with _kafka_refusing(ingest_worker):
             refused = await http.post("/v1/track", content=body, headers=_auth())
             with pytest.raises(APIError) as caught:

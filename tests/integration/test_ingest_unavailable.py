@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.kafkautil import consume_all, create_topics
-from tests.workerproc import WorkerProcess, worker_env
+from tests.workerproc import WorkerProcess, running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -31,20 +29,14 @@ TIMEOUT_S = 2.0
 def short_deadline_worker(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    env = worker_env(
+    with running_worker(
         kafka_bootstrap,
-        uuid.uuid4().hex[:10],
+        tmp_path_factory.mktemp("ingest-unavailable"),
         SEGMENT_WRITE_KEYS=WRITE_KEY,
         AUTOPILOT_WEBHOOK_TOKEN=TOKEN,
         INGEST_KAFKA_TIMEOUT_S=str(TIMEOUT_S),
-    )
-    log_path = Path(tmp_path_factory.mktemp("ingest-unavailable")) / "worker.log"
-    process = WorkerProcess(env, log_path).start()
-    try:
-        process.wait_for_log("[^Worker]: Ready")
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 async def _topics(bootstrap: str) -> set[str]:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -18,53 +17,33 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.kafkautil import produce
-from tests.workerproc import WorkerProcess, worker_env
-from worker.fake_autopilot import start_fake_autopilot
+from tests.workerproc import WorkerProcess, running_worker
 
 API_KEY = "obs-key-5b2e19c4"
 TRIGGER = "0001"
 
 
 @pytest.fixture(scope="module")
-async def fake_api() -> AsyncIterator[str]:
-    runner, base_url = await start_fake_autopilot(api_keys=[API_KEY], rate_limit=5.0)
-    try:
-        yield base_url
-    finally:
-        await runner.cleanup()
-
-
-@pytest.fixture(scope="module")
 def obs_worker(
     kafka_bootstrap: str, fake_api: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    env = worker_env(
+    with running_worker(
         kafka_bootstrap,
-        uuid.uuid4().hex[:10],
+        tmp_path_factory.mktemp("worker"),
         AUTOPILOT_API_KEY=API_KEY,
         AUTOPILOT_BASE_URL=fake_api,
         AUTOPILOT_TRIGGER_ID=TRIGGER,
         AUTOPILOT_AUTH_PROBE_INTERVAL_S="0.5",
         AUTOPILOT_BULK_LINGER_MS="100",
-    )
-    log_path = Path(tmp_path_factory.mktemp("worker")) / "worker.log"
-    process = WorkerProcess(env, log_path).start()
-    try:
-        process.wait_for_log("[^Worker]: Ready")
+    ) as process:
         yield process
-    finally:
-        process.stop()
-
-
-def base_url(worker: WorkerProcess) -> str:
-    return f"http://127.0.0.1:{worker.env['WORKER_WEB_PORT']}"
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 async def scrape(worker: WorkerProcess) -> Samples:
-    async with httpx.AsyncClient(base_url=base_url(worker)) as client:
+    async with httpx.AsyncClient(base_url=worker.web_url) as client:
         response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -98,7 +77,7 @@ async def scrape_until(
 
 
 async def readyz(worker: WorkerProcess, query: str = "") -> tuple[int, dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=base_url(worker)) as client:
+    async with httpx.AsyncClient(base_url=worker.web_url) as client:
         response = await client.get(f"/readyz{query}")
     body: dict[str, Any] = response.json()
     return response.status_code, body
@@ -127,7 +106,7 @@ def email_event(event_id: str, email: str, **extra: object) -> bytes:
 
 
 async def test_alive_and_ready_after_start_up(obs_worker: WorkerProcess) -> None:
-    async with httpx.AsyncClient(base_url=base_url(obs_worker)) as client:
+    async with httpx.AsyncClient(base_url=obs_worker.web_url) as client:
         alive = await client.get("/healthz")
     assert alive.status_code == 200
     assert alive.json() == {"status": "alive"}

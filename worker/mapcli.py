@@ -23,8 +23,7 @@ def _source_mapper() -> Mapper:
     from worker.source.mapping import map_source  # noqa: PLC0415
 
     def mapper(raw: bytes) -> Any:
-        output = map_source(raw, received_at=datetime.now(UTC))
-        return output.message.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return map_source(raw, received_at=datetime.now(UTC)).track
 
     return mapper
 
@@ -36,9 +35,8 @@ def _destination_mapper() -> Mapper:
     config = DestinationConfig.from_settings(get_settings())
 
     def mapper(raw: bytes) -> Any:
-        requests = map_destination(raw, config=config).requests
-        dumped = [r.model_dump(mode="json", by_alias=True) for r in requests]
-        return dumped[0] if len(dumped) == 1 else dumped
+        descriptors = map_destination(raw, config=config).descriptors
+        return descriptors[0] if len(descriptors) == 1 else descriptors
 
     return mapper
 

@@ -28,22 +28,20 @@ BATCH_WITHIN_S = 0.02
 
 
 class FaustSender:
-    """Produces raw records through the app's producer and waits for every acknowledgement."""
+    """Produces raw records through the app's producer and waits for every acknowledgement.
+
+    It hands records to the transport producer directly: faust's `Topic.send` costs several
+    hundred microseconds a record (serialiser lookup, futures, callbacks) for records that are
+    already bytes.
+    """
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
-        self._topics: dict[str, faust.TopicT] = {}
-
-    def _topic(self, name: str) -> faust.TopicT:
-        topic = self._topics.get(name)
-        if topic is None:
-            topic = self._app.topic(name, key_serializer="raw", value_serializer="raw")
-            self._topics[name] = topic
-        return topic
 
     async def send_all(self, records: Sequence[OutboundRecord]) -> None:
+        producer = self._app.producer
         pending = [
-            await self._topic(r.topic).send(key=r.key, value=r.value, headers=r.headers)
+            await producer.send(r.topic, r.key, r.value, None, None, r.headers or None)
             for r in records
         ]
         await asyncio.gather(*pending)

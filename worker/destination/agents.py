@@ -85,8 +85,8 @@ def intake(message: InboundMessage) -> list[OutboundRecord]:
 def map_by_user(message: InboundMessage) -> list[OutboundRecord]:
     parsed = parse_call(message.value)
     identity = learned_identity(parsed)
-    if identity is not None:
-        email_by_user[identity[1].encode()] = identity[0]
+    if identity is not None and email_by_user.get(identity[1].encode()) != identity[0]:
+        email_by_user[identity[1].encode()] = identity[0]  # a changelog write only on change
     call = accept_call(parsed)
     user_key = _user_key(call.user_id, call.anonymous_id)
     result = call_to_requests(
@@ -100,11 +100,11 @@ def map_by_user(message: InboundMessage) -> list[OutboundRecord]:
     return [
         OutboundRecord(
             topic=topic_names.autopilot_requests,
-            key=request.contact.encode(),
-            value=orjson.dumps(request.model_dump(mode="json", by_alias=True)),
+            key=descriptor["contact"].encode(),
+            value=orjson.dumps(descriptor),
             headers=message.producer_headers(),
         )
-        for request in result.requests
+        for descriptor in result.descriptors
     ]
 
 

@@ -31,6 +31,14 @@ The stages, in order:
 
 A descriptor's `contact` (the Kafka key) is the lowercased email; the email in the body and the
 path is sent as given.
+
+Speed: the models in `worker.models` are the contract (schemas, error messages), but building
+them costs more than the mapping itself. So `parse_call` reads an identify or a track of the
+common shape (`_common_call`: ids, event and messageId strings, objects where objects belong)
+straight into a `ParsedCall` of plain values, and only every other call through
+`SegmentCall`; the requests come out as plain dicts in the descriptor's wire form
+(`DestinationResult.descriptors`), ready for `orjson.dumps`. `tests/unit/
+test_destination_fast_path.py` holds the two ways in to the same result.
 """
 
 from __future__ import annotations
@@ -38,19 +46,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import quote
 
 import orjson
 import pydantic
 
-from worker.destination.traits import (
-    EMAIL_TRAIT,
-    custom_field,
-    custom_fields,
-    special_fields,
-    standard_fields,
-)
+from worker.destination.traits import EMAIL_TRAIT, contact_fields, custom_field
 from worker.errors import (
     DecodeError,
     MessageTooLarge,
@@ -58,14 +61,22 @@ from worker.errors import (
     UnsupportedType,
     ValidationError,
 )
-from worker.models.autopilot_request import RequestDescriptor, RequestKind
-from worker.models.segment_call import IdentifyCall, SegmentCall, TrackCall
+from worker.models.autopilot_request import RequestDescriptor
+from worker.models.segment_call import (
+    GroupCall,
+    IdentifyCall,
+    PageCall,
+    ScreenCall,
+    SegmentCall,
+    TrackCall,
+)
 from worker.settings import Settings
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "DestinationConfig",
     "DestinationResult",
+    "ParsedCall",
     "accept_call",
     "call_to_requests",
     "learned_identity",
@@ -93,6 +104,11 @@ _JSON_TYPES: Final[Mapping[type, str]] = {
     bool: "a boolean",
     type(None): "null",
 }
+_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+_NO_UPDATES: Final[Mapping[str, bool]] = MappingProxyType({})
+_ALWAYS_SAFE_BYTES: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
+"""What `urllib.parse.quote` never escapes."""
+_quoted_triggers: dict[str, str] = {}
 
 Audience = tuple[str, bool]
 
@@ -114,20 +130,109 @@ class DestinationConfig:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DestinationResult:
-    """The requests for one call, and the audience memberships to record once they are sent."""
+    """The requests for one call, and the audience memberships to record once they are sent.
 
-    requests: list[RequestDescriptor]
-    audience_updates: dict[str, bool] = field(default_factory=dict)
+    `descriptors` are the request descriptors in their wire form (`RequestDescriptor` dumped
+    by alias, keys in its order), what the agent writes with `orjson.dumps`; `contact` is the
+    Kafka key. Treat them as read-only: they share the call's own objects (its properties).
+    """
+
+    descriptors: list[dict[str, Any]]
+    audience_updates: Mapping[str, bool]
+
+    @property
+    def requests(self) -> list[RequestDescriptor]:
+        """The same requests as validated models; for tests and tools, not hot paths."""
+        return [RequestDescriptor.model_validate(d) for d in self.descriptors]
 
 
-def parse_call(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> SegmentCall:
+class ParsedCall:
+    """A valid Segment call, as the mapping reads it: plain values, a `null` object read as {}.
+
+    Made by `parse_call`, from the bytes for an identify or a track of the common shape, else
+    from the validated `SegmentCall` model. `event` is None for every type but track;
+    `properties` is {} for identify, group and alias; `traits` is {} for page, screen and alias;
+    `audience_class` and `audience_key` are `context.personas.computation_class` and
+    `.computation_key` (Engage), or None.
+    """
+
+    __slots__ = (
+        "anonymous_id",
+        "audience_class",
+        "audience_key",
+        "context_traits",
+        "event",
+        "integrations",
+        "message_id",
+        "properties",
+        "traits",
+        "type",
+        "user_id",
+    )
+
+    def __init__(  # noqa: PLR0917 - positional: one is made per message, keywords cost more
+        self,
+        type: str,
+        user_id: str | None,
+        anonymous_id: str | None,
+        message_id: str,
+        event: str | None,
+        traits: dict[str, Any],
+        properties: dict[str, Any],
+        context_traits: dict[str, Any],
+        integrations: dict[str, Any],
+        audience_class: str | None,
+        audience_key: str | None,
+    ) -> None:
+        self.type = type
+        self.user_id = user_id
+        self.anonymous_id = anonymous_id
+        self.message_id = message_id
+        self.event = event
+        self.traits = traits
+        self.properties = properties
+        self.context_traits = context_traits
+        self.integrations = integrations
+        self.audience_class = audience_class
+        self.audience_key = audience_key
+
+    def __repr__(self) -> str:
+        return f"ParsedCall(type={self.type!r}, message_id={self.message_id!r})"
+
+    @classmethod
+    def from_model(cls, call: SegmentCall) -> ParsedCall:
+        """The call's declared fields (not the extra ones a model also keeps as attributes)."""
+        personas = call.context.personas
+        return cls(
+            call.type,
+            call.user_id,
+            call.anonymous_id,
+            call.message_id,
+            call.event if isinstance(call, TrackCall) else None,
+            call.traits if isinstance(call, IdentifyCall | TrackCall | GroupCall) else {},
+            call.properties if isinstance(call, TrackCall | PageCall | ScreenCall) else {},
+            call.context.traits,
+            call.integrations,
+            personas.computation_class if personas else None,
+            personas.computation_key if personas else None,
+        )
+
+
+def parse_call(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> ParsedCall:
     """Bytes -> a valid Segment call of any type, or an `InvalidInput` (400) naming the problem.
 
     Separate from `accept_call` so that identities can be learned from calls this destination
     skips (an identify with AutopilotHQ turned off still says who a contact is).
     """
+    message, kind = _checked_message(raw, max_bytes)
+    return _common_call(message, kind) or _model_call(message)
+
+
+def _checked_message(raw: bytes, max_bytes: int) -> tuple[dict[str, Any], str]:
+    """The decoded call and its type, past the checks whose messages are ours; a missing
+    messageId filled in."""
     if len(raw) > max_bytes:
         raise MessageTooLarge(f"message is {len(raw)} bytes, over the {max_bytes}-byte limit")
     message = _decode(raw)
@@ -146,12 +251,102 @@ def parse_call(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> SegmentCall
         raise ValidationError("event is required for track calls")
     if message.get("messageId") in (None, ""):
         message["messageId"] = f"derived-{hashlib.sha256(raw).hexdigest()}"
+    return message, kind
+
+
+def _model_call(message: dict[str, Any]) -> ParsedCall:
+    """The call through the `SegmentCall` models: any type, and the errors' wording."""
     try:
-        return _CALLS.validate_python(message)
+        return ParsedCall.from_model(_CALLS.validate_python(message))
     except pydantic.ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"][1:])  # [0] is the type tag
         raise ValidationError(f"{where}: {error['msg']}") from None
+
+
+def _common_call(message: dict[str, Any], kind: str) -> ParsedCall | None:
+    """The call when it is an identify or a track of the common shape, else None.
+
+    The common shape, which `SegmentCall` accepts with the same values: `userId`,
+    `anonymousId` and `messageId` strings or null or absent (numbers, which the model turns
+    into strings, are not), none of `user_id`, `anonymous_id`, `message_id` (names the model
+    also reads), a track's `event` a string, `traits`, `properties` and `integrations` objects
+    or null or absent, `context` an object or absent, its `traits` an object or null or absent,
+    its `personas` null or absent or an object whose `computation_class` and `computation_key`
+    are strings or null or absent.
+    """
+    if kind == "identify":
+        event = None
+        properties: Any = _EMPTY
+    elif kind == "track":
+        event = message["event"]
+        if type(event) is not str:
+            return None
+        properties = message.get("properties")
+        if properties is None:
+            properties = {}
+        elif type(properties) is not dict:
+            return None
+    else:
+        return None
+    user_id = message.get("userId")
+    anonymous_id = message.get("anonymousId")
+    message_id = message["messageId"]
+    if (
+        (user_id is not None and type(user_id) is not str)
+        or (anonymous_id is not None and type(anonymous_id) is not str)
+        or type(message_id) is not str
+        or "user_id" in message
+        or "anonymous_id" in message
+        or "message_id" in message
+    ):
+        return None
+    traits = message.get("traits")
+    if traits is None:
+        traits = {}
+    elif type(traits) is not dict:
+        return None
+    integrations = message.get("integrations")
+    if integrations is None:
+        integrations = {}
+    elif type(integrations) is not dict:
+        return None
+    audience_class = audience_key = None
+    context_traits: Any
+    context = message.get("context", _EMPTY)
+    if type(context) is not dict:
+        if context is not _EMPTY:
+            return None
+        context_traits = {}
+    else:
+        context_traits = context.get("traits")
+        if context_traits is None:
+            context_traits = {}
+        elif type(context_traits) is not dict:
+            return None
+        personas = context.get("personas")
+        if personas is not None:
+            if type(personas) is not dict:
+                return None
+            audience_class = personas.get("computation_class")
+            audience_key = personas.get("computation_key")
+            if (audience_class is not None and type(audience_class) is not str) or (
+                audience_key is not None and type(audience_key) is not str
+            ):
+                return None
+    return ParsedCall(
+        kind,
+        user_id,
+        anonymous_id,
+        message_id,
+        event,
+        traits,
+        {} if properties is _EMPTY else properties,
+        context_traits,
+        integrations,
+        audience_class,
+        audience_key,
+    )
 
 
 def _decode(raw: bytes) -> Any:
@@ -165,16 +360,16 @@ def _decode(raw: bytes) -> Any:
         raise DecodeError(f"message is not valid JSON: {exc}") from None
 
 
-def accept_call(call: SegmentCall) -> IdentifyCall | TrackCall:
-    """The call itself if this destination sends it, else `SkipMessage` saying why."""
-    if not _autopilot_enabled(call.integrations):
+def accept_call(call: ParsedCall) -> ParsedCall:
+    """The call itself if this destination sends it (identify, track), else `SkipMessage`."""
+    if call.integrations and not _autopilot_enabled(call.integrations):
         raise SkipMessage("integration_disabled")
-    if not isinstance(call, IdentifyCall | TrackCall):
+    if call.type not in ("identify", "track"):
         raise SkipMessage(f"unsupported_call_{call.type}")
     return call
 
 
-def precheck_call(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> IdentifyCall | TrackCall:
+def precheck_call(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> ParsedCall:
     """`parse_call`, then `accept_call`: every reason not to map these bytes, as an error."""
     return accept_call(parse_call(raw, max_bytes=max_bytes))
 
@@ -187,43 +382,46 @@ def _autopilot_enabled(integrations: Mapping[str, Any]) -> bool:
     return integrations.get("All") is not False or own is True or isinstance(own, dict)
 
 
-def _given_email(call: IdentifyCall | TrackCall) -> str | None:
-    sources = [call.traits, call.context.traits]
-    if isinstance(call, TrackCall):
-        sources.append(call.properties)
-    for source in sources:
-        email = source.get(EMAIL_TRAIT)
+def _given_email(call: ParsedCall) -> str | None:
+    email = call.traits.get(EMAIL_TRAIT)
+    if isinstance(email, str) and email.strip():
+        return email.strip()
+    email = call.context_traits.get(EMAIL_TRAIT)
+    if isinstance(email, str) and email.strip():
+        return email.strip()
+    if call.type == "track":
+        email = call.properties.get(EMAIL_TRAIT)
         if isinstance(email, str) and email.strip():
             return email.strip()
     return None
 
 
-def learned_identity(call: SegmentCall) -> tuple[str, str] | None:
+def learned_identity(call: ParsedCall) -> tuple[str, str] | None:
     """`(lowercased email, userId)` when an identify or track names both, else None.
 
     It feeds two tables: email -> userId for the Autopilot Source, userId -> email for this
     destination's `learned_email`.
     """
-    if not isinstance(call, IdentifyCall | TrackCall) or not call.user_id:
+    if not call.user_id or call.type not in ("identify", "track"):
         return None
     email = _given_email(call)
     return (email.lower(), call.user_id) if email else None
 
 
 def call_to_requests(
-    call: IdentifyCall | TrackCall,
+    call: ParsedCall,
     *,
     config: DestinationConfig,
     learned_email: str | None,
     audience_state: Mapping[str, bool] | None,
 ) -> DestinationResult:
-    """The Autopilot requests for a prechecked call.
+    """The Autopilot requests for a prechecked call (an identify or a track).
 
     `learned_email` is the email known for the call's userId, used when the call gives none.
     `audience_state` is the last membership sent per audience key for this contact; None means
     no memory (the offline map), and every audience call is sent.
     """
-    if isinstance(call, IdentifyCall):
+    if call.type == "identify":
         return _identify(call, config, learned_email, audience_state)
     return _track(call, config, learned_email, audience_state)
 
@@ -236,12 +434,12 @@ def map_destination(raw: bytes, *, config: DestinationConfig) -> DestinationResu
 
 
 def _identify(
-    call: IdentifyCall,
+    call: ParsedCall,
     config: DestinationConfig,
     learned_email: str | None,
     audience_state: Mapping[str, bool] | None,
 ) -> DestinationResult:
-    traits = {**call.context.traits, **call.traits}
+    traits = {**call.context_traits, **call.traits} if call.context_traits else call.traits
     email = _given_email(call) or learned_email
     if email is None:
         if not call.user_id:
@@ -250,83 +448,96 @@ def _identify(
             "traits.email is required: no email was given "
             f"and none is known for userId {call.user_id!r}"
         )
-    updates = _audience_updates(_identify_audience(call, traits), audience_state)
-    contact: dict[str, Any] = {
-        "Email": email,
-        **standard_fields(traits),
-        **special_fields(traits),
-    }
-    if custom := custom_fields(traits, typed=config.typed_custom_fields):
-        contact["custom"] = custom
+    updates = _NO_UPDATES
+    if call.audience_class == "audience":
+        audience = _identify_audience(call, traits)
+        if audience is not None:
+            updates = _audience_updates(audience, audience_state)
+    contact = contact_fields(email, traits, typed=config.typed_custom_fields)
     return DestinationResult([_upsert(call, contact, email)], updates)
 
 
 def _track(
-    call: TrackCall,
+    call: ParsedCall,
     config: DestinationConfig,
     learned_email: str | None,
     audience_state: Mapping[str, bool] | None,
 ) -> DestinationResult:
-    audience = _track_audience(call)
-    if audience is not None:
-        email = _track_email(call, learned_email)
-        updates = _audience_updates(audience, audience_state)
-        key, value = custom_field(*audience, typed=config.typed_custom_fields)
-        return DestinationResult(
-            [_upsert(call, {"Email": email, "custom": {key: value}}, email)], updates
-        )
-    trigger = config.triggers.get(call.event, config.trigger_id)
+    event = call.event or ""  # never empty: parse_call refuses a track without its event
+    if event in _AUDIENCE_EVENTS:
+        audience = _track_audience(call, event)
+        if audience is not None:
+            email = _track_email(call, learned_email)
+            updates = _audience_updates(audience, audience_state)
+            key, value = custom_field(*audience, typed=config.typed_custom_fields)
+            return DestinationResult(
+                [_upsert(call, {"Email": email, "custom": {key: value}}, email)], updates
+            )
+    trigger = config.triggers.get(event, config.trigger_id)
     if trigger is None:
         raise SkipMessage("no_trigger_for_event")
     email = _track_email(call, learned_email)
-    request = RequestDescriptor(
-        path=f"/v1/trigger/{quote(trigger, safe='')}/contact/{quote(email, safe='')}",
-        body={"property": call.properties},
-        kind=RequestKind.TRIGGER_JOURNEY,
-        message_id=call.message_id,
-        contact=email.lower(),
+    quoted_trigger = _quoted_triggers.get(trigger)
+    if quoted_trigger is None:
+        quoted_trigger = quote(trigger, safe="")
+        if len(_quoted_triggers) < 1024:
+            _quoted_triggers[trigger] = quoted_trigger
+    return DestinationResult(
+        [
+            {
+                "method": "POST",
+                "path": f"/v1/trigger/{quoted_trigger}/contact/{_quote(email)}",
+                "json": {"property": call.properties},
+                "kind": "trigger_journey",
+                "message_id": call.message_id,
+                "contact": email.lower(),
+            }
+        ],
+        _NO_UPDATES,
     )
-    return DestinationResult([request])
 
 
-def _track_email(call: TrackCall, learned_email: str | None) -> str:
+def _quote(text: str) -> str:
+    """`quote(text, safe="")`, without its per-byte Python loop when only `@` needs escaping."""
+    if text.isascii() and not text.encode().translate(None, _ALWAYS_SAFE_BYTES).strip(b"@"):
+        return text.replace("@", "%40")
+    return quote(text, safe="")
+
+
+def _track_email(call: ParsedCall, learned_email: str | None) -> str:
     email = _given_email(call) or learned_email
     if email is None:
         raise ValidationError(TRACK_EMAIL_REQUIRED)
     return email
 
 
-def _upsert(call: SegmentCall, contact: dict[str, Any], email: str) -> RequestDescriptor:
-    return RequestDescriptor(
-        path="/v1/contact",
-        body={"contact": contact},
-        kind=RequestKind.UPSERT_CONTACT,
-        message_id=call.message_id,
-        contact=email.lower(),
-    )
+def _upsert(call: ParsedCall, contact: dict[str, Any], email: str) -> dict[str, Any]:
+    return {
+        "method": "POST",
+        "path": "/v1/contact",
+        "json": {"contact": contact},
+        "kind": "upsert_contact",
+        "message_id": call.message_id,
+        "contact": email.lower(),
+    }
 
 
-def _identify_audience(call: IdentifyCall, traits: Mapping[str, Any]) -> Audience | None:
-    personas = call.context.personas
-    if personas is None or personas.computation_class != "audience":
-        return None
-    key = personas.computation_key
+def _identify_audience(call: ParsedCall, traits: Mapping[str, Any]) -> Audience | None:
+    key = call.audience_key
     member = traits.get(key) if key else None
     return (key, member) if key and isinstance(member, bool) else None
 
 
-def _track_audience(call: TrackCall) -> Audience | None:
-    member = _AUDIENCE_EVENTS.get(call.event)
+def _track_audience(call: ParsedCall, event: str) -> Audience | None:
+    member = _AUDIENCE_EVENTS[event]
     key = call.properties.get("audience_key")
-    return (key, member) if member is not None and isinstance(key, str) and key else None
+    return (key, member) if isinstance(key, str) and key else None
 
 
 def _audience_updates(
-    audience: Audience | None, audience_state: Mapping[str, bool] | None
-) -> dict[str, bool]:
+    audience: Audience, audience_state: Mapping[str, bool] | None
+) -> Mapping[str, bool]:
     """What to record for an audience call, or `SkipMessage` if it repeats the last one sent."""
-    if audience is None:
-        return {}
     key, member = audience
     if audience_state is not None and audience_state.get(key) == member:
         raise SkipMessage("audience_unchanged")

@@ -32,6 +32,7 @@ __all__ = [
     "EMAIL_TRAIT",
     "SPECIAL_FIELDS",
     "STANDARD_FIELDS",
+    "contact_fields",
     "custom_field",
     "custom_fields",
     "special_fields",
@@ -135,3 +136,71 @@ def custom_fields(traits: Mapping[str, Any], *, typed: bool) -> dict[str, Any]:
         for name, value in traits.items()
         if value is not None and name not in CONSUMED_TRAITS
     )
+
+
+# One pass over the traits, for the destination's hot path: the same contact as
+# {"Email": email, **standard_fields(t), **special_fields(t), "custom": custom_fields(t)}.
+
+_Plan = tuple[tuple[tuple[str, tuple[TraitPath, ...]], ...], tuple[str, ...]]
+
+_KINDS: Final[Mapping[type, str]] = {bool: "boolean", int: "integer", float: "float"}
+_PREFIXES: Final[Mapping[str, str]] = {
+    kind: f"{kind}--" for kind in ("boolean", "integer", "float", "date", "string")
+}
+_plans: dict[tuple[str, ...], _Plan] = {}
+
+
+def contact_fields(email: str, traits: Mapping[str, Any], *, typed: bool) -> dict[str, Any]:
+    """The Autopilot contact for `traits` with `email` as its Email: standard fields in the
+    order of `STANDARD_FIELDS`, then the special fields, then `custom` (when not empty)."""
+    contact: dict[str, Any] = {"Email": email}
+    custom: dict[str, Any] = {}
+    consumed: list[str] = []
+    for name, value in traits.items():
+        if value is None:
+            continue
+        if name in CONSUMED_TRAITS:
+            consumed.append(name)
+            continue
+        kind = _KINDS.get(type(value))
+        if kind is None:
+            if type(value) is not str:  # an object or an array: `custom_field` says how
+                key, text = custom_field(name, value, typed=typed)
+                custom[key] = text
+                continue
+            # `_is_iso_date` needs 4 digits then "-": most strings fail that at a glance
+            is_date = len(value) >= 10 and value[4] == "-" and _is_iso_date(value)
+            kind = "date" if is_date else "string"
+        custom[_PREFIXES[kind] + name.replace(" ", "--") if typed else name] = value
+    if consumed:
+        standard, special = _plan(tuple(consumed))
+        for field, paths in standard:
+            for path in paths:
+                value = traits[path[0]]
+                for key in path[1:]:
+                    value = value.get(key) if isinstance(value, dict) else None
+                if value is not None and not isinstance(value, dict | list):
+                    contact[field] = value
+                    break
+        for name in special:
+            contact[name] = traits[name]
+    if custom:
+        contact["custom"] = custom
+    return contact
+
+
+def _plan(present: tuple[str, ...]) -> _Plan:
+    """The standard fields that can come from the `present` consumed traits, with the paths
+    that can give them, and the special fields among them; remembered per set of names."""
+    plan = _plans.get(present)
+    if plan is None:
+        names = set(present)
+        standard = tuple(
+            (field, tuple(path for path in paths if path[0] in names))
+            for field, paths in STANDARD_FIELDS.items()
+            if any(path[0] in names for path in paths)
+        )
+        plan = (standard, tuple(name for name in SPECIAL_FIELDS if name in names))
+        if len(_plans) < 4096:
+            _plans[present] = plan
+    return plan

@@ -4,6 +4,14 @@ Autopilot never published this format, so it is ours. Unknown fields are accepte
 so producers may send more than we read. `type` is normalised to `EmailEventType`; the display
 names ("Email Opened") and the Segment email-spec names ("Email Link Clicked", "Unsubscribed")
 are accepted too, case-insensitively (`TYPE_ALIASES`).
+
+`EmailEvent` is the contract: its schema is published and its errors are the messages dead
+letters carry. `CommonEmailEvent` is the shape nearly every producer sends, written so that
+pydantic-core checks it in Rust alone (no Python validator, no model instance): every event it
+accepts, `EmailEvent` accepts with the same values, once the source has checked in Python what
+needs a table or the calendar (`type` is a known spelling, `occurred_at` a real date, a click
+has a URL). The source maps through it when it can, through `EmailEvent` otherwise
+(`worker.source.mapping`; `tests/unit/test_source_fast_path.py` holds the two together).
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import re
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Annotated, Self
+from typing import Annotated, Final, NotRequired, Self
 
 from pydantic import (
     AfterValidator,
@@ -21,13 +29,18 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StringConstraints,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
+from typing_extensions import TypedDict  # pydantic wants it, not typing's, before 3.12
 
 __all__ = [
+    "COMMON_EMAIL_EVENTS",
     "EVENT_NAMES",
     "TYPE_ALIASES",
+    "CommonEmailEvent",
     "Contact",
     "Email",
     "EmailEvent",
@@ -154,3 +167,72 @@ class EmailEvent(_Input):
         if self.type is EmailEventType.EMAIL_CLICKED and (self.link is None or not self.link.url):
             raise ValueError("link.url: field required when type is email_clicked")
         return self
+
+
+# The common shape: a strict subset of `EmailEvent`, checked without Python code.
+
+_PRINTABLE_NOT_AT = r"[\x21-\x3f\x41-\x7e]+"
+_CommonEmailAddress = Annotated[
+    str, StringConstraints(pattern=rf"^{_PRINTABLE_NOT_AT}@{_PRINTABLE_NOT_AT}$")
+]
+"""Printable ASCII, no space, one `@` inside: each such string matches `[^@\\s]+@[^@\\s]+`."""
+
+_CommonDateTime = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+        r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+        r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+    ),
+]
+"""`YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|+HH:MM|-HH:MM)`, each part in its range; whether the day
+exists in its month is left to `datetime.fromisoformat`, which then reads these strings as
+pydantic does."""
+
+
+class _CommonContact(TypedDict):
+    """Fields in the order of the track's `context.traits`, which is this dict less `user_id`."""
+
+    email: _CommonEmailAddress
+    contact_id: Id
+    user_id: NotRequired[str | None]
+
+
+# Journey, email and link come out under the names of the track's properties, in their order.
+
+
+class _CommonJourney(TypedDict, total=False):
+    campaign_id: Annotated[str | None, Field(validation_alias="id")]
+    campaign_name: Annotated[str | None, Field(validation_alias="name")]
+
+
+class _CommonEmail(TypedDict):
+    email_id: Annotated[str, Field(min_length=1, validation_alias="id")]
+    email_subject: NotRequired[Annotated[str | None, Field(validation_alias="subject")]]
+    email_name: NotRequired[Annotated[str | None, Field(validation_alias="name")]]
+    transactional: NotRequired[StrictBool | None]
+
+
+class _CommonLink(TypedDict, total=False):
+    link_id: Annotated[str | None, Field(validation_alias="id")]
+    link_url: Annotated[str | None, Field(validation_alias="url")]
+
+
+class CommonEmailEvent(TypedDict):
+    """An email event of the common shape, as plain dicts; unknown fields are dropped, and the
+    parts the track copies come out as the track names them (`journey.id` as `campaign_id`...)."""
+
+    id: Id
+    type: str
+    occurred_at: _CommonDateTime
+    contact: _CommonContact
+    journey: NotRequired[_CommonJourney | None]
+    email: _CommonEmail
+    link: NotRequired[_CommonLink | None]
+    ip: NotRequired[str | None]
+    user_agent: NotRequired[str | None]
+    test: NotRequired[StrictBool]
+
+
+COMMON_EMAIL_EVENTS: Final[TypeAdapter[CommonEmailEvent]] = TypeAdapter(CommonEmailEvent)
+"""`COMMON_EMAIL_EVENTS.validate_json(raw)`: the common shape, straight from the bytes."""

@@ -29,19 +29,21 @@ __all__ = [
     "TrackMessage",
     "Traits",
     "UtcTimestamp",
+    "format_utc",
 ]
 
 INTEGRATION_NAME: Final = "AutopilotHQ"
 
 
-def _format_utc(value: datetime) -> str:
+def format_utc(value: datetime) -> str:
+    """An aware datetime as Segment writes times: UTC, `YYYY-MM-DDTHH:MM:SS.mmmZ`."""
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 UtcTimestamp = Annotated[
     AwareDatetime,
     AfterValidator(lambda value: value.astimezone(UTC)),
-    PlainSerializer(_format_utc, return_type=str, when_used="json"),
+    PlainSerializer(format_utc, return_type=str, when_used="json"),
 ]
 """An aware datetime, converted to UTC, written as `YYYY-MM-DDTHH:MM:SS.mmmZ`."""
 

@@ -16,7 +16,7 @@ import orjson
 from worker import __version__
 from worker.app import app, raw_topic, topic_names
 from worker.records import InboundMessage, OutboundRecord, header
-from worker.source.mapping import email_event_to_track, parse_email_event
+from worker.source.mapping import email_event_contact, map_source
 from worker.streaming import run_pipeline
 from worker.wiring import KIND_HEADER, build_pipeline
 
@@ -46,11 +46,11 @@ def identity_record(email: str, user_id: str) -> OutboundRecord:
 
 
 def intake(message: InboundMessage) -> list[OutboundRecord]:
-    event = parse_email_event(message.value)
+    email = email_event_contact(message.value)
     return [
         OutboundRecord(
             topic=topic_names.source_by_email,
-            key=event.contact.email.lower().encode(),
+            key=email.lower().encode(),
             value=message.value,
             headers=[*message.forwarded_headers(), (KIND_HEADER, KIND_EMAIL_EVENT)],
         )
@@ -60,19 +60,21 @@ def intake(message: InboundMessage) -> list[OutboundRecord]:
 def map_by_email(message: InboundMessage) -> list[OutboundRecord]:
     key = message.key or b""
     if header(message.headers, KIND_HEADER) == KIND_IDENTITY:
-        user_by_email[key] = orjson.loads(message.value)["user_id"]
+        user_id = orjson.loads(message.value)["user_id"]
+        if user_by_email.get(key) != user_id:  # a changelog write only when it changes
+            user_by_email[key] = user_id
         return []
-    output = email_event_to_track(
-        parse_email_event(message.value),
-        learned_user_id=user_by_email.get(key),
+    output = map_source(
+        message.value,
         received_at=datetime.now(UTC),
+        learned_user_id=user_by_email.get(key),
         integration_version=__version__,
     )
     return [
         OutboundRecord(
             topic=topic_names.segment_tracks,
             key=output.key.encode(),
-            value=output.message.to_json(),
+            value=output.to_json(),
             headers=[(k, v) for k, v in message.producer_headers() if k != KIND_HEADER],
         )
     ]

@@ -1,0 +1,145 @@
+"""The benchmarks' broker, bulk preloading, and watching output topics fill up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+
+from tests.benchmarks.inputs import Input
+
+__all__ = ["Broker", "OffsetWatcher", "bench_broker", "preload", "proc_status"]
+
+BATCH_BYTES = 512 * 1024
+
+
+@dataclass(frozen=True)
+class Broker:
+    bootstrap: str
+    source: str
+
+
+@contextlib.contextmanager
+def bench_broker() -> Iterator[Broker]:
+    """KAFKA_BOOTSTRAP_SERVERS when set, else a local JVM broker on free ports in a temp dir.
+
+    Call from the main thread: the local broker is tied to it (SIGTERMed if this process dies).
+    """
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if bootstrap:
+        yield Broker(bootstrap, "KAFKA_BOOTSTRAP_SERVERS")
+        return
+    from tests.conftest import load_localkafka  # noqa: PLC0415  (imports pytest)
+
+    lk = load_localkafka()
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
+    broker: Any = None
+    try:
+        for attempt in range(3):  # a free port can be taken between choosing and binding it
+            broker = lk.LocalKafka(
+                port=lk.free_port(),
+                controller_port=lk.free_port(),
+                data_dir=data_dir,
+                die_with_parent=True,
+            )
+            try:
+                broker.start()
+                break
+            except lk.LocalKafkaError as exc:
+                broker.stop()
+                if "already in use" not in str(exc) or attempt == 2:
+                    raise
+        yield Broker(str(broker.bootstrap), f"local JVM broker (Kafka jars in {broker.libs_dir})")
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def preload(
+    bootstrap: str, topic: str, inputs: Iterable[Input], partitions: int = 3
+) -> float:
+    """Append `inputs` to `topic` in big batches (keyed ones by Kafka's default partitioner,
+    the others round-robin); return the seconds it took, once every batch is acknowledged."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", max_batch_size=BATCH_BYTES, client_id="bench-load"
+    )
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        partitioner = DefaultPartitioner()
+        all_partitions = list(range(partitions))
+        batches: dict[int, Any] = {}
+        pending = []
+        for n, item in enumerate(inputs):
+            if item.key is None:
+                partition = n % partitions
+            else:
+                partition = partitioner(item.key, all_partitions, all_partitions)
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = producer.create_batch()
+            if batch.append(key=item.key, value=item.value, timestamp=None) is None:
+                batch.close()
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = batches[partition] = producer.create_batch()
+                batch.append(key=item.key, value=item.value, timestamp=None)
+        for partition, batch in batches.items():
+            batch.close()
+            pending.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*pending)
+        return time.perf_counter() - started
+    finally:
+        await producer.stop()
+
+
+class OffsetWatcher:
+    """Sums the log-end offsets of some topics; one consumer, no group, nothing committed."""
+
+    def __init__(self, bootstrap: str, topics: Sequence[str], partitions: int = 3) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="bench-watch")
+        self._partitions = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+
+    async def __aenter__(self) -> OffsetWatcher:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def total(self) -> int:
+        ends = await self._consumer.end_offsets(self._partitions)
+        return int(sum(ends.values()))
+
+    async def by_topic(self) -> dict[str, int]:
+        ends = await self._consumer.end_offsets(self._partitions)
+        totals: dict[str, int] = {}
+        for tp, offset in ends.items():
+            totals[tp.topic] = totals.get(tp.topic, 0) + int(offset)
+        return totals
+
+
+def proc_status(pid: int) -> dict[str, float]:
+    """Peak and current RSS (MiB, from /proc/<pid>/status) and CPU seconds used so far."""
+    fields: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmHWM", "VmRSS"):
+                fields[name] = round(int(value.split()[0]) / 1024, 1)  # kB -> MiB
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = os.sysconf("SC_CLK_TCK")
+        after_name = stat.rsplit(")", 1)[1].split()
+        # fields 14 and 15 of stat (utime, stime); after the ")" they are at 11 and 12
+        fields["cpu_s"] = round((int(after_name[11]) + int(after_name[12])) / ticks, 2)
+    return fields

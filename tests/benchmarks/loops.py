@@ -48,24 +48,17 @@ def map_source_record(key: bytes | None, raw: bytes) -> list[Out]:
         return []
     except WorkerError:
         return [Out(True, key, raw)]
-    return [Out(False, output.key.encode(), output.message.to_json())]
+    return [Out(False, output.key.encode(), output.to_json())]
 
 
 def map_destination_record(key: bytes | None, raw: bytes) -> list[Out]:
     try:
-        requests = map_destination(raw, config=DESTINATION_CONFIG).requests
+        descriptors = map_destination(raw, config=DESTINATION_CONFIG).descriptors
     except SkipMessage:
         return []
     except WorkerError:
         return [Out(True, key, raw)]
-    return [
-        Out(
-            False,
-            request.contact.encode(),
-            orjson.dumps(request.model_dump(mode="json", by_alias=True)),
-        )
-        for request in requests
-    ]
+    return [Out(False, d["contact"].encode(), orjson.dumps(d)) for d in descriptors]
 
 
 class Topics(NamedTuple):

@@ -98,6 +98,7 @@ _MILLIS: Final = tuple(f".{ms:03d}Z" for ms in range(1000))
 """`.mmmZ` for each millisecond: the tail of every timestamp written."""
 
 _ONE_SECOND: Final = timedelta(seconds=1)
+_LAST_SECOND: Final = datetime.max.replace(microsecond=0, tzinfo=UTC)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _second: tuple[datetime, datetime, str] = (_EPOCH, _EPOCH, "")
 """The last second `_received_text` wrote: its start, its end and its `YYYY-MM-DDTHH:MM:SS`."""
@@ -348,6 +349,8 @@ def _received_text(moment: datetime) -> str:
     start, end, text = _second
     if not start <= moment < end:
         start = moment.replace(microsecond=0)
+        if start == _LAST_SECOND:  # its end is past datetime.max
+            return format_utc(moment)
         end = start + _ONE_SECOND
         text = start.isoformat()[:19]
         _second = (start, end, text)

@@ -1,0 +1,326 @@
+"""The source's two ways in must agree: the common shape (`CommonEmailEvent`, plain dicts) and
+the contract (`EmailEvent`, models).
+
+`map_source` maps an event through the common shape when it passes, else through `EmailEvent`,
+which alone words errors. That is only right if every event the common shape passes, the
+contract passes too, and maps to the very same track (same key, same bytes). These tests hold
+the two to that on every golden input and on thousands of mutations of them, and hold the fast
+output to the `TrackMessage` model the JSON Schema is generated from.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from worker import __version__
+from worker.errors import InvalidInput, SkipMessage
+from worker.models.segment_track import TrackMessage
+from worker.source import mapping
+from worker.source.mapping import email_event_to_track, map_source, parse_email_event
+
+GOLDEN = sorted((Path(__file__).parents[1] / "golden" / "source").glob("*.json"))
+RECEIVED_AT = datetime(2026, 11, 20, 10, 15, 5, 123456, tzinfo=UTC)
+
+Outcome = tuple[Any, ...]
+
+
+def _case(path: Path) -> dict[str, Any]:
+    case: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return case
+
+
+def _raw(case: dict[str, Any]) -> bytes:
+    if "input_text" in case:
+        text: str = case["input_text"]
+        return text.encode(case.get("input_encoding", "utf-8"))
+    return orjson.dumps(case["input"])
+
+
+def _fast(raw: bytes, learned: str | None = None) -> Outcome | None:
+    """What the common-shape path makes of `raw`, or None when it hands the event over."""
+    if mapping._common_event(raw) is None:
+        return None
+    return _outcome(lambda: map_source(raw, received_at=RECEIVED_AT, learned_user_id=learned))
+
+
+def _model(raw: bytes, learned: str | None = None) -> Outcome:
+    """What the `EmailEvent` path makes of `raw`."""
+    return _outcome(
+        lambda: email_event_to_track(
+            parse_email_event(raw),
+            learned_user_id=learned,
+            received_at=RECEIVED_AT,
+            integration_version=__version__,
+        )
+    )
+
+
+def _outcome(run: Any) -> Outcome:
+    try:
+        output = run()
+    except SkipMessage as skip:
+        return ("skip", skip.reason)
+    except InvalidInput as error:
+        return ("error", type(error).__name__, error.message)
+    return ("output", output.key, output.to_json())
+
+
+def _agree(raw: bytes, learned: str | None = None) -> bool:
+    """Assert that a fast outcome, if any, is the model's; say whether there was one."""
+    fast = _fast(raw, learned)
+    if fast is not None:
+        assert fast == _model(raw, learned), raw
+    return fast is not None
+
+
+# --- every golden input ---
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=lambda path: path.stem)
+def test_golden_inputs_agree(path: Path) -> None:
+    case = _case(path)
+    _agree(_raw(case), case.get("learned_user_id"))
+
+
+def test_the_common_shape_takes_the_golden_outputs() -> None:
+    """Every golden output but none of the golden errors goes the fast way."""
+    for path in GOLDEN:
+        case = _case(path)
+        fast = mapping._common_event(_raw(case)) is not None
+        assert fast == ("error" not in case["expected"]), path.stem
+
+
+@pytest.mark.parametrize(
+    "path",
+    [path for path in GOLDEN if "output" in _case(path)["expected"]],
+    ids=lambda path: path.stem,
+)
+def test_fast_track_is_a_track_message(path: Path) -> None:
+    """The dict written is what `TrackMessage` (and so the JSON Schema) says, byte for byte."""
+    case = _case(path)
+    output = map_source(
+        _raw(case), received_at=RECEIVED_AT, learned_user_id=case.get("learned_user_id")
+    )
+    model = TrackMessage.model_validate(output.track)
+    assert model.to_json() == output.to_json()
+    assert orjson.loads(output.to_json()) == model.to_dict()
+
+
+# --- mutations ---
+
+_VALUES: tuple[Any, ...] = (
+    None,
+    "",
+    " ",
+    "x",
+    0,
+    1,
+    1.5,
+    True,
+    False,
+    [],
+    {},
+    ["x"],
+    {"id": "x"},
+    {"id": None, "name": None, "url": None},
+    {"id": "x", "name": "n", "url": "https://x"},
+    {"contact_id": "c", "email": "a@b.c"},
+    {"contact_id": "c", "email": "a@b.c", "user_id": ""},
+    "Email Opened",
+    " email_clicked ",
+    "EMAIL_MARKED_AS_SPAM",
+    "email link clicked",
+    "unsubscribed",
+    "email_forwarded",
+    "a@b",
+    "a b@c",
+    "@b",
+    "a@",
+    "a@@b",
+    "é@b.c",
+    "a\u2003b@c",
+    "a\x1cb@c",
+    "a\tb@c",
+    "2026-11-20T10:15:00Z",
+    "2026-11-20T10:15:00.5+02:00",
+    "2026-11-20T10:15:00+00:00",
+    "2026-11-20T10:15:00-00:00",
+    "2026-11-20",
+    "2026-11-20 10:15:00Z",
+    "2026-02-30T10:15:00Z",
+    "2026-11-20T10:15:00.1234567Z",
+    "2026-11-20T10:15:00+24:00",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "x" * 300,
+)
+
+_PATHS: tuple[tuple[str, ...], ...] = (
+    ("id",),
+    ("type",),
+    ("occurred_at",),
+    ("contact",),
+    ("contact", "contact_id"),
+    ("contact", "email"),
+    ("contact", "user_id"),
+    ("journey",),
+    ("journey", "id"),
+    ("journey", "name"),
+    ("email",),
+    ("email", "id"),
+    ("email", "subject"),
+    ("email", "name"),
+    ("email", "transactional"),
+    ("link",),
+    ("link", "id"),
+    ("link", "url"),
+    ("ip",),
+    ("user_agent",),
+    ("test",),
+    ("unknown",),
+)
+
+_DELETE = object()
+
+
+def _set(event: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any] | None:
+    event = copy.deepcopy(event)
+    target = event
+    for key in path[:-1]:
+        target = target.get(key)  # type: ignore[assignment]
+        if not isinstance(target, dict):
+            return None
+    if value is _DELETE:
+        if path[-1] not in target:
+            return None
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return event
+
+
+def _mutations() -> Iterator[bytes]:
+    bases = [_case(p)["input"] for p in GOLDEN if isinstance(_case(p).get("input"), dict)]
+    for base in bases:
+        for path in _PATHS:
+            for value in (_DELETE, *_VALUES):
+                event = _set(base, path, value)
+                if event is not None:
+                    yield orjson.dumps(event)
+        body = orjson.dumps(base)[1:]
+        yield b'{"deep":' + b"[" * 150 + b"]" * 150 + b"," + body
+        yield b'{"deep":' + b"[" * 250 + b"]" * 250 + b"," + body
+        yield b'{"n":NaN,' + body
+        yield b'{"n":1e400,' + body
+        yield b'{"n":123456789012345678901234567890,' + body
+        yield b'{"id":"first",' + body  # a duplicate key: the last one counts, in both
+        yield b"\xef\xbb\xbf{" + body
+        yield b"{" + body + b"\n "
+
+
+def test_mutations_agree() -> None:
+    fast = total = 0
+    for raw in _mutations():
+        total += 1
+        fast += _agree(raw)
+    assert total > 5000
+    assert fast > 3000  # both ways are exercised
+    assert total - fast > 3000
+
+
+# --- fuzzing the two fields the common shape checks itself ---
+
+
+def _event(**changes: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "id": "evt_1",
+        "type": "email_opened",
+        "occurred_at": "2026-11-20T10:15:00Z",
+        "contact": {"contact_id": "person_7F3A", "email": "thomas@tankengine.com"},
+        "email": {"id": "email_1"},
+    }
+    return event | changes
+
+
+def _datetimes(rng: random.Random, count: int) -> Iterator[str]:
+    def two(top: int) -> str:
+        return f"{rng.randrange(top):02d}"
+
+    for _ in range(count):
+        year = rng.choice(["0000", "0001", "1969", "1970", "2024", "2026", "9999"])
+        date = f"{year}-{two(14)}-{two(33)}"
+        time = f"{two(26)}:{two(62)}:{two(62)}"
+        fraction = rng.choice(
+            ["", "", "." + "".join(rng.choices("0123456789", k=rng.randrange(1, 9)))]
+        )
+        offset = rng.choice(
+            ["Z", "Z", "z", "", f"+{two(26)}:{two(62)}", f"-{two(26)}:{two(62)}", "+0200", "+00:00"]
+        )
+        separator = rng.choice(["T", "T", "T", " ", "t"])
+        yield f"{date}{separator}{time}{fraction}{offset}"
+
+
+def test_occurred_at_fuzz_agrees() -> None:
+    rng = random.Random(20261120)
+    fast = 0
+    for text in _datetimes(rng, 4000):
+        fast += _agree(orjson.dumps(_event(occurred_at=text)))
+    assert fast > 500
+
+
+def test_occurred_at_offsets_match_the_model() -> None:
+    for text, utc in [
+        ("2026-11-20T12:15:00.5+02:00", "2026-11-20T10:15:00.500Z"),
+        ("2026-11-20T00:15:00.123456+01:00", "2026-11-19T23:15:00.123Z"),
+        ("2026-12-31T23:30:00-01:30", "2027-01-01T01:00:00.000Z"),
+        ("2024-02-29T23:59:59.999999-00:00", "2024-02-29T23:59:59.999Z"),
+    ]:
+        raw = orjson.dumps(_event(occurred_at=text))
+        assert _agree(raw)
+        assert map_source(raw, received_at=RECEIVED_AT).track["timestamp"] == utc
+
+
+def test_email_fuzz_agrees() -> None:
+    odd = "\x85\xa0\u1680\u2000\u200a\u2028\u2029\u202f\u205f\u3000\ufeff\u200b\xe9\u4e2d"
+    characters = [chr(code) for code in range(128)] + list(odd)
+    fast = 0
+    for char in characters:
+        for email in (f"a{char}b@c.d", f"{char}@c", f"a@{char}", f"a@b{char}c"):
+            contact = {"contact_id": "c", "email": email}
+            fast += _agree(orjson.dumps(_event(contact=contact)))
+    assert fast > 100
+
+
+def test_type_spellings_agree() -> None:
+    spellings = ["email_opened", "Email Opened", "EMAIL OPENED", " Email Opened ", "email opened"]
+    spellings += ["Email Link Clicked", "UNSUBSCRIBED", "Email_Opened", "email-opened", "\t"]
+    for spelling in spellings:
+        event = _event(type=spelling, link={"url": "https://x"})
+        _agree(orjson.dumps(event))
+
+
+def test_received_at_in_any_zone_and_second() -> None:
+    """The formatted second is remembered; a new second, or another zone, is formatted anew."""
+    raw = orjson.dumps(_event())
+    paris = datetime.fromisoformat("2026-11-20T11:15:05.5+01:00")
+    for received_at, text in [
+        (RECEIVED_AT, "2026-11-20T10:15:05.123Z"),
+        (RECEIVED_AT.replace(microsecond=999999), "2026-11-20T10:15:05.999Z"),
+        (RECEIVED_AT.replace(second=6, microsecond=0), "2026-11-20T10:15:06.000Z"),
+        (paris, "2026-11-20T10:15:05.500Z"),
+        (RECEIVED_AT.replace(year=2025), "2025-11-20T10:15:05.123Z"),
+        (datetime.max.replace(tzinfo=UTC), "9999-12-31T23:59:59.999Z"),
+        (datetime.min.replace(tzinfo=UTC), "0001-01-01T00:00:00.000Z"),
+    ]:
+        assert map_source(raw, received_at=received_at).track["receivedAt"] == text
+    with pytest.raises(ValueError, match="timezone-aware"):
+        map_source(raw, received_at=datetime(2026, 11, 20))

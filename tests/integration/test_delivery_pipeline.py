@@ -154,37 +154,51 @@ async def test_5xx_and_429_are_retried_to_success(
     assert after["http_429"]["rate_limited"] == 0  # the worker never broke the limit itself
 
 
+def _rejected_descriptor(status: int, tag: str) -> dict[str, Any]:
+    """A descriptor the stand-in refuses for good: 404 (no such contact) or 400 (no Email)."""
+    if status == 404:
+        return {
+            "path": f"/v1/trigger/{TRIGGER}/contact/nobody-{tag}%40example.com",
+            "json": {"property": {}},
+            "kind": "trigger_journey",
+        }
+    return {"path": "/v1/contact", "json": {"contact": {"FirstName": "No Email"}},
+            "kind": "upsert_contact"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "body_says"), [(404, b"Contact could not be found"), (400, b"Email")]
+)
 async def test_a_rejected_request_becomes_a_dead_letter(
-    delivery_worker: WorkerProcess, fake_api: str
+    delivery_worker: WorkerProcess, fake_api: str, status: int, body_says: bytes
 ) -> None:
     env = delivery_worker.env
     tag = uuid.uuid4().hex[:6]
+    message_id = f"{tag}-{status}"
     descriptor = {
         "method": "POST",
-        "path": f"/v1/trigger/{TRIGGER}/contact/nobody-{tag}%40example.com",
-        "json": {"property": {}},
-        "kind": "trigger_journey",
-        "message_id": f"{tag}-404",
+        **_rejected_descriptor(status, tag),
+        "message_id": message_id,
         "contact": f"nobody-{tag}@example.com",
     }
     raw = orjson.dumps(descriptor)
     await produce(
         env["KAFKA_BOOTSTRAP_SERVERS"], env["TOPIC_AUTOPILOT_REQUESTS"], [(b"k", raw, [])]
     )
-    outcomes = await outcomes_for(delivery_worker, {f"{tag}-404"})
-    assert outcomes[f"{tag}-404"]["outcome"] == "dead_lettered"
-    assert outcomes[f"{tag}-404"]["status"] == 404
+    outcomes = await outcomes_for(delivery_worker, {message_id})
+    assert outcomes[message_id]["outcome"] == "dead_lettered"
+    assert outcomes[message_id]["status"] == status
     letters = await consume_all(
         env["KAFKA_BOOTSTRAP_SERVERS"], env["TOPIC_DEAD_LETTERS"], 10**9, timeout=5
     )
     (letter,) = [r for r in letters if r.value == raw]
     headers = dict(letter.headers)
-    assert headers[H.STATUS] == b"404"
+    assert headers[H.STATUS] == str(status).encode()
     assert headers[H.CLASS_NAME] == b"DeliveryRejected"
     assert headers[H.PIPELINE] == b"delivery"
     assert headers[H.TOPIC].decode() == env["TOPIC_AUTOPILOT_REQUESTS"]
-    assert b"Contact could not be found" in headers[H.RESPONSE_BODY]
-    assert orjson.loads(headers[H.ATTEMPTS])[0]["status"] == 404
+    assert body_says in headers[H.RESPONSE_BODY]
+    assert orjson.loads(headers[H.ATTEMPTS])[-1]["status"] == status
     assert API_KEY.encode() not in b"".join(v for _, v in letter.headers)
 
 

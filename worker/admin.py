@@ -14,6 +14,11 @@ __all__ = ["ensure_topics"]
 
 log = logging.getLogger(__name__)
 
+#: Largest record on the topics we create. An input may be as large as the broker allows
+#: (about 1 MiB by default); its dead letter, or its copy on an internal re-keying topic, is that
+#: plus our headers, so our topics take twice the broker's default.
+MAX_RECORD_BYTES = 2 * 1024 * 1024
+
 
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create every missing topic of the topic map; return the names that were created.
@@ -31,7 +36,10 @@ async def ensure_topics(settings: Settings) -> list[str]:
                 name=spec.name,
                 num_partitions=settings.topic_partitions,
                 replication_factor=settings.topic_replication_factor,
-                topic_configs={"cleanup.policy": "compact"} if spec.compacted else {},
+                topic_configs={
+                    "max.message.bytes": str(MAX_RECORD_BYTES),
+                    **({"cleanup.policy": "compact"} if spec.compacted else {}),
+                },
             )
             for spec in names.all_specs()
             if spec.name not in existing

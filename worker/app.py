@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import faust
 
+from worker.admin import MAX_RECORD_BYTES
 from worker.settings import get_settings
 from worker.topics import TopicNames
 
@@ -26,6 +27,7 @@ app = faust.App(
     topic_allow_declare=True,
     topic_disable_leader=True,
     producer_acks=-1,
+    producer_max_request_size=MAX_RECORD_BYTES + 64 * 1024,
     # a record Kafka will not take must fail its send (and stop the worker) within a minute,
     # not hold a shutdown for faust's default of 20 minutes
     producer_request_timeout=60.0,

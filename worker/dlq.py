@@ -90,7 +90,9 @@ def dead_letter(
         headers.append((DeadLetterHeaders.RESPONSE_BODY, body.encode()))
     if replay_count is not None:
         headers.append((DeadLetterHeaders.REPLAY_COUNT, replay_count))
-    return OutboundRecord(topic=topic, key=message.key, value=message.value, headers=headers)
+    return OutboundRecord(
+        topic=topic, key=message.origin_key(), value=message.value, headers=headers
+    )
 
 
 def _iso(epoch_seconds: float) -> str:

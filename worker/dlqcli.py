@@ -283,7 +283,7 @@ def plan_replay(
                 topic=retry_topic,
                 key=letter.key,
                 value=letter.value,
-                headers=replay_headers(letter.headers, target),
+                headers=replay_headers(letter.headers, target, key=letter.key),
             )
             plan.replays.append(PlannedReplay(letter, target, record))
     return plan

@@ -39,6 +39,12 @@ class InboundMessage:
             int(header(self.headers, ORIGIN_PREFIX + "timestamp") or b"-1"),
         )
 
+    def origin_key(self) -> bytes | None:
+        """The key the producer wrote: re-keying for an internal topic keeps it in a header."""
+        if header(self.headers, ORIGIN_PREFIX + "topic") is None:
+            return self.key
+        return header(self.headers, ORIGIN_PREFIX + "key")
+
     def producer_headers(self) -> list[tuple[str, bytes]]:
         """The headers as the original producer wrote them (our provenance headers removed)."""
         return [(k, v) for k, v in self.headers if not k.startswith(ORIGIN_PREFIX)]
@@ -47,13 +53,16 @@ class InboundMessage:
         """Headers for a copy of this message on an internal topic: the producer's plus origin."""
         if header(self.headers, ORIGIN_PREFIX + "topic") is not None:
             return list(self.headers)
-        return [
+        forwarded = [
             *self.headers,
             (ORIGIN_PREFIX + "topic", self.topic.encode()),
             (ORIGIN_PREFIX + "partition", str(self.partition).encode()),
             (ORIGIN_PREFIX + "offset", str(self.offset).encode()),
             (ORIGIN_PREFIX + "timestamp", str(self.timestamp_ms).encode()),
         ]
+        if self.key is not None:  # absent: the producer wrote no key
+            forwarded.append((ORIGIN_PREFIX + "key", self.key))
+        return forwarded
 
 
 @dataclass(frozen=True, slots=True)

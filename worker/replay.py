@@ -117,8 +117,13 @@ def replay_count(headers: Headers) -> int:
         return 0
 
 
-def replay_headers(headers: Headers, target: ReplayTarget) -> list[tuple[str, bytes]]:
-    """A dead letter's headers rewritten for the retry topic (see the module docstring)."""
+def replay_headers(
+    headers: Headers, target: ReplayTarget, *, key: bytes | None = None
+) -> list[tuple[str, bytes]]:
+    """A dead letter's headers rewritten for the retry topic (see the module docstring).
+
+    `key` is the dead letter's key, the producer's own: kept as the origin key, so a replay that
+    fails again is dead-lettered under it."""
     kept = [
         (k, v)
         for k, v in headers
@@ -134,6 +139,8 @@ def replay_headers(headers: Headers, target: ReplayTarget) -> list[tuple[str, by
             ("timestamp", DeadLetterHeaders.TIMESTAMP),
         ):
             origin.append((ORIGIN_PREFIX + name, header(headers, source) or b"-1"))
+        if key is not None:
+            origin.append((ORIGIN_PREFIX + "key", key))
     return [
         *kept,
         *origin,

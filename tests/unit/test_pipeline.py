@@ -107,7 +107,7 @@ async def test_dead_letter_keeps_origin_of_forwarded_message_and_masks_secrets()
         topic="internal", partition=0, offset=9, timestamp_ms=5, key=b"k", value=b"raw",
         headers=[("h", b"v"), (ORIGIN_PREFIX + "topic", b"in"),
                  (ORIGIN_PREFIX + "partition", b"2"), (ORIGIN_PREFIX + "offset", b"77"),
-                 (ORIGIN_PREFIX + "timestamp", b"123")],
+                 (ORIGIN_PREFIX + "timestamp", b"123"), (ORIGIN_PREFIX + "key", b"producer")],
     )  # fmt: skip
     p = pipeline(sender)
     p.handler = leaky
@@ -115,7 +115,7 @@ async def test_dead_letter_keeps_origin_of_forwarded_message_and_masks_secrets()
     (letter,) = sender.sent
     headers = dict(letter.headers)
     assert letter.value == b"raw"
-    assert letter.key == b"k"
+    assert letter.key == b"producer"  # the producer's key, not the re-keyed one
     assert (headers[H.TOPIC], headers[H.PARTITION], headers[H.OFFSET]) == (b"in", b"2", b"77")
     assert headers[H.TIMESTAMP] == b"123"
     assert not any(k.startswith(ORIGIN_PREFIX) for k in headers)

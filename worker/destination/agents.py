@@ -32,15 +32,16 @@ config = DestinationConfig.from_settings(settings)
 
 email_by_user = app.Table(
     "destination_email_by_user",
-    schema=faust.Schema(
-        key_type=bytes, value_type=str, key_serializer="raw", value_serializer="json"
-    ),
+    # the types pick the changelog's serialisers: raw bytes keys (the partitioner hashes the
+    # same bytes as our topics' keys), JSON values; a faust.Schema would not reach recovery
+    key_type=bytes,
+    value_type=str,
     use_partitioner=True,
     help="Segment userId -> email, learned from identify and track calls",
 )
 audiences = app.Table(
     "destination_audiences",
-    schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
+    key_type=bytes,
     use_partitioner=True,
     help="userId/anonymousId -> {Engage audience key: membership last sent}",
 )

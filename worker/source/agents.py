@@ -27,9 +27,10 @@ KIND_IDENTITY = b"identity"
 
 user_by_email = app.Table(
     "source_user_by_email",
-    schema=faust.Schema(
-        key_type=bytes, value_type=str, key_serializer="raw", value_serializer="json"
-    ),
+    # the types pick the changelog's serialisers: raw bytes keys (the partitioner hashes the
+    # same bytes as our topics' keys), JSON values; a faust.Schema would not reach recovery
+    key_type=bytes,
+    value_type=str,
     use_partitioner=True,
     help="lowercased email -> Segment userId, learned from identify and track calls",
 )

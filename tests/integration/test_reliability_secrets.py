@@ -1,0 +1,287 @@
+"""No secret ever leaves the worker: a scan of every log line, topic record and response.
+
+The worker runs at log level debug (more than production's info, so more to leak) with
+distinctive values for AUTOPILOT_API_KEY, two SEGMENT_WRITE_KEYS and AUTOPILOT_WEBHOOK_TOKEN,
+and traffic goes down every path:
+
+- source: valid and invalid email events on the input topic;
+- destination and delivery against the stand-in API: identifies and tracks delivered, a request
+  the API rejects (400, a dead letter with the response body), a trigger for an unknown contact
+  (404), and a refused key (401: delivery pauses, probes with the key, resumes);
+- ingest: the Segment HTTP API with a wrong and a right write key, as HTTP Basic and as
+  `writeKey` in the body (which must not reach the topic), and the webhook with a wrong token and
+  the right one in its header, as a Bearer token and in the query string.
+
+Then every log line, every record (key, value, header names and values) of every topic the
+broker lists for this worker, the dead letters among them, and every response the worker gave
+are searched for each secret as is, in base64 (an HTTP Basic header is `base64(key + ":")`) and
+percent-encoded. The wrong write key and token are searched for too: a wrong key is often a
+right key with a typo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+import pytest
+
+from tests.kafkautil import produce
+from tests.reliability.report import report
+from tests.reliability.stream import topic_names
+from tests.reliability.supervisor import Supervisor
+from tests.reliability.topics import list_topics, read_topic
+from tests.workerproc import worker_env
+from worker.dlq import DeadLetterHeaders as H
+from worker.fake_autopilot import start_fake_autopilot
+
+pytestmark = pytest.mark.integration
+
+API_KEY = "apk-LEAKCHECK-7f3a9c1e5b2d"
+WRITE_KEY = "wk-LEAKCHECK-2d8e4b6a0c1f"
+OTHER_WRITE_KEY = "wk-LEAKCHECK-9a1b3c5d7e0a"
+WEBHOOK_TOKEN = "tok-LEAKCHECK-5e7a9c1d3f8b"
+SECRETS = (API_KEY, WRITE_KEY, OTHER_WRITE_KEY, WEBHOOK_TOKEN)
+WRONG = ("wk-WRONGKEY-0b1c2d3e4f5a", "tok-WRONGTOKEN-6a7b8c9d0e1f")
+TRIGGER = "0001"
+
+
+def _forms(secret: str) -> set[bytes]:
+    """The ways a secret can be written: as is, base64 (standard and URL-safe, with and without
+    the Basic ':' and padding) and percent-encoded."""
+    forms = {secret.encode(), quote(secret, safe="").encode()}
+    for text in (secret, secret + ":", ":" + secret):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            encoded = encode(text.encode())
+            forms |= {encoded, encoded.rstrip(b"=")}
+    return forms
+
+
+NEEDLES: dict[bytes, str] = {
+    form: name
+    for name, secret in [
+        ("AUTOPILOT_API_KEY", API_KEY),
+        ("SEGMENT_WRITE_KEYS[0]", WRITE_KEY),
+        ("SEGMENT_WRITE_KEYS[1]", OTHER_WRITE_KEY),
+        ("AUTOPILOT_WEBHOOK_TOKEN", WEBHOOK_TOKEN),
+        ("wrong write key", WRONG[0]),
+        ("wrong webhook token", WRONG[1]),
+    ]
+    for form in _forms(secret)
+}
+
+
+def _leaks(where: str, data: bytes) -> list[str]:
+    return [f"{NEEDLES[n]} in {where}" for n in NEEDLES if n in data]
+
+
+def _basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def _event(event_id: str, email: str) -> bytes:
+    return orjson.dumps(
+        {
+            "id": event_id,
+            "type": "email_opened",
+            "occurred_at": "2026-11-20T10:15:00+02:00",
+            "contact": {"contact_id": f"person_{event_id}", "email": email},
+            "email": {"id": "email_1"},
+        }
+    )
+
+
+def _call(kind: str, user: str, message_id: str, email: str | None = None) -> dict[str, Any]:
+    call: dict[str, Any] = {"type": kind, "userId": user, "messageId": message_id}
+    if kind == "identify":
+        call["traits"] = {"email": email} if email else {}
+    else:
+        call["event"] = "Signed Up"
+        call["properties"] = {"email": email} if email else {}
+    return call
+
+
+async def _wait(what: str, check: Any, timeout: float = 60) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _outcome_ids(bootstrap: str, topic: str) -> dict[str, str]:
+    records = await read_topic(bootstrap, topic)
+    return {o["message_id"]: o["outcome"] for o in (orjson.loads(r.value) for r in records)}
+
+
+async def _http_traffic(base_url: str, responses: list[httpx.Response]) -> None:
+    """Every ingest request: wrong keys and tokens refused, right ones accepted."""
+    batch = {"batch": [_call("identify", "u-http", "m-http-batch", "http@example.com")]}
+    body_key = {
+        **_call("track", "u-http", "m-http-body", "http@example.com"),
+        "writeKey": WRITE_KEY,
+    }
+    webhook = orjson.dumps(orjson.loads(_event("evt-hook", "hook@example.com")))
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        sent: list[tuple[str, dict[str, str], bytes, int]] = [
+            ("/v1/batch", _basic(WRONG[0]), orjson.dumps(batch), 401),
+            ("/v1/batch", {}, orjson.dumps({**batch, "writeKey": WRONG[0]}), 401),
+            ("/v1/batch", _basic(WRITE_KEY), orjson.dumps(batch), 200),
+            ("/v1/identify", _basic(OTHER_WRITE_KEY), orjson.dumps(batch["batch"][0]), 200),
+            ("/v1/track", {}, orjson.dumps(body_key), 200),
+            ("/autopilot/events", {"X-Autopilot-Token": WRONG[1]}, webhook, 401),
+            ("/autopilot/events", {"X-Autopilot-Token": WEBHOOK_TOKEN}, webhook, 200),
+            ("/autopilot/events", {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}, webhook, 200),
+            (f"/autopilot/events?token={WEBHOOK_TOKEN}", {}, webhook, 200),
+            (f"/autopilot/events?token={WRONG[1]}", {}, webhook, 401),
+        ]
+        for path, headers, body, status in sent:
+            response = await http.post(path, content=body, headers=headers)
+            responses.append(response)
+            assert response.status_code == status, (path, response.status_code, response.text)
+        for page in ("/", "/healthz", "/readyz", "/metrics"):
+            responses.append(await http.get(page))
+
+
+@pytest.mark.reliability
+async def test_no_secret_in_any_log_line_topic_header_or_response(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    runner, fake_api = await start_fake_autopilot(api_keys=[API_KEY], rate_limit=5.0)
+    env = worker_env(
+        kafka_bootstrap,
+        unique,
+        AUTOPILOT_API_KEY=API_KEY,
+        AUTOPILOT_BASE_URL=fake_api,
+        AUTOPILOT_TRIGGER_ID=TRIGGER,
+        AUTOPILOT_AUTH_PROBE_INTERVAL_S="0.5",
+        AUTOPILOT_BULK_LINGER_MS="100",
+        SEGMENT_WRITE_KEYS=f"{WRITE_KEY},{OTHER_WRITE_KEY}",
+        AUTOPILOT_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
+    )
+    names = topic_names(env)
+    base_url = f"http://127.0.0.1:{env['WORKER_WEB_PORT']}"
+    responses: list[httpx.Response] = []
+    try:
+        async with Supervisor(env, tmp_path / "worker.log", loglevel="debug") as worker:
+            await worker.wait_ready()
+            # source: a valid and an invalid email event
+            await produce(
+                kafka_bootstrap,
+                names.email_events,
+                [(None, _event("evt-1", "source@example.com"), []), (None, b"{nope", [])],
+            )
+            # destination and delivery: delivered, rejected (400 and 404), invalid
+            calls = [
+                _call("identify", "u-1", "m-identify", "one@example.com"),
+                _call("track", "u-1", "m-track", "one@example.com"),
+                _call("identify", "u-2", "m-invalid"),
+            ]
+            await produce(
+                kafka_bootstrap,
+                names.segment_calls,
+                [(c["userId"].encode(), orjson.dumps(c), []) for c in calls],
+            )
+            rejected = {
+                "path": "/v1/contact",
+                "json": {"contact": {"FirstName": "NoEmail"}},
+                "kind": "upsert_contact",
+                "message_id": "m-400",
+                "contact": "noemail@example.com",
+            }
+            unknown = {
+                "path": f"/v1/trigger/{TRIGGER}/contact/nobody%40example.com",
+                "json": {"property": {}},
+                "kind": "trigger_journey",
+                "message_id": "m-404",
+                "contact": "nobody@example.com",
+            }
+            await produce(
+                kafka_bootstrap,
+                names.autopilot_requests,
+                [(b"k", orjson.dumps(rejected), []), (b"k", orjson.dumps(unknown), [])],
+            )
+
+            async def settled() -> bool:
+                ids = await _outcome_ids(kafka_bootstrap, names.autopilot_deliveries)
+                return {"m-identify", "m-track", "m-400", "m-404"} <= set(ids)
+
+            await _wait("the first outcomes", settled)
+            # a refused key: delivery pauses, probes with the key, resumes
+            async with httpx.AsyncClient(base_url=fake_api) as api:
+                await api.post("/_faults", json={"force_status": 401})
+                paused = _call("identify", "u-3", "m-paused", "three@example.com")
+                await produce(
+                    kafka_bootstrap, names.segment_calls, [(b"u-3", orjson.dumps(paused), [])]
+                )
+
+                async def is_paused() -> bool:
+                    return "delivery is paused" in worker.log_text()
+
+                await _wait("the pause", is_paused)
+                await asyncio.sleep(2)  # a few probes
+                await api.post("/_faults", json={"force_status": None})
+
+            async def resumed() -> bool:
+                ids = await _outcome_ids(kafka_bootstrap, names.autopilot_deliveries)
+                return ids.get("m-paused") == "delivered"
+
+            await _wait("delivery to resume", resumed)
+            await _http_traffic(base_url, responses)
+
+            async def ingested() -> bool:
+                ids = await _outcome_ids(kafka_bootstrap, names.autopilot_deliveries)
+                return {"m-http-batch", "m-http-body"} <= set(ids)
+
+            await _wait("the ingested calls' outcomes", ingested)
+        log = worker.log_text()
+    finally:
+        await runner.cleanup()
+
+    leaks: list[str] = []
+    lines = log.splitlines()
+    for number, line in enumerate(lines, 1):
+        leaks += _leaks(f"log line {number}: {line[:200]}", line.encode())
+    ours = [t for t in await list_topics(kafka_bootstrap) if unique in t]
+    expected_topics = {spec.name for spec in names.all_specs()}
+    assert expected_topics <= set(ours), f"topics not listed: {expected_topics - set(ours)}"
+    records = 0
+    letters = []
+    for topic in ours:
+        for r in await read_topic(kafka_bootstrap, topic):
+            records += 1
+            where = f"{topic}[{r.partition}]@{r.offset}"
+            leaks += _leaks(f"{where} key", r.key or b"")
+            leaks += _leaks(f"{where} value", r.value or b"")
+            for name, value in r.headers:
+                leaks += _leaks(f"{where} header {name}", name.encode() + b"=" + (value or b""))
+            if topic == names.dead_letters:
+                letters.append(r)
+    for response in responses:
+        text = f"{response.status_code} {response.headers} {response.text}".encode()
+        leaks += _leaks(f"response to {response.request.url.path}", text)
+
+    classes = sorted(dict(r.headers)[H.CLASS_NAME].decode() for r in letters)
+    report(
+        "secrets scan",
+        seconds=round(time.monotonic() - started, 1),
+        log_lines=len(lines),
+        topics=len(ours),
+        records=records,
+        dead_letters=classes,
+        responses=len(responses),
+        needles=len(NEEDLES),
+        leaks=len(leaks),
+    )
+    assert leaks == [], "\n".join(leaks[:20])
+    # every path was taken: dead letters of source, destination and delivery (400 and 404)
+    assert {"DecodeError", "ValidationError", "DeliveryRejected"} <= set(classes)
+    assert "delivery resumed" in log

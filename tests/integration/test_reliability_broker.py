@@ -91,6 +91,9 @@ async def _restart_broker_mid_stream(
     assert running, "the worker was not running at the end"
 
 
+# Not in `make test`: open at-least-once bugs make it fail now and then (README, "Known open
+# bugs"); `make reliability` runs it.
+@pytest.mark.slow
 @pytest.mark.reliability
 async def test_broker_restart_during_4000_messages(
     local_kafka: LocalBroker, unique: str, tmp_path: Path

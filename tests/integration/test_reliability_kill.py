@@ -6,7 +6,9 @@ time the output topics reach the next fraction of what the stream must produce, 
 killed with SIGKILL (no shutdown, no commit) and started again at once, as a supervisor would.
 At the end every input must be on an output topic (by messageId) or in the dead letters (by its
 trace header, with its original bytes and a reason). Duplicates are allowed (at-least-once:
-what a killed worker produced but had not committed is produced again) and counted.
+what a killed worker produced but had not committed is produced again) and counted. Last, the
+worker's consumer group must have committed every record it read: a commit that stops moving is
+reported as such (the ledger is checked first, so a stuck commit is told apart from a loss).
 
 The worker runs with faust's BROKER_SESSION_TIMEOUT at 10 s instead of 60 s: a SIGKILLed
 consumer never leaves its group, so the restarted one gets its partitions only once the
@@ -42,7 +44,14 @@ FAST_REJOIN = {"BROKER_SESSION_TIMEOUT": "10", "BROKER_HEARTBEAT_INTERVAL": "1"}
 
 
 async def _kill_mid_stream(
-    bootstrap: str, unique: str, tmp_path: Path, *, count: int, kills: int, wait_s: float
+    bootstrap: str,
+    unique: str,
+    tmp_path: Path,
+    *,
+    count: int,
+    kills: int,
+    wait_s: float,
+    settle_s: float,
 ) -> None:
     started = time.monotonic()
     inputs = mixed_inputs(count)
@@ -61,7 +70,7 @@ async def _kill_mid_stream(
             await wait_for_outputs(bootstrap, env, before + 1, wait_s)
             resume_s.append(round(time.monotonic() - killed_at, 1))
         produce_s = await feeding
-        _, lag = await settle(bootstrap, env, wait_s, check=False, stall_s=30)
+        _, lag = await settle(bootstrap, env, settle_s, check=False, stall_s=30)
         log = worker.log_text()
         running = worker.running
     ledger = await collect(bootstrap, env, inputs)
@@ -81,11 +90,16 @@ async def _kill_mid_stream(
     assert crash_lines(log) == []
 
 
+# Not in `make test`: open at-least-once bugs make it fail now and then (README, "Known open
+# bugs"); `make reliability` runs it.
+@pytest.mark.slow
 @pytest.mark.reliability
 async def test_kill9_once_during_5000_messages(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
-    await _kill_mid_stream(kafka_bootstrap, unique, tmp_path, count=5_000, kills=1, wait_s=120)
+    await _kill_mid_stream(
+        kafka_bootstrap, unique, tmp_path, count=5_000, kills=1, wait_s=120, settle_s=45
+    )
 
 
 @pytest.mark.slow
@@ -93,4 +107,6 @@ async def test_kill9_once_during_5000_messages(
 async def test_kill9_three_times_during_100000_messages(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
-    await _kill_mid_stream(kafka_bootstrap, unique, tmp_path, count=100_000, kills=3, wait_s=600)
+    await _kill_mid_stream(
+        kafka_bootstrap, unique, tmp_path, count=100_000, kills=3, wait_s=600, settle_s=300
+    )

@@ -54,8 +54,9 @@ class Ledger:
     without_reason: list[str] = field(default_factory=list)
     dead_letter_classes: Counter[str] = field(default_factory=Counter)
     dead_letters_by_topic: Counter[str] = field(default_factory=Counter)
-    rekeyed_in_map_stage: int = 0
-    """Map-stage dead letters whose key is the re-keyed one, not the producer's."""
+
+    where_lost: dict[str, str] = field(default_factory=dict)
+    """For each lost input, where its trace was last seen (see `locate`)."""
 
     def __post_init__(self) -> None:
         self._by_output = {i.message_id: i for i in self.inputs if i.message_id is not None}
@@ -87,15 +88,21 @@ class Ledger:
             if list(record.headers)[: len(item.headers)] != item.headers:
                 self.wrong_headers.append(item.trace)
             if record.key != item.key:
-                if header_of(record, H.STAGE) == b"intake":
-                    self.wrong_key.append(item.trace)
-                else:
-                    self.rekeyed_in_map_stage += 1
+                self.wrong_key.append(item.trace)
             name, message = header_of(record, H.CLASS_NAME), header_of(record, H.MESSAGE)
             if not name or not message or not header_of(record, H.STATUS):
                 self.without_reason.append(item.trace)
             self.dead_letter_classes[(name or b"?").decode()] += 1
             self.dead_letters_by_topic[(header_of(record, H.TOPIC) or b"?").decode()] += 1
+
+    def locate(self, topic: str, records: Iterable[ConsumerRecord]) -> None:
+        """Note where lost inputs appear on `topic` (an internal topic carries the producer's
+        headers), so that a loss names the stage that dropped it."""
+        lost = {i.trace for i in self.lost}
+        for record in records:
+            trace = (header_of(record, TRACE_HEADER) or b"").decode(errors="replace")
+            if trace in lost:
+                self.where_lost[trace] = f"{topic}[{record.partition}]@{record.offset}"
 
     @property
     def lost(self) -> list[Input]:
@@ -121,21 +128,28 @@ class Ledger:
             "duplicated_inputs": self.duplicated_inputs,
             "unexpected": len(self.unexpected),
             "dead_letter_classes": dict(self.dead_letter_classes),
-            "map_stage_dead_letters_rekeyed": self.rekeyed_in_map_stage,
         }
 
     def assert_complete(self) -> None:
-        """Nothing lost, nothing unexpected; every dead letter has its input's value, headers and
-        (from an intake stage) key, and a reason."""
+        """Nothing lost, nothing unexpected; every dead letter has its input's key, value and
+        headers, and a reason."""
         lost = self.lost
-        sample = [(i.trace, i.kind, i.value[:120]) for i in lost[:10]]
+        sample = [
+            (
+                i.trace,
+                i.kind,
+                i.value[:120],
+                f"last seen: {self.where_lost.get(i.trace, 'nowhere')}",
+            )
+            for i in lost[:10]
+        ]
         assert not lost, f"{len(lost)} of {len(self.inputs)} inputs lost, e.g. {sample}"
         assert not self.unexpected, f"records nobody sent: {self.unexpected[:10]}"
         assert not self.wrong_trace, (
             f"outputs with another input's headers: {self.wrong_trace[:10]}"
         )
         assert not self.wrong_bytes, f"dead letters not byte for byte: {self.wrong_bytes[:10]}"
-        assert not self.wrong_key, f"intake dead letters with another key: {self.wrong_key[:10]}"
+        assert not self.wrong_key, f"dead letters with another key: {self.wrong_key[:10]}"
         assert not self.wrong_headers, (
             f"dead letters without the input's headers: {self.wrong_headers[:10]}"
         )

@@ -123,4 +123,7 @@ async def collect(bootstrap: str, env: dict[str, str], inputs: Sequence[Input]) 
     ledger.add_outputs(await read_topic(bootstrap, names.segment_tracks), Fate.TRACK)
     ledger.add_outputs(await read_topic(bootstrap, names.autopilot_requests), Fate.REQUEST)
     ledger.add_dead_letters(await read_topic(bootstrap, names.dead_letters))
+    if ledger.lost:
+        for topic in (names.source_by_email, names.destination_by_user):
+            ledger.locate(topic, await read_topic(bootstrap, topic))
     return ledger

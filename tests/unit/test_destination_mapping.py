@@ -163,3 +163,14 @@ def test_config_from_settings() -> None:
     assert DestinationConfig.from_settings(settings) == DestinationConfig(
         trigger_id="0001", triggers={"Signed Up": "0042"}, typed_custom_fields=False
     )
+
+
+def test_a_trait_nested_too_deep_for_json_is_a_400_naming_it() -> None:
+    from worker.destination.traits import custom_field  # noqa: PLC0415
+    from worker.errors import ValidationError  # noqa: PLC0415
+
+    deep: object = 1
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(ValidationError, match=r"traits\.tags: cannot be sent as JSON text"):
+        custom_field("tags", deep, typed=True)

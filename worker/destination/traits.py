@@ -27,6 +27,8 @@ from typing import Any, Final
 
 import orjson
 
+from worker.errors import ValidationError
+
 __all__ = [
     "CONSUMED_TRAITS",
     "EMAIL_TRAIT",
@@ -125,7 +127,10 @@ def custom_field(name: str, value: Any, *, typed: bool) -> tuple[str, Any]:
     elif isinstance(value, str):
         kind = "date" if _is_iso_date(value) else "string"
     else:
-        kind, value = "string", orjson.dumps(value).decode()
+        try:
+            kind, value = "string", orjson.dumps(value).decode()
+        except orjson.JSONEncodeError as exc:  # nested deeper than orjson's limit of 254
+            raise ValidationError(f"traits.{name}: cannot be sent as JSON text: {exc}") from None
     return (f"{kind}--{name.replace(' ', '--')}" if typed else name), value
 
 

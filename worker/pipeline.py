@@ -114,16 +114,27 @@ class Pipeline:
         await self.sender.send_all(self.route(messages))
 
     def route_failure(
-        self, message: InboundMessage, error: WorkerError, *, attempts: str | None = None
+        self,
+        message: InboundMessage,
+        error: WorkerError,
+        *,
+        attempts: str | None = None,
+        count_in_breaker: bool = True,
     ) -> list[OutboundRecord]:
-        """Where a failed message goes, by its error's fate: nowhere (skip) or a dead letter."""
+        """Where a failed message goes, by its error's fate: nowhere (skip) or a dead letter.
+
+        Replays pass `count_in_breaker=False`: replaying letters that are still bad must not
+        stop the worker.
+        """
         if error.fate is Fate.SKIP:
-            self.breaker.record(dead_lettered=False)
+            if count_in_breaker:
+                self.breaker.record(dead_lettered=False)
             self.stats.skipped[error.message] += 1
             return []
         if error.fate is Fate.STOP:
             raise error
-        self.breaker.record(dead_lettered=True)
+        if count_in_breaker:
+            self.breaker.record(dead_lettered=True)
         self.stats.dead_lettered[type(error).__name__] += 1
         log.warning(
             "dead-lettered %s[%d]@%d in %s/%s: %s",

@@ -35,9 +35,8 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from worker.dlq import DLQ_PREFIX, DeadLetterHeaders, dead_letter
-from worker.errors import Fate, UnexpectedError, ValidationError, WorkerError
-from worker.logs import log_fields
+from worker.dlq import DLQ_PREFIX, DeadLetterHeaders
+from worker.errors import UnexpectedError, ValidationError, WorkerError
 from worker.pipeline import Pipeline
 from worker.records import ORIGIN_PREFIX, Headers, InboundMessage, OutboundRecord, header
 
@@ -225,34 +224,8 @@ def _unreplayable(
 def _failed_again(
     pipeline: Pipeline, message: InboundMessage, error: WorkerError
 ) -> list[OutboundRecord]:
-    if error.fate is Fate.SKIP:
-        pipeline.stats.skipped[error.message] += 1
-        return []
-    if error.fate is Fate.STOP:
-        raise error
-    pipeline.stats.dead_lettered[type(error).__name__] += 1
-    topic, partition, offset, _ = message.origin()
-    log.warning(
-        "replay %d of %s[%d]@%d failed again in %s/%s: %s",
-        replay_count(message.headers),
-        topic,
-        partition,
-        offset,
-        pipeline.name,
-        pipeline.stage,
-        error.message,
-        extra=log_fields(pipeline.name, pipeline.stage, message, error_class=type(error).__name__),
-    )
-    return [
-        dead_letter(
-            message,
-            error,
-            topic=pipeline.dead_letter_topic,
-            pipeline=pipeline.name,
-            stage=pipeline.stage,
-            secrets=pipeline.secrets,
-        )
-    ]
+    """Route a replay's failure as its stage would, without counting it in the breaker."""
+    return pipeline.route_failure(message, error, count_in_breaker=False)
 
 
 def replay_handler(message: InboundMessage) -> list[OutboundRecord]:

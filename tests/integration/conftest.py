@@ -20,6 +20,26 @@ def worker(
 
 
 @pytest.fixture(scope="module")
+def delivery_worker(
+    kafka_bootstrap: str,
+    fake_api: str,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[WorkerProcess]:
+    """A worker that delivers to `fake_api` with the module's `API_KEY` and `TRIGGER`."""
+    with running_worker(
+        kafka_bootstrap,
+        tmp_path_factory.mktemp("worker"),
+        AUTOPILOT_API_KEY=getattr(request.module, "API_KEY", "dev-key"),
+        AUTOPILOT_BASE_URL=fake_api,
+        AUTOPILOT_TRIGGER_ID=getattr(request.module, "TRIGGER", "0001"),
+        AUTOPILOT_AUTH_PROBE_INTERVAL_S="0.5",
+        AUTOPILOT_BULK_LINGER_MS="300",
+    ) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
 async def fake_api(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """The stand-in Autopilot API on loopback, accepting the module's `API_KEY`; its base URL."""
     api_key = getattr(request.module, "API_KEY", "dev-key")

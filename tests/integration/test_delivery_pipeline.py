@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,27 +14,11 @@ import orjson
 import pytest
 
 from tests.kafkautil import Record, consume_all, produce
-from tests.workerproc import WorkerProcess, running_worker
+from tests.workerproc import WorkerProcess
 from worker.dlq import DeadLetterHeaders as H
 
 API_KEY = "test-key-7d1f0c9a"
 TRIGGER = "0001"
-
-
-@pytest.fixture(scope="module")
-def delivery_worker(
-    kafka_bootstrap: str, fake_api: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    with running_worker(
-        kafka_bootstrap,
-        tmp_path_factory.mktemp("worker"),
-        AUTOPILOT_API_KEY=API_KEY,
-        AUTOPILOT_BASE_URL=fake_api,
-        AUTOPILOT_TRIGGER_ID=TRIGGER,
-        AUTOPILOT_AUTH_PROBE_INTERVAL_S="0.5",
-        AUTOPILOT_BULK_LINGER_MS="300",
-    ) as process:
-        yield process
 
 
 async def state(base_url: str) -> dict[str, Any]:

@@ -8,35 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.kafkautil import produce
-from tests.workerproc import WorkerProcess, running_worker
+from tests.workerproc import WorkerProcess
 
 API_KEY = "obs-key-5b2e19c4"
 TRIGGER = "0001"
-
-
-@pytest.fixture(scope="module")
-def obs_worker(
-    kafka_bootstrap: str, fake_api: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    with running_worker(
-        kafka_bootstrap,
-        tmp_path_factory.mktemp("worker"),
-        AUTOPILOT_API_KEY=API_KEY,
-        AUTOPILOT_BASE_URL=fake_api,
-        AUTOPILOT_TRIGGER_ID=TRIGGER,
-        AUTOPILOT_AUTH_PROBE_INTERVAL_S="0.5",
-        AUTOPILOT_BULK_LINGER_MS="100",
-    ) as process:
-        yield process
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -105,28 +88,30 @@ def email_event(event_id: str, email: str, **extra: object) -> bytes:
     )
 
 
-async def test_alive_and_ready_after_start_up(obs_worker: WorkerProcess) -> None:
-    async with httpx.AsyncClient(base_url=obs_worker.web_url) as client:
+async def test_alive_and_ready_after_start_up(delivery_worker: WorkerProcess) -> None:
+    async with httpx.AsyncClient(base_url=delivery_worker.web_url) as client:
         alive = await client.get("/healthz")
     assert alive.status_code == 200
     assert alive.json() == {"status": "alive"}
 
-    status, body = await ready_within(obs_worker)
+    status, body = await ready_within(delivery_worker)
     assert status == 200, body
     assert body["status"] == "ready"
     assert body["failing"] == []
     assert set(body["checks"]) == {"assignment", "recovery", "broker", "delivery"}
     assert all(check["ok"] for check in body["checks"].values())
 
-    status, body = await readyz(obs_worker, "?check=broker")
+    status, body = await readyz(delivery_worker, "?check=broker")
     assert (status, list(body["checks"])) == (200, ["broker"])
-    status, body = await readyz(obs_worker, "?check=nonsense")
+    status, body = await readyz(delivery_worker, "?check=nonsense")
     assert status == 400
     assert "nonsense" in body["error"]
 
 
-async def test_counters_follow_valid_skipped_and_invalid_input(obs_worker: WorkerProcess) -> None:
-    env = obs_worker.env
+async def test_counters_follow_valid_skipped_and_invalid_input(
+    delivery_worker: WorkerProcess,
+) -> None:
+    env = delivery_worker.env
     bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
     tag = uuid.uuid4().hex[:6]
     events = [
@@ -157,7 +142,7 @@ async def test_counters_follow_valid_skipped_and_invalid_input(obs_worker: Worke
             "contact": f"nobody-{tag}@example.com",
         }
     )
-    before = await scrape(obs_worker)
+    before = await scrape(delivery_worker)
     await produce(bootstrap, env["TOPIC_EMAIL_EVENTS"], [(b"k", e, []) for e in events])
     await produce(bootstrap, env["TOPIC_SEGMENT_CALLS"], [(None, c, []) for c in calls])
     await produce(bootstrap, env["TOPIC_AUTOPILOT_REQUESTS"], [(b"k", rejected, [])])
@@ -179,7 +164,7 @@ async def test_counters_follow_valid_skipped_and_invalid_input(obs_worker: Worke
             and delta(s, "delivery_outcomes_total") >= 3
         )
 
-    s = await scrape_until(obs_worker, settled)
+    s = await scrape_until(delivery_worker, settled)
     assert delta(s, "messages_in_total", **intake) == 8
     assert delta(s, "messages_out_total", **intake) == 5
     for error_class in ("DecodeError", "UnsupportedType", "ValidationError"):
@@ -218,14 +203,14 @@ async def test_counters_follow_valid_skipped_and_invalid_input(obs_worker: Worke
             value(s, "autopilot_worker_consumer_lag", **topic) == 0
         )
 
-    s = await scrape_until(obs_worker, drained, wait_s=30)
+    s = await scrape_until(delivery_worker, drained, wait_s=30)
     lag_topics = {labels["topic"] for labels in present(s, "autopilot_worker_consumer_lag")}
     assert env["TOPIC_EMAIL_EVENTS"] in lag_topics
     assert not any(topic.endswith("-changelog") for topic in lag_topics)
     assert value(s, "autopilot_worker_consumer_lag", topic=env["TOPIC_EMAIL_EVENTS"]) == 0
 
     # the dead-letter warnings carry their context as fields, and never the key
-    log_lines = [orjson.loads(line) for line in obs_worker.log_text().splitlines() if line]
+    log_lines = [orjson.loads(line) for line in delivery_worker.log_text().splitlines() if line]
     letters = [e for e in log_lines if e["message"].startswith("dead-lettered")]
     by_id = {e.get("message_id"): e for e in letters}
     forwarded = by_id[f"evt_{tag}_fwd"]
@@ -237,13 +222,13 @@ async def test_counters_follow_valid_skipped_and_invalid_input(obs_worker: Worke
     assert isinstance(forwarded["offset"], int)
     assert by_id[f"{tag}-404"]["pipeline"] == "delivery"
     assert by_id[f"{tag}-404"]["topic"] == env["TOPIC_AUTOPILOT_REQUESTS"]
-    assert API_KEY not in obs_worker.log_text()
+    assert API_KEY not in delivery_worker.log_text()
 
 
 async def test_a_paused_delivery_is_not_ready_but_ingest_is(
-    obs_worker: WorkerProcess, fake_api: str
+    delivery_worker: WorkerProcess, fake_api: str
 ) -> None:
-    env = obs_worker.env
+    env = delivery_worker.env
     tag = uuid.uuid4().hex[:6]
     call = orjson.dumps(
         {
@@ -260,17 +245,17 @@ async def test_a_paused_delivery_is_not_ready_but_ingest_is(
                 env["KAFKA_BOOTSTRAP_SERVERS"], env["TOPIC_SEGMENT_CALLS"], [(None, call, [])]
             )
             s = await scrape_until(
-                obs_worker, lambda s: value(s, "autopilot_worker_delivery_paused") == 1, 60
+                delivery_worker, lambda s: value(s, "autopilot_worker_delivery_paused") == 1, 60
             )
             assert value(s, "autopilot_worker_delivery_paused") == 1
             assert value(s, "autopilot_worker_ready", check="delivery") == 0
-            status, body = await readyz(obs_worker)
+            status, body = await readyz(delivery_worker)
             assert status == 503
             assert body["failing"] == ["delivery"]
             assert "paused" in body["checks"]["delivery"]["detail"]
-            status, body = await readyz(obs_worker, "?check=broker")
+            status, body = await readyz(delivery_worker, "?check=broker")
             assert status == 200
         finally:
             (await client.post("/_faults", json={"force_status": None})).raise_for_status()
-    status, body = await ready_within(obs_worker)
+    status, body = await ready_within(delivery_worker)
     assert status == 200, body

@@ -9,6 +9,7 @@ from __future__ import annotations
 import faust
 
 from worker.admin import MAX_RECORD_BYTES
+from worker.consumer import WorkerApp
 from worker.settings import get_settings
 from worker.topics import TopicNames
 
@@ -17,7 +18,7 @@ __all__ = ["app", "raw_topic", "topic_names"]
 settings = get_settings()
 topic_names = TopicNames.from_settings(settings)
 
-app = faust.App(
+app = WorkerApp(
     settings.worker_app_id,
     broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
     store="memory://",
@@ -38,7 +39,6 @@ app = faust.App(
     web_host="127.0.0.1",
     web_in_thread=False,
 )
-
 
 def raw_topic(*names: str) -> faust.TopicT:
     """Topics read and written as raw bytes: decoding is ours, so failures can be routed."""

@@ -10,10 +10,11 @@ import faust
 
 from worker.admin import MAX_RECORD_BYTES
 from worker.consumer import WorkerApp
+from worker.placement import Placement
 from worker.settings import get_settings
 from worker.topics import TopicNames
 
-__all__ = ["app", "raw_topic", "topic_names"]
+__all__ = ["app", "placement", "raw_topic", "topic_names"]
 
 settings = get_settings()
 topic_names = TopicNames.from_settings(settings)
@@ -39,6 +40,11 @@ app = WorkerApp(
     web_host="127.0.0.1",
     web_in_thread=False,
 )
+
+#: Partition counts as the consumer last saw them, asked per record. A lambda, because reading
+#: `app.consumer` here would create the consumer at import time.
+placement = Placement(lambda topic: app.consumer.topic_partitions(topic))  # noqa: PLW0108
+
 
 def raw_topic(*names: str) -> faust.TopicT:
     """Topics read and written as raw bytes: decoding is ours, so failures can be routed."""

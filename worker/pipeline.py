@@ -22,12 +22,23 @@ from worker.errors import DeadLetterRateExceeded, Fate, UnexpectedError, WorkerE
 from worker.logs import log_fields
 from worker.records import InboundMessage, OutboundRecord
 
-__all__ = ["DeadLetterBreaker", "Handler", "Pipeline", "PipelineStats", "Sender"]
+__all__ = ["DeadLetterBreaker", "FailedAfter", "Handler", "Pipeline", "PipelineStats", "Sender"]
 
 log = logging.getLogger(__name__)
 
-#: A pure step: one consumed message in, the records to produce out; raises `WorkerError`.
-Handler = Callable[[InboundMessage], Sequence[OutboundRecord]]
+
+@dataclass(frozen=True, slots=True)
+class FailedAfter:
+    """A handler's result when its message failed after producing records that stand on their
+    own: an identity learned from a Segment call that is then skipped or dead-lettered."""
+
+    records: Sequence[OutboundRecord]
+    error: WorkerError
+
+
+#: A pure step: one consumed message in, the records to produce out; raises `WorkerError`
+#: (or returns `FailedAfter` when some records must be sent all the same).
+Handler = Callable[[InboundMessage], Sequence[OutboundRecord] | FailedAfter]
 
 
 class Sender(Protocol):
@@ -94,21 +105,28 @@ class Pipeline:
         records: list[OutboundRecord] = []
         for message in messages:
             self.stats.consumed += 1
-            try:
-                outputs = self.handler(message)
-            except WorkerError as error:
-                records.extend(self.route_failure(message, error))
-                continue
-            except Exception as exc:
-                log.exception("unexpected error in %s/%s", self.name, self.stage)
-                unexpected = UnexpectedError(f"{type(exc).__name__}: {exc}")
-                records.extend(self.route_failure(message, unexpected))
-                continue
-            self.breaker.record(dead_lettered=False)
+            outputs, error = self.apply(message)
             self.stats.produced += len(outputs)
             records.extend(outputs)
+            if error is None:
+                self.breaker.record(dead_lettered=False)
+            else:
+                records.extend(self.route_failure(message, error))
         self.stats.mapping_seconds += time.perf_counter() - started
         return records
+
+    def apply(self, message: InboundMessage) -> tuple[Sequence[OutboundRecord], WorkerError | None]:
+        """The handler's records for `message`, and the error it failed with, if it did."""
+        try:
+            result = self.handler(message)
+        except WorkerError as error:
+            return (), error
+        except Exception as exc:
+            log.exception("unexpected error in %s/%s", self.name, self.stage)
+            return (), UnexpectedError(f"{type(exc).__name__}: {exc}")
+        if isinstance(result, FailedAfter):
+            return result.records, result.error
+        return result, None
 
     async def process(self, messages: Sequence[InboundMessage]) -> None:
         await self.sender.send_all(self.route(messages))

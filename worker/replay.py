@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from worker.dlq import DLQ_PREFIX, DeadLetterHeaders
-from worker.errors import UnexpectedError, ValidationError, WorkerError
+from worker.errors import ValidationError, WorkerError
 from worker.pipeline import Pipeline
 from worker.records import ORIGIN_PREFIX, Headers, InboundMessage, OutboundRecord, header
 
@@ -191,14 +191,10 @@ def replay_through(
     )
     stats = pipeline.stats
     stats.consumed += 1
-    try:
-        outputs = list(pipeline.handler(stripped))
-    except WorkerError as error:
-        return _failed_again(pipeline, stripped, error)
-    except Exception as exc:
-        log.exception("unexpected error replaying through %s/%s", pipeline.name, pipeline.stage)
-        return _failed_again(pipeline, stripped, UnexpectedError(f"{type(exc).__name__}: {exc}"))
+    outputs, error = pipeline.apply(stripped)
     stats.produced += len(outputs)
+    if error is not None:
+        return [*outputs, *_failed_again(pipeline, stripped, error)]
     topic, partition, offset, _ = stripped.origin()
     log.info(
         "replayed %s[%d]@%d through %s/%s (replay %d)",
@@ -209,7 +205,7 @@ def replay_through(
         pipeline.stage,
         replay_count(stripped.headers),
     )
-    return outputs
+    return list(outputs)
 
 
 def _unreplayable(

@@ -9,6 +9,7 @@ import orjson
 from tests.kafkautil import committed_offsets, consume_all, end_offsets, produce
 from tests.workerproc import WorkerProcess
 from worker.dlq import DeadLetterHeaders as H
+from worker.placement import home_partition
 
 
 def _event(event_id: str, email: str, **extra: object) -> bytes:
@@ -96,16 +97,40 @@ async def test_identity_learned_from_identify(worker: WorkerProcess) -> None:
         }
     )
     await produce(bootstrap, env["TOPIC_SEGMENT_CALLS"], [(None, identify, [])])
-    # the identify's upsert on the requests topic means its identity record was written first
     requests = await consume_all(bootstrap, env["TOPIC_AUTOPILOT_REQUESTS"], 1, timeout=60)
     assert [orjson.loads(r.value)["message_id"] for r in requests] == ["m-identify-42"]
-
-    await produce(
-        bootstrap, env["TOPIC_EMAIL_EVENTS"], [(None, _event("evt_known", "known@example.com"), [])]
+    # the identity travels to the source's map stage through the internal topic: wait until it
+    # was read there (its offset committed), so the events below are sure to find it
+    await _wait_until_read(
+        bootstrap, env["WORKER_APP_ID"], f"{env['WORKER_APP_ID']}.source-by-email"
     )
-    tracks = await consume_all(bootstrap, env["TOPIC_SEGMENT_TRACKS"], 6, timeout=60)
-    known = [orjson.loads(r.value) for r in tracks if r.key == b"u-42"]
-    assert len(known) == 1
-    assert known[0]["userId"] == "u-42"
-    assert "anonymousId" not in known[0]
-    assert known[0]["messageId"] == "autopilot-evt_known"
+
+    # the same contact's events, one on the partition its email hashes to (mapped at once by the
+    # intake) and one elsewhere (forwarded to the map stage first): both find the identity
+    key = b"known@example.com"
+    home = home_partition(key, int(env["TOPIC_PARTITIONS"]))
+    topic = env["TOPIC_EMAIL_EVENTS"]
+    await produce(bootstrap, topic, [(key, _event("evt_home", "Known@example.com"), [])])
+    away = (home + 1) % int(env["TOPIC_PARTITIONS"])
+    await produce(
+        bootstrap, topic, [(key, _event("evt_away", "known@example.com"), [])], partition=away
+    )
+
+    tracks = await consume_all(bootstrap, env["TOPIC_SEGMENT_TRACKS"], 7, timeout=60)
+    known = {
+        m["messageId"]: m for m in map(orjson.loads, (r.value for r in tracks if r.key == b"u-42"))
+    }
+    assert sorted(known) == ["autopilot-evt_away", "autopilot-evt_home"]
+    for message in known.values():
+        assert message["userId"] == "u-42"
+        assert "anonymousId" not in message
+
+
+async def _wait_until_read(bootstrap: str, group: str, topic: str) -> None:
+    ends = await end_offsets(bootstrap, topic)
+    for _ in range(120):
+        committed = await committed_offsets(bootstrap, group, topic)
+        if all(committed.get(p, 0) >= end for p, end in ends.items()):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{topic} not read to its end: {committed} < {ends}")

@@ -13,7 +13,7 @@ from worker.errors import (
     SkipMessage,
     ValidationError,
 )
-from worker.pipeline import DeadLetterBreaker, Pipeline
+from worker.pipeline import DeadLetterBreaker, FailedAfter, Pipeline
 from worker.records import ORIGIN_PREFIX, InboundMessage, OutboundRecord
 
 
@@ -32,7 +32,12 @@ def message(value: bytes, offset: int = 0) -> InboundMessage:
     )  # fmt: skip
 
 
-def handler(msg: InboundMessage) -> list[OutboundRecord]:
+def handler(msg: InboundMessage) -> list[OutboundRecord] | FailedAfter:
+    learned = OutboundRecord("learned", msg.key, b"identity")
+    if msg.value == b"learn-then-skip":
+        return FailedAfter([learned], SkipMessage("no_trigger"))
+    if msg.value == b"learn-then-bad":
+        return FailedAfter([learned], ValidationError("Email is required for track calls"))
     if msg.value == b"skip":
         raise SkipMessage("not_for_us")
     if msg.value == b"bad":
@@ -70,6 +75,19 @@ async def test_each_fate_is_routed_in_input_order() -> None:
     assert bug[H.STATUS] == b"500"
     assert p.stats.skipped == {"not_for_us": 1}
     assert p.stats.dead_lettered == {"ValidationError": 1, "UnexpectedError": 1}
+
+
+async def test_records_made_before_a_failure_are_sent_and_the_failure_routed() -> None:
+    sender = RecordingSender()
+    p = pipeline(sender)
+    await p.process([message(b"learn-then-skip", 0), message(b"learn-then-bad", 1)])
+    assert [(r.topic, r.value) for r in sender.sent] == [
+        ("learned", b"identity"),
+        ("learned", b"identity"),
+        ("dlq", b"learn-then-bad"),
+    ]
+    assert p.stats.skipped == {"no_trigger": 1}
+    assert p.stats.dead_lettered == {"ValidationError": 1}
 
 
 async def test_a_stop_escapes_and_nothing_is_sent() -> None:

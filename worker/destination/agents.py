@@ -3,7 +3,9 @@
 Stage `intake` validates calls from the input topic, tells the source what it learned (an email
 tied to a userId) and re-keys every valid call by userId (else anonymousId) onto an internal
 topic. Stage `map` reads that topic, where the tables it needs live on the same partitions:
-the email learned per userId, and the Engage audience memberships last sent per contact.
+the email learned per userId, and the Engage audience memberships last sent per contact. A call
+already on the partition its userId (else anonymousId) hashes to, as the worker's Segment API
+keys it, is mapped by the intake at once (`worker.placement`).
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from collections.abc import Iterator, Mapping
 import faust
 import orjson
 
-from worker.app import app, raw_topic, settings, topic_names
+from worker.app import app, placement, raw_topic, settings, topic_names
 from worker.destination.mapping import (
     DestinationConfig,
+    ParsedCall,
     accept_call,
     call_to_requests,
     learned_identity,
     parse_call,
 )
+from worker.errors import WorkerError
+from worker.pipeline import FailedAfter
 from worker.records import InboundMessage, OutboundRecord
 from worker.source.agents import identity_record
 from worker.streaming import run_pipeline
@@ -67,24 +72,32 @@ def _user_key(user_id: str | None, anonymous_id: str | None) -> bytes:
     return (user_id or anonymous_id or "").encode()
 
 
-def intake(message: InboundMessage) -> list[OutboundRecord]:
+def intake(message: InboundMessage) -> list[OutboundRecord] | FailedAfter:
     call = parse_call(message.value)
-    records = [
-        OutboundRecord(
-            topic=topic_names.destination_by_user,
-            key=_user_key(call.user_id, call.anonymous_id),
-            value=message.value,
-            headers=message.forwarded_headers(),
-        )
-    ]
+    user_key = _user_key(call.user_id, call.anonymous_id)
     identity = learned_identity(call)
-    if identity is not None:
-        records.append(identity_record(*identity))
-    return records
+    learned = [] if identity is None else [identity_record(*identity)]
+    if placement.at_home(message, user_key, topic_names.destination_by_user):
+        try:
+            return [*_requests(message, call), *learned]
+        except WorkerError as error:
+            if not learned:
+                raise
+            return FailedAfter(learned, error)  # the identity is learned all the same
+    hop = OutboundRecord(
+        topic=topic_names.destination_by_user,
+        key=user_key,
+        value=message.value,
+        headers=message.forwarded_headers(),
+    )
+    return [hop, *learned]
 
 
 def map_by_user(message: InboundMessage) -> list[OutboundRecord]:
-    parsed = parse_call(message.value)
+    return _requests(message, parse_call(message.value))
+
+
+def _requests(message: InboundMessage, parsed: ParsedCall) -> list[OutboundRecord]:
     identity = learned_identity(parsed)
     if identity is not None and email_by_user.get(identity[1].encode()) != identity[0]:
         email_by_user[identity[1].encode()] = identity[0]  # a changelog write only on change

@@ -3,7 +3,9 @@
 Stage `intake` validates raw events from the input topic and re-keys them by lowercased email
 onto an internal topic; stage `map` reads that topic, where the destination's intake also
 writes what it learns (email -> userId), so the lookup table and the events it serves share a
-partition and are read in order.
+partition. An event already on the partition its email hashes to (its producer keyed it by
+lowercased email, as the worker's webhook does) is mapped by the intake at once
+(`worker.placement`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import faust
 import orjson
 
 from worker import __version__
-from worker.app import app, raw_topic, topic_names
+from worker.app import app, placement, raw_topic, topic_names
 from worker.records import InboundMessage, OutboundRecord, header
 from worker.source.mapping import email_event_contact, map_source
 from worker.streaming import run_pipeline
@@ -47,11 +49,13 @@ def identity_record(email: str, user_id: str) -> OutboundRecord:
 
 
 def intake(message: InboundMessage) -> list[OutboundRecord]:
-    email = email_event_contact(message.value)
+    key = email_event_contact(message.value).lower().encode()
+    if placement.at_home(message, key, topic_names.source_by_email):
+        return _track(message, key)
     return [
         OutboundRecord(
             topic=topic_names.source_by_email,
-            key=email.lower().encode(),
+            key=key,
             value=message.value,
             headers=[*message.forwarded_headers(), (KIND_HEADER, KIND_EMAIL_EVENT)],
         )
@@ -65,10 +69,14 @@ def map_by_email(message: InboundMessage) -> list[OutboundRecord]:
         if user_by_email.get(key) != user_id:  # a changelog write only when it changes
             user_by_email[key] = user_id
         return []
+    return _track(message, key)
+
+
+def _track(message: InboundMessage, email_key: bytes) -> list[OutboundRecord]:
     output = map_source(
         message.value,
         received_at=datetime.now(UTC),
-        learned_user_id=user_by_email.get(key),
+        learned_user_id=user_by_email.get(email_key),
         integration_version=__version__,
     )
     return [

@@ -1,0 +1,85 @@
+"""The destination intake when a call is already on its userId's partition (mapped in place)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+import pytest
+
+from worker.app import topic_names
+from worker.destination import agents
+from worker.errors import Fate
+from worker.pipeline import FailedAfter
+from worker.placement import Placement, home_partition
+from worker.records import InboundMessage
+
+PARTITIONS = 3
+
+
+def at_home(call: Mapping[str, object], key: bytes) -> InboundMessage:
+    return InboundMessage(
+        topic=topic_names.segment_calls,
+        partition=home_partition(key, PARTITIONS),
+        offset=7,
+        timestamp_ms=1_700_000_000_000,
+        key=key,
+        value=orjson.dumps(call),
+    )
+
+
+@pytest.fixture(autouse=True)
+def three_partitions_and_tables_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """faust tables write their changelog through a running producer: plain dicts stand in."""
+    monkeypatch.setattr(agents, "placement", Placement(lambda topic: PARTITIONS))
+    monkeypatch.setattr(agents, "email_by_user", {})
+    monkeypatch.setattr(agents, "audiences", {})
+
+
+def test_a_call_at_home_is_mapped_and_its_identity_learned_in_one_step() -> None:
+    call = {"type": "identify", "userId": "u-1", "traits": {"email": "Kay@Example.com"}}
+    records = agents.intake(at_home(call, b"u-1"))
+
+    assert isinstance(records, list)
+    assert [r.topic for r in records] == [
+        topic_names.autopilot_requests,
+        topic_names.source_by_email,
+    ]
+    assert orjson.loads(records[0].value)["kind"] == "upsert_contact"
+    assert records[1].key == b"kay@example.com"
+
+
+def test_a_call_at_home_that_is_skipped_still_teaches_its_identity() -> None:
+    call = {
+        "type": "track",
+        "event": "No Trigger For This",
+        "userId": "u-2",
+        "context": {"traits": {"email": "two@example.com"}},
+    }
+    result = agents.intake(at_home(call, b"u-2"))
+
+    assert isinstance(result, FailedAfter)
+    assert [(r.topic, r.key) for r in result.records] == [
+        (topic_names.source_by_email, b"two@example.com")
+    ]
+    assert result.error.fate is Fate.SKIP
+
+
+def test_a_call_away_from_home_is_forwarded_with_its_identity() -> None:
+    call = {"type": "identify", "userId": "u-3", "traits": {"email": "three@example.com"}}
+    message = at_home(call, b"u-3")
+    away = InboundMessage(
+        topic=message.topic,
+        partition=(message.partition + 1) % PARTITIONS,
+        offset=message.offset,
+        timestamp_ms=message.timestamp_ms,
+        key=message.key,
+        value=message.value,
+    )
+    records = agents.intake(away)
+
+    assert isinstance(records, list)
+    assert [r.topic for r in records] == [
+        topic_names.destination_by_user,
+        topic_names.source_by_email,
+    ]

@@ -1,0 +1,43 @@
+"""`worker.placement`: which records are already on the partition their re-keyed copy needs."""
+
+from __future__ import annotations
+
+from aiokafka.partitioner import DefaultPartitioner
+
+from worker.placement import Placement, home_partition
+from worker.records import InboundMessage
+
+PARTITIONS = 3
+
+
+def message(topic: str, partition: int) -> InboundMessage:
+    return InboundMessage(
+        topic=topic, partition=partition, offset=0, timestamp_ms=0, key=None, value=b"{}"
+    )
+
+
+def test_the_home_partition_is_the_one_kafkas_default_partitioner_picks() -> None:
+    every = list(range(PARTITIONS))
+    for n in range(200):
+        key = f"user{n}@example.com".encode()
+        assert home_partition(key, PARTITIONS) == DefaultPartitioner()(key, every, every)
+
+
+def test_a_record_on_its_keys_partition_is_at_home() -> None:
+    placement = Placement({"in": PARTITIONS, "internal": PARTITIONS}.get)
+    key = b"thomas@tankengine.com"
+    home = home_partition(key, PARTITIONS)
+
+    assert placement.at_home(message("in", home), key, "internal")
+    assert not placement.at_home(message("in", (home + 1) % PARTITIONS), key, "internal")
+
+
+def test_nothing_is_at_home_when_the_partition_counts_differ_or_are_unknown() -> None:
+    key = b"thomas@tankengine.com"
+    home = home_partition(key, PARTITIONS)
+
+    assert not Placement({"in": 6, "internal": PARTITIONS}.get).at_home(
+        message("in", home), key, "internal"
+    )
+    unknown: dict[str, int] = {}
+    assert not Placement(unknown.get).at_home(message("in", home), key, "internal")

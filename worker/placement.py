@@ -1,0 +1,46 @@
+"""Whether a consumed record already sits where re-keying it would put it.
+
+Each pipeline's intake re-keys its inputs onto an internal topic so that a record and the table
+rows it needs share a partition. A record its producer keyed the same way (the worker's own
+ingest does: email events by lowercased email, Segment calls by userId else anonymousId) is
+already on that partition: faust assigns partition p of every topic with the same partition
+count to the same worker, so the rows for its key are local and the hop can be skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+from aiokafka.partitioner import murmur2
+
+from worker.records import InboundMessage
+
+__all__ = ["Placement", "home_partition"]
+
+
+@lru_cache(maxsize=65_536)
+def _hash(key: bytes) -> int:
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def home_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as in Java clients) gives `key`."""
+    return _hash(key) % partitions
+
+
+class Placement:
+    """Answers "is this record at home for `key`?" from the cluster's partition counts."""
+
+    def __init__(self, partitions_of: Callable[[str], int | None]) -> None:
+        self._partitions_of = partitions_of
+
+    def at_home(self, message: InboundMessage, key: bytes, internal_topic: str) -> bool:
+        """True when `message` is on the partition its copy keyed `key` would land on in
+        `internal_topic`, and both topics have the same partition count (so are co-assigned)."""
+        partitions = self._partitions_of(internal_topic)
+        return (
+            partitions is not None
+            and self._partitions_of(message.topic) == partitions
+            and home_partition(key, partitions) == message.partition
+        )

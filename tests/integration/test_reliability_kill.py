@@ -90,9 +90,6 @@ async def _kill_mid_stream(
     assert crash_lines(log) == []
 
 
-# Not in `make test`: open at-least-once bugs make it fail now and then (README, "Known open
-# bugs"); `make reliability` runs it.
-@pytest.mark.slow
 @pytest.mark.reliability
 async def test_kill9_once_during_5000_messages(
     kafka_bootstrap: str, unique: str, tmp_path: Path

@@ -97,6 +97,9 @@ class Pipeline:
     dead_letter_topic: str
     breaker: DeadLetterBreaker
     secrets: tuple[str, ...] = ()
+    #: The internal topic this stage forwards messages on to a later stage of its pipeline: a
+    #: message forwarded there is not done yet, so it counts in the breaker only where it ends.
+    forward_topic: str | None = None
     stats: PipelineStats = field(default_factory=PipelineStats)
 
     def route(self, messages: Sequence[InboundMessage]) -> list[OutboundRecord]:
@@ -109,7 +112,8 @@ class Pipeline:
             self.stats.produced += len(outputs)
             records.extend(outputs)
             if error is None:
-                self.breaker.record(dead_lettered=False)
+                if not any(r.topic == self.forward_topic for r in outputs):
+                    self.breaker.record(dead_lettered=False)
             else:
                 records.extend(self.route_failure(message, error))
         self.stats.mapping_seconds += time.perf_counter() - started

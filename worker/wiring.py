@@ -19,6 +19,9 @@ PIPELINES: dict[tuple[str, str], Pipeline] = {}
 
 _sender = FaustSender(app)
 
+#: One dead-letter breaker per pipeline, shared by its stages.
+_BREAKERS: dict[str, DeadLetterBreaker] = {}
+
 
 def secret_values() -> tuple[str, ...]:
     """Every secret value the process knows (the API key, each write key, the webhook token),
@@ -33,26 +36,41 @@ def secret_values() -> tuple[str, ...]:
     return tuple(v for v in values if v)
 
 
-def build_pipeline(name: str, stage: str, handler: Handler, *, replayable: bool = True) -> Pipeline:
+def build_pipeline(
+    name: str,
+    stage: str,
+    handler: Handler,
+    *,
+    forward_topic: str | None = None,
+    replayable: bool = True,
+) -> Pipeline:
     """The stage `stage` of pipeline `name`, registered in `PIPELINES` when `replayable`.
+
+    The stages of one pipeline share its dead-letter breaker, which counts each message where
+    it ends (an intake that forwards a message on `forward_topic` leaves it to the next stage):
+    a stage that sees only part of the traffic, such as a map stage that gets just the inputs
+    its intake could not map in place, cannot trip it on a skewed sample.
 
     A stage whose work is not its `handler` (delivery, whose handler is a placeholder) must say
     `replayable=False`, or a replay aimed at it would run the placeholder and do nothing.
     """
     if (name, stage) in PIPELINES:
         raise ValueError(f"pipeline {name}/{stage} is built twice")
+    if name not in _BREAKERS:
+        _BREAKERS[name] = DeadLetterBreaker(
+            window=settings.dlq_breaker_window,
+            min_messages=settings.dlq_breaker_min_messages,
+            max_ratio=settings.dlq_breaker_max_ratio,
+        )
     pipeline = Pipeline(
         name=name,
         stage=stage,
         handler=handler,
         sender=_sender,
         dead_letter_topic=topic_names.dead_letters,
-        breaker=DeadLetterBreaker(
-            window=settings.dlq_breaker_window,
-            min_messages=settings.dlq_breaker_min_messages,
-            max_ratio=settings.dlq_breaker_max_ratio,
-        ),
+        breaker=_BREAKERS[name],
         secrets=secret_values(),
+        forward_topic=forward_topic,
     )
     if replayable:
         PIPELINES[name, stage] = pipeline

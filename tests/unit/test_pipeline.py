@@ -138,3 +138,26 @@ async def test_dead_letter_keeps_origin_of_forwarded_message_and_masks_secrets()
     assert headers[H.TIMESTAMP] == b"123"
     assert not any(k.startswith(ORIGIN_PREFIX) for k in headers)
     assert headers[H.MESSAGE] == b"key ********** leaked"
+
+
+def test_a_forwarded_message_counts_in_the_breaker_only_where_it_ends() -> None:
+    """An intake forwards what it cannot map in place; the breaker its pipeline's stages share
+    counts each message once, where it ends, so the ratio is over the pipeline's inputs."""
+    breaker = DeadLetterBreaker(window=100, min_messages=10, max_ratio=0.5)
+
+    def forward(msg: InboundMessage) -> list[OutboundRecord]:
+        return [OutboundRecord("internal", msg.key, msg.value)]
+
+    def fail(msg: InboundMessage) -> list[OutboundRecord]:
+        raise ValidationError("Email is required for track calls")
+
+    intake = Pipeline("p", "intake", forward, RecordingSender(), "dlq", breaker)
+    intake.forward_topic = "internal"
+    in_place = Pipeline("p", "intake", handler, RecordingSender(), "dlq", breaker)
+    map_stage = Pipeline("p", "map", fail, RecordingSender(), "dlq", breaker)
+
+    in_place.route([message(b"ok", n) for n in range(4)])  # 4 done well
+    intake.route([message(b"x", n) for n in range(4, 10)])  # 6 forwarded, not done yet
+    map_stage.route([message(b"x", n) for n in range(4, 9)])  # 5 of 9 done failed: too few
+    with pytest.raises(DeadLetterRateExceeded):  # 6 of 10 (had forwards counted: 6 of 16)
+        map_stage.route([message(b"x", 9)])

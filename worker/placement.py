@@ -9,14 +9,15 @@ count to the same worker, so the rows for its key are local and the hop can be s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 from aiokafka.partitioner import murmur2
 
 from worker.records import InboundMessage
 
-__all__ = ["Placement", "home_partition"]
+__all__ = ["Placement", "home_partition", "kafka_partitioner"]
 
 
 @lru_cache(maxsize=65_536)
@@ -27,6 +28,17 @@ def _hash(key: bytes) -> int:
 def home_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2, as in Java clients) gives `key`."""
     return _hash(key) % partitions
+
+
+def kafka_partitioner(
+    key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]
+) -> int:
+    """Kafka's default partitioner, as aiokafka's, for the worker's producer: the same choice,
+    with the hash of a key the worker has just hashed (it checks, looks up and writes one
+    contact's key several times per input) taken from the cache."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[home_partition(key, len(all_partitions))]
 
 
 class Placement:

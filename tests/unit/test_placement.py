@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from worker.placement import Placement, home_partition
+from worker.placement import Placement, home_partition, kafka_partitioner
 from worker.records import InboundMessage
 
 PARTITIONS = 3
@@ -21,6 +21,14 @@ def test_the_home_partition_is_the_one_kafkas_default_partitioner_picks() -> Non
     for n in range(200):
         key = f"user{n}@example.com".encode()
         assert home_partition(key, PARTITIONS) == DefaultPartitioner()(key, every, every)
+
+
+def test_the_producers_partitioner_chooses_as_kafkas_default() -> None:
+    every = list(range(6))
+    for n in range(200):
+        key = f"u-{n}".encode()
+        assert kafka_partitioner(key, every, every[:2]) == DefaultPartitioner()(key, every, every)
+    assert kafka_partitioner(None, every, [4]) == 4  # no key: one of the available partitions
 
 
 def test_a_record_on_its_keys_partition_is_at_home() -> None:

@@ -1,8 +1,8 @@
-"""Offset commits that never pass a message the worker has not finished.
+"""The faust app class, and the two parts of faust the worker replaces.
 
-faust commits, per partition, the end of the first run of consecutive acked offsets. In
-faust-streaming 0.15.3 that run can begin past an offset nobody acked, and it can stall; the
-reliability suite (kill -9 and restart mid-stream) found both:
+**Commits** (`StrictCommitConsumer`). faust commits, per partition, the end of the first run of
+consecutive acked offsets. In faust-streaming 0.15.3 that run can begin past an offset nobody
+acked, and it can stall; the reliability suite (kill -9 and restart mid-stream) found both:
 
 - its check that the run begins at the committed offset lets one missing offset through
   (`min(acked) - committed > 1`), and is skipped when the committed offset is 0, which faust
@@ -25,6 +25,11 @@ first). Acks are in offset order within a partition, so a partition whose later 
 acked while the committed one is not for `REWIND_AFTER_S` is read again from the committed
 offset: the missing records are processed (those after them a second time; outputs are
 at-least-once, and deduplicated downstream by messageId).
+
+**Per-event statistics** (`QuietMonitor`). faust's default monitor updates a dozen counters and
+timers for every message and event, for faust's own web views, which the worker does not serve;
+its metrics are its own (`worker.observability`). The quiet monitor keeps faust's offset
+tracking and drops the per-event work.
 """
 
 from __future__ import annotations
@@ -35,11 +40,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import faust
+from faust.sensors import Monitor
 from faust.transport.consumer import ensure_TP
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 
-__all__ = ["REWIND_AFTER_S", "StrictCommitConsumer", "WorkerApp"]
+__all__ = ["REWIND_AFTER_S", "QuietMonitor", "StrictCommitConsumer", "WorkerApp"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +120,34 @@ def _run_can_begin(acked: list[int], committed: int, gaps: object) -> bool:
     if not acked:
         return False
     return acked[0] == committed or bool(gaps.at(committed))  # type: ignore[attr-defined]
+
+
+class QuietMonitor(Monitor):
+    """faust's monitor without its per-message and per-event bookkeeping."""
+
+    def on_message_in(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def on_stream_event_out(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def on_message_out(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def on_send_initiated(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def on_send_completed(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def on_table_get(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def on_table_set(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 class _Transport(aiokafka_driver.Transport):

@@ -8,7 +8,7 @@ import pytest
 from faust.types import TP
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
 
-from worker.consumer import REWIND_AFTER_S, StrictCommitConsumer
+from worker.faustapp import REWIND_AFTER_S, StrictCommitConsumer
 
 PARTITION = TP("autopilot.email-events", 0)
 

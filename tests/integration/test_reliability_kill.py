@@ -60,7 +60,10 @@ async def _kill_mid_stream(
     resume_s: list[float] = []
     async with Supervisor(env, tmp_path / "worker.log") as worker:
         await worker.wait_ready()
-        feeding = asyncio.create_task(produce_inputs(bootstrap, env, inputs))
+        # paced over about ten seconds, so each kill lands while inputs are still arriving
+        feeding = asyncio.create_task(
+            produce_inputs(bootstrap, env, inputs, chunk=count // 40, per_second=count / 10)
+        )
         for k in range(1, kills + 1):
             await wait_for_outputs(bootstrap, env, expected * k // (kills + 1), wait_s)
             await worker.kill9()

@@ -52,9 +52,15 @@ def output_topics(env: dict[str, str]) -> list[str]:
 
 
 async def produce_inputs(
-    bootstrap: str, env: dict[str, str], inputs: Sequence[Input], *, chunk: int = 2_000
+    bootstrap: str,
+    env: dict[str, str],
+    inputs: Sequence[Input],
+    *,
+    chunk: int = 2_000,
+    per_second: float | None = None,
 ) -> float:
-    """Send every input to its topic (acks=all), `chunk` at a time; the seconds it took."""
+    """Send every input to its topic (acks=all), `chunk` at a time, at most `per_second` when
+    given (so that a fault can land mid-stream however fast the worker is); the seconds it took."""
     started = time.monotonic()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -73,6 +79,9 @@ async def produce_inputs(
                 for item in inputs[first : first + chunk]
             ]
             await asyncio.gather(*futures)
+            if per_second:
+                ahead = (first + chunk) / per_second - (time.monotonic() - started)
+                await asyncio.sleep(max(0.0, ahead))
     finally:
         await producer.stop()
     return time.monotonic() - started

@@ -13,6 +13,7 @@ from worker.errors import Fate
 from worker.pipeline import FailedAfter
 from worker.placement import Placement, home_partition
 from worker.records import InboundMessage
+from worker.tables import ChangelogTable
 
 PARTITIONS = 3
 
@@ -30,10 +31,14 @@ def at_home(call: Mapping[str, object], key: bytes) -> InboundMessage:
 
 @pytest.fixture(autouse=True)
 def three_partitions_and_tables_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """faust tables write their changelog through a running producer: plain dicts stand in."""
+    """The tables' rows in plain dicts (faust's stores exist once the app runs)."""
     monkeypatch.setattr(agents, "placement", Placement(lambda topic: PARTITIONS))
-    monkeypatch.setattr(agents, "email_by_user", {})
-    monkeypatch.setattr(agents, "audiences", {})
+    emails: dict[bytes, str] = {}
+    memberships: dict[bytes, dict[str, bool]] = {}
+    monkeypatch.setattr(agents, "email_by_user", ChangelogTable(lambda: emails, "emails-changelog"))
+    monkeypatch.setattr(
+        agents, "audiences", ChangelogTable(lambda: memberships, "audiences-changelog")
+    )
 
 
 def test_a_call_at_home_is_mapped_and_its_identity_learned_in_one_step() -> None:
@@ -41,12 +46,14 @@ def test_a_call_at_home_is_mapped_and_its_identity_learned_in_one_step() -> None
     records = agents.intake(at_home(call, b"u-1"))
 
     assert isinstance(records, list)
-    assert [r.topic for r in records] == [
-        topic_names.autopilot_requests,
-        topic_names.source_by_email,
+    assert [(r.topic, r.key) for r in records] == [
+        (topic_names.autopilot_requests, b"kay@example.com"),
+        ("emails-changelog", b"u-1"),  # the email learned for u-1, made durable with the batch
+        (topic_names.source_by_email, b"kay@example.com"),  # and told to the source
     ]
     assert orjson.loads(records[0].value)["kind"] == "upsert_contact"
-    assert records[1].key == b"kay@example.com"
+    assert orjson.loads(records[1].value) == "kay@example.com"
+    assert agents.email_by_user.get(b"u-1") == "kay@example.com"
 
 
 def test_a_call_at_home_that_is_skipped_still_teaches_its_identity() -> None:
@@ -60,9 +67,26 @@ def test_a_call_at_home_that_is_skipped_still_teaches_its_identity() -> None:
 
     assert isinstance(result, FailedAfter)
     assert [(r.topic, r.key) for r in result.records] == [
-        (topic_names.source_by_email, b"two@example.com")
+        ("emails-changelog", b"u-2"),
+        (topic_names.source_by_email, b"two@example.com"),
     ]
     assert result.error.fate is Fate.SKIP
+
+
+def test_an_audience_membership_is_sent_once_and_recorded_with_the_batch() -> None:
+    call = {
+        "type": "identify",
+        "userId": "u-4",
+        "traits": {"email": "four@example.com", "high_value": True},
+        "context": {"personas": {"computation_class": "audience", "computation_key": "high_value"}},
+    }
+    first = agents.intake(at_home(call, b"u-4"))
+    again = agents.intake(at_home(call, b"u-4"))
+
+    assert isinstance(first, list)
+    assert ("audiences-changelog", b"u-4") in [(r.topic, r.key) for r in first]
+    assert agents.audiences.get(b"u-4") == {"high_value": True}
+    assert isinstance(again, FailedAfter) or all(r.topic != "audiences-changelog" for r in again)
 
 
 def test_a_call_away_from_home_is_forwarded_with_its_identity() -> None:

@@ -29,13 +29,14 @@ from worker.pipeline import FailedAfter
 from worker.records import InboundMessage, OutboundRecord
 from worker.source.agents import identity_record
 from worker.streaming import run_pipeline
+from worker.tables import ChangelogTable
 from worker.wiring import build_pipeline
 
 __all__: list[str] = []
 
 config = DestinationConfig.from_settings(settings)
 
-email_by_user = app.Table(
+_email_by_user = app.Table(
     "destination_email_by_user",
     # the types pick the changelog's serialisers: raw bytes keys (the partitioner hashes the
     # same bytes as our topics' keys), JSON values; a faust.Schema would not reach recovery
@@ -44,12 +45,14 @@ email_by_user = app.Table(
     use_partitioner=True,
     help="Segment userId -> email, learned from identify and track calls",
 )
-audiences = app.Table(
+_audiences = app.Table(
     "destination_audiences",
     key_type=bytes,
     use_partitioner=True,
     help="userId/anonymousId -> {Engage audience key: membership last sent}",
 )
+email_by_user: ChangelogTable[str] = ChangelogTable.of(_email_by_user)
+audiences: ChangelogTable[dict[str, bool]] = ChangelogTable.of(_audiences)
 
 
 class _Memberships(Mapping[str, bool]):
@@ -79,11 +82,14 @@ def intake(message: InboundMessage) -> list[OutboundRecord] | FailedAfter:
     learned = [] if identity is None else [identity_record(*identity)]
     if placement.at_home(message, user_key, topic_names.destination_by_user):
         try:
-            return [*_requests(message, call), *learned]
+            mapped = _requests(message, call)
         except WorkerError as error:
             if not learned:
                 raise
             return FailedAfter(learned, error)  # the identity is learned all the same
+        if isinstance(mapped, FailedAfter):
+            return FailedAfter([*mapped.records, *learned], mapped.error)
+        return [*mapped, *learned]
     hop = OutboundRecord(
         topic=topic_names.destination_by_user,
         key=user_key,
@@ -93,25 +99,33 @@ def intake(message: InboundMessage) -> list[OutboundRecord] | FailedAfter:
     return [hop, *learned]
 
 
-def map_by_user(message: InboundMessage) -> list[OutboundRecord]:
+def map_by_user(message: InboundMessage) -> list[OutboundRecord] | FailedAfter:
     return _requests(message, parse_call(message.value))
 
 
-def _requests(message: InboundMessage, parsed: ParsedCall) -> list[OutboundRecord]:
+def _requests(message: InboundMessage, parsed: ParsedCall) -> list[OutboundRecord] | FailedAfter:
+    """The call's request descriptors, then the changelog records of what it changed."""
+    changes = []
     identity = learned_identity(parsed)
     if identity is not None and email_by_user.get(identity[1].encode()) != identity[0]:
-        email_by_user[identity[1].encode()] = identity[0]  # a changelog write only on change
-    call = accept_call(parsed)
-    user_key = _user_key(call.user_id, call.anonymous_id)
-    result = call_to_requests(
-        call,
-        config=config,
-        learned_email=email_by_user.get(call.user_id.encode()) if call.user_id else None,
-        audience_state=_Memberships(audiences.get(user_key)),
-    )
+        changes.append(email_by_user.set(identity[1].encode(), identity[0]))  # only on change
+    try:
+        call = accept_call(parsed)
+        user_key = _user_key(call.user_id, call.anonymous_id)
+        result = call_to_requests(
+            call,
+            config=config,
+            learned_email=email_by_user.get(call.user_id.encode()) if call.user_id else None,
+            audience_state=_Memberships(audiences.get(user_key)),
+        )
+    except WorkerError as error:
+        if not changes:
+            raise
+        return FailedAfter(changes, error)  # what was learned is kept all the same
     if result.audience_updates:
-        audiences[user_key] = {**(audiences.get(user_key) or {}), **result.audience_updates}
-    return [
+        row = {**(audiences.get(user_key) or {}), **result.audience_updates}
+        changes.append(audiences.set(user_key, row))
+    requests = [
         OutboundRecord(
             topic=topic_names.autopilot_requests,
             key=descriptor["contact"].encode(),
@@ -120,6 +134,7 @@ def _requests(message: InboundMessage, parsed: ParsedCall) -> list[OutboundRecor
         )
         for descriptor in result.descriptors
     ]
+    return [*requests, *changes]
 
 
 _intake = build_pipeline(

@@ -20,6 +20,7 @@ from worker.app import app, placement, raw_topic, topic_names
 from worker.records import InboundMessage, OutboundRecord, header
 from worker.source.mapping import email_event_contact, map_source
 from worker.streaming import run_pipeline
+from worker.tables import ChangelogTable
 from worker.wiring import KIND_HEADER, build_pipeline
 
 __all__ = ["KIND_EMAIL_EVENT", "KIND_IDENTITY", "identity_record"]
@@ -27,7 +28,7 @@ __all__ = ["KIND_EMAIL_EVENT", "KIND_IDENTITY", "identity_record"]
 KIND_EMAIL_EVENT = b"email-event"
 KIND_IDENTITY = b"identity"
 
-user_by_email = app.Table(
+_user_by_email = app.Table(
     "source_user_by_email",
     # the types pick the changelog's serialisers: raw bytes keys (the partitioner hashes the
     # same bytes as our topics' keys), JSON values; a faust.Schema would not reach recovery
@@ -36,6 +37,7 @@ user_by_email = app.Table(
     use_partitioner=True,
     help="lowercased email -> Segment userId, learned from identify and track calls",
 )
+user_by_email: ChangelogTable[str] = ChangelogTable.of(_user_by_email)
 
 
 def identity_record(email: str, user_id: str) -> OutboundRecord:
@@ -67,7 +69,7 @@ def map_by_email(message: InboundMessage) -> list[OutboundRecord]:
     if header(message.headers, KIND_HEADER) == KIND_IDENTITY:
         user_id = orjson.loads(message.value)["user_id"]
         if user_by_email.get(key) != user_id:  # a changelog write only when it changes
-            user_by_email[key] = user_id
+            return [user_by_email.set(key, user_id)]
         return []
     return _track(message, key)
 

@@ -1,0 +1,45 @@
+"""Tables whose changelog records travel with the batch's outputs.
+
+faust sends a table's changelog record on its own (`send_soon`) after an update, and does not
+wait for it before committing the input's offset: a crash in between forgets the update (a
+learned identity, an audience membership) while the input that taught it is never read again.
+`ChangelogTable.set` updates the local rows and returns the changelog record instead; the agent
+produces it with the batch's outputs, acknowledged (acks=all) before the batch is acked. faust
+still owns the table: it assigns its partitions and rebuilds the rows from the changelog at
+start-up, reading the records written here (raw key bytes, JSON values, the key's partition).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from typing import Any, Generic, TypeVar
+
+import orjson
+from faust.types import TableT
+
+from worker.records import OutboundRecord
+
+__all__ = ["ChangelogTable"]
+
+V = TypeVar("V")
+
+
+class ChangelogTable(Generic[V]):
+    """Reads and writes one faust table's rows in place; `set` gives the changelog record."""
+
+    def __init__(self, rows: Callable[[], MutableMapping[bytes, V]], changelog_topic: str) -> None:
+        self._rows = rows
+        self._changelog_topic = changelog_topic
+
+    @classmethod
+    def of(cls, table: TableT[Any, Any]) -> ChangelogTable[V]:
+        """The rows of `table` (its store, read when used: it exists once the app runs)."""
+        return cls(lambda: table.data, table.changelog_topic.get_topic_name())
+
+    def get(self, key: bytes) -> V | None:
+        return self._rows().get(key)
+
+    def set(self, key: bytes, value: V) -> OutboundRecord:
+        """Store `value` under `key`; the record that makes it durable, to send with the batch."""
+        self._rows()[key] = value
+        return OutboundRecord(topic=self._changelog_topic, key=key, value=orjson.dumps(value))

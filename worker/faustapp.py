@@ -181,32 +181,17 @@ def _run_can_begin(acked: list[int], committed: int, gaps: object) -> bool:
     return acked[0] == committed or bool(gaps.at(committed))  # type: ignore[attr-defined]
 
 
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
 class QuietMonitor(Monitor):
     """faust's monitor without its per-message and per-event bookkeeping."""
 
-    def on_message_in(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_stream_event_in(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_stream_event_out(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_message_out(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_send_initiated(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_send_completed(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_table_get(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_table_set(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    on_message_in = on_message_out = staticmethod(_ignore)
+    on_stream_event_in = on_stream_event_out = staticmethod(_ignore)
+    on_send_initiated = on_send_completed = staticmethod(_ignore)
+    on_table_get = on_table_set = staticmethod(_ignore)
 
 
 class _Transport(aiokafka_driver.Transport):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import types
 from collections import defaultdict
 
 import pytest
 from faust.types import TP
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
 
-from worker.faustapp import REWIND_AFTER_S, StrictCommitConsumer
+from worker.faustapp import REWIND_AFTER_S, QuietMonitor, StrictCommitConsumer
 
 PARTITION = TP("autopilot.email-events", 0)
 
@@ -83,3 +84,15 @@ def test_a_partition_with_nothing_acked_is_not_held() -> None:
     consumer._new_offset(PARTITION)
 
     assert consumer.held_too_long(float("inf")) == []
+
+
+def test_the_quiet_monitor_keeps_no_per_event_statistics() -> None:
+    monitor = QuietMonitor()
+    message = types.SimpleNamespace(time_in=None)
+
+    monitor.on_message_in(PARTITION, 5, message)
+    monitor.on_stream_event_in(PARTITION, 5, object(), object())
+
+    assert monitor.messages_received_total == 0
+    assert monitor.events_total == 0
+    assert message.time_in is None

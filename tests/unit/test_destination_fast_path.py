@@ -1,11 +1,13 @@
 """The destination's fast paths must agree with the slow ones they stand for.
 
-- `parse_call` reads an identify or a track of the common shape straight into a `ParsedCall`
-  (`_common_call`), and every other call through the `SegmentCall` models (`_model_call`), whose
-  errors are the ones dead letters carry. Whatever the common shape takes, the models take too,
-  with the same values: checked on every golden input and thousands of mutations of them.
-- `contact_fields` (one pass over the traits) builds the contact the rename tables and
-  `custom_fields` describe, keys in the same order.
+- `parse_call` reads a call of the common shape (any type) straight into a `ParsedCall`
+  (`_common_call`), and every other call through `_checked_message` and the `SegmentCall`
+  models (`_model_call`), whose errors are the ones dead letters carry. Whatever the common
+  shape takes, those take too, with the same values: checked on every golden input and
+  thousands of mutations of them.
+- `contact_fields` (a plan per shape of the traits, names and value types) builds the contact
+  the rename tables and `custom_fields` describe, keys in the same order; `_is_iso_date`'s
+  shortcut for JavaScript dates answers as its regex does.
 - `_quote` is `urllib.parse.quote(text, safe="")`.
 - The descriptors written are what `RequestDescriptor` (and so the JSON Schema) says, byte for
   byte.
@@ -17,6 +19,7 @@ import copy
 import json
 import random
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,7 +27,7 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from worker.destination import mapping
+from worker.destination import mapping, traits
 from worker.destination.mapping import (
     DestinationConfig,
     ParsedCall,
@@ -60,7 +63,7 @@ def _raw(case: dict[str, Any]) -> bytes:
 
 
 def _fields(call: ParsedCall) -> dict[str, Any]:
-    return {name: getattr(call, name) for name in ParsedCall.__slots__}
+    return {name: getattr(call, name) for name in ParsedCall.__struct_fields__}
 
 
 def _model(message: dict[str, Any]) -> Outcome:
@@ -70,16 +73,24 @@ def _model(message: dict[str, Any]) -> Outcome:
         return ("error", type(error).__name__, error.message)
 
 
-def _agree(raw: bytes) -> bool:
-    """Assert that what the common shape reads, the models read the same; say if it read it."""
+def _decoded(raw: bytes) -> Any:
     try:
-        message, kind = mapping._checked_message(raw, mapping.MAX_MESSAGE_BYTES)
-    except InvalidInput:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _agree(raw: bytes) -> bool:
+    """Assert that what the common shape reads, `_checked_message` passes and the models read
+    the same; say whether it read it."""
+    message = _decoded(raw)
+    if not isinstance(message, dict):
         return False
-    fast = mapping._common_call(copy.deepcopy(message), kind)
+    fast = mapping._common_call(copy.deepcopy(message), raw)
     if fast is None:
         return False
-    assert ("call", _fields(fast)) == _model(message), raw
+    checked = mapping._checked_message(message, raw)  # raises if the fast path took too much
+    assert ("call", _fields(fast)) == _model(checked), raw
     return True
 
 
@@ -94,8 +105,8 @@ def test_golden_inputs_agree(path: Path) -> None:
 def test_the_common_shape_takes_the_plain_golden_calls() -> None:
     taken = {path.stem for path in GOLDEN if _agree(_raw(_case(path)))}
     assert {"identify_custom_typed", "track_trigger_map", "engage_identify_audience"} <= taken
+    assert {"skip_page", "skip_screen", "skip_group", "skip_alias"} <= taken
     assert "identify_numeric_user_id" not in taken  # 42 becomes "42": the models' job
-    assert "skip_page" not in taken
 
 
 _VALUES: tuple[Any, ...] = (
@@ -141,6 +152,11 @@ _PATHS: tuple[tuple[str, ...], ...] = (
     ("context", "personas"),
     ("context", "personas", "computation_class"),
     ("context", "personas", "computation_key"),
+    ("name",),
+    ("groupId",),
+    ("group_id",),
+    ("previousId",),
+    ("previous_id",),
 )
 
 _DELETE = object()
@@ -170,7 +186,7 @@ def _mutations() -> Iterator[bytes]:
                 call = _set(base, path, value)
                 if call is not None:
                     yield orjson.dumps(call)
-        for kind in ("identify", "track", "page", "group"):
+        for kind in ("identify", "track", "page", "screen", "group", "alias", "Track", 7, None):
             call = _set(base, ("type",), kind)
             assert call is not None
             yield orjson.dumps(call)
@@ -190,12 +206,13 @@ def test_agreement_carries_through_the_mapping() -> None:
     """Equal calls map equally; shown once end to end, on every golden input and config."""
     configs = [DestinationConfig(**_case(p).get("config", {})) for p in GOLDEN]
     for path in GOLDEN:
+        raw = _raw(_case(path))
         try:
-            message, kind = mapping._checked_message(_raw(_case(path)), mapping.MAX_MESSAGE_BYTES)
-            slow = mapping._model_call(copy.deepcopy(message))
-        except InvalidInput:
+            message = orjson.loads(raw)
+            slow = mapping._model_call(mapping._checked_message(copy.deepcopy(message), raw))
+        except (InvalidInput, orjson.JSONDecodeError):
             continue
-        fast = mapping._common_call(message, kind) or slow
+        fast = mapping._common_call(message, raw) or slow
         for config in configs:
             assert _mapped(fast, config) == _mapped(slow, config), path.stem
 
@@ -301,6 +318,27 @@ def test_contact_fields_on_golden_traits() -> None:
                 )
 
 
+def _is_iso_date_by_regex(text: str) -> bool:
+    if not traits._ISO_8601.fullmatch(text):
+        return False
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def test_javascript_dates_are_the_regex_dates() -> None:
+    """`_is_iso_date` skips its regex for `YYYY-MM-DDTHH:MM:SS.mmmZ`; one character off, its
+    answer is still the regex's and fromisoformat's."""
+    for shape in ("2024-02-29T23:59:59.999Z", "2023-02-28T00:00:00.000Z"):
+        assert traits._is_iso_date(shape)
+        for index in range(len(shape)):
+            for char in "09-:.TtZz+ a\u0661\uff10":
+                text = shape[:index] + char + shape[index + 1 :]
+                assert traits._is_iso_date(text) == _is_iso_date_by_regex(text), text
+
+
 # --- _quote is quote(safe="") ---
 
 
@@ -317,7 +355,7 @@ def test_map_destination_uses_the_fast_path() -> None:
     raw = orjson.dumps(
         {"type": "identify", "userId": "u", "messageId": "m", "traits": {"email": "a@b.c"}}
     )
-    assert mapping._common_call(orjson.loads(raw), "identify") is not None
+    assert mapping._common_call(orjson.loads(raw), raw) is not None
     assert map_destination(raw, config=DestinationConfig()).descriptors == [
         {
             "method": "POST",

@@ -1,11 +1,12 @@
-"""The source's two ways in must agree: the common shape (`CommonEmailEvent`, plain dicts) and
-the contract (`EmailEvent`, models).
+"""The source's two ways in must agree: the common shape (`CommonEmailEvent`, msgspec structs)
+and the contract (`EmailEvent`, models).
 
 `map_source` maps an event through the common shape when it passes, else through `EmailEvent`,
 which alone words errors. That is only right if every event the common shape passes, the
 contract passes too, and maps to the very same track (same key, same bytes). These tests hold
-the two to that on every golden input and on thousands of mutations of them, and hold the fast
-output to the `TrackMessage` model the JSON Schema is generated from.
+the two to that on every golden input and on thousands of mutations of them (among them what
+msgspec's parser takes and pydantic's does not), hold the output to the `TrackMessage` model the
+JSON Schema is generated from, and msgspec's JSON to the bytes orjson wrote before.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
@@ -71,6 +73,7 @@ def _outcome(run: Any) -> Outcome:
         return ("skip", skip.reason)
     except InvalidInput as error:
         return ("error", type(error).__name__, error.message)
+    assert orjson.dumps(output.track) == output.to_json()  # the bytes orjson wrote before
     return ("output", output.key, output.to_json())
 
 
@@ -113,6 +116,14 @@ def test_fast_track_is_a_track_message(path: Path) -> None:
     model = TrackMessage.model_validate(output.track)
     assert model.to_json() == output.to_json()
     assert orjson.loads(output.to_json()) == model.to_dict()
+    assert orjson.dumps(output.track) == output.to_json()  # what `to_json` was: orjson's dump
+
+
+def test_msgspec_writes_strings_as_orjson_does() -> None:
+    """The track is encoded by msgspec; every character comes out as orjson writes it."""
+    text = "".join(chr(code) for code in range(0x110000) if not 0xD800 <= code <= 0xDFFF)
+    assert msgspec.json.encode(text) == orjson.dumps(text)
+    assert msgspec.json.encode([True, False, None]) == orjson.dumps([True, False, None])
 
 
 # --- mutations ---
@@ -225,6 +236,33 @@ def _mutations() -> Iterator[bytes]:
         yield b'{"id":"first",' + body  # a duplicate key: the last one counts, in both
         yield b"\xef\xbb\xbf{" + body
         yield b"{" + body + b"\n "
+        # what msgspec's parser takes and pydantic's does not
+        yield b'{"x":"\xff",' + body  # bad UTF-8 in a field nobody reads
+        yield b'{"x":"\xed\xa0\x80",' + body  # an encoded surrogate
+        yield b'{"x":"\xc3\xa9",' + body  # good UTF-8 there
+        for depth in (199, 200, 201, 300, 600):
+            yield b'{"deep":' + b"[" * depth + b"]" * depth + b"," + body
+            yield b'{"deep":' + b'{"":' * depth + b"1" + b"}" * depth + b"," + body
+        yield b'{"n":' + b"1" * 4400 + b"," + body  # past pydantic's 4300 digits
+        yield b'{"n":' + b"1" * 4000 + b"," + body
+        yield b'{"n":1e999999,' + body
+
+
+def test_duplicate_and_escaped_keys_agree() -> None:
+    """The last of two keys counts, and an escaped key is the key, in both ways (or the
+    common shape hands the event over)."""
+    head = '{"id":"e","type":"email_opened","occurred_at":"2026-11-20T10:15:00Z","email":{"id":"x"}'
+    contacts = [
+        ',"contact":{"contact_id":"a","email":"x@y","email":"z@w"}}',
+        ',"contact":{"contact_id":"a","email":"x@y"},"contact":{"contact_id":"b","email":"q@r"}}',
+        ',"contact":5,"contact":{"contact_id":"b","email":"q@r"}}',
+        ',"contact":{"contact_id":"b","email":"q@r"},"contact":5}',
+        ',"contact":{"contact_id":"a","email":"x@y","user_id":"u","user_id":null}}',
+        ',"contact":{"contact_\\u0069d":"a","\\u0065mail":"x@y"}}',
+    ]
+    for contact in contacts:
+        _agree((head + contact).encode())
+        _agree((head + contact).encode(), "u-learned")
 
 
 def test_mutations_agree() -> None:
@@ -277,6 +315,23 @@ def test_occurred_at_fuzz_agrees() -> None:
     assert fast > 500
 
 
+def test_occurred_at_one_character_off_agrees() -> None:
+    """Every shape the common path takes, with each character replaced in turn."""
+    shapes = ["2026-11-20T10:15:00Z", "2026-11-20T10:15:00.5Z", "2026-11-20T10:15:00.12Z"]
+    shapes += ["2026-11-20T10:15:00.123Z", "2026-11-20T10:15:00.1234Z"]
+    shapes += ["2026-11-20T10:15:00.12345Z", "2026-11-20T10:15:00.123456Z"]
+    shapes += ["2024-02-29T23:59:59.999999+00:00", "2026-11-20T10:15:00.5-01:30"]
+    replacements = "09:-.TtZz+ _a\u0661\uff10"
+    fast = 0
+    for shape in shapes:
+        assert _agree(orjson.dumps(_event(occurred_at=shape)))
+        for index in range(len(shape)):
+            for char in replacements:
+                text = shape[:index] + char + shape[index + 1 :]
+                fast += _agree(orjson.dumps(_event(occurred_at=text)))
+    assert fast > 200
+
+
 def test_occurred_at_offsets_match_the_model() -> None:
     for text, utc in [
         ("2026-11-20T12:15:00.5+02:00", "2026-11-20T10:15:00.500Z"),
@@ -290,14 +345,20 @@ def test_occurred_at_offsets_match_the_model() -> None:
 
 
 def test_email_fuzz_agrees() -> None:
+    """Each character in each place, as orjson writes it (escaped or not) and escaped anyway;
+    in an event that is all ASCII or not, with or without a backslash elsewhere."""
     odd = "\x85\xa0\u1680\u2000\u200a\u2028\u2029\u202f\u205f\u3000\ufeff\u200b\xe9\u4e2d"
     characters = [chr(code) for code in range(128)] + list(odd)
     fast = 0
     for char in characters:
-        for email in (f"a{char}b@c.d", f"{char}@c", f"a@{char}", f"a@b{char}c"):
-            contact = {"contact_id": "c", "email": email}
-            fast += _agree(orjson.dumps(_event(contact=contact)))
-    assert fast > 100
+        for email in (f"a{char}b@c.d", f"{char}@c", f"a@{char}", f"a@b{char}c", f"{char}"):
+            for extra in ({}, {"ip": "\\"}, {"ip": "\xe9"}):
+                contact = {"contact_id": "c", "email": email}
+                fast += _agree(orjson.dumps(_event(contact=contact, **extra)))
+            escaped = email.replace(char, f"\\u{ord(char):04x}") if char != "\\" else email
+            raw = orjson.dumps(_event(contact={"contact_id": "c", "email": "EMAIL"}))
+            fast += _agree(raw.replace(b"EMAIL", escaped.encode()))
+    assert fast > 300
 
 
 def test_type_spellings_agree() -> None:

@@ -33,12 +33,13 @@ A descriptor's `contact` (the Kafka key) is the lowercased email; the email in t
 path is sent as given.
 
 Speed: the models in `worker.models` are the contract (schemas, error messages), but building
-them costs more than the mapping itself. So `parse_call` reads an identify or a track of the
-common shape (`_common_call`: ids, event and messageId strings, objects where objects belong)
+them costs more than the mapping itself. So `parse_call` reads a call of the common shape
+(`_common_call`: ids, event and messageId strings, objects where objects belong), of any type,
 straight into a `ParsedCall` of plain values, and only every other call through
 `SegmentCall`; the requests come out as plain dicts in the descriptor's wire form
-(`DestinationResult.descriptors`), ready for `orjson.dumps`. `tests/unit/
-test_destination_fast_path.py` holds the two ways in to the same result.
+(`DestinationResult.descriptors`), ready for `orjson.dumps`; `contact_fields` plans its work
+once per shape of traits. `tests/unit/test_destination_fast_path.py` holds the fast ways to
+the slow ones.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import quote
 
+import msgspec
 import orjson
 import pydantic
 
@@ -106,8 +108,8 @@ _JSON_TYPES: Final[Mapping[type, str]] = {
 }
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 _NO_UPDATES: Final[Mapping[str, bool]] = MappingProxyType({})
-_ALWAYS_SAFE_BYTES: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
-"""What `urllib.parse.quote` never escapes."""
+_SAFE_BYTES_AND_AT: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~@"
+"""What `urllib.parse.quote` never escapes, and `@`."""
 _quoted_triggers: dict[str, str] = {}
 
 Audience = tuple[str, bool]
@@ -130,13 +132,13 @@ class DestinationConfig:
         )
 
 
-@dataclass(slots=True)
-class DestinationResult:
+class DestinationResult(msgspec.Struct, gc=False):
     """The requests for one call, and the audience memberships to record once they are sent.
 
     `descriptors` are the request descriptors in their wire form (`RequestDescriptor` dumped
     by alias, keys in its order), what the agent writes with `orjson.dumps`; `contact` is the
     Kafka key. Treat them as read-only: they share the call's own objects (its properties).
+    A msgspec struct, as `ParsedCall` is, for its constructor in C.
     """
 
     descriptors: list[dict[str, Any]]
@@ -148,57 +150,30 @@ class DestinationResult:
         return [RequestDescriptor.model_validate(d) for d in self.descriptors]
 
 
-class ParsedCall:
+class ParsedCall(msgspec.Struct, gc=False):
     """A valid Segment call, as the mapping reads it: plain values, a `null` object read as {}.
 
-    Made by `parse_call`, from the bytes for an identify or a track of the common shape, else
-    from the validated `SegmentCall` model. `event` is None for every type but track;
-    `properties` is {} for identify, group and alias; `traits` is {} for page, screen and alias;
-    `audience_class` and `audience_key` are `context.personas.computation_class` and
-    `.computation_key` (Engage), or None.
+    Made by `parse_call`, from the decoded JSON for a call of the common shape, else from the
+    validated `SegmentCall` model. `event` is None for every type but track; `properties` is {}
+    for identify, group and alias; `traits` is {} for page, screen and alias; `audience_class`
+    and `audience_key` are `context.personas.computation_class` and `.computation_key`
+    (Engage), or None. A msgspec struct because one is made per message and its constructor
+    runs in C; its values are JSON data, which cannot refer back to it (hence gc=False).
     """
 
-    __slots__ = (
-        "anonymous_id",
-        "audience_class",
-        "audience_key",
-        "context_traits",
-        "event",
-        "integrations",
-        "message_id",
-        "properties",
-        "traits",
-        "type",
-        "user_id",
-    )
+    type: str
+    user_id: str | None
+    anonymous_id: str | None
+    message_id: str
+    event: str | None
+    traits: dict[str, Any]
+    properties: dict[str, Any]
+    context_traits: dict[str, Any]
+    integrations: dict[str, Any]
+    audience_class: str | None
+    audience_key: str | None
 
-    def __init__(  # noqa: PLR0917 - positional: one is made per message, keywords cost more
-        self,
-        type: str,
-        user_id: str | None,
-        anonymous_id: str | None,
-        message_id: str,
-        event: str | None,
-        traits: dict[str, Any],
-        properties: dict[str, Any],
-        context_traits: dict[str, Any],
-        integrations: dict[str, Any],
-        audience_class: str | None,
-        audience_key: str | None,
-    ) -> None:
-        self.type = type
-        self.user_id = user_id
-        self.anonymous_id = anonymous_id
-        self.message_id = message_id
-        self.event = event
-        self.traits = traits
-        self.properties = properties
-        self.context_traits = context_traits
-        self.integrations = integrations
-        self.audience_class = audience_class
-        self.audience_key = audience_key
-
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # the traits carry personal data: keep them out of logs
         return f"ParsedCall(type={self.type!r}, message_id={self.message_id!r})"
 
     @classmethod
@@ -226,16 +201,21 @@ def parse_call(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> ParsedCall:
     Separate from `accept_call` so that identities can be learned from calls this destination
     skips (an identify with AutopilotHQ turned off still says who a contact is).
     """
-    message, kind = _checked_message(raw, max_bytes)
-    return _common_call(message, kind) or _model_call(message)
-
-
-def _checked_message(raw: bytes, max_bytes: int) -> tuple[dict[str, Any], str]:
-    """The decoded call and its type, past the checks whose messages are ours; a missing
-    messageId filled in."""
     if len(raw) > max_bytes:
         raise MessageTooLarge(f"message is {len(raw)} bytes, over the {max_bytes}-byte limit")
-    message = _decode(raw)
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _decode_error(raw, exc) from None
+    if type(message) is dict:
+        call = _common_call(message, raw)
+        if call is not None:
+            return call
+    return _model_call(_checked_message(message, raw))
+
+
+def _checked_message(message: Any, raw: bytes) -> dict[str, Any]:
+    """The decoded call past the checks whose messages are ours; a missing messageId filled in."""
     if not isinstance(message, dict):
         raise DecodeError(f"message must be a JSON object, not {_JSON_TYPES[type(message)]}")
     kind = message.get("type")
@@ -250,8 +230,12 @@ def _checked_message(raw: bytes, max_bytes: int) -> tuple[dict[str, Any], str]:
     if kind == "track" and message.get("event") in (None, ""):
         raise ValidationError("event is required for track calls")
     if message.get("messageId") in (None, ""):
-        message["messageId"] = f"derived-{hashlib.sha256(raw).hexdigest()}"
-    return message, kind
+        message["messageId"] = _derived_message_id(raw)
+    return message
+
+
+def _derived_message_id(raw: bytes) -> str:
+    return f"derived-{hashlib.sha256(raw).hexdigest()}"
 
 
 def _model_call(message: dict[str, Any]) -> ParsedCall:
@@ -264,61 +248,72 @@ def _model_call(message: dict[str, Any]) -> ParsedCall:
         raise ValidationError(f"{where}: {error['msg']}") from None
 
 
-def _common_call(message: dict[str, Any], kind: str) -> ParsedCall | None:
-    """The call when it is an identify or a track of the common shape, else None.
+def _common_call(message: dict[str, Any], raw: bytes) -> ParsedCall | None:
+    """The call when it is of the common shape, else None (`_checked_message` and the models
+    then decide, and word the errors).
 
-    The common shape, which `SegmentCall` accepts with the same values: `userId`,
-    `anonymousId` and `messageId` strings or null or absent (numbers, which the model turns
-    into strings, are not), none of `user_id`, `anonymous_id`, `message_id` (names the model
-    also reads), a track's `event` a string, `traits`, `properties` and `integrations` objects
-    or null or absent, `context` an object or absent, its `traits` an object or null or absent,
-    its `personas` null or absent or an object whose `computation_class` and `computation_key`
-    are strings or null or absent.
+    The common shape, which `_checked_message` passes and `SegmentCall` reads with the same
+    values: a known `type`; `userId`, `anonymousId` and `messageId` strings or null or absent
+    (numbers, which the model turns into strings, are not), one of the first two not empty;
+    none of `user_id`, `anonymous_id`, `message_id` (names the model also reads); a track's
+    `event` a string not empty; `traits`, `properties` and `integrations` objects or null or
+    absent; `context` an object or absent, its `traits` an object or null or absent, its
+    `personas` null or absent or an object whose `computation_class` and `computation_key` are
+    strings or null or absent; a page's or screen's `name`, a group's `groupId` and an alias's
+    `previousId` strings or null or absent (and no `group_id`, `previous_id`).
     """
-    if kind == "identify":
-        event = None
-        properties: Any = _EMPTY
-    elif kind == "track":
-        event = message["event"]
-        if type(event) is not str:
+    get = message.get
+    kind = get("type")
+    event = None
+    traits: Any = None
+    properties: Any = None
+    if kind == "track":
+        event = get("event")
+        if type(event) is not str or not event:
             return None
-        properties = message.get("properties")
-        if properties is None:
-            properties = {}
-        elif type(properties) is not dict:
+        traits = get("traits")
+        properties = get("properties")
+    elif kind == "identify":
+        traits = get("traits")
+    elif kind in ("page", "screen"):
+        if not _optional_text(get("name")):
+            return None
+        properties = get("properties")
+    elif kind == "group":
+        if not _optional_text(get("groupId")) or "group_id" in message:
+            return None
+        traits = get("traits")
+    elif kind == "alias":
+        if not _optional_text(get("previousId")) or "previous_id" in message:
             return None
     else:
         return None
-    user_id = message.get("userId")
-    anonymous_id = message.get("anonymousId")
-    message_id = message["messageId"]
+    traits = {} if traits is None else traits
+    properties = {} if properties is None else properties
+    integrations = get("integrations")
+    integrations = {} if integrations is None else integrations
+    user_id = get("userId")
+    anonymous_id = get("anonymousId")
     if (
-        (user_id is not None and type(user_id) is not str)
+        type(traits) is not dict
+        or type(properties) is not dict
+        or type(integrations) is not dict
+        or (user_id is not None and type(user_id) is not str)
         or (anonymous_id is not None and type(anonymous_id) is not str)
-        or type(message_id) is not str
+        or not (user_id or anonymous_id)
         or "user_id" in message
         or "anonymous_id" in message
         or "message_id" in message
     ):
         return None
-    traits = message.get("traits")
-    if traits is None:
-        traits = {}
-    elif type(traits) is not dict:
-        return None
-    integrations = message.get("integrations")
-    if integrations is None:
-        integrations = {}
-    elif type(integrations) is not dict:
+    message_id = get("messageId")
+    if message_id is None or message_id == "":
+        message_id = _derived_message_id(raw)
+    elif type(message_id) is not str:
         return None
     audience_class = audience_key = None
-    context_traits: Any
-    context = message.get("context", _EMPTY)
-    if type(context) is not dict:
-        if context is not _EMPTY:
-            return None
-        context_traits = {}
-    else:
+    context = get("context", _EMPTY)
+    if type(context) is dict:
         context_traits = context.get("traits")
         if context_traits is None:
             context_traits = {}
@@ -330,10 +325,12 @@ def _common_call(message: dict[str, Any], kind: str) -> ParsedCall | None:
                 return None
             audience_class = personas.get("computation_class")
             audience_key = personas.get("computation_key")
-            if (audience_class is not None and type(audience_class) is not str) or (
-                audience_key is not None and type(audience_key) is not str
-            ):
+            if not (_optional_text(audience_class) and _optional_text(audience_key)):
                 return None
+    elif context is _EMPTY:
+        context_traits = {}
+    else:
+        return None
     return ParsedCall(
         kind,
         user_id,
@@ -341,7 +338,7 @@ def _common_call(message: dict[str, Any], kind: str) -> ParsedCall | None:
         message_id,
         event,
         traits,
-        {} if properties is _EMPTY else properties,
+        properties,
         context_traits,
         integrations,
         audience_class,
@@ -349,15 +346,16 @@ def _common_call(message: dict[str, Any], kind: str) -> ParsedCall | None:
     )
 
 
-def _decode(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        try:  # only on failure: orjson's UTF-8 errors do not say where the bad byte is
-            raw.decode()
-        except UnicodeDecodeError as bad:
-            raise DecodeError(f"message is not valid UTF-8: {bad}") from None
-        raise DecodeError(f"message is not valid JSON: {exc}") from None
+def _optional_text(value: object) -> bool:
+    return value is None or type(value) is str
+
+
+def _decode_error(raw: bytes, exc: orjson.JSONDecodeError) -> DecodeError:
+    try:  # only on failure: orjson's UTF-8 errors do not say where the bad byte is
+        raw.decode()
+    except UnicodeDecodeError as bad:
+        return DecodeError(f"message is not valid UTF-8: {bad}")
+    return DecodeError(f"message is not valid JSON: {exc}")
 
 
 def accept_call(call: ParsedCall) -> ParsedCall:
@@ -384,15 +382,15 @@ def _autopilot_enabled(integrations: Mapping[str, Any]) -> bool:
 
 def _given_email(call: ParsedCall) -> str | None:
     email = call.traits.get(EMAIL_TRAIT)
-    if isinstance(email, str) and email.strip():
-        return email.strip()
+    if isinstance(email, str) and (email := email.strip()):
+        return email
     email = call.context_traits.get(EMAIL_TRAIT)
-    if isinstance(email, str) and email.strip():
-        return email.strip()
+    if isinstance(email, str) and (email := email.strip()):
+        return email
     if call.type == "track":
         email = call.properties.get(EMAIL_TRAIT)
-        if isinstance(email, str) and email.strip():
-            return email.strip()
+        if isinstance(email, str) and (email := email.strip()):
+            return email
     return None
 
 
@@ -427,10 +425,12 @@ def call_to_requests(
 
 
 def map_destination(raw: bytes, *, config: DestinationConfig) -> DestinationResult:
-    """Bytes -> requests with no memory: the offline `map destination` command and golden tests."""
-    return call_to_requests(
-        precheck_call(raw), config=config, learned_email=None, audience_state=None
-    )
+    """Bytes -> requests with no memory: the offline `map destination` command and golden tests
+    (`precheck_call`, then `call_to_requests`)."""
+    call = accept_call(parse_call(raw))
+    if call.type == "identify":
+        return _identify(call, config, None, None)
+    return _track(call, config, None, None)
 
 
 def _identify(
@@ -467,7 +467,9 @@ def _track(
     if event in _AUDIENCE_EVENTS:
         audience = _track_audience(call, event)
         if audience is not None:
-            email = _track_email(call, learned_email)
+            email = _given_email(call) or learned_email
+            if email is None:
+                raise ValidationError(TRACK_EMAIL_REQUIRED)
             updates = _audience_updates(audience, audience_state)
             key, value = custom_field(*audience, typed=config.typed_custom_fields)
             return DestinationResult(
@@ -476,7 +478,9 @@ def _track(
     trigger = config.triggers.get(event, config.trigger_id)
     if trigger is None:
         raise SkipMessage("no_trigger_for_event")
-    email = _track_email(call, learned_email)
+    email = _given_email(call) or learned_email
+    if email is None:
+        raise ValidationError(TRACK_EMAIL_REQUIRED)
     quoted_trigger = _quoted_triggers.get(trigger)
     if quoted_trigger is None:
         quoted_trigger = quote(trigger, safe="")
@@ -498,17 +502,11 @@ def _track(
 
 
 def _quote(text: str) -> str:
-    """`quote(text, safe="")`, without its per-byte Python loop when only `@` needs escaping."""
-    if text.isascii() and not text.encode().translate(None, _ALWAYS_SAFE_BYTES).strip(b"@"):
+    """`quote(text, safe="")`, without its per-byte Python loop when only `@` needs escaping
+    (a non-ASCII character encodes to bytes that are not in the safe set)."""
+    if not text.encode().strip(_SAFE_BYTES_AND_AT):
         return text.replace("@", "%40")
     return quote(text, safe="")
-
-
-def _track_email(call: ParsedCall, learned_email: str | None) -> str:
-    email = _given_email(call) or learned_email
-    if email is None:
-        raise ValidationError(TRACK_EMAIL_REQUIRED)
-    return email
 
 
 def _upsert(call: ParsedCall, contact: dict[str, Any], email: str) -> dict[str, Any]:

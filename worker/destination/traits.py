@@ -21,8 +21,9 @@ code (`custom_field`). The rules a reader can rely on:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, Final
 
 import orjson
@@ -41,7 +42,8 @@ __all__ = [
     "standard_fields",
 ]
 
-TraitPath = tuple[str, ...]
+TraitPath = tuple[str] | tuple[str, str]
+"""A trait, or a member of an object trait."""
 
 EMAIL_TRAIT: Final = "email"
 
@@ -104,7 +106,11 @@ def special_fields(traits: Mapping[str, Any]) -> dict[str, Any]:
 def _is_iso_date(text: str) -> bool:
     # The regex keeps out what fromisoformat also accepts but nobody means as a date
     # ("20240115", week dates); fromisoformat then rejects impossible dates (2024-02-30).
-    if not _ISO_8601.fullmatch(text):
+    # JavaScript's `toISOString()` (YYYY-MM-DDTHH:MM:SS.mmmZ) skips the regex: fromisoformat
+    # reads only ASCII digits where the separators leave room for them, as the regex would.
+    if not (
+        len(text) == 24 and text[4:20:3] == "--T::." and text[23] == "Z"
+    ) and not _ISO_8601.fullmatch(text):
         return False
     try:
         datetime.fromisoformat(text)
@@ -146,66 +152,118 @@ def custom_fields(traits: Mapping[str, Any], *, typed: bool) -> dict[str, Any]:
 # One pass over the traits, for the destination's hot path: the same contact as
 # {"Email": email, **standard_fields(t), **special_fields(t), "custom": custom_fields(t)}.
 
-_Plan = tuple[tuple[tuple[str, tuple[TraitPath, ...]], ...], tuple[str, ...]]
+_Candidate = tuple[int, str | None]
+"""A trait that may give a standard field: its index among the traits' values, and its member
+to read when the trait is an object (None: the trait itself, a scalar)."""
+_Shape = tuple[
+    Callable[[tuple[Any, ...]], tuple[Any, ...]] | None,
+    tuple[str, ...],
+    tuple[tuple[int, str], ...],
+    tuple[tuple[int, str], ...],
+    tuple[tuple[str, tuple[_Candidate, ...]], ...],
+    tuple[tuple[str, int], ...],
+]
+"""What `contact_fields` does with traits of these names and value types: pick the custom
+values out of the values (None: there are none), their keys (strings taken as not dates), the
+strings among them with their key as dates, the objects and arrays among them with their name,
+the standard fields with the candidates that can give them, and the special fields present."""
 
-_KINDS: Final[Mapping[type, str]] = {bool: "boolean", int: "integer", float: "float"}
-_PREFIXES: Final[Mapping[str, str]] = {
-    kind: f"{kind}--" for kind in ("boolean", "integer", "float", "date", "string")
-}
-_plans: dict[tuple[str, ...], _Plan] = {}
+_KINDS: Final[Mapping[type, str]] = {bool: "boolean", int: "integer", float: "float", str: "string"}
+_CONTAINERS: Final = (dict, list)
+_SHAPES_MAX: Final = 4096
+_shapes: dict[tuple[bool, tuple[str, ...], tuple[type, ...]], _Shape] = {}
 
 
 def contact_fields(email: str, traits: Mapping[str, Any], *, typed: bool) -> dict[str, Any]:
     """The Autopilot contact for `traits` with `email` as its Email: standard fields in the
-    order of `STANDARD_FIELDS`, then the special fields, then `custom` (when not empty)."""
+    order of `STANDARD_FIELDS`, then the special fields, then `custom` (when not empty).
+
+    What depends only on the traits' names and value types (consumed or custom, the keys,
+    which paths can give a standard field) is worked out once per such shape, which a producer
+    keeps from one call to the next; the custom fields are then built in C.
+    """
+    values = tuple(traits.values())
+    signature = (typed, tuple(traits), tuple(map(type, values)))
+    shape = _shapes.get(signature)
+    if shape is None:
+        shape = _shape(*signature)
+    pick, keys, strings, objects, standard, special = shape
     contact: dict[str, Any] = {"Email": email}
-    custom: dict[str, Any] = {}
-    consumed: list[str] = []
-    for name, value in traits.items():
-        if value is None:
-            continue
-        if name in CONSUMED_TRAITS:
-            consumed.append(name)
-            continue
-        kind = _KINDS.get(type(value))
-        if kind is None:
-            if type(value) is not str:  # an object or an array: `custom_field` says how
-                key, text = custom_field(name, value, typed=typed)
-                custom[key] = text
-                continue
-            # `_is_iso_date` needs 4 digits then "-": most strings fail that at a glance
-            is_date = len(value) >= 10 and value[4] == "-" and _is_iso_date(value)
-            kind = "date" if is_date else "string"
-        custom[_PREFIXES[kind] + name.replace(" ", "--") if typed else name] = value
-    if consumed:
-        standard, special = _plan(tuple(consumed))
-        for field, paths in standard:
-            for path in paths:
-                value = traits[path[0]]
-                for key in path[1:]:
-                    value = value.get(key) if isinstance(value, dict) else None
-                if value is not None and not isinstance(value, dict | list):
-                    contact[field] = value
-                    break
-        for name in special:
-            contact[name] = traits[name]
-    if custom:
-        contact["custom"] = custom
+    for field, candidates in standard:
+        for index, member in candidates:
+            value = values[index]
+            if member is not None:
+                value = value.get(member)
+                if value is None or isinstance(value, _CONTAINERS):
+                    continue
+            contact[field] = value
+            break
+    for name, index in special:
+        contact[name] = values[index]
+    if pick is not None:
+        if strings or objects:
+            custom_keys, custom_values = list(keys), list(pick(values))
+            for index, date_key in strings:
+                text = custom_values[index]  # `_is_iso_date` needs 4 digits then "-"
+                if len(text) >= 10 and text[4] == "-" and _is_iso_date(text):
+                    custom_keys[index] = date_key
+            for index, name in objects:
+                custom_keys[index], custom_values[index] = custom_field(
+                    name, custom_values[index], typed=typed
+                )
+            contact["custom"] = dict(zip(custom_keys, custom_values, strict=True))
+        else:
+            contact["custom"] = dict(zip(keys, pick(values), strict=True))
     return contact
 
 
-def _plan(present: tuple[str, ...]) -> _Plan:
-    """The standard fields that can come from the `present` consumed traits, with the paths
-    that can give them, and the special fields among them; remembered per set of names."""
-    plan = _plans.get(present)
-    if plan is None:
-        names = set(present)
-        standard = tuple(
-            (field, tuple(path for path in paths if path[0] in names))
-            for field, paths in STANDARD_FIELDS.items()
-            if any(path[0] in names for path in paths)
-        )
-        plan = (standard, tuple(name for name in SPECIAL_FIELDS if name in names))
-        if len(_plans) < 4096:
-            _plans[present] = plan
-    return plan
+def _shape(typed: bool, names: tuple[str, ...], kinds: tuple[type, ...]) -> _Shape:
+    def key(kind: str, name: str) -> str:
+        return f"{kind}--{name.replace(' ', '--')}" if typed else name
+
+    index_of = {name: index for index, name in enumerate(names)}
+    custom = [
+        index
+        for index, name in enumerate(names)
+        if kinds[index] is not type(None) and name not in CONSUMED_TRAITS
+    ]
+    keys = tuple(key(_KINDS.get(kinds[index], "string"), names[index]) for index in custom)
+    strings = tuple(
+        (position, key("date", names[index]))
+        for position, index in enumerate(custom)
+        if kinds[index] is str
+    )
+    objects = tuple(
+        (position, names[index])
+        for position, index in enumerate(custom)
+        if kinds[index] not in _KINDS
+    )
+    standard = []
+    for field, paths in STANDARD_FIELDS.items():
+        candidates: list[_Candidate] = []
+        for path in paths:
+            index = index_of.get(path[0])
+            if index is None:
+                continue
+            if len(path) == 2:
+                if issubclass(kinds[index], dict):
+                    candidates.append((index, path[1]))
+            elif kinds[index] is not type(None) and not issubclass(kinds[index], _CONTAINERS):
+                candidates.append((index, None))
+                break  # a scalar: the paths after it are never read
+        if candidates:
+            standard.append((field, tuple(candidates)))
+    special = tuple(
+        (name, index_of[name])
+        for name in SPECIAL_FIELDS
+        if name in index_of and kinds[index_of[name]] is not type(None)
+    )
+    pick: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
+    if len(custom) == 1:  # itemgetter(i) would give the value itself, not a tuple
+        pick = itemgetter(slice(custom[0], custom[0] + 1))
+    elif custom:
+        pick = itemgetter(*custom)
+    shape = (pick, keys, strings, objects, tuple(standard), special)
+    if len(_shapes) < _SHAPES_MAX:
+        _shapes[typed, names, kinds] = shape
+    return shape

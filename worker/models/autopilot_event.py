@@ -6,12 +6,13 @@ names ("Email Opened") and the Segment email-spec names ("Email Link Clicked", "
 are accepted too, case-insensitively (`TYPE_ALIASES`).
 
 `EmailEvent` is the contract: its schema is published and its errors are the messages dead
-letters carry. `CommonEmailEvent` is the shape nearly every producer sends, written so that
-pydantic-core checks it in Rust alone (no Python validator, no model instance): every event it
-accepts, `EmailEvent` accepts with the same values, once the source has checked in Python what
-needs a table or the calendar (`type` is a known spelling, `occurred_at` a real date, a click
-has a URL). The source maps through it when it can, through `EmailEvent` otherwise
-(`worker.source.mapping`; `tests/unit/test_source_fast_path.py` holds the two together).
+letters carry. `CommonEmailEvent` is the shape nearly every producer sends, as msgspec structs
+decoded in C (no Python validator, no model instance): every event it accepts, `EmailEvent`
+accepts with the same values, once the source has checked in Python what msgspec cannot (the
+bytes are ones pydantic's parser takes too, `type` is a known spelling, `occurred_at` a real
+date-time, `contact.email` an address, a click has a URL). The source maps through it when it
+can, through `EmailEvent` otherwise (`worker.source.mapping`; `tests/unit/
+test_source_fast_path.py` holds the two together).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import re
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Annotated, Final, NotRequired, Self
+from typing import Annotated, Final, Self
 
+import msgspec
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -29,18 +31,20 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StringConstraints,
-    TypeAdapter,
     field_validator,
     model_validator,
 )
-from typing_extensions import TypedDict  # pydantic wants it, not typing's, before 3.12
 
 __all__ = [
     "COMMON_EMAIL_EVENTS",
+    "EMAIL_ADDRESS",
     "EVENT_NAMES",
     "TYPE_ALIASES",
+    "CommonContact",
+    "CommonEmail",
     "CommonEmailEvent",
+    "CommonJourney",
+    "CommonLink",
     "Contact",
     "Email",
     "EmailEvent",
@@ -85,12 +89,13 @@ TYPE_ALIASES: Mapping[str, EmailEventType] = MappingProxyType(
 )
 """Every accepted spelling of `type`, casefolded, to its canonical type."""
 
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+EMAIL_ADDRESS: Final = re.compile(r"[^@\s]+@[^@\s]+")
+"""What `contact.email` must match in full."""
 
 
 def _check_email(value: str) -> str:
     """Reject what cannot be an address: it becomes the anonymousId and the Kafka key."""
-    if not _EMAIL.fullmatch(value):
+    if not EMAIL_ADDRESS.fullmatch(value):
         raise ValueError("must be an email address")
     return value
 
@@ -169,70 +174,52 @@ class EmailEvent(_Input):
         return self
 
 
-# The common shape: a strict subset of `EmailEvent`, checked without Python code.
+# The common shape: a strict subset of `EmailEvent`, decoded by msgspec without Python code.
 
-_PRINTABLE_NOT_AT = r"[\x21-\x3f\x41-\x7e]+"
-_CommonEmailAddress = Annotated[
-    str, StringConstraints(pattern=rf"^{_PRINTABLE_NOT_AT}@{_PRINTABLE_NOT_AT}$")
-]
-"""Printable ASCII, no space, one `@` inside: each such string matches `[^@\\s]+@[^@\\s]+`."""
-
-_CommonDateTime = Annotated[
-    str,
-    StringConstraints(
-        pattern=r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
-        r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
-        r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
-    ),
-]
-"""`YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|+HH:MM|-HH:MM)`, each part in its range; whether the day
-exists in its month is left to `datetime.fromisoformat`, which then reads these strings as
-pydantic does."""
+_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 
-class _CommonContact(TypedDict):
-    """Fields in the order of the track's `context.traits`, which is this dict less `user_id`."""
-
-    email: _CommonEmailAddress
-    contact_id: Id
-    user_id: NotRequired[str | None]
+class CommonContact(msgspec.Struct, gc=False):
+    email: str
+    contact_id: _NonEmpty
+    user_id: str | None = None
 
 
-# Journey, email and link come out under the names of the track's properties, in their order.
+class CommonJourney(msgspec.Struct, gc=False):
+    id: str | None = None
+    name: str | None = None
 
 
-class _CommonJourney(TypedDict, total=False):
-    campaign_id: Annotated[str | None, Field(validation_alias="id")]
-    campaign_name: Annotated[str | None, Field(validation_alias="name")]
+class CommonEmail(msgspec.Struct, gc=False):
+    id: _NonEmpty
+    subject: str | None = None
+    name: str | None = None
+    transactional: bool | None = None
 
 
-class _CommonEmail(TypedDict):
-    email_id: Annotated[str, Field(min_length=1, validation_alias="id")]
-    email_subject: NotRequired[Annotated[str | None, Field(validation_alias="subject")]]
-    email_name: NotRequired[Annotated[str | None, Field(validation_alias="name")]]
-    transactional: NotRequired[StrictBool | None]
+class CommonLink(msgspec.Struct, gc=False):
+    id: str | None = None
+    url: str | None = None
 
 
-class _CommonLink(TypedDict, total=False):
-    link_id: Annotated[str | None, Field(validation_alias="id")]
-    link_url: Annotated[str | None, Field(validation_alias="url")]
+class CommonEmailEvent(msgspec.Struct, gc=False):
+    """An email event of the common shape. Unknown fields are skipped, and msgspec's types are
+    strict (no number as a string, no 0/1 as a boolean), as `EmailEvent`'s are from JSON;
+    `type`, `occurred_at` and `contact.email` are only strings here: the source checks the rest."""
 
-
-class CommonEmailEvent(TypedDict):
-    """An email event of the common shape, as plain dicts; unknown fields are dropped, and the
-    parts the track copies come out as the track names them (`journey.id` as `campaign_id`...)."""
-
-    id: Id
+    id: _NonEmpty
     type: str
-    occurred_at: _CommonDateTime
-    contact: _CommonContact
-    journey: NotRequired[_CommonJourney | None]
-    email: _CommonEmail
-    link: NotRequired[_CommonLink | None]
-    ip: NotRequired[str | None]
-    user_agent: NotRequired[str | None]
-    test: NotRequired[StrictBool]
+    occurred_at: str
+    contact: CommonContact
+    email: CommonEmail
+    journey: CommonJourney | None = None
+    link: CommonLink | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    test: bool = False
 
 
-COMMON_EMAIL_EVENTS: Final[TypeAdapter[CommonEmailEvent]] = TypeAdapter(CommonEmailEvent)
-"""`COMMON_EMAIL_EVENTS.validate_json(raw)`: the common shape, straight from the bytes."""
+COMMON_EMAIL_EVENTS: Final[msgspec.json.Decoder[CommonEmailEvent]] = msgspec.json.Decoder(
+    CommonEmailEvent
+)
+"""`COMMON_EMAIL_EVENTS.decode(raw)`: the common shape, straight from the bytes."""

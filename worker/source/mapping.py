@@ -14,26 +14,27 @@ time the event was received. Choices a reader can rely on:
 - An empty `contact.user_id` counts as absent.
 
 Two ways in, one way out. The contract is `EmailEvent`, and its errors are the messages dead
-letters carry; but building its models and then a `TrackMessage` costs several times the
-mapping itself. So `map_source` first validates the bytes against `CommonEmailEvent` (the shape
-nearly every producer sends, checked by pydantic-core in Rust, into plain dicts), checks in
-Python what that leaves (`type` spelling, `occurred_at` a real date, a click's URL) and builds
-the track as a plain dict (`SourceOutput.track`), which `to_json` hands to orjson. The common
-shape is a strict subset of the contract and maps to the very same track; anything else, valid
-or not, goes through `EmailEvent`, which alone words errors. `tests/unit/
-test_source_fast_path.py` holds the two ways to that on every golden case and on mutations.
+letters carry; but building its models costs several times the mapping itself. So `map_source`
+first decodes the bytes with msgspec into `CommonEmailEvent` structs (the shape nearly every
+producer sends), checks in Python what msgspec cannot (that pydantic's parser would take the
+same bytes, the `type` spelling, `occurred_at` a real date-time, the address, a click's URL) and
+encodes the track with msgspec from structs laid out as `TrackMessage` is. The common shape is a
+strict subset of the contract and maps to the very same track; anything else, valid or not,
+goes through `EmailEvent`, which alone words errors. `tests/unit/test_source_fast_path.py`
+holds the two ways to that on every golden case and on mutations, and msgspec's JSON to orjson's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final
 
+import msgspec
 import orjson
 import pydantic
 from pydantic_core import ErrorDetails
@@ -42,9 +43,14 @@ from worker import __version__
 from worker.errors import DecodeError, InvalidInput, SkipMessage, UnsupportedType, ValidationError
 from worker.models.autopilot_event import (
     COMMON_EMAIL_EVENTS,
+    EMAIL_ADDRESS,
     EVENT_NAMES,
     TYPE_ALIASES,
+    CommonContact,
+    CommonEmail,
     CommonEmailEvent,
+    CommonJourney,
+    CommonLink,
     EmailEvent,
     EmailEventType,
 )
@@ -60,6 +66,7 @@ __all__ = [
 
 _MESSAGE_ID_PREFIX = "autopilot-"
 _MESSAGE_ID_MAX = 100
+_PLAIN_ID_MAX = _MESSAGE_ID_MAX - len(_MESSAGE_ID_PREFIX)
 _ECHO_MAX = 100
 
 _PHRASES: Mapping[str, str] = MappingProxyType(
@@ -80,22 +87,44 @@ _JSON_TYPES: Mapping[type, str] = MappingProxyType(
     {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
 )
 
-_TYPE_TEXTS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
-    {
-        spelling: (kind.value, EVENT_NAMES[kind])
-        for spelling, kind in (
-            *TYPE_ALIASES.items(),
-            *((name, kind) for kind, name in EVENT_NAMES.items()),
-            ("Email Link Clicked", EmailEventType.EMAIL_CLICKED),
-            ("Unsubscribed", EmailEventType.EMAIL_UNSUBSCRIBED),
-        )
-    }
-)
+_TYPE_TEXTS: Final[dict[str, tuple[str, str]]] = {
+    spelling: (kind.value, EVENT_NAMES[kind])
+    for spelling, kind in (
+        *TYPE_ALIASES.items(),
+        *((name, kind) for kind, name in EVENT_NAMES.items()),
+        ("Email Link Clicked", EmailEventType.EMAIL_CLICKED),
+        ("Unsubscribed", EmailEventType.EMAIL_UNSUBSCRIBED),
+    )
+}
 """`type` as producers usually spell it -> (canonical type, Segment event name); any other
-spelling is stripped and casefolded first, as `EmailEvent` does."""
+spelling is stripped and casefolded first, as `EmailEvent` does. Read-only."""
 
 _MILLIS: Final = tuple(f".{ms:03d}Z" for ms in range(1000))
 """`.mmmZ` for each millisecond: the tail of every timestamp written."""
+
+_is_address: Final = EMAIL_ADDRESS.fullmatch
+# Bytes looked for as ints: `int in bytes` is a plain memchr, `bytes in bytes` first fails the
+# int path (raising and clearing a TypeError).
+_OPEN_BRACKET: Final = ord("[")
+_BACKSLASH: Final = ord("\\")
+
+_OFFSET_DATETIME: Final = re.compile(
+    r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+    r"[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]"
+)
+"""`YYYY-MM-DDTHH:MM:SS[.f{1,6}]` then `+HH:MM` or `-HH:MM`, each part in its range; whether
+the day exists in its month is left to `datetime.fromisoformat`, which then reads these strings
+as pydantic does."""
+
+_MAX_DEPTH: Final = 200
+"""Pydantic's JSON parser refuses arrays and objects nested deeper (msgspec's goes further)."""
+_SHALLOW_SIZE: Final = 2 * _MAX_DEPTH
+"""Fewer bytes cannot nest deeper: each level takes 2 ("[]")..."""
+_SHALLOW_SIZE_WITHOUT_ARRAYS: Final = 5 * _MAX_DEPTH
+"""...or 5 without arrays ('{"":}')."""
+_PARSER_SAFE_SIZE: Final = 4096
+"""Pydantic's parser refuses numbers of over 4300 digits, which take more bytes than this."""
 
 _ONE_SECOND: Final = timedelta(seconds=1)
 _LAST_SECOND: Final = datetime.max.replace(microsecond=0, tzinfo=UTC)
@@ -103,25 +132,80 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _second: tuple[datetime, datetime, str] = (_EPOCH, _EPOCH, "")
 """The last second `_received_text` wrote: its start, its end and its `YYYY-MM-DDTHH:MM:SS`."""
 
-_INTEGRATIONS: Final = {INTEGRATION_NAME: False}
-_integration_by_version: dict[str, dict[str, str]] = {}
+
+# The track as written: msgspec structs laid out as `TrackMessage` is, so that encoding them
+# gives `TrackMessage.to_json()`'s bytes (absent fields omitted, keys in the model's order).
 
 
-@dataclass(slots=True)
-class SourceOutput:
+class _Traits(msgspec.Struct, gc=False):
+    email: str
+    contact_id: str
+
+
+class _Context(msgspec.Struct, gc=False, omit_defaults=True, rename={"user_agent": "userAgent"}):
+    traits: _Traits
+    integration: msgspec.Raw
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+class _Properties(msgspec.Struct, gc=False, omit_defaults=True):
+    event: str
+    campaign_id: str | None = None
+    campaign_name: str | None = None
+    email_id: str | None = None
+    email_subject: str | None = None
+    email_name: str | None = None
+    transactional: bool | None = None
+    link_id: str | None = None
+    link_url: str | None = None
+
+
+class _Track(msgspec.Struct, gc=False, rename="camel"):
+    type: str
+    event: str
+    user_id: str | msgspec.UnsetType
+    anonymous_id: str | msgspec.UnsetType
+    message_id: str
+    timestamp: str
+    original_timestamp: str
+    sent_at: str
+    received_at: str
+    context: _Context
+    integrations: msgspec.Raw
+    properties: _Properties
+
+
+_encode_track: Final = msgspec.json.Encoder().encode
+_INTEGRATIONS: Final = msgspec.Raw(orjson.dumps({INTEGRATION_NAME: False}))
+_integration_by_version: dict[str, msgspec.Raw] = {}
+_NO_JOURNEY: Final = CommonJourney()
+_NO_LINK: Final = CommonLink()
+
+_Common = tuple[CommonEmailEvent, str, str, str]
+"""A valid event in the common shape, with its canonical type, its Segment event name and its
+`timestamp` as the track writes it: what both ways in hand to `_track`."""
+
+
+class SourceOutput(msgspec.Struct, frozen=True, gc=False):
     """One track message and the Kafka key it is written under.
 
-    `track` is the message as it is written (`to_json`): camelCase, absent fields omitted, keys
-    in `TrackMessage`'s order. Treat both as read-only: the track's constant parts are shared
-    between messages (the class is not frozen only because frozen ones are slower to make).
+    `value` is the message as it is written: camelCase, absent fields omitted, keys in
+    `TrackMessage`'s order.
     """
 
     key: str
-    track: dict[str, Any]
+    value: bytes
 
     def to_json(self) -> bytes:
         """The bytes written to Kafka."""
-        return orjson.dumps(self.track)
+        return self.value
+
+    @property
+    def track(self) -> dict[str, Any]:
+        """The same message as a dict; for tests and tools, not hot paths."""
+        track: dict[str, Any] = orjson.loads(self.value)
+        return track
 
     @property
     def message(self) -> TrackMessage:
@@ -142,7 +226,7 @@ def email_event_contact(raw: bytes) -> str:
     common = _common_event(raw)
     if common is None:
         return parse_email_event(raw).contact.email
-    return common[0]["contact"]["email"]
+    return common[0].contact.email
 
 
 def email_event_to_track(
@@ -153,33 +237,7 @@ def email_event_to_track(
     integration_version: str,
 ) -> SourceOutput:
     """The track message for `event`; raises `SkipMessage("test_delivery")` for test events."""
-    if event.test:
-        raise SkipMessage("test_delivery")
-    contact, journey, email, link = event.contact, event.journey, event.email, event.link
-    properties = {
-        "event": event.type.value,
-        "campaign_id": journey.id if journey else None,
-        "campaign_name": journey.name if journey else None,
-        "email_id": email.id,
-        "email_subject": email.subject,
-        "email_name": email.name,
-        "transactional": email.transactional,
-        "link_id": link.id if link else None,
-        "link_url": link.url if link else None,
-    }
-    return _assemble(
-        EVENT_NAMES[event.type],
-        event.id,
-        format_utc(event.occurred_at),
-        {"email": contact.email, "contact_id": contact.contact_id},
-        contact.email,
-        contact.user_id or learned_user_id or None,
-        event.ip,
-        event.user_agent,
-        {name: value for name, value in properties.items() if value is not None},
-        received_at,
-        integration_version,
-    )
+    return _track(_from_model(event), learned_user_id, received_at, integration_version)
 
 
 def map_source(
@@ -192,146 +250,197 @@ def map_source(
     """Parse and map one raw event: what the agent, `map source` and the golden tests run."""
     common = _common_event(raw)
     if common is None:
-        return email_event_to_track(
-            parse_email_event(raw),
-            learned_user_id=learned_user_id,
-            received_at=received_at,
-            integration_version=integration_version,
-        )
-    event, canonical, event_name, timestamp = common
-    if event.get("test"):
-        raise SkipMessage("test_delivery")
-    contact = event["contact"]
-    user_id = contact.pop("user_id", None) or learned_user_id or None
-    # journey, email and link come out of validation named and ordered as the properties
-    properties: dict[str, Any] = {"event": canonical}
-    journey = event.get("journey")
-    if journey:
-        properties.update(journey)
-    properties.update(event["email"])
-    link = event.get("link")
-    if link:
-        properties.update(link)
-    if None in properties.values():
-        properties = {name: value for name, value in properties.items() if value is not None}
-    return _assemble(
-        event_name,
-        event["id"],
+        common = _from_model(parse_email_event(raw))
+    return _track(common, learned_user_id, received_at, integration_version)
+
+
+def _from_model(event: EmailEvent) -> _Common:
+    """The contract's event in the common shape, so that both ways in map the one way."""
+    contact, journey, email, link = event.contact, event.journey, event.email, event.link
+    timestamp = format_utc(event.occurred_at)
+    return (
+        CommonEmailEvent(
+            id=event.id,
+            type=event.type.value,
+            occurred_at=timestamp,
+            contact=CommonContact(
+                email=contact.email, contact_id=contact.contact_id, user_id=contact.user_id
+            ),
+            email=CommonEmail(
+                id=email.id,
+                subject=email.subject,
+                name=email.name,
+                transactional=email.transactional,
+            ),
+            journey=CommonJourney(id=journey.id, name=journey.name) if journey else None,
+            link=CommonLink(id=link.id, url=link.url) if link else None,
+            ip=event.ip,
+            user_agent=event.user_agent,
+            test=event.test,
+        ),
+        event.type.value,
+        EVENT_NAMES[event.type],
         timestamp,
-        contact,
-        contact["email"],
-        user_id,
-        event.get("ip"),
-        event.get("user_agent"),
-        properties,
-        received_at,
-        integration_version,
     )
 
 
-def _assemble(  # noqa: PLR0917 - positional: one call per message, keywords cost more
-    event_name: str,
-    event_id: str,
-    timestamp: str,
-    traits: Mapping[str, object],
-    email: str,
-    user_id: str | None,
-    ip: str | None,
-    user_agent: str | None,
-    properties: dict[str, Any],
-    received_at: datetime,
-    integration_version: str,
+def _track(
+    common: _Common, learned_user_id: str | None, received_at: datetime, integration_version: str
 ) -> SourceOutput:
-    """The one place a track is put together, keys in `TrackMessage`'s order."""
+    """The one place a track is put together; `SkipMessage` for a test delivery."""
+    event, canonical, event_name, timestamp = common
+    if event.test:
+        raise SkipMessage("test_delivery")
+    event_id = event.id
+    if len(event_id) <= _PLAIN_ID_MAX:
+        message_id = _MESSAGE_ID_PREFIX + event_id
+    else:
+        message_id = f"{_MESSAGE_ID_PREFIX}sha256-{hashlib.sha256(event_id.encode()).hexdigest()}"
+    start, end, received = _second
+    if received_at.tzinfo is UTC and start <= received_at < end:  # as `_received_text`, inline
+        received += _MILLIS[received_at.microsecond // 1000]
+    else:
+        received = _received_text(received_at)
+    contact, email, journey, link = event.contact, event.email, event.journey, event.link
+    address = contact.email
+    user_id: str | msgspec.UnsetType | None = contact.user_id or learned_user_id
+    anonymous_id: str | msgspec.UnsetType
+    if user_id:
+        key, anonymous_id = user_id, msgspec.UNSET
+    else:
+        key, user_id, anonymous_id = address.lower(), msgspec.UNSET, address
+    if journey is None:
+        journey = _NO_JOURNEY
+    if link is None:
+        link = _NO_LINK
     integration = _integration_by_version.get(integration_version)
     if integration is None:
-        integration = {"name": INTEGRATION_NAME, "version": integration_version}
-        if len(_integration_by_version) < 16:
-            _integration_by_version[integration_version] = integration
-    context: dict[str, Any] = {"traits": traits, "integration": integration}
-    if ip is not None:
-        context["ip"] = ip
-    if user_agent is not None:
-        context["userAgent"] = user_agent
-    message_id = _MESSAGE_ID_PREFIX + event_id
-    if len(message_id) > _MESSAGE_ID_MAX:
-        message_id = f"{_MESSAGE_ID_PREFIX}sha256-{hashlib.sha256(event_id.encode()).hexdigest()}"
-    received = _received_text(received_at)
-    if user_id:
-        return SourceOutput(
-            user_id,
-            {
-                "type": "track",
-                "event": event_name,
-                "userId": user_id,
-                "messageId": message_id,
-                "timestamp": timestamp,
-                "originalTimestamp": timestamp,
-                "sentAt": received,
-                "receivedAt": received,
-                "context": context,
-                "integrations": _INTEGRATIONS,
-                "properties": properties,
-            },
-        )
+        integration = _integration(integration_version)
     return SourceOutput(
-        email.lower(),
-        {
-            "type": "track",
-            "event": event_name,
-            "anonymousId": email,
-            "messageId": message_id,
-            "timestamp": timestamp,
-            "originalTimestamp": timestamp,
-            "sentAt": received,
-            "receivedAt": received,
-            "context": context,
-            "integrations": _INTEGRATIONS,
-            "properties": properties,
-        },
+        key,
+        _encode_track(
+            _Track(
+                "track",
+                event_name,
+                user_id,
+                anonymous_id,
+                message_id,
+                timestamp,
+                timestamp,
+                received,
+                received,
+                _Context(
+                    _Traits(address, contact.contact_id), integration, event.ip, event.user_agent
+                ),
+                _INTEGRATIONS,
+                _Properties(
+                    canonical,
+                    journey.id,
+                    journey.name,
+                    email.id,
+                    email.subject,
+                    email.name,
+                    email.transactional,
+                    link.id,
+                    link.url,
+                ),
+            )
+        ),
     )
 
 
-def _common_event(raw: bytes) -> tuple[CommonEmailEvent, str, str, str] | None:
-    """(event, canonical type, Segment event name, UTC timestamp) when `raw` is a valid event of
-    the common shape, else None (the `EmailEvent` path then decides).
+def _integration(version: str) -> msgspec.Raw:
+    """`context.integration` for this version, pre-encoded (and kept, for a few versions)."""
+    integration = msgspec.Raw(orjson.dumps({"name": INTEGRATION_NAME, "version": version}))
+    if len(_integration_by_version) < 16:
+        _integration_by_version[version] = integration
+    return integration
 
-    `CommonEmailEvent` checks the types in Rust, on the bytes, with the parser `EmailEvent` uses;
-    left to Python is what needs a table (`type`), the calendar (`occurred_at`) or the type (a
-    click's URL).
+
+def _common_event(raw: bytes) -> _Common | None:
+    """`raw` mapped so far when it is a valid event of the common shape, else None (the
+    `EmailEvent` path then decides).
+
+    msgspec checks the types in C, on the bytes; left to Python is what msgspec's parser takes
+    and pydantic's does not (invalid UTF-8 in a skipped string, nesting past pydantic's depth,
+    numbers too long for it), and what needs a table (`type`), the calendar (`occurred_at`), a
+    regex (the address) or the type (a click's URL).
     """
     try:
-        event = COMMON_EMAIL_EVENTS.validate_json(raw)
-    except pydantic.ValidationError:
+        event = COMMON_EMAIL_EVENTS.decode(raw)
+    except (ValueError, RecursionError):  # msgspec's errors, bad UTF-8, nesting past the stack
         return None
-    type_text = _TYPE_TEXTS.get(event["type"])
+    plain = raw.isascii()
+    if not plain:
+        try:
+            raw.decode()
+        except UnicodeDecodeError:
+            return None
+    size = len(raw)
+    if (
+        size > _SHALLOW_SIZE
+        and (size > _SHALLOW_SIZE_WITHOUT_ARRAYS or _OPEN_BRACKET in raw)
+        and (size > _PARSER_SAFE_SIZE or raw.count(b"[") + raw.count(b"{") > _MAX_DEPTH)
+    ):
+        return None
+    type_text = _TYPE_TEXTS.get(event.type)
     if type_text is None:
-        kind = TYPE_ALIASES.get(event["type"].strip().casefold())
+        kind = TYPE_ALIASES.get(event.type.strip().casefold())
         if kind is None:
             return None
         type_text = (kind.value, EVENT_NAMES[kind])
     canonical, event_name = type_text
-    if canonical == "email_clicked":
-        link = event.get("link")
-        if not link or not link.get("link_url"):
+    if canonical == "email_clicked" and (event.link is None or not event.link.url):
+        return None
+    address = event.contact.email
+    if plain and _BACKSLASH not in raw:  # then its only possible white space is " "
+        if " " in address or address.count("@") != 1 or address[0] == "@" or address[-1] == "@":
             return None
-    text = event["occurred_at"]
+    elif _is_address(address) is None:
+        return None
+    text = event.occurred_at
+    size = len(text)
+    if (size == 27 and text[26] == "Z") or (size == 24 and text[23] == "Z"):
+        timestamp = text[:23] + "Z"  # YYYY-MM-DDTHH:MM:SS.fff[fff]Z: the commonest two
+    elif (size == 20 and text[19] == "Z") or (22 <= size <= 26 and text[-1] == "Z"):
+        timestamp = (text[:-1] + ".000" if size == 20 else text[:-1] + "00")[:23] + "Z"
+    else:
+        return _offset_event(event, canonical, event_name)
+    # the separators, then the digits, their ranges and the calendar
+    if text[4:20:3] != ("--T::Z" if size == 20 else "--T::."):
+        return None
     try:
-        moment = datetime.fromisoformat(text)  # the digits, the calendar, the offset's range
+        datetime.fromisoformat(text)
     except ValueError:
         return None
-    if text[-1] == "Z" or text[-5:] == "00:00":
-        timestamp = text[:19] + _MILLIS[moment.microsecond // 1000]
-    else:  # shift the wall time by the offset, without formatting an aware datetime (slow)
-        offset = moment.utcoffset()
-        if offset is None:  # pragma: no cover - the pattern ends every string with an offset
-            return None
-        try:
-            wall = datetime.fromisoformat(text[:19]) - offset
-        except OverflowError:  # before year 1 or after 9999 in UTC: the model path decides
-            return None
-        timestamp = wall.isoformat() + _MILLIS[moment.microsecond // 1000]
     return event, canonical, event_name, timestamp
+
+
+def _offset_event(event: CommonEmailEvent, canonical: str, event_name: str) -> _Common | None:
+    timestamp = _offset_timestamp(event.occurred_at)
+    return None if timestamp is None else (event, canonical, event_name, timestamp)
+
+
+def _offset_timestamp(text: str) -> str | None:
+    """`occurred_at` as the track writes it when it is `YYYY-MM-DDTHH:MM:SS[.f{1,6}]` then
+    `+HH:MM` or `-HH:MM`, each part in its range, a real date-time; else None."""
+    if not _OFFSET_DATETIME.fullmatch(text):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)  # the calendar and the offset's range
+    except ValueError:
+        return None
+    if text[-5:] == "00:00":
+        return text[:19] + _MILLIS[moment.microsecond // 1000]
+    # shift the wall time by the offset, without formatting an aware datetime (slow)
+    offset = moment.utcoffset()
+    if offset is None:  # pragma: no cover - the pattern ends every string with an offset
+        return None
+    try:
+        wall = datetime.fromisoformat(text[:19]) - offset
+    except OverflowError:  # before year 1 or after 9999 in UTC: the model path decides
+        return None
+    return wall.isoformat() + _MILLIS[moment.microsecond // 1000]
 
 
 def _received_text(moment: datetime) -> str:
@@ -339,7 +448,7 @@ def _received_text(moment: datetime) -> str:
 
     Formatting a datetime costs about as much as mapping an event, and `received_at` rarely
     leaves its second from one event to the next, so the text of the last second seen is kept
-    with that second's bounds.
+    with that second's bounds (`_track` reads it inline first).
     """
     global _second  # noqa: PLW0603 - a memo, replaced whole: a reader never sees half of it
     if moment.tzinfo is not UTC:
@@ -351,9 +460,8 @@ def _received_text(moment: datetime) -> str:
         start = moment.replace(microsecond=0)
         if start == _LAST_SECOND:  # its end is past datetime.max
             return format_utc(moment)
-        end = start + _ONE_SECOND
         text = start.isoformat()[:19]
-        _second = (start, end, text)
+        _second = (start, start + _ONE_SECOND, text)
     return text + _MILLIS[moment.microsecond // 1000]
 
 

@@ -154,7 +154,11 @@ async def test_counters_follow_valid_skipped_and_invalid_input(
     # keyed as the webhook keys them, so each valid event is on the partition its email hashes
     # to and the intake maps it at once; the map stage reads only the learned identities
     await produce(bootstrap, env["TOPIC_EMAIL_EVENTS"], [(_email_key(e), e, []) for e in events])
-    await produce(bootstrap, env["TOPIC_SEGMENT_CALLS"], [(None, c, []) for c in calls])
+    await produce(
+        bootstrap,
+        env["TOPIC_SEGMENT_CALLS"],
+        [(f"u-{tag}-{i}".encode(), c, []) for i, c in enumerate(calls)],
+    )
     await produce(bootstrap, env["TOPIC_AUTOPILOT_REQUESTS"], [(b"k", rejected, [])])
 
     def delta(s: Samples, name: str, **labels: str) -> float:
@@ -192,7 +196,9 @@ async def test_counters_follow_valid_skipped_and_invalid_input(
 
     dest_intake = {"pipeline": "destination", "stage": "intake"}
     assert delta(s, "messages_in_total", **dest_intake) == 2
-    assert delta(s, "messages_out_total", **dest_intake) == 4  # the calls and their identities
+    # keyed by userId, so mapped in place: each call's request, its email's changelog record
+    # and the identity told to the source
+    assert delta(s, "messages_out_total", **dest_intake) == 6
 
     assert delta(s, "messages_in_total", **delivery) == 3
     assert delta(s, "delivery_outcomes_total", outcome="delivered") == 2

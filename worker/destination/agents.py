@@ -81,15 +81,7 @@ def intake(message: InboundMessage) -> list[OutboundRecord] | FailedAfter:
     identity = learned_identity(call)
     learned = [] if identity is None else [identity_record(*identity)]
     if placement.at_home(message, user_key, topic_names.destination_by_user):
-        try:
-            mapped = _requests(message, call)
-        except WorkerError as error:
-            if not learned:
-                raise
-            return FailedAfter(learned, error)  # the identity is learned all the same
-        if isinstance(mapped, FailedAfter):
-            return FailedAfter([*mapped.records, *learned], mapped.error)
-        return [*mapped, *learned]
+        return _requests(message, call, identity, told_to_source=learned)
     hop = OutboundRecord(
         topic=topic_names.destination_by_user,
         key=user_key,
@@ -100,15 +92,24 @@ def intake(message: InboundMessage) -> list[OutboundRecord] | FailedAfter:
 
 
 def map_by_user(message: InboundMessage) -> list[OutboundRecord] | FailedAfter:
-    return _requests(message, parse_call(message.value))
+    call = parse_call(message.value)
+    return _requests(message, call, learned_identity(call))
 
 
-def _requests(message: InboundMessage, parsed: ParsedCall) -> list[OutboundRecord] | FailedAfter:
-    """The call's request descriptors, then the changelog records of what it changed."""
-    changes = []
-    identity = learned_identity(parsed)
+def _requests(
+    message: InboundMessage,
+    parsed: ParsedCall,
+    identity: tuple[str, str] | None,
+    *,
+    told_to_source: list[OutboundRecord] | None = None,
+) -> list[OutboundRecord] | FailedAfter:
+    """The call's request descriptors, then the changelog records of what it changed and the
+    identity `told_to_source`; those last two are sent even when the call is then skipped or
+    dead-lettered (what was learned is kept all the same)."""
+    kept = []
     if identity is not None and email_by_user.get(identity[1].encode()) != identity[0]:
-        changes.append(email_by_user.set(identity[1].encode(), identity[0]))  # only on change
+        kept.append(email_by_user.set(identity[1].encode(), identity[0]))  # only on change
+    kept.extend(told_to_source or ())
     try:
         call = accept_call(parsed)
         user_key = _user_key(call.user_id, call.anonymous_id)
@@ -119,12 +120,12 @@ def _requests(message: InboundMessage, parsed: ParsedCall) -> list[OutboundRecor
             audience_state=_Memberships(audiences.get(user_key)),
         )
     except WorkerError as error:
-        if not changes:
+        if not kept:
             raise
-        return FailedAfter(changes, error)  # what was learned is kept all the same
+        return FailedAfter(kept, error)
     if result.audience_updates:
         row = {**(audiences.get(user_key) or {}), **result.audience_updates}
-        changes.append(audiences.set(user_key, row))
+        kept.append(audiences.set(user_key, row))
     requests = [
         OutboundRecord(
             topic=topic_names.autopilot_requests,
@@ -134,7 +135,7 @@ def _requests(message: InboundMessage, parsed: ParsedCall) -> list[OutboundRecor
         )
         for descriptor in result.descriptors
     ]
-    return [*requests, *changes]
+    return [*requests, *kept]
 
 
 _intake = build_pipeline(

@@ -27,6 +27,7 @@ __all__ = [
     "create_topics",
     "end_offsets",
     "produce",
+    "wait_until_read",
 ]
 
 Headers = list[tuple[str, bytes]]
@@ -184,6 +185,19 @@ async def committed_offsets(
         for tp, meta in offsets.items()
         if tp.topic == topic and meta.offset >= 0
     }
+
+
+async def wait_until_read(bootstrap: str, group: str, topic: str, *, timeout_s: float = 60) -> None:
+    """Wait until ``group`` has committed every partition of ``topic`` up to its end."""
+    ends = await end_offsets(bootstrap, topic)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        committed = await committed_offsets(bootstrap, group, topic)
+        if all(committed.get(p, 0) >= end for p, end in ends.items()):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{topic} not read to its end by {group}: {committed} < {ends}")
+        await asyncio.sleep(0.5)
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

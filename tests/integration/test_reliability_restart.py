@@ -10,13 +10,12 @@ track with the userId alone gets the learned email.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.kafkautil import committed_offsets, consume_all, end_offsets, produce
+from tests.kafkautil import consume_all, produce, wait_until_read
 from tests.reliability.inputs import TRIGGER_ID
 from tests.reliability.supervisor import Supervisor
 from tests.workerproc import worker_env
@@ -55,12 +54,7 @@ async def test_learned_identities_survive_a_restart(
         # the identity reaches the source's table through the internal topic: wait until it was
         # read there, so what is tested is the table surviving the restart, not that race
         internal = f"{env['WORKER_APP_ID']}.source-by-email"
-        ends = await end_offsets(kafka_bootstrap, internal)
-        for _ in range(120):
-            read = await committed_offsets(kafka_bootstrap, env["WORKER_APP_ID"], internal)
-            if all(read.get(p, 0) >= end for p, end in ends.items()):
-                break
-            await asyncio.sleep(0.5)
+        await wait_until_read(kafka_bootstrap, env["WORKER_APP_ID"], internal)
 
     async with Supervisor(env, tmp_path / "second.log") as second:
         await second.wait_ready(timeout=90)

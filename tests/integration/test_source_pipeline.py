@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 
-from tests.kafkautil import committed_offsets, consume_all, end_offsets, produce
+from tests.kafkautil import consume_all, produce, wait_until_read
 from tests.workerproc import WorkerProcess
 from worker.dlq import DeadLetterHeaders as H
 from worker.placement import home_partition
@@ -75,14 +73,7 @@ async def test_valid_and_malformed_events(worker: WorkerProcess) -> None:
     assert worker.running
 
     # every input is accounted for: the group's committed offsets reach the end of the topic
-    ends = await end_offsets(bootstrap, env["TOPIC_EMAIL_EVENTS"])
-    group = env["WORKER_APP_ID"]
-    for _ in range(60):
-        committed = await committed_offsets(bootstrap, group, env["TOPIC_EMAIL_EVENTS"])
-        if all(committed.get(p, 0) >= end for p, end in ends.items()):
-            break
-        await asyncio.sleep(0.5)
-    assert all(committed.get(p, 0) >= end for p, end in ends.items()), (committed, ends)
+    await wait_until_read(bootstrap, env["WORKER_APP_ID"], env["TOPIC_EMAIL_EVENTS"], timeout_s=30)
 
 
 async def test_identity_learned_from_identify(worker: WorkerProcess) -> None:
@@ -101,7 +92,7 @@ async def test_identity_learned_from_identify(worker: WorkerProcess) -> None:
     assert [orjson.loads(r.value)["message_id"] for r in requests] == ["m-identify-42"]
     # the identity travels to the source's map stage through the internal topic: wait until it
     # was read there (its offset committed), so the events below are sure to find it
-    await _wait_until_read(
+    await wait_until_read(
         bootstrap, env["WORKER_APP_ID"], f"{env['WORKER_APP_ID']}.source-by-email"
     )
 
@@ -124,13 +115,3 @@ async def test_identity_learned_from_identify(worker: WorkerProcess) -> None:
     for message in known.values():
         assert message["userId"] == "u-42"
         assert "anonymousId" not in message
-
-
-async def _wait_until_read(bootstrap: str, group: str, topic: str) -> None:
-    ends = await end_offsets(bootstrap, topic)
-    for _ in range(120):
-        committed = await committed_offsets(bootstrap, group, topic)
-        if all(committed.get(p, 0) >= end for p, end in ends.items()):
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{topic} not read to its end: {committed} < {ends}")

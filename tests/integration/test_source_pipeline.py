@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import orjson
+from aiokafka import AIOKafkaProducer
 
 from tests.kafkautil import consume_all, produce, wait_until_read
 from tests.workerproc import WorkerProcess
 from worker.dlq import DeadLetterHeaders as H
+from worker.faustapp import REWIND_AFTER_S
 from worker.placement import home_partition
 
 
@@ -115,3 +117,29 @@ async def test_identity_learned_from_identify(worker: WorkerProcess) -> None:
     for message in known.values():
         assert message["userId"] == "u-42"
         assert "anonymousId" not in message
+
+
+async def test_events_written_in_transactions_are_read_and_committed_past_the_markers(
+    worker: WorkerProcess,
+) -> None:
+    """A transactional producer leaves a commit marker after each transaction: offsets with no
+    record to deliver. The worker's commits must pass them without waiting for the rewind of a
+    held-back partition (REWIND_AFTER_S), and must not pass anything else."""
+    env = worker.env
+    bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
+    topic = env["TOPIC_EMAIL_EVENTS"]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"tx-{topic}")
+    await producer.start()
+    try:
+        for transaction in range(4):
+            async with producer.transaction():
+                for i in range(3):
+                    event_id = f"evt_tx_{transaction}_{i}"
+                    await producer.send(topic, _event(event_id, f"tx{i}@example.com"), key=b"k")
+    finally:
+        await producer.stop()
+
+    await wait_until_read(bootstrap, env["WORKER_APP_ID"], topic, timeout_s=REWIND_AFTER_S - 5)
+    tracks = await consume_all(bootstrap, env["TOPIC_SEGMENT_TRACKS"], 10_000, timeout=3)
+    ids = {orjson.loads(r.value)["messageId"] for r in tracks}
+    assert {f"autopilot-evt_tx_{t}_{i}" for t in range(4) for i in range(3)} <= ids

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import types
 from collections import defaultdict
+from collections.abc import AsyncIterator
 
 import pytest
 from faust.types import TP
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
 
-from worker.faustapp import REWIND_AFTER_S, QuietMonitor, StrictCommitConsumer
+from worker.faustapp import REWIND_AFTER_S, QuietMonitor, StrictCommitConsumer, skipped_offsets
 
 PARTITION = TP("autopilot.email-events", 0)
 
@@ -22,6 +23,7 @@ def consumer_with(acked: list[int], committed: int | None) -> StrictCommitConsum
     consumer._committed_offset = defaultdict(lambda: None, {PARTITION: committed})
     consumer._gap = defaultdict(IntervalTree)
     consumer._held_since = {}
+    consumer._start_unknown = set()
     return consumer
 
 
@@ -84,6 +86,89 @@ def test_a_partition_with_nothing_acked_is_not_held() -> None:
     consumer._new_offset(PARTITION)
 
     assert consumer.held_too_long(float("inf")) == []
+
+
+def records(*offsets: int) -> list[types.SimpleNamespace]:
+    return [types.SimpleNamespace(offset=offset) for offset in offsets]
+
+
+@pytest.mark.parametrize(
+    ("before", "offsets", "after", "expected"),
+    [
+        (10, [10, 11, 12], 13, []),  # nothing stepped over
+        (10, [12, 13], 14, [(10, 12)]),  # a marker before the first record
+        (10, [10, 11, 14, 15], 16, [(12, 14)]),  # markers between two records
+        (10, [10, 11], 14, [(12, 14)]),  # markers after the last record
+        (10, [], 12, [(10, 12)]),  # a fetch that returned only markers
+        (550, [383, 384, 385], 386, []),  # sought back during the fetch: nothing is known
+        (None, [5, 6], 7, []),  # no position before the fetch
+        (None, [0, 1, 2, 4, 5, 6], 8, [(3, 4), (7, 8)]),  # two transactions, read from the start
+    ],
+)
+def test_only_offsets_the_client_stepped_over_are_skipped(
+    before: int | None, offsets: list[int], after: int, expected: list[tuple[int, int]]
+) -> None:
+    fetched = {PARTITION: records(*offsets)} if offsets else {}
+    positions = {} if before is None else {PARTITION: before}
+
+    skipped = skipped_offsets(positions, fetched, {PARTITION: after})
+
+    assert skipped.get(PARTITION, []) == expected
+
+
+def test_a_commit_passes_stepped_over_offsets_but_not_from_below_the_committed_one() -> None:
+    consumer = consumer_with([42, 43], 40)
+    consumer.add_skipped(PARTITION, 35, 42)  # markers at 40 and 41; below 40 is committed
+
+    assert consumer._new_offset(PARTITION) == 44
+    consumer.add_skipped(PARTITION, 30, 40)
+    assert not consumer._gap[PARTITION]
+
+
+def test_a_partition_never_committed_commits_from_its_earliest_offset_once_known() -> None:
+    consumer = consumer_with([6, 7], None)
+    consumer._start_unknown.add(PARTITION)
+    assert consumer._new_offset(PARTITION) is None  # looking up where reading began
+
+    consumer._start_unknown.clear()
+    consumer._committed_offset[PARTITION] = 5  # the earliest offset: 5 was never acked
+    assert consumer._new_offset(PARTITION) is None
+
+    consumer._acked[PARTITION].append(5)
+    assert consumer._new_offset(PARTITION) == 8
+
+
+def test_a_partition_that_ends_in_skipped_offsets_is_committed_to_its_end() -> None:
+    consumer = consumer_with([], 15)
+    consumer.add_skipped(PARTITION, 15, 16)  # the last transaction's marker
+
+    assert consumer._new_offset(PARTITION) == 16
+    assert not consumer._gap[PARTITION]
+
+
+async def test_a_jump_in_the_handed_off_offsets_is_not_taken_for_skipped_records() -> None:
+    """The loss found by kill -9: 385..549 were handed off, then dropped by faust's recovery
+    clearing the stream buffers; the next record handed off was 550. Nothing may be passed."""
+    consumer = consumer_with([383, 384], 383)
+    consumer._read_offset = defaultdict(lambda: None, {PARTITION: 384})
+    consumer._commit_every = None
+    handed: list[int] = []
+
+    async def callback(message: types.SimpleNamespace) -> None:
+        handed.append(message.offset)
+        consumer._acked[PARTITION].append(message.offset)
+
+    async def batch() -> AsyncIterator[tuple[TP, types.SimpleNamespace]]:
+        for record in records(550, 551):
+            yield PARTITION, record
+
+    consumer.callback = callback  # type: ignore[assignment]
+    await consumer._hand_off(batch())
+
+    assert handed == [550, 551]
+    assert consumer._new_offset(PARTITION) == 385
+    consumer._committed_offset[PARTITION] = 385
+    assert consumer._new_offset(PARTITION) is None  # held at 385 until it is read again
 
 
 def test_the_quiet_monitor_keeps_no_per_event_statistics() -> None:

@@ -14,9 +14,11 @@ acked, and it can stall; the reliability suite (kill -9 and restart mid-stream) 
 - acked offsets below the committed one stay in the list.
 
 `StrictCommitConsumer` keeps `acked` unique and at or above the committed offset, and commits
-only a run that begins exactly at the committed offset (or at a gap faust recorded for records
-it never delivers, such as transaction markers). A partition with no committed offset yet keeps
-faust's rule: its run begins at the lowest acked offset.
+only a run that begins exactly at the committed offset (or at offsets the client stepped over
+because they hold no record to deliver: see Skipped offsets). A partition with no committed
+offset yet is read from its earliest offset, and its run must begin there (faust's rule began it
+at the lowest acked offset); a partition whose last offsets were stepped over (a transaction's
+marker) is committed to its end.
 
 Holding the commit back is safe but can stall: after a restart the suite also saw a partition
 whose next offset was never handed to the agent at all while later ones were (faust drops the
@@ -45,7 +47,9 @@ to the streams under its own `wait_first` (four futures, one `asyncio.wait` and 
 cancellations a message, about a tenth of the worker's CPU), so that a rebalance can interrupt a
 hand-off blocked on a full stream buffer; it then records the message as read even when the
 hand-off was abandoned. The worker's loop waits that way once per fetched batch, and records a
-message as read only once it was handed off: a batch abandoned by a rebalance is fetched again.
+message as read only once it was handed off. The rest of a batch abandoned by a rebalance is read
+again by the seek to the committed offsets that ends the rebalance, and holds the commit back
+until then, since no offset of it was stepped over by the client.
 
 **Per-event statistics** (`QuietMonitor`). faust's default monitor updates a dozen counters and
 timers for every message and event, for faust's own web views, which the worker does not serve;
@@ -74,6 +78,7 @@ __all__ = [
     "REWIND_AFTER_S",
     "FetchedRecords",
     "QuietMonitor",
+    "RereadingFlowControl",
     "StrictCommitConsumer",
     "WorkerApp",
     "skipped_offsets",
@@ -371,7 +376,7 @@ class QuietMonitor(Monitor):
     on_table_get = on_table_set = staticmethod(_ignore)
 
 
-class _RereadDropped(FlowControlEvent):
+class RereadingFlowControl(FlowControlEvent):
     """Flow control whose `clear` (on every resume of flow) seeks each assigned partition back
     to the first offset it dropped from a stream buffer."""
 
@@ -388,8 +393,10 @@ class _RereadDropped(FlowControlEvent):
                     tp, offset = message.tp, message.offset
                     dropped[tp] = min(offset, dropped.get(tp, offset))
         super().clear()
+        if not dropped or self._app.should_stop:
+            return
         consumer = self._app.consumer
-        if dropped and isinstance(consumer, StrictCommitConsumer):
+        if isinstance(consumer, StrictCommitConsumer):
             consumer.read_again(dropped)
 
 
@@ -407,4 +414,4 @@ class WorkerApp(faust.App):
     def flow_control(self) -> FlowControlEvent:
         """faust's flow control, whose clearing of the stream buffers has what it drops read
         again (see the module doc)."""
-        return _RereadDropped(self, loop=self.loop)
+        return RereadingFlowControl(self, loop=self.loop)

@@ -9,8 +9,15 @@ from collections.abc import AsyncIterator
 import pytest
 from faust.types import TP
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
+from mode.utils.queues import FlowControlQueue
 
-from worker.faustapp import REWIND_AFTER_S, QuietMonitor, StrictCommitConsumer, skipped_offsets
+from worker.faustapp import (
+    REWIND_AFTER_S,
+    QuietMonitor,
+    RereadingFlowControl,
+    StrictCommitConsumer,
+    skipped_offsets,
+)
 
 PARTITION = TP("autopilot.email-events", 0)
 
@@ -169,6 +176,38 @@ async def test_a_jump_in_the_handed_off_offsets_is_not_taken_for_skipped_records
     assert consumer._new_offset(PARTITION) == 385
     consumer._committed_offset[PARTITION] = 385
     assert consumer._new_offset(PARTITION) is None  # held at 385 until it is read again
+
+
+def test_what_a_cleared_stream_buffer_dropped_is_read_again_from_its_first_offset() -> None:
+    """faust's recovery clears the stream buffers when it resumes flow; a batch handed off just
+    before is dropped unprocessed. Each partition still assigned is read again from its first
+    dropped offset; one revoked meanwhile, or whose topic is not acked (a changelog), is not."""
+    revoked, changelog = TP("autopilot.email-events", 1), TP("worker-source-changelog", 0)
+    sought: list[tuple[TP, int]] = []
+    consumer = consumer_with([383, 384], 383)
+    consumer._read_offset = defaultdict(lambda: None, {PARTITION: 549})
+    consumer._thread = types.SimpleNamespace(  # type: ignore[assignment]
+        seek=lambda tp, offset: sought.append((tp, offset))
+    )
+    consumer.assignment = lambda: {PARTITION, changelog}  # type: ignore[method-assign]
+    consumer.app = types.SimpleNamespace(  # type: ignore[assignment]
+        topics=types.SimpleNamespace(acks_enabled_for=lambda topic: "changelog" not in topic)
+    )
+    app = types.SimpleNamespace(consumer=consumer, should_stop=False)
+    flow_control = RereadingFlowControl(app)  # type: ignore[arg-type]
+    buffer: FlowControlQueue[object] = FlowControlQueue(
+        flow_control=flow_control, clear_on_resume=True
+    )
+    for tp, offset in [(PARTITION, 386), (PARTITION, 385), (revoked, 7), (changelog, 3)]:
+        message = types.SimpleNamespace(tp=tp, offset=offset)
+        buffer.put_nowait(types.SimpleNamespace(message=message))
+
+    flow_control.resume()
+
+    assert buffer.empty()
+    assert sought == [(PARTITION, 385)]
+    assert consumer._read_offset[PARTITION] == 385
+    assert consumer._new_offset(PARTITION) == 385  # and 385 on must be acked to go further
 
 
 def test_the_quiet_monitor_keeps_no_per_event_statistics() -> None:

@@ -173,6 +173,8 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
         super().__init__(*args, **kwargs)
         #: partition -> when its commit was first held back by a missing offset (monotonic)
         self._held_since: dict[TP, float] = {}
+        #: partition -> offset sought back to, until the records from there are handed off
+        self._read_again_from: dict[TP, int] = {}
         #: partitions never committed whose earliest offset is being looked up
         self._start_unknown: set[TP] = set()
         self._learn_starts: asyncio.Future[None] | None = None
@@ -243,11 +245,18 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
             if tp not in assigned or not self.app.topics.acks_enabled_for(tp.topic):
                 continue
             try:
-                self._thread.seek(tp, offset)
+                self._seek_back(tp, offset)
             except IllegalStateError:  # revoked meanwhile: its new owner reads it
                 continue
-            self._read_offset[tp] = offset
             log.info("%s[%d]: reading again from %d, dropped from a stream buffer", *tp, offset)
+
+    def _seek_back(self, tp: TP, offset: int) -> None:
+        """Read `tp` again from `offset`. The batch being handed off may go on past it and count
+        its records as read: those fetched again from `offset` on must not be taken for
+        duplicates and skipped, or the records to read again would be skipped with them."""
+        self._thread.seek(tp, offset)
+        self._read_offset[tp] = offset
+        self._read_again_from[tp] = offset
 
     def held_too_long(self, now: float) -> list[tuple[TP, int]]:
         """Partitions held back for `REWIND_AFTER_S`, with the offset to read them from again."""
@@ -274,7 +283,7 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
                     REWIND_AFTER_S,
                     offset,
                 )
-                await self.seek(tp, offset)
+                self._seek_back(tp, offset)
         return did_commit
 
     async def _drain_messages(self, fetcher: Any) -> None:
@@ -316,7 +325,10 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
             offset = message.offset
             last_read = read_offset[tp]
             if last_read is not None and offset < last_read:
-                continue  # read already (faust drops these too)
+                floor = self._read_again_from.get(tp)
+                if floor is None or offset < floor:
+                    continue  # read already (faust drops these too)
+                del self._read_again_from[tp]  # read again (see `_seek_back`)
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()

@@ -31,6 +31,7 @@ def consumer_with(acked: list[int], committed: int | None) -> StrictCommitConsum
     consumer._gap = defaultdict(IntervalTree)
     consumer._held_since = {}
     consumer._start_unknown = set()
+    consumer._read_again_from = {}
     return consumer
 
 
@@ -208,6 +209,31 @@ def test_what_a_cleared_stream_buffer_dropped_is_read_again_from_its_first_offse
     assert sought == [(PARTITION, 385)]
     assert consumer._read_offset[PARTITION] == 385
     assert consumer._new_offset(PARTITION) == 385  # and 385 on must be acked to go further
+
+
+async def test_records_read_again_are_handed_off_though_the_batch_went_on_past_them() -> None:
+    """A clear dropped 388..; the batch being handed off then went on (551, 552) before the
+    partition was fetched again from 388: 388 and 389 are not duplicates to skip."""
+    consumer = consumer_with([], 388)
+    consumer._read_offset = defaultdict(lambda: None, {PARTITION: 550})
+    consumer._commit_every = None
+    consumer._thread = types.SimpleNamespace(seek=lambda tp, offset: None)  # type: ignore[assignment]
+    handed: list[int] = []
+
+    async def callback(message: types.SimpleNamespace) -> None:
+        handed.append(message.offset)
+
+    async def batch(*offsets: int) -> AsyncIterator[tuple[TP, types.SimpleNamespace]]:
+        for record in records(*offsets):
+            yield PARTITION, record
+
+    consumer.callback = callback  # type: ignore[assignment]
+    consumer._seek_back(PARTITION, 388)
+    await consumer._hand_off(batch(551, 552))
+    await consumer._hand_off(batch(388, 389))
+    await consumer._hand_off(batch(100))  # an older duplicate is still skipped
+
+    assert handed == [551, 552, 388, 389]
 
 
 def test_the_quiet_monitor_keeps_no_per_event_statistics() -> None:

@@ -93,8 +93,6 @@ async def _kill_mid_stream(
     assert crash_lines(log) == []
 
 
-# In `make reliability`, not `make test`: an open loss bug (README) fails it about one run in 30.
-@pytest.mark.slow
 @pytest.mark.reliability
 async def test_kill9_once_during_5000_messages(
     kafka_bootstrap: str, unique: str, tmp_path: Path

@@ -41,6 +41,7 @@ app = WorkerApp(
     producer_request_timeout=60.0,
     consumer_auto_offset_reset="earliest",
     broker_commit_interval=1.0,
+    broker_session_timeout=settings.broker_session_timeout,
     table_standby_replicas=0,
     web_port=settings.worker_web_port,
     web_host="127.0.0.1",

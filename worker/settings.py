@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     worker_app_id: str = Field(
         "autopilot-worker", description="Faust app id: consumer group and internal topic prefix."
     )
+    broker_session_timeout: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds before the group gives up on a member that stopped heartbeating: "
+        "how long a crashed worker's partitions wait for its replacement (faust's default: 60).",
+    )
     topic_partitions: int = Field(3, ge=1, description="Partitions of every topic we create.")
     topic_replication_factor: int = Field(1, ge=1)
 

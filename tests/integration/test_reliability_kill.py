@@ -10,7 +10,7 @@ what a killed worker produced but had not committed is produced again) and count
 worker's consumer group must have committed every record it read: a commit that stops moving is
 reported as such (the ledger is checked first, so a stuck commit is told apart from a loss).
 
-The worker runs with faust's BROKER_SESSION_TIMEOUT at 10 s instead of 60 s: a SIGKILLed
+The worker runs with BROKER_SESSION_TIMEOUT at 10 s instead of its default 15 s: a SIGKILLed
 consumer never leaves its group, so the restarted one gets its partitions only once the
 coordinator gives up on the dead member's session. That wait is all the setting changes (see
 the figures printed: `seconds_to_ready` and `seconds_to_resume`).

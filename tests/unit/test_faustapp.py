@@ -11,6 +11,7 @@ from faust.types import TP
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
 from mode.utils.queues import FlowControlQueue
 
+from worker.app import app, settings
 from worker.faustapp import (
     REWIND_AFTER_S,
     QuietMonitor,
@@ -18,6 +19,7 @@ from worker.faustapp import (
     StrictCommitConsumer,
     skipped_offsets,
 )
+from worker.settings import Settings
 
 PARTITION = TP("autopilot.email-events", 0)
 
@@ -246,3 +248,8 @@ def test_the_quiet_monitor_keeps_no_per_event_statistics() -> None:
     assert monitor.messages_received_total == 0
     assert monitor.events_total == 0
     assert message.time_in is None
+
+
+def test_a_crashed_members_partitions_wait_the_workers_session_timeout_not_fausts() -> None:
+    assert Settings.model_fields["broker_session_timeout"].default == 15.0  # faust's: 60
+    assert app.conf.broker_session_timeout == settings.broker_session_timeout

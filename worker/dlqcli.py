@@ -11,7 +11,8 @@ starts. A dead letter is named `PARTITION@OFFSET` on that topic (`PARTITION:OFFS
 Filters (each repeatable; a letter must match every kind given, any value of a kind):
 `--topic` (the input topic, header `__autopilot.errors.topic`), `--error-class`,
 `--pipeline` (`source` or `source/intake`), `--since`/`--until` (ISO times, compared with
-`__autopilot.errors.failure.time`; `--since` inclusive, `--until` exclusive).
+`__autopilot.errors.failure.time`; `--since` inclusive, `--until` exclusive). `list --since`
+reads only the dead letters written from a minute before `--since` on (by record timestamp).
 
 `replay` writes only to the worker-private retry topic `<WORKER_APP_ID>.retry`, never to a
 topic that other consumer groups read; `worker.replay` says how headers are rewritten and how
@@ -31,7 +32,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 import orjson
@@ -59,6 +60,8 @@ __all__ = [
 
 #: How long a read may go without any progress before the command gives up.
 IDLE_TIMEOUT_S = 30.0
+#: `list --since` starts reading at dead letters written this long before `since`.
+SINCE_MARGIN = timedelta(minutes=1)
 MESSAGE_CHARS = 100
 
 
@@ -381,8 +384,11 @@ def _admin(settings: Settings) -> AIOKafkaAdminClient:
     )
 
 
-async def read_all(settings: Settings) -> AsyncIterator[DeadLetter]:
-    """Every dead letter, partition by partition interleaved, up to the end offsets at start."""
+async def read_all(
+    settings: Settings, *, written_since: datetime | None = None
+) -> AsyncIterator[DeadLetter]:
+    """Every dead letter, partition by partition interleaved, up to the end offsets at start;
+    with `written_since`, only those written then or later (by their record timestamps)."""
     tps = await _partitions(settings, settings.topic_dead_letters)
     consumer = _consumer(settings)
     await consumer.start()
@@ -390,6 +396,12 @@ async def read_all(settings: Settings) -> AsyncIterator[DeadLetter]:
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
+        if written_since is not None:
+            millis = int(written_since.timestamp() * 1000)
+            starts = await consumer.offsets_for_times(dict.fromkeys(tps, millis))
+            for tp in tps:
+                start = starts.get(tp)
+                consumer.seek(tp, ends[tp] if start is None else start.offset)
         remaining = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
         last_progress = time.monotonic()
         while remaining:
@@ -453,13 +465,17 @@ async def _fetch_one(
 async def _list(ns: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
     filters = _filters(ns)
     seen = matched = 0
-    async for letter in read_all(settings):
+    # A dead letter is written after it failed, so none that failed since `since` was written
+    # before it; a minute's margin covers a broker stamping records by its own, earlier clock.
+    written_since = None if filters.since is None else filters.since - SINCE_MARGIN
+    async for letter in read_all(settings, written_since=written_since):
         seen += 1
         if not filters.matches(letter):
             continue
         matched += 1
         out.write(_json_line(letter.summary()) if ns.json else letter.line() + "\n")
-    err.write(f"{matched} of {seen} dead letters on {settings.topic_dead_letters} matched\n")
+    read = "" if written_since is None else f" written since {written_since.isoformat()}"
+    err.write(f"{matched} of {seen} dead letters{read} on {settings.topic_dead_letters} matched\n")
     return 0
 
 

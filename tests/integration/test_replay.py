@@ -103,6 +103,13 @@ async def test_still_bad_letters_come_back_counted_until_refused(worker: WorkerP
     ):
         status, out, _ = await _dlq(env, "list", *excluding)
         assert (status, out) == (0, ""), excluding
+    # --since reads only what was written from a minute before it: here, nothing, then all
+    status, out, err = await _dlq(env, "list", "--since", "2100-01-01T00:00:00Z")
+    assert (status, out) == (0, "")
+    assert "0 of 0 dead letters written since 2099-12-31T23:59:00+00:00" in err
+    status, out, err = await _dlq(env, "list", "--topic", inputs, "--since", "2000-01-01")
+    assert (status, len(out.splitlines())) == (0, 2)
+    assert "2 of 2 dead letters written since" in err
 
     # show: every header and the value
     status, out, err = await _dlq(env, "show", _ref(firsts[0]).replace("@", ":"))

@@ -183,6 +183,22 @@ async def test_limits_auth_and_bad_json(ingest_worker: WorkerProcess) -> None:
         )
         assert by_body.status_code == 200
 
+        # a browser's CORS preflight, then its answers: any origin, as Segment's API allows
+        preflight = await http.options(
+            "/v1/track",
+            headers={
+                "Origin": "https://shop.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+        assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+        assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+        assert by_body.headers["Access-Control-Allow-Origin"] == "*"
+        assert bad.headers["Access-Control-Allow-Origin"] == "*"
+
     with pytest.raises(APIError) as caught:
         await asyncio.to_thread(
             Client("wk-wrong", host=ingest_worker.web_url, sync_mode=True).track, "u", "E"

@@ -53,11 +53,27 @@ def segment_path(route: str) -> str:
     return f"/v1/{route}"
 
 
-def _answer(rejection: Rejected | None, *, body_read: bool) -> web.Response:
+#: Browsers may call the Segment routes from any page, as they call Segment's API: the write
+#: key, not the origin, is what authenticates, and no cookie is ever read.
+_CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
+_PREFLIGHT_HEADERS = {
+    **_CORS_HEADERS,
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def _answer(
+    rejection: Rejected | None, *, body_read: bool, headers: dict[str, str] | None = None
+) -> web.Response:
     if rejection is None:
-        return web.Response(body=OK_BODY, content_type="application/json")
+        return web.Response(body=OK_BODY, content_type="application/json", headers=headers)
     response = web.Response(
-        status=rejection.status, body=rejection.body(), content_type="application/json"
+        status=rejection.status,
+        body=rejection.body(),
+        content_type="application/json",
+        headers=headers,
     )
     if not body_read:
         response.force_close()  # do not read (or decompress) the rest of a refused body
@@ -93,11 +109,16 @@ def _segment_handler(route: str) -> Handler:
             )
         except Rejected as rejection:
             log.debug("%s: %d %s", request.path, rejection.status, rejection.code)
-            return _answer(rejection, body_read=body_read)
-        return _answer(None, body_read=True)
+            return _answer(rejection, body_read=body_read, headers=_CORS_HEADERS)
+        return _answer(None, body_read=True, headers=_CORS_HEADERS)
 
     handle.__name__ = f"segment_{route}"
     return handle
+
+
+async def segment_preflight(request: web.Request) -> web.Response:
+    """OPTIONS on a Segment route: a browser's CORS preflight before its POST."""
+    return web.Response(status=204, headers=_PREFLIGHT_HEADERS)
 
 
 async def autopilot_events(request: web.Request) -> web.Response:
@@ -122,6 +143,7 @@ def mount(router: web.UrlDispatcher) -> None:
     """Add every ingest route to `router`."""
     for route in ROUTES:
         router.add_post(segment_path(route), _segment_handler(route))
+        router.add_route("OPTIONS", segment_path(route), segment_preflight)
     router.add_post(WEBHOOK_PATH, autopilot_events)
 
 

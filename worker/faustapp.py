@@ -89,6 +89,9 @@ log = logging.getLogger(__name__)
 #: How long a partition's commit may be held back by a missing offset before it is read again.
 REWIND_AFTER_S = 15.0
 
+#: How long to wait before asking again for the earliest offsets of never-committed partitions.
+_EARLIEST_RETRY_S = 1.0
+
 #: Messages handed to the streams between two yields to the event loop (as faust does).
 _YIELD_EVERY = 100
 
@@ -356,12 +359,19 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
 
     async def _learn_start_offsets(self, tps: list[TP]) -> None:
         """Where partitions never committed are read from: their earliest offsets (the worker's
-        `auto_offset_reset`). Their commits wait for it, in the background."""
-        try:
-            earliest = await self.earliest_offsets(*tps)
-        except (KafkaError, ConsumerStoppedError) as exc:
-            log.warning("the earliest offsets could not be read (%r): faust's rule applies", exc)
-            earliest = {}
+        `auto_offset_reset`). Their commits wait for it, in the background, however long the
+        broker takes to answer."""
+        while True:
+            try:
+                earliest = await self.earliest_offsets(*tps)
+                break
+            except ConsumerStoppedError:
+                return
+            except KafkaError as exc:
+                if self.should_stop:
+                    return
+                log.warning("the earliest offsets could not be read (%r); trying again", exc)
+                await asyncio.sleep(_EARLIEST_RETRY_S)
         for tp in tps:
             if self._committed_offset[tp] is None and earliest.get(tp) is not None:
                 self._committed_offset[tp] = earliest[tp]

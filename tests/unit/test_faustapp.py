@@ -7,8 +7,10 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 from faust.types import TP
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
+from mode.utils.locks import Event
 from mode.utils.queues import FlowControlQueue
 
 from worker.app import app, settings
@@ -146,6 +148,29 @@ def test_a_partition_never_committed_commits_from_its_earliest_offset_once_known
 
     consumer._acked[PARTITION].append(5)
     assert consumer._new_offset(PARTITION) == 8
+
+
+async def test_the_earliest_offset_is_asked_again_until_the_broker_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("worker.faustapp._EARLIEST_RETRY_S", 0)
+    consumer = consumer_with([6, 7], None)
+    consumer._start_unknown.add(PARTITION)
+    consumer._stopped, consumer._crashed = Event(), Event()  # a service not stopping
+    answers: list[Exception | dict[TP, int]] = [KafkaTimeoutError(), {PARTITION: 5}]
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    consumer.earliest_offsets = earliest_offsets  # type: ignore[method-assign]
+    await consumer._learn_start_offsets([PARTITION])
+
+    assert answers == []
+    assert consumer._committed_offset[PARTITION] == 5
+    assert consumer._new_offset(PARTITION) is None  # 5 was never acked
 
 
 def test_a_partition_that_ends_in_skipped_offsets_is_committed_to_its_end() -> None:

@@ -40,7 +40,7 @@ only offsets the Kafka client itself stepped over, seen in its own thread around
 the position before the fetch to the first record, between two records of it, and from the last
 record to the position after it. And when faust clears the stream buffers, the worker seeks each
 partition still assigned back to the first offset dropped, so what was dropped is read again at
-once (anything the clearing drops unnoticed holds the commit back until the rewind below).
+once (anything the clearing drops unnoticed holds the commit back until the rewind above).
 
 **The fetch loop** (`StrictCommitConsumer._drain_messages`). faust hands each fetched message
 to the streams under its own `wait_first` (four futures, one `asyncio.wait` and three

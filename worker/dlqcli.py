@@ -395,8 +395,9 @@ async def read_all(
     try:
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        if written_since is not None:
+        if written_since is None:
+            await consumer.seek_to_beginning(*tps)
+        else:
             millis = int(written_since.timestamp() * 1000)
             starts = await consumer.offsets_for_times(dict.fromkeys(tps, millis))
             for tp in tps:

@@ -346,13 +346,14 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
         """
         committed: Mapping[TP, int | None] = await self.seek_to_committed()
         never_committed = []
-        for tp, offset in committed.items():
+        for client_tp, offset in committed.items():
+            tp = ensure_TP(client_tp)
             known = offset is not None and offset >= 0
-            self._read_offset[ensure_TP(tp)] = offset if known else None
+            self._read_offset[tp] = offset if known else None
             if known:
-                self._committed_offset[ensure_TP(tp)] = offset
+                self._committed_offset[tp] = offset
             elif self.app.topics.acks_enabled_for(tp.topic):
-                never_committed.append(ensure_TP(tp))
+                never_committed.append(tp)
         if never_committed:
             self._start_unknown.update(never_committed)
             self._learn_starts = asyncio.ensure_future(self._learn_start_offsets(never_committed))

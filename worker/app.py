@@ -9,7 +9,7 @@ from __future__ import annotations
 import faust
 
 from worker.admin import MAX_RECORD_BYTES
-from worker.faustapp import QuietMonitor, WorkerApp
+from worker.faustapp import QuietMonitor, RawSchema, WorkerApp
 from worker.placement import Placement, kafka_partitioner
 from worker.settings import get_settings
 from worker.topics import TopicNames
@@ -57,9 +57,8 @@ def raw_topic(*names: str) -> faust.TopicT:
     """Topics read and written as raw bytes: decoding is ours, so failures can be routed."""
     return app.topic(
         *names,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
+        schema=RawSchema(
+            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        ),
         partitions=settings.topic_partitions,
     )

@@ -10,19 +10,46 @@ count to the same worker, so the rows for its key are local and the hop can be s
 from __future__ import annotations
 
 import random
+import struct
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
-from aiokafka.partitioner import murmur2
-
 from worker.records import InboundMessage
 
-__all__ = ["Placement", "home_partition", "kafka_partitioner"]
+__all__ = ["Placement", "home_partition", "kafka_partitioner", "murmur2"]
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (Java's `Utils.murmur2`), as an unsigned 32-bit int, as aiokafka's.
+
+    The same arithmetic as aiokafka's pure-Python one, on whole little-endian words unpacked
+    at once: about twice as fast, and a new contact's key is hashed several times per input.
+    """
+    length = len(data)
+    h = 0x9747B28C ^ length
+    end = length & ~3
+    for (word,) in struct.iter_unpack("<I", data[:end]):
+        k = (word * _M) & _MASK
+        k = ((k ^ (k >> 24)) * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    extra = length & 3
+    if extra:
+        if extra == 3:
+            h ^= data[end + 2] << 16
+        if extra >= 2:
+            h ^= data[end + 1] << 8
+        h = ((h ^ data[end]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
 
 
 @lru_cache(maxsize=65_536)
 def _hash(key: bytes) -> int:
-    return int(murmur2(key)) & 0x7FFFFFFF
+    return murmur2(key) & 0x7FFFFFFF
 
 
 def home_partition(key: bytes, partitions: int) -> int:

@@ -10,9 +10,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from worker.observability import metrics
 from worker.pipeline import Pipeline
+from worker.placement import kafka_partitioner
 from worker.records import InboundMessage, OutboundRecord
 
 __all__ = ["EXIT_FATAL", "FaustSender", "run_batches", "run_pipeline", "stop_worker", "to_inbound"]
@@ -32,20 +35,47 @@ BATCH_WITHIN_S = 0.005
 class FaustSender:
     """Produces raw records through the app's producer and waits for every acknowledgement.
 
-    It hands records to the transport producer directly: faust's `Topic.send` costs several
-    hundred microseconds a record (serialiser lookup, futures, callbacks) for records that are
-    already bytes.
+    Records are appended to one aiokafka batch per partition and each batch is sent whole:
+    `send` per record costs a future, a metadata lookup and a partitioner call each (faust's
+    `Topic.send` several hundred microseconds more), for records that are already bytes.
+    Partitions are chosen as the producer's partitioner would (`worker.placement`), and a
+    partition's records keep their order.
     """
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
 
     async def send_all(self, records: Sequence[OutboundRecord]) -> None:
-        producer = self._app.producer
-        pending = [
-            await producer.send(r.topic, r.key, r.value, None, None, r.headers or None)
-            for r in records
-        ]
+        if not records:
+            return
+        producer: AIOKafkaProducer = self._app.producer._ensure_producer()  # type: ignore[attr-defined]
+        partitions: dict[str, list[int]] = {}
+        batches: dict[tuple[str, int], BatchBuilder] = {}
+        pending: list[Awaitable[object]] = []
+        for record in records:
+            topic = record.topic
+            every = partitions.get(topic)
+            if every is None:
+                every = partitions[topic] = sorted(await producer.partitions_for(topic))
+            partition = kafka_partitioner(record.key, every, every)
+            batch = batches.get((topic, partition))
+            if batch is None:
+                batch = batches[topic, partition] = producer.create_batch()
+            headers = record.headers
+            if batch.append(timestamp=None, key=record.key, value=record.value, headers=headers):
+                continue
+            # full: send it and start another; a record too big for an empty batch goes alone
+            pending.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = batches[topic, partition] = producer.create_batch()
+            if not batch.append(
+                timestamp=None, key=record.key, value=record.value, headers=headers
+            ):
+                pending.append(
+                    await producer.send(topic, record.value, record.key, partition, None, headers)
+                )
+        for (topic, partition), batch in batches.items():
+            if batch.record_count():
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*pending)
 
 

@@ -37,7 +37,9 @@ class ChangelogTable(Generic[V]):
         return cls(lambda: table.data, table.changelog_topic.get_topic_name())
 
     def get(self, key: bytes) -> V | None:
-        return self._rows().get(key)
+        rows = self._rows()
+        # not `rows.get`: faust's store gets it from `Mapping`, which raises KeyError on a miss
+        return rows[key] if key in rows else None  # noqa: SIM401
 
     def set(self, key: bytes, value: V) -> OutboundRecord:
         """Store `value` under `key`; the record that makes it durable, to send with the batch."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from aiokafka.partitioner import DefaultPartitioner
+import random
 
-from worker.placement import Placement, home_partition, kafka_partitioner
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+
+from worker.placement import Placement, home_partition, kafka_partitioner, murmur2
 from worker.records import InboundMessage
 
 PARTITIONS = 3
@@ -14,6 +17,14 @@ def message(topic: str, partition: int) -> InboundMessage:
     return InboundMessage(
         topic=topic, partition=partition, offset=0, timestamp_ms=0, key=None, value=b"{}"
     )
+
+
+def test_murmur2_hashes_as_aiokafkas_on_every_length_and_byte() -> None:
+    rng = random.Random(7)
+    keys = [b"", b"\xff" * 7, "thomas@tankengine.com".encode(), "zoë@exämple.org".encode()]
+    keys += [rng.randbytes(rng.randrange(64)) for _ in range(20_000)]
+    for key in keys:
+        assert murmur2(key) == aiokafka_murmur2(key), key
 
 
 def test_the_home_partition_is_the_one_kafkas_default_partitioner_picks() -> None:

@@ -21,7 +21,7 @@ def message(topic: str, partition: int) -> InboundMessage:
 
 def test_murmur2_hashes_as_aiokafkas_on_every_length_and_byte() -> None:
     rng = random.Random(7)
-    keys = [b"", b"\xff" * 7, "thomas@tankengine.com".encode(), "zoë@exämple.org".encode()]
+    keys = [b"", b"\xff" * 7, b"thomas@tankengine.com", "zoë@exämple.org".encode()]
     keys += [rng.randbytes(rng.randrange(64)) for _ in range(20_000)]
     for key in keys:
         assert murmur2(key) == aiokafka_murmur2(key), key

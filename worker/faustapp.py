@@ -51,6 +51,9 @@ message as read only once it was handed off. The rest of a batch abandoned by a 
 again by the seek to the committed offsets that ends the rebalance, and holds the commit back
 until then, since no offset of it was stepped over by the client.
 
+**Decoding** (`RawSchema`). The worker's topics carry bytes its agents decode themselves, so
+faust's codec registry (several lookups and calls per key and per value) is skipped.
+
 **Per-event statistics** (`QuietMonitor`). faust's default monitor updates a dozen counters and
 timers for every message and event, for faust's own web views, which the worker does not serve;
 its metrics are its own (`worker.observability`). The quiet monitor keeps faust's offset

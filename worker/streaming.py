@@ -59,24 +59,29 @@ class FaustSender:
                 every = partitions[topic] = sorted(await producer.partitions_for(topic))
             partition = kafka_partitioner(record.key, every, every)
             batch = batches.get((topic, partition))
-            if batch is None:
-                batch = batches[topic, partition] = producer.create_batch()
-            headers = record.headers
-            if batch.append(timestamp=None, key=record.key, value=record.value, headers=headers):
+            if batch is not None and _append(batch, record):
                 continue
-            # full: send it and start another; a record too big for an empty batch goes alone
-            pending.append(await producer.send_batch(batch, topic, partition=partition))
+            if batch is not None:  # full: send it and start another
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
             batch = batches[topic, partition] = producer.create_batch()
-            if not batch.append(
-                timestamp=None, key=record.key, value=record.value, headers=headers
-            ):
+            if not _append(batch, record):  # too big for an empty batch: it goes alone
                 pending.append(
-                    await producer.send(topic, record.value, record.key, partition, None, headers)
+                    await producer.send(
+                        topic, record.value, record.key, partition, None, record.headers
+                    )
                 )
         for (topic, partition), batch in batches.items():
             if batch.record_count():
                 pending.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*pending)
+
+
+def _append(batch: BatchBuilder, record: OutboundRecord) -> bool:
+    """Whether `record` fitted in `batch`."""
+    return (
+        batch.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
+        is not None
+    )
 
 
 def to_inbound(event: Any) -> InboundMessage:

@@ -11,13 +11,20 @@ KAFKA := $(PY) deploy/local-kafka/localkafka.py
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
+# The compiled source mapping (native/, Rust): rebuilt whenever its sources change.
+NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock native/pyproject.toml native/autopilot_native.pyi $(wildcard native/src/*.rs)
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed ## create .venv and install the worker with its dev extras
+$(VENV)/.native: $(VENV)/.installed $(NATIVE_SOURCES)
+	$(PY) -m pip install -q ./native
+	touch $@
+
+install: $(VENV)/.native ## create .venv, install the worker with its dev extras and build native/ (needs cargo)
 
 kafka-up: install ## start the local single-node Kafka (KRaft, no Docker) in the background
 	$(KAFKA) up

@@ -43,6 +43,7 @@ from tests.benchmarks.inputs import (
 from tests.benchmarks.inputs import (
     source_inputs as mixed_source_inputs,
 )
+from worker import __version__
 from worker.destination.mapping import (
     DestinationConfig,
     call_to_requests,
@@ -50,8 +51,7 @@ from worker.destination.mapping import (
     precheck_call,
 )
 from worker.errors import WorkerError
-from worker.models.autopilot_event import COMMON_EMAIL_EVENTS
-from worker.source.mapping import map_source
+from worker.source.mapping import NATIVE, _integration, _received_text, map_source
 
 __all__ = ["destination_inputs", "main", "measure", "run", "source_inputs"]
 
@@ -310,11 +310,26 @@ def _source_stages(values: Sequence[bytes]) -> dict[str, float]:
         except WorkerError:
             continue
         raws.append(raw)
+    native = NATIVE
+    assert native is not None, "the native mapper is built by `make install`"
+    received, integration = _received_text(now), _integration(__version__)
     return {
-        "parse (CommonEmailEvent, msgspec)": _us(_swallow(COMMON_EMAIL_EVENTS.decode), raws),
-        "parse+map (map_source)": _us(lambda raw: map_source(raw, received_at=now), raws),
+        "native (NATIVE.map: parse, map, serialise)": _us(
+            lambda raw: native.map(raw, None, received, integration), raws
+        ),
+        "map_source (the receipt time, the call, SourceOutput)": _us(
+            lambda raw: map_source(raw, received_at=now), raws
+        ),
         "serialise (to_json)": _us(lambda output: output.to_json(), outputs),
     }
+
+
+def _native_share(values: Sequence[bytes]) -> float:
+    """The share of the inputs the native mapper maps itself (the rest take the Python path)."""
+    assert NATIVE is not None, "the native mapper is built by `make install`"
+    received, integration = _received_text(datetime.now(UTC)), _integration(__version__)
+    taken = sum(NATIVE.map(raw, None, received, integration) is not None for raw in values)
+    return round(taken / len(values), 4)
 
 
 def _destination_stages(values: Sequence[bytes]) -> dict[str, float]:
@@ -361,7 +376,8 @@ def measure(
             "destination_mean_bytes": round(statistics.mean(map(len, dst))),
         },
         "rounds": MEASURE_ROUNDS,
-        "source": _compare(_source, src) | {"stages_us": _source_stages(src)},
+        "source": _compare(_source, src)
+        | {"stages_us": _source_stages(src), "native_share": _native_share(src)},
         "destination": _compare(_destination, dst) | {"stages_us": _destination_stages(dst)},
     }
 

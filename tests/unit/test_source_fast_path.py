@@ -1,12 +1,12 @@
-"""The source's two ways in must agree: the common shape (`CommonEmailEvent`, msgspec structs)
-and the contract (`EmailEvent`, models).
+"""The source's three ways in must agree: the compiled common shape (`mapping.NATIVE`, Rust),
+the common shape (`CommonEmailEvent`, msgspec structs) and the contract (`EmailEvent`, models).
 
-`map_source` maps an event through the common shape when it passes, else through `EmailEvent`,
-which alone words errors. That is only right if every event the common shape passes, the
-contract passes too, and maps to the very same track (same key, same bytes). These tests hold
-the two to that on every golden input and on thousands of mutations of them (among them what
-msgspec's parser takes and pydantic's does not), hold the output to the `TrackMessage` model the
-JSON Schema is generated from, and msgspec's JSON to the bytes orjson wrote before.
+`map_source` maps an event through the first that takes it; `EmailEvent` alone words errors.
+That is only right if every event the native mapper or the common shape takes, the contract
+takes too, and maps to the very same track (same key, same bytes). These tests hold the three
+to that on every golden input and on thousands of mutations of them (among them what msgspec's
+parser takes and pydantic's does not), hold the output to the `TrackMessage` model the JSON
+Schema is generated from, and msgspec's JSON to the bytes orjson wrote before.
 """
 
 from __future__ import annotations
@@ -49,9 +49,20 @@ def _raw(case: dict[str, Any]) -> bytes:
 
 def _fast(raw: bytes, learned: str | None = None) -> Outcome | None:
     """What the common-shape path makes of `raw`, or None when it hands the event over."""
-    if mapping._common_event(raw) is None:
+    common = mapping._common_event(raw)
+    if common is None:
         return None
-    return _outcome(lambda: map_source(raw, received_at=RECEIVED_AT, learned_user_id=learned))
+    found = common
+    return _outcome(lambda: mapping._track(found, learned, RECEIVED_AT, __version__))
+
+
+def _native(raw: bytes, learned: str | None = None) -> Outcome | None:
+    """What the compiled path makes of `raw`, or None when it hands the event over."""
+    assert mapping.NATIVE is not None, "the native mapper is built by `make install`"
+    mapped = mapping.NATIVE.map(
+        raw, learned, mapping._received_text(RECEIVED_AT), mapping._integration(__version__)
+    )
+    return None if mapped is None else ("output", *mapped)
 
 
 def _model(raw: bytes, learned: str | None = None) -> Outcome:
@@ -78,10 +89,14 @@ def _outcome(run: Any) -> Outcome:
 
 
 def _agree(raw: bytes, learned: str | None = None) -> bool:
-    """Assert that a fast outcome, if any, is the model's; say whether there was one."""
+    """Assert that the fast outcomes, if any, are the model's; say whether the common shape
+    took `raw`. What the native mapper takes, the common shape takes too."""
     fast = _fast(raw, learned)
+    native = _native(raw, learned)
     if fast is not None:
         assert fast == _model(raw, learned), raw
+    if native is not None:
+        assert native == fast, raw
     return fast is not None
 
 
@@ -266,13 +281,32 @@ def test_duplicate_and_escaped_keys_agree() -> None:
 
 
 def test_mutations_agree() -> None:
-    fast = total = 0
+    fast = native = total = 0
     for raw in _mutations():
         total += 1
         fast += _agree(raw)
+        native += _native(raw) is not None
     assert total > 5000
-    assert fast > 3000  # both ways are exercised
+    assert fast > 3000  # every way is exercised
     assert total - fast > 3000
+    assert 2000 < native < fast
+
+
+def test_the_native_mapper_takes_plain_golden_outputs() -> None:
+    """It takes the golden outputs in the shape producers send, and declines what it leaves
+    to the Python path: escapes, a non-ASCII address, a UTC offset other than zero."""
+    taken = declined = 0
+    for path in GOLDEN:
+        case = _case(path)
+        if "output" not in case["expected"]:
+            continue
+        raw = _raw(case)
+        mapped = _native(raw, case.get("learned_user_id"))
+        taken += mapped is not None
+        declined += mapped is None
+        if mapped is not None:
+            assert mapped[1] == case["expected"]["output"]["key"], path.stem
+    assert taken > declined > 0
 
 
 # --- fuzzing the two fields the common shape checks itself ---
@@ -385,3 +419,46 @@ def test_received_at_in_any_zone_and_second() -> None:
         assert map_source(raw, received_at=received_at).track["receivedAt"] == text
     with pytest.raises(ValueError, match="timezone-aware"):
         map_source(raw, received_at=datetime(2026, 11, 20))
+
+
+def test_native_takes_what_producers_send_and_agrees() -> None:
+    """Unusual but plain events the native mapper maps itself, byte for byte as the others."""
+    taken = [
+        _event(
+            email={"id": "e", "subject": "Café ☕ 𝄞 \u2028\x7f", "name": "", "transactional": True}
+        ),
+        _event(journey={"id": "", "name": None, "extra": [1, -2.5, {"a": [True, None]}]}),
+        _event(journey=None, link=None, ip=None, user_agent=None, test=False),
+        _event(occurred_at="2026-11-20T10:15:00.123456+00:00"),
+        _event(occurred_at="2024-02-29T23:59:59.9-00:00"),
+        _event(id="x" * 90),
+        _event(contact={"contact_id": "c", "email": "MiXeD@Example.ORG", "user_id": None}),
+        _event(type="email_clicked", link={"id": None, "url": "https://x/é"}),
+        _event(unknown={"n": [0, -1, 0.5, 12345678901234567890, "", {}]}),
+    ]
+    for event in taken:
+        raw = orjson.dumps(event)
+        for learned in (None, "", "u-learned"):
+            assert _agree(raw, learned), raw
+            assert _native(raw, learned) is not None, raw
+        assert _agree(b" \n\t" + raw + b"\r\n ")
+        assert _native(b" \n\t" + raw + b"\r\n ") is not None
+
+
+def test_native_declines_what_it_leaves_to_python() -> None:
+    declined = [
+        orjson.dumps(_event(id="x" * 91)),  # a hashed messageId
+        orjson.dumps(_event(contact={"contact_id": "c", "email": "é@b.c"})),
+        orjson.dumps(_event(occurred_at="2026-11-20T12:15:00+02:00")),
+        orjson.dumps(_event(type="EMAIL OPENED")),
+        orjson.dumps(_event(test=True)),
+        orjson.dumps(_event(ip="a\\b")),  # an escape anywhere
+        orjson.dumps(_event(unknown=1.5e300)),  # an exponent
+        orjson.dumps(_event()).replace(
+            b'{"id"', b'{"deep":' + b"[" * 65 + b"]" * 65 + b',"id"'
+        ),  # deeper than 64
+        b"\xef\xbb\xbf" + orjson.dumps(_event()),
+    ]
+    for raw in declined:
+        assert _native(raw) is None, raw
+        _agree(raw)

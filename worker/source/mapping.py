@@ -20,8 +20,14 @@ producer sends), checks in Python what msgspec cannot (that pydantic's parser wo
 same bytes, the `type` spelling, `occurred_at` a real date-time, the address, a click's URL) and
 encodes the track with msgspec from structs laid out as `TrackMessage` is. The common shape is a
 strict subset of the contract and maps to the very same track; anything else, valid or not,
-goes through `EmailEvent`, which alone words errors. `tests/unit/test_source_fast_path.py`
-holds the two ways to that on every golden case and on mutations, and msgspec's JSON to orjson's.
+goes through `EmailEvent`, which alone words errors.
+
+Ahead of both, when it is built, goes `NATIVE`: the common shape compiled (`native/src/lib.rs`,
+Rust), a strict subset of the common shape again, which declines (returns None) whatever it is
+not sure of: an escape anywhere, a non-ASCII address, an offset other than UTC, a test delivery.
+The rules and tables stay here and are handed to it. `tests/unit/test_source_fast_path.py` holds
+the three ways to the one track on every golden case and on mutations, and msgspec's JSON to
+orjson's.
 """
 
 from __future__ import annotations
@@ -55,6 +61,11 @@ from worker.models.autopilot_event import (
     EmailEventType,
 )
 from worker.models.segment_track import INTEGRATION_NAME, TrackMessage, format_utc
+
+try:
+    import autopilot_native
+except ImportError:  # `make install` builds it (native/); without it the Python path maps all
+    autopilot_native = None  # type: ignore[assignment]
 
 __all__ = [
     "SourceOutput",
@@ -177,8 +188,8 @@ class _Track(msgspec.Struct, gc=False, rename="camel"):
 
 
 _encode_track: Final = msgspec.json.Encoder().encode
-_INTEGRATIONS: Final = msgspec.Raw(orjson.dumps({INTEGRATION_NAME: False}))
-_integration_by_version: dict[str, msgspec.Raw] = {}
+_INTEGRATIONS: Final = orjson.dumps({INTEGRATION_NAME: False})
+_integration_by_version: dict[str, bytes] = {}
 _NO_JOURNEY: Final = CommonJourney()
 _NO_LINK: Final = CommonLink()
 
@@ -248,6 +259,12 @@ def map_source(
     integration_version: str = __version__,
 ) -> SourceOutput:
     """Parse and map one raw event: what the agent, `map source` and the golden tests run."""
+    if NATIVE is not None:
+        mapped = NATIVE.map(
+            raw, learned_user_id, _received_text(received_at), _integration(integration_version)
+        )
+        if mapped is not None:
+            return SourceOutput(*mapped)
     common = _common_event(raw)
     if common is None:
         common = _from_model(parse_email_event(raw))
@@ -296,11 +313,7 @@ def _track(
         message_id = _MESSAGE_ID_PREFIX + event_id
     else:
         message_id = f"{_MESSAGE_ID_PREFIX}sha256-{hashlib.sha256(event_id.encode()).hexdigest()}"
-    start, end, received = _second
-    if received_at.tzinfo is UTC and start <= received_at < end:  # as `_received_text`, inline
-        received += _MILLIS[received_at.microsecond // 1000]
-    else:
-        received = _received_text(received_at)
+    received = _received_text(received_at)
     contact, email, journey, link = event.contact, event.email, event.journey, event.link
     address = contact.email
     user_id: str | msgspec.UnsetType | None = contact.user_id or learned_user_id
@@ -313,9 +326,6 @@ def _track(
         journey = _NO_JOURNEY
     if link is None:
         link = _NO_LINK
-    integration = _integration_by_version.get(integration_version)
-    if integration is None:
-        integration = _integration(integration_version)
     return SourceOutput(
         key,
         _encode_track(
@@ -330,9 +340,12 @@ def _track(
                 received,
                 received,
                 _Context(
-                    _Traits(address, contact.contact_id), integration, event.ip, event.user_agent
+                    _Traits(address, contact.contact_id),
+                    msgspec.Raw(_integration(integration_version)),
+                    event.ip,
+                    event.user_agent,
                 ),
-                _INTEGRATIONS,
+                msgspec.Raw(_INTEGRATIONS),
                 _Properties(
                     canonical,
                     journey.id,
@@ -349,12 +362,28 @@ def _track(
     )
 
 
-def _integration(version: str) -> msgspec.Raw:
+def _integration(version: str) -> bytes:
     """`context.integration` for this version, pre-encoded (and kept, for a few versions)."""
-    integration = msgspec.Raw(orjson.dumps({"name": INTEGRATION_NAME, "version": version}))
-    if len(_integration_by_version) < 16:
-        _integration_by_version[version] = integration
+    integration = _integration_by_version.get(version)
+    if integration is None:
+        integration = orjson.dumps({"name": INTEGRATION_NAME, "version": version})
+        if len(_integration_by_version) < 16:
+            _integration_by_version[version] = integration
     return integration
+
+
+NATIVE: Final = (
+    None
+    if autopilot_native is None
+    else autopilot_native.EmailEventMapper(
+        types=_TYPE_TEXTS,
+        integrations=_INTEGRATIONS,
+        message_id_prefix=_MESSAGE_ID_PREFIX,
+        plain_id_max=_PLAIN_ID_MAX,
+    )
+)
+"""The common shape compiled (`native/src/lib.rs`): it maps what it is sure of exactly as
+`_common_event` and `_track` do, and returns None for the rest, which they then take."""
 
 
 def _common_event(raw: bytes) -> _Common | None:
@@ -448,7 +477,7 @@ def _received_text(moment: datetime) -> str:
 
     Formatting a datetime costs about as much as mapping an event, and `received_at` rarely
     leaves its second from one event to the next, so the text of the last second seen is kept
-    with that second's bounds (`_track` reads it inline first).
+    with that second's bounds.
     """
     global _second  # noqa: PLW0603 - a memo, replaced whole: a reader never sees half of it
     if moment.tzinfo is not UTC:

@@ -47,18 +47,21 @@ def worker_env(bootstrap: str, suffix: str, **overrides: str) -> dict[str, str]:
 
 @dataclass
 class WorkerProcess:
-    """One worker process; its stderr (JSON log lines) goes to `log_path`."""
+    """One worker process; its stderr (JSON log lines) goes to `log_path`, and it runs in the
+    folder of `log_path`, where faust keeps its data directory (not in the checkout)."""
 
     env: dict[str, str]
     log_path: Path
+    loglevel: str = "info"
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> WorkerProcess:
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("TOPIC_", "AUTOPILOT_"))}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worker", "run", "--loglevel", "info"],
+                [sys.executable, "-m", "worker", "run", "--loglevel", self.loglevel],
                 env={**clean, **self.env},
+                cwd=self.log_path.parent,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +20,7 @@ from typing import Self
 
 from tests.workerproc import WorkerProcess
 
-__all__ = ["CRASH_PATTERNS", "READY", "Exit", "LeveledWorker", "Supervisor", "crash_lines"]
+__all__ = ["CRASH_PATTERNS", "READY", "Exit", "Supervisor", "crash_lines"]
 
 READY = "[^Worker]: Ready"
 START_MARKER = "=== reliability supervisor: start"
@@ -50,24 +47,6 @@ RECOVERY_ERROR = "Error in recovery"
 def crash_lines(log_text: str) -> list[str]:
     """The log lines that report a crash, an agent restart or a worker stop."""
     return [line for line in log_text.splitlines() if _CRASH.search(line)]
-
-
-@dataclass
-class LeveledWorker(WorkerProcess):
-    """`WorkerProcess` at a log level of choice (it always runs at info)."""
-
-    loglevel: str = "info"
-
-    def start(self) -> LeveledWorker:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("TOPIC_", "AUTOPILOT_"))}
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worker", "run", "--loglevel", self.loglevel],
-                env={**clean, **self.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return self
 
 
 @dataclass(frozen=True)
@@ -121,7 +100,7 @@ class Supervisor:
             log.write(f"{START_MARKER} {self.starts} at {time.time():.3f} ===\n")
         self._ready_seen = self.log_text().count(READY)
         self._started_at = time.monotonic()
-        self.process = LeveledWorker(self.env, self.log_path, loglevel=self.loglevel).start()
+        self.process = WorkerProcess(self.env, self.log_path, loglevel=self.loglevel).start()
 
     async def _watch(self) -> None:
         while not self._stopping:

@@ -241,10 +241,11 @@ async def run_batches(
 
     `handle` hands a batch's records to the producer and returns what completes once Kafka
     acknowledged them all; meanwhile the next batches are taken and handed off, up to
-    `MAX_IN_FLIGHT`, and `InOrderAcks` acks each batch's events in order. Only a cancellation
-    with no batch in hand leaves the loop: any other failure, a cancellation in the middle of a
-    batch too (a shutdown that timed out), stops the process at once, so no batch is acked ahead
-    of its outputs and what was not acked is read again after a restart.
+    `MAX_IN_FLIGHT`, and `InOrderAcks` acks each batch's events in order. The loop ends when
+    faust stops the actor (it throws `StopAsyncIteration` into the channel when the worker stops)
+    or on a cancellation with no batch in hand: any other failure, a cancellation in the middle
+    of a batch too (a shutdown that timed out), stops the process at once, so no batch is acked
+    ahead of its outputs and what was not acked is read again after a restart.
     """
     intake = EventIntake(stream)
     acks = InOrderAcks(pipeline.name)
@@ -260,6 +261,8 @@ async def run_batches(
             acked = await handle([to_inbound(event) for event in events])
             timer.handed_off()
             acks.add(events, acked, timer)
+        except StopAsyncIteration:
+            return  # faust stops the actor (`Actor.cancel`): what is in hand stays unacked
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) and not events:
                 raise  # stopped while waiting for events

@@ -228,6 +228,22 @@ async def test_a_cancellation_stops_the_worker_only_with_a_batch_in_hand(
     assert stage.consumer.acked == []
 
 
+async def test_the_loop_ends_when_faust_stops_the_actor(
+    stage: Stage, stops: list[BaseException]
+) -> None:
+    """At a clean shutdown faust throws StopAsyncIteration into each agent's channel."""
+    stage.put(2)
+    task = stage.run()
+    await settle()
+    stage.queue._throw(StopAsyncIteration())
+    sent(stage, 0)
+
+    await asyncio.wait_for(task, 1)
+
+    assert stops == []
+    assert stage.consumer.acked == [0, 1]  # what was in flight is still acked
+
+
 async def test_events_of_an_earlier_generation_or_taken_while_flow_is_stopped_are_dropped(
     stage: Stage,
 ) -> None:

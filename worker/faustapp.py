@@ -54,6 +54,14 @@ until then, since no offset of it was stepped over by the client.
 **Decoding** (`RawSchema`). The worker's topics carry bytes its agents decode themselves, so
 faust's codec registry (several lookups and calls per key and per value) is skipped.
 
+**The hand-off to the agents** (`RawConductor`). faust's conductor hands each message to the
+channels reading its partition through a general path (a set and a list per message, the
+schema's decode, a settings lookup to build the event, another to check faust's own producer
+buffer, which the worker never fills: its records go to aiokafka directly). A partition read by
+one raw-bytes channel, as every agent's input is, gets a lean handler doing what of it matters:
+wait while flow is stopped, count the channel's reference, build the event, queue it with the
+same back-pressure (the partition is paused when the queue is high; a full queue is waited on).
+
 **Per-event statistics** (`QuietMonitor`). faust's default monitor updates a dozen counters and
 timers for every message and event, for faust's own web views, which the worker does not serve;
 its metrics are its own (`worker.observability`). The quiet monitor keeps faust's offset
@@ -65,12 +73,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    MutableSet,
+    Sequence,
+)
 from typing import Any, Protocol
 
 import faust
 from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError
 from faust.sensors import Monitor
+from faust.transport.conductor import Conductor
 from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
@@ -81,6 +98,7 @@ __all__ = [
     "REWIND_AFTER_S",
     "FetchedRecords",
     "QuietMonitor",
+    "RawConductor",
     "RereadingFlowControl",
     "StrictCommitConsumer",
     "WorkerApp",
@@ -437,8 +455,53 @@ class RereadingFlowControl(FlowControlEvent):
             consumer.read_again(dropped)
 
 
+class RawConductor(Conductor):
+    """faust's conductor, with a lean hand-off for a partition only one raw-bytes channel reads
+    (see the module doc); any other partition keeps faust's handler."""
+
+    def _build_handler(self, tp: TP, channels: MutableSet[Any]) -> Callable[[Any], Awaitable[None]]:
+        if len(channels) == 1:
+            (channel,) = channels
+            if isinstance(channel.schema, RawSchema):
+                return _raw_handler(self.app, tp, channel)
+        handler: Callable[[Any], Awaitable[None]] = super()._build_handler(tp, channels)
+        return handler
+
+
+def _raw_handler(app: Any, tp: TP, channel: Any) -> Callable[[Any], Awaitable[None]]:
+    """What faust's handler does for one raw-bytes channel: no decoding, nothing to fail."""
+    queue = channel.queue
+    flow_control = app.flow_control
+    consumer = app.consumer
+    on_topic_buffer_full = app.sensors.on_topic_buffer_full
+    new_event = app.conf.Event
+
+    def on_pressure_high() -> None:
+        on_topic_buffer_full(tp)
+        consumer.on_buffer_full(tp)
+
+    def on_pressure_drop() -> None:
+        consumer.on_buffer_drop(tp)
+
+    async def on_message(message: Any) -> None:
+        if not flow_control.is_active():
+            await flow_control.acquire()
+        message.incref()
+        event = new_event(app, message.key, message.value, message.headers, message)
+        if queue.full():
+            on_topic_buffer_full(tp)
+            await queue.put(event)
+        else:
+            queue.put_nowait_enhanced(
+                event, on_pressure_high=on_pressure_high, on_pressure_drop=on_pressure_drop
+            )
+
+    return on_message
+
+
 class _Transport(aiokafka_driver.Transport):
     Consumer = StrictCommitConsumer
+    Conductor = RawConductor
 
 
 class WorkerApp(faust.App):

@@ -113,25 +113,35 @@ class WeightedHistogram:
 
 
 class BatchTimer:
-    """Times one batch of one stage; `done(size)` records it (see `WorkerMetrics.start_batch`)."""
+    """Times one batch of one stage: `handed_off()` once its records are with the producer,
+    `done(size)` once Kafka acknowledged them (see `WorkerMetrics.start_batch`)."""
 
-    __slots__ = ("_mapping_before", "_metrics", "_pipeline", "_started", "_with_mapping")
+    __slots__ = (
+        "_mapping_before",
+        "_mapping_s",
+        "_metrics",
+        "_pipeline",
+        "_started",
+        "_with_mapping",
+    )
 
     def __init__(self, metrics: WorkerMetrics, pipeline: Pipeline, *, with_mapping: bool) -> None:
         self._metrics = metrics
         self._pipeline = pipeline
         self._with_mapping = with_mapping
         self._mapping_before = pipeline.stats.mapping_seconds
+        self._mapping_s: float | None = None
         self._started = time.perf_counter()
+
+    def handed_off(self) -> None:
+        """The batch is mapped; the next one's mapping, which may begin now, is not its own."""
+        if self._with_mapping:
+            self._mapping_s = self._pipeline.stats.mapping_seconds - self._mapping_before
 
     def done(self, size: int) -> None:
         total_s = time.perf_counter() - self._started
-        mapping_s = self._pipeline.stats.mapping_seconds - self._mapping_before
         self._metrics.observe_batch(
-            self._pipeline,
-            size,
-            total_s=total_s,
-            mapping_s=mapping_s if self._with_mapping else None,
+            self._pipeline, size, total_s=total_s, mapping_s=self._mapping_s
         )
 
 

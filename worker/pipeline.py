@@ -1,11 +1,12 @@
 """The per-message loop every agent uses: decode, call a pure function, send, route failures.
 
-`Pipeline.process` takes a batch of consumed messages and returns only after every output and
-every dead letter of the batch is acknowledged by Kafka (acks=all); only then may the faust
-shell ack the batch, so an offset is never committed ahead of what it produced. A failure is a
-`WorkerError` whose `fate` decides where the message goes; an exception we did not foresee is
-wrapped as `UnexpectedError` and dead-lettered. Nothing escapes except `FatalError` (the shell
-stops the worker without acking) and a failure to write to Kafka (the same).
+`Pipeline.process` takes a batch of consumed messages, hands every output and every dead letter
+of the batch to the producer, and returns what completes once Kafka acknowledged them all
+(acks=all); only then, and after every earlier batch, may the faust shell ack the batch, so an
+offset is never committed ahead of what it produced. A failure is a `WorkerError` whose `fate`
+decides where the message goes; an exception we did not foresee is wrapped as `UnexpectedError`
+and dead-lettered. Nothing escapes except `FatalError` (the shell stops the worker without
+acking) and a failure to write to Kafka (the same).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,8 +43,9 @@ Handler = Callable[[InboundMessage], Sequence[OutboundRecord] | FailedAfter]
 
 
 class Sender(Protocol):
-    async def send_all(self, records: Sequence[OutboundRecord]) -> None:
-        """Produce `records` in order and return once Kafka acknowledged every one."""
+    async def send(self, records: Sequence[OutboundRecord]) -> Awaitable[object]:
+        """Hand `records` to the producer in order; the result completes once Kafka acknowledged
+        every one, or fails with the first failure."""
 
 
 @dataclass
@@ -132,8 +134,10 @@ class Pipeline:
             return result.records, result.error
         return result, None
 
-    async def process(self, messages: Sequence[InboundMessage]) -> None:
-        await self.sender.send_all(self.route(messages))
+    async def process(self, messages: Sequence[InboundMessage]) -> Awaitable[object]:
+        """Route the batch and hand its records to the sender; the result completes once Kafka
+        acknowledged them all."""
+        return await self.sender.send(self.route(messages))
 
     def route_failure(
         self,

@@ -1,4 +1,4 @@
-"""The thin faust shell around `worker.pipeline`: events in, batches processed, sends awaited."""
+"""The thin faust shell around `worker.pipeline`: events in, batches handed off, acked in order."""
 
 from __future__ import annotations
 
@@ -6,21 +6,35 @@ import asyncio
 import logging
 import os
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
+from faust.types import EventT
 
-from worker.observability import metrics
+from worker.observability import BatchTimer, metrics
 from worker.pipeline import Pipeline
 from worker.placement import kafka_partitioner
 from worker.records import InboundMessage, OutboundRecord
 
-__all__ = ["EXIT_FATAL", "FaustSender", "run_batches", "run_pipeline", "stop_worker", "to_inbound"]
+__all__ = [
+    "EXIT_FATAL",
+    "MAX_IN_FLIGHT",
+    "EventIntake",
+    "FaustSender",
+    "InOrderAcks",
+    "run_batches",
+    "run_pipeline",
+    "stop_worker",
+    "to_inbound",
+]
 
 log = logging.getLogger(__name__)
+
+Event = EventT[bytes]
 
 #: Exit status of a worker stopped by a `FatalError` (EX_SOFTWARE).
 EXIT_FATAL = 70
@@ -31,23 +45,29 @@ EXIT_FATAL = 70
 BATCH_SIZE = 500
 BATCH_WITHIN_S = 0.005
 
+#: Batches a stage may have handed to the producer before Kafka acknowledged all they produced.
+#: Two let a stage map the next batch while the last one's acks are outstanding (aiokafka has
+#: one produce request in flight per broker: the next batch goes in the next request); a third
+#: rides out a slow ack. More would only hold more events unacked, and their commits back.
+MAX_IN_FLIGHT = 3
+
 
 class FaustSender:
-    """Produces raw records through the app's producer and waits for every acknowledgement.
+    """Produces raw records through the app's producer.
 
     Records are appended to one aiokafka batch per partition and each batch is sent whole:
     `send` per record costs a future, a metadata lookup and a partitioner call each (faust's
     `Topic.send` several hundred microseconds more), for records that are already bytes.
     Partitions are chosen as the producer's partitioner would (`worker.placement`), and a
-    partition's records keep their order.
+    partition's records keep their order, across calls too.
     """
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
 
-    async def send_all(self, records: Sequence[OutboundRecord]) -> None:
-        if not records:
-            return
+    async def send(self, records: Sequence[OutboundRecord]) -> Awaitable[object]:
+        """Append `records` to the producer's batches; the result completes once Kafka
+        acknowledged every one (acks=all), or fails with the first failure."""
         producer: AIOKafkaProducer = self._app.producer._ensure_producer()  # type: ignore[attr-defined]
         partitions: dict[str, list[int]] = {}
         batches: dict[tuple[str, int], BatchBuilder] = {}
@@ -73,7 +93,7 @@ class FaustSender:
         for (topic, partition), batch in batches.items():
             if batch.record_count():
                 pending.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*pending)
+        return asyncio.gather(*pending)
 
 
 def _append(batch: BatchBuilder, record: OutboundRecord) -> bool:
@@ -101,10 +121,117 @@ def to_inbound(event: Any) -> InboundMessage:
     )
 
 
+class EventIntake:
+    """An agent's events, taken off its channel's queue in batches.
+
+    faust's stream iterator (and `take_events` on top of it, which acks a batch only when the
+    next one is taken) would cost several calls an event; this does what of it the worker
+    relies on. An event is tracked when taken, as the iterator tracks it, so that a rebalance or
+    a shutdown waits (`Consumer.wait_empty`) until it is acked; an event taken while flow is
+    stopped for a rebalance, or fetched in an earlier consumer generation, is dropped unacked,
+    as the iterator drops it (the seek that ends the rebalance reads it again). What is still in
+    the queue when faust clears it is seen there by `worker.faustapp.RereadingFlowControl`.
+    """
+
+    def __init__(self, stream: faust.StreamT[bytes]) -> None:
+        self._app = stream.app
+        self._queue = stream.channel.queue  # type: ignore[attr-defined]
+        self._flow_active = stream.app.flow_control.is_active
+        self._acking_topics = stream.app.topics.acking_topics
+        self._unacked = stream.app.consumer.unacked
+
+    async def fill(self, events: list[Event], size: int, within_s: float) -> None:
+        """Add to `events` the next event, once there is one, and those that follow it within
+        `within_s`, up to `size` in all (`events` is the caller's: it knows what it holds if this
+        is cancelled)."""
+        queue = self._queue
+        event: Event = await queue.get()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while True:
+            self._keep(event, events)
+            if len(events) >= size:
+                return
+            if not queue.empty():
+                event = queue.get_nowait()
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                async with asyncio.timeout(remaining):
+                    event = await queue.get()
+            except TimeoutError:
+                return
+
+    def _keep(self, event: Event, events: list[Event]) -> None:
+        message = event.message
+        if not self._flow_active() or message.generation_id != self._app.consumer_generation_id:
+            return
+        if message.topic in self._acking_topics and not message.tracked:
+            message.tracked = True
+            self._unacked.add(message)
+        events.append(event)
+
+
+class _InFlight:
+    __slots__ = ("acked", "events", "timer")
+
+    def __init__(self, acked: asyncio.Future[object], events: list[Event], timer: BatchTimer):
+        self.acked = acked
+        self.events = events
+        self.timer = timer
+
+
+class InOrderAcks:
+    """Acks each batch's events once Kafka acknowledged everything the batch produced and every
+    earlier batch is acked; stops the worker, acking nothing more, as soon as a send fails.
+
+    Driven by the acknowledgements themselves (done-callbacks), not by the next batch: a
+    rebalance or a shutdown waits until every event taken is acked, with flow stopped.
+    """
+
+    def __init__(self, pipeline: str, limit: int = MAX_IN_FLIGHT) -> None:
+        self._pipeline = pipeline
+        self._limit = limit
+        self._in_flight: deque[_InFlight] = deque()
+        self._room = asyncio.Event()
+
+    async def room(self) -> None:
+        """Return once fewer than `limit` batches are in flight."""
+        while len(self._in_flight) >= self._limit:
+            self._room.clear()
+            await self._room.wait()
+
+    def add(self, events: list[Event], acked: Awaitable[object], timer: BatchTimer) -> None:
+        """Ack `events` once `acked` completes and every batch added before them is acked."""
+        future = asyncio.ensure_future(acked)
+        self._in_flight.append(_InFlight(future, events, timer))
+        future.add_done_callback(self._on_acked)
+
+    def _on_acked(self, future: asyncio.Future[object]) -> None:
+        self._check(future)
+        in_flight = self._in_flight
+        while in_flight and in_flight[0].acked.done():
+            batch = in_flight.popleft()
+            self._check(batch.acked)
+            for event in batch.events:
+                event.ack()
+            batch.timer.done(len(batch.events))
+        self._room.set()
+
+    def _check(self, future: asyncio.Future[object]) -> None:
+        if future.cancelled():
+            stop_worker(self._pipeline, asyncio.CancelledError("a send was cancelled"))
+        error = future.exception()
+        if error is not None:
+            stop_worker(self._pipeline, error)
+
+
 async def run_batches(
     stream: faust.StreamT[bytes],
     pipeline: Pipeline,
-    handle: Callable[[list[InboundMessage]], Awaitable[None]],
+    handle: Callable[[list[InboundMessage]], Awaitable[Awaitable[object]]],
     *,
     batch_size: int = BATCH_SIZE,
     within_s: float = BATCH_WITHIN_S,
@@ -112,22 +239,34 @@ async def run_batches(
 ) -> None:
     """Consume `stream` in batches through `handle` until the worker stops.
 
-    faust acks a batch of `take_events` when the next one is taken, and also when the loop is
-    left in any way, a cancellation included. So whatever escapes `handle`, a cancellation in the
-    middle of a batch too (a shutdown that timed out), stops the process at once: the batch is
-    never acked ahead of its outputs and is read again after a restart.
+    `handle` hands a batch's records to the producer and returns what completes once Kafka
+    acknowledged them all; meanwhile the next batches are taken and handed off, up to
+    `MAX_IN_FLIGHT`, and `InOrderAcks` acks each batch's events in order. The loop ends when
+    faust stops the actor (it throws `StopAsyncIteration` into the channel when the worker stops)
+    or on a cancellation with no batch in hand: any other failure, a cancellation in the middle
+    of a batch too (a shutdown that timed out), stops the process at once, so no batch is acked
+    ahead of its outputs and what was not acked is read again after a restart.
     """
-    # take_events is on faust.Stream, which every agent gets, but not on the StreamT protocol.
-    batches = stream.take_events(batch_size, within=within_s)  # type: ignore[attr-defined]
+    intake = EventIntake(stream)
+    acks = InOrderAcks(pipeline.name)
     metrics.track(pipeline)
-    async for events in batches:
+    while True:
+        events: list[Event] = []
         try:
-            batch = [to_inbound(event) for event in events]
+            await intake.fill(events, batch_size, within_s)
+            if not events:
+                continue
             timer = metrics.start_batch(pipeline, with_mapping=with_mapping)
-            await handle(batch)
-            timer.done(len(batch))
-        except BaseException as exc:  # noqa: BLE001  (the batch must not be acked: stop)
-            stop_worker(pipeline.name, exc)
+            await acks.room()
+            acked = await handle([to_inbound(event) for event in events])
+            timer.handed_off()
+            acks.add(events, acked, timer)
+        except StopAsyncIteration:
+            return  # faust stops the actor (`Actor.cancel`): what is in hand stays unacked
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and not events:
+                raise  # stopped while waiting for events
+            stop_worker(pipeline.name, exc)  # a batch in hand must not be acked
 
 
 async def run_pipeline(stream: faust.StreamT[bytes], pipeline: Pipeline) -> None:
@@ -135,7 +274,7 @@ async def run_pipeline(stream: faust.StreamT[bytes], pipeline: Pipeline) -> None
     await run_batches(stream, pipeline, pipeline.process)
 
 
-def stop_worker(pipeline: str, exc: BaseException) -> None:
+def stop_worker(pipeline: str, exc: BaseException) -> NoReturn:
     """Exit at once, without acking or committing anything more.
 
     A clean faust shutdown would commit the offsets of the batch in hand; exiting hard keeps

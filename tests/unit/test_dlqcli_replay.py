@@ -7,7 +7,7 @@ Each test starts from a dead letter the real `worker.dlq.dead_letter` wrote, rew
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 import pytest
 
@@ -34,7 +34,7 @@ RETRY = "app.retry"
 
 
 class NoSender:
-    async def send_all(self, records: Sequence[OutboundRecord]) -> None:
+    async def send(self, records: Sequence[OutboundRecord]) -> Awaitable[object]:
         raise AssertionError("replay_through returns records; it never sends")
 
 

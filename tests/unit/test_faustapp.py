@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import types
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
+from faust.events import Event as FaustEvent
+from faust.transport.conductor import Conductor, ConductorCompiler
 from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
 from mode.utils.locks import Event
-from mode.utils.queues import FlowControlQueue
+from mode.utils.queues import FlowControlEvent, FlowControlQueue, ThrowableQueue
 
 from worker.app import app, settings
 from worker.faustapp import (
     REWIND_AFTER_S,
     QuietMonitor,
+    RawConductor,
+    RawSchema,
     RereadingFlowControl,
     StrictCommitConsumer,
     skipped_offsets,
@@ -261,6 +268,103 @@ async def test_records_read_again_are_handed_off_though_the_batch_went_on_past_t
     await consumer._hand_off(batch(100))  # an older duplicate is still skipped
 
     assert handed == [551, 552, 388, 389]
+
+
+class Channel:
+    """An agent's channel, as the conductor sees it: a queue and a schema."""
+
+    def __init__(self, queue: ThrowableQueue[FaustEvent]) -> None:
+        self.queue = queue
+        self.schema = RawSchema(key_type=bytes, value_type=bytes)
+
+
+class RawPartition:
+    """One partition read by one raw-bytes channel (an agent's input), under the app's flow
+    control, with the consumer's pause and resume of the partition recorded."""
+
+    def __init__(self, maxsize: int = 100) -> None:
+        self.flow_control = FlowControlEvent(initially_suspended=False)
+        self.queue: ThrowableQueue[FaustEvent] = ThrowableQueue(
+            maxsize=maxsize, flow_control=self.flow_control, clear_on_resume=True
+        )
+        self.paused: list[TP] = []
+        self.app = types.SimpleNamespace(
+            flow_control=self.flow_control,
+            consumer=types.SimpleNamespace(
+                on_buffer_full=self.paused.append, on_buffer_drop=self.paused.remove
+            ),
+            sensors=types.SimpleNamespace(on_topic_buffer_full=lambda tp: None),
+            conf=types.SimpleNamespace(Event=FaustEvent),
+            producer=types.SimpleNamespace(buffer=types.SimpleNamespace(wait_until_ebb=None)),
+        )
+        self.channel = Channel(self.queue)
+        self.conductor = RawConductor.__new__(RawConductor)
+        self.conductor.app = self.app  # type: ignore[assignment]
+        self.conductor._compiler = ConductorCompiler()
+
+    def handler(self, *channels: Channel) -> Any:
+        return self.conductor._build_handler(PARTITION, set(channels or [self.channel]))
+
+
+def consumed(offset: int) -> ConsumerMessage:
+    return ConsumerMessage(PARTITION.topic, 0, offset, 1.0, 0, [], b"k", b"v%d" % offset, None)
+
+
+async def test_a_raw_partition_s_message_is_queued_as_its_event_counted_for_one_channel() -> None:
+    partition = RawPartition()
+    message = consumed(7)
+
+    await partition.handler()(message)
+
+    event = partition.queue.get_nowait()
+    assert (event.message, event.key, event.value) == (message, b"k", b"v7")
+    assert message.refcount == 1  # acked once by the agent, it is done
+
+
+async def test_the_raw_hand_off_waits_while_flow_is_stopped() -> None:
+    partition = RawPartition()
+    partition.flow_control.suspend()
+    handing = asyncio.ensure_future(partition.handler()(consumed(7)))
+    await asyncio.sleep(0.01)
+    assert not handing.done()
+
+    partition.flow_control.resume()
+    await handing
+
+    assert partition.queue.get_nowait().message.offset == 7
+
+
+async def test_a_raw_queue_under_pressure_pauses_the_partition_and_a_full_one_is_waited_on() -> (
+    None
+):
+    partition = RawPartition(maxsize=4)  # high pressure from 3 queued (faust's ratio)
+    handler = partition.handler()
+    for offset in range(4):
+        await handler(consumed(offset))
+    assert partition.paused == [PARTITION]
+
+    handing = asyncio.ensure_future(handler(consumed(4)))
+    await asyncio.sleep(0.01)
+    assert not handing.done()  # the queue is full
+    for _ in range(4):
+        partition.queue.get_nowait()
+    await handing
+    assert partition.queue.get_nowait().message.offset == 4
+    assert partition.paused == []  # the queue drained: the partition is fetched again
+
+
+def test_a_partition_read_by_two_channels_keeps_fausts_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    partition = RawPartition()
+
+    def fausts(self: Conductor, tp: TP, channels: object) -> str:
+        return "faust's handler"
+
+    monkeypatch.setattr(Conductor, "_build_handler", fausts)
+
+    assert "_raw_handler" in partition.handler().__qualname__
+    assert partition.handler(partition.channel, Channel(partition.queue)) == "faust's handler"
 
 
 def test_the_quiet_monitor_keeps_no_per_event_statistics() -> None:

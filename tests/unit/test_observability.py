@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -23,8 +24,11 @@ class RecordingSender:
     def __init__(self) -> None:
         self.sent: list[OutboundRecord] = []
 
-    async def send_all(self, records: Sequence[OutboundRecord]) -> None:
+    async def send(self, records: Sequence[OutboundRecord]) -> Awaitable[object]:
         self.sent.extend(records)
+        acked = asyncio.get_running_loop().create_future()
+        acked.set_result(None)
+        return acked
 
 
 def handler(message: InboundMessage) -> list[OutboundRecord]:
@@ -87,6 +91,7 @@ async def test_a_batch_is_counted_by_fate_and_timed() -> None:
     batch = [message(v, i) for i, v in enumerate([b"a", b"skip", b"bad", b"odd", b"bug", b"b"])]
     timer = metrics.start_batch(p)
     await p.process(batch)
+    timer.handed_off()
     timer.done(len(batch))
 
     s = scrape(metrics)
@@ -122,6 +127,21 @@ async def test_stats_are_read_at_scrape_time_and_tracking_is_idempotent() -> Non
     assert value(s, "autopilot_worker_messages_in_total", pipeline="destination") == 2
     # no batch was timed, so no histogram series
     assert value(s, "autopilot_worker_mapping_seconds_count") == 0
+
+
+async def test_a_batch_s_mapping_time_is_its_own_when_the_next_is_mapped_before_its_acks() -> None:
+    metrics = WorkerMetrics(process_metrics=False)
+    p = pipeline()
+    timer = metrics.start_batch(p)
+    await p.process([message(b"a"), message(b"b")])
+    timer.handed_off()
+    first = p.stats.mapping_seconds
+    await p.process([message(b"c", 2)] * 200)  # the next batch, while the first one's acks wait
+    timer.done(2)
+    s = scrape(metrics)
+    assert value(s, "autopilot_worker_mapping_seconds_count") == 2
+    assert value(s, "autopilot_worker_mapping_seconds_sum") == pytest.approx(first)
+    assert p.stats.mapping_seconds > first
 
 
 def test_a_stage_without_mapping_times_only_its_batches() -> None:

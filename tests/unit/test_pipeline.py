@@ -1,8 +1,9 @@
-"""The per-message loop: every fate routed, nothing escapes but a stop, sends awaited."""
+"""The per-message loop: every fate routed, nothing escapes but a stop, records handed off."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
 
 import pytest
 
@@ -21,8 +22,11 @@ class RecordingSender:
     def __init__(self) -> None:
         self.sent: list[OutboundRecord] = []
 
-    async def send_all(self, records: Sequence[OutboundRecord]) -> None:
+    async def send(self, records: Sequence[OutboundRecord]) -> Awaitable[object]:
         self.sent.extend(records)
+        acked = asyncio.get_running_loop().create_future()
+        acked.set_result(None)
+        return acked
 
 
 def message(value: bytes, offset: int = 0) -> InboundMessage:

@@ -9,6 +9,7 @@ Without AUTOPILOT_API_KEY this module registers no agent and says so.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 import faust
 import orjson
@@ -75,8 +76,9 @@ def _final_error(result: DeliveryResult) -> WorkerError:
 
 async def deliver_batch(
     deliverer: Deliverer, pipeline: Pipeline, messages: list[InboundMessage]
-) -> None:
-    """Deliver `messages`; return once every outcome and dead letter is on Kafka."""
+) -> Awaitable[object]:
+    """Deliver `messages`; hand every outcome and dead letter to the producer, and return what
+    completes once Kafka acknowledged them all."""
     records: list[OutboundRecord] = []
     valid: list[tuple[InboundMessage, RequestDescriptor]] = []
     for message in messages:
@@ -95,7 +97,7 @@ async def deliver_batch(
         else:
             pipeline.breaker.record(dead_lettered=False)
             pipeline.stats.produced += 1
-    await pipeline.sender.send_all(records)
+    return await pipeline.sender.send(records)
 
 
 def to_delivery_replay(message: InboundMessage) -> list[OutboundRecord]:
@@ -121,8 +123,8 @@ if delivery_state.enabled:
         async with Deliverer(settings) as deliverer:
             delivery_state.deliverer = deliverer
 
-            async def handle(batch: list[InboundMessage]) -> None:
-                await deliver_batch(deliverer, _pipeline, batch)
+            async def handle(batch: list[InboundMessage]) -> Awaitable[object]:
+                return await deliver_batch(deliverer, _pipeline, batch)
 
             await run_batches(
                 stream,

@@ -15,10 +15,9 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
 from worker.ingest.problems import Unavailable
-from worker.pipeline import Sender
 from worker.records import OutboundRecord
 
-__all__ = ["SendableTopic", "TopicSender", "store_all"]
+__all__ = ["RecordSender", "SendableTopic", "TopicSender", "store_all"]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +35,13 @@ class SendableTopic(Protocol):
     ) -> Awaitable[Any]: ...
 
 
+class RecordSender(Protocol):
+    async def send_all(self, records: Sequence[OutboundRecord]) -> None:
+        """Produce `records` and return once Kafka acknowledged every one."""
+
+
 class TopicSender:
-    """A `worker.pipeline.Sender` over a fixed set of raw-bytes topics, by name."""
+    """A `RecordSender` over a fixed set of raw-bytes topics, by name."""
 
     def __init__(self, topics: Mapping[str, SendableTopic]) -> None:
         self._topics = dict(topics)
@@ -60,7 +64,7 @@ class TopicSender:
 
 
 async def store_all(
-    sender: Sender,
+    sender: RecordSender,
     records: Sequence[OutboundRecord],
     *,
     timeout_s: float,

@@ -1,0 +1,282 @@
+"""The faust shell's loop: batches handed off while earlier ones' acks wait, acked in order."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from collections.abc import Awaitable
+from typing import Any
+
+import pytest
+from faust.events import Event
+from faust.types.tuples import ConsumerMessage, Message
+from mode.utils.queues import FlowControlEvent, ThrowableQueue
+
+from worker import streaming
+from worker.errors import DeadLetterRateExceeded
+from worker.pipeline import DeadLetterBreaker, Pipeline
+from worker.records import InboundMessage
+from worker.streaming import MAX_IN_FLIGHT, EventIntake, run_batches
+
+TOPIC = "in"
+
+
+class Consumer:
+    """What the loop touches of faust's consumer: the messages it tracks, and `ack`."""
+
+    def __init__(self) -> None:
+        self.unacked: set[Message] = set()
+        self.acked: list[int] = []
+
+    def ack(self, message: Message) -> bool:
+        message.acked = True
+        self.unacked.discard(message)
+        self.acked.append(message.offset)
+        return True
+
+
+class Stopped(Exception):
+    """Raised by the stand-in for `stop_worker`, which exits the process."""
+
+
+@pytest.fixture(autouse=True)
+def stops(monkeypatch: pytest.MonkeyPatch) -> list[BaseException]:
+    """What stopped the worker (each test's loop is left in the middle of batches)."""
+    stopped: list[BaseException] = []
+
+    def stop_worker(pipeline: str, exc: BaseException) -> None:
+        stopped.append(exc)
+        raise Stopped(pipeline)
+
+    monkeypatch.setattr(streaming, "stop_worker", stop_worker)
+    return stopped
+
+
+class Stage:
+    """An agent's stream as faust builds it (its channel's queue, under the app's flow control),
+    on a stand-in consumer; `handle` hands each batch off with a future the test completes."""
+
+    def __init__(self) -> None:
+        self.consumer = Consumer()
+        self.flow_control = FlowControlEvent()
+        self.app = types.SimpleNamespace(
+            consumer=self.consumer,
+            flow_control=self.flow_control,
+            topics=types.SimpleNamespace(acking_topics={TOPIC}),
+            consumer_generation_id=1,
+        )
+        self.queue: ThrowableQueue[Event] = ThrowableQueue(
+            maxsize=1000, flow_control=self.flow_control, clear_on_resume=True
+        )
+        self.flow_control.resume()  # as the app does once partitions are assigned
+        self.stream: Any = types.SimpleNamespace(
+            app=self.app, channel=types.SimpleNamespace(queue=self.queue)
+        )
+        self.batches: list[list[int]] = []
+        self.sends: list[asyncio.Future[object]] = []
+        self.offset = 0
+
+    def put(self, count: int, *, generation_id: int = 1) -> None:
+        for _ in range(count):
+            message = ConsumerMessage(TOPIC, 0, self.offset, 1.0, 0, [], b"k", b"v", None)
+            message.generation_id = generation_id
+            message.incref()  # as the conductor does, once per channel
+            self.queue.put_nowait(Event(self.app, b"k", b"v", [], message))  # type: ignore[arg-type]
+            self.offset += 1
+
+    async def handle(self, batch: list[InboundMessage]) -> Awaitable[object]:
+        self.batches.append([message.offset for message in batch])
+        sent: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self.sends.append(sent)
+        return sent
+
+    def run(self, *, batch_size: int = 2) -> asyncio.Task[None]:
+        return asyncio.ensure_future(
+            run_batches(self.stream, pipeline(), self.handle, batch_size=batch_size, within_s=0.001)
+        )
+
+
+def pipeline() -> Pipeline:
+    breaker = DeadLetterBreaker(window=10, min_messages=10, max_ratio=0.5)
+    return Pipeline("p", "s", lambda message: [], Sink(), "dlq", breaker)
+
+
+class Sink:
+    async def send(self, records: Any) -> Any:
+        raise AssertionError("the tests' stages hand off through Stage.handle")
+
+
+async def settle() -> None:
+    """Let the loop run until it waits on something only the test can give."""
+    for _ in range(5):
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+def stage() -> Stage:
+    return Stage()
+
+
+def sent(stage: Stage, index: int, error: BaseException | None = None) -> None:
+    if error is None:
+        stage.sends[index].set_result(None)
+    else:
+        stage.sends[index].set_exception(error)
+
+
+async def test_the_next_batches_are_handed_off_while_the_first_one_s_acks_wait(
+    stage: Stage,
+) -> None:
+    stage.put(2 * (MAX_IN_FLIGHT + 2))
+    task = stage.run()
+    await settle()
+    assert len(stage.batches) == MAX_IN_FLIGHT  # no more until one is acked
+    assert stage.consumer.acked == []
+
+    sent(stage, 0)
+    await settle()
+
+    assert stage.consumer.acked == [0, 1]
+    assert len(stage.batches) == MAX_IN_FLIGHT + 1
+    task.cancel()
+
+
+async def test_a_batch_acked_by_kafka_first_waits_for_the_batches_before_it(stage: Stage) -> None:
+    stage.put(6)
+    task = stage.run()
+    await settle()
+    assert stage.batches == [[0, 1], [2, 3], [4, 5]]
+
+    sent(stage, 2)
+    sent(stage, 1)
+    await settle()
+    assert stage.consumer.acked == []
+
+    sent(stage, 0)
+    await settle()
+    assert stage.consumer.acked == [0, 1, 2, 3, 4, 5]
+    assert stage.consumer.unacked == set()
+    task.cancel()
+
+
+async def test_acks_come_from_the_sends_completing_with_no_event_arriving(stage: Stage) -> None:
+    """A rebalance stops the flow of events and waits for every tracked one to be acked: the
+    acks must not wait for a next batch."""
+    stage.put(1)
+    task = stage.run()
+    await settle()
+    assert len(stage.consumer.unacked) == 1  # tracked when taken: a rebalance waits for it
+    stage.flow_control.suspend()
+
+    sent(stage, 0)
+    await settle()
+
+    assert stage.consumer.acked == [0]
+    assert stage.consumer.unacked == set()
+    task.cancel()
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+async def test_a_failed_send_stops_the_worker_and_acks_neither_it_nor_what_follows(
+    stage: Stage, stops: list[BaseException], failing: int
+) -> None:
+    stage.put(6)
+    task = stage.run()
+    await settle()
+    error = RuntimeError("KafkaTimeoutError")
+
+    sent(stage, 2)
+    sent(stage, failing, error)  # at once: batch 2's callback runs first and finds it done
+    await settle()
+
+    assert stops[0] is error  # the process exits there
+    assert stage.consumer.acked == []
+    task.cancel()
+
+
+async def test_a_failure_in_the_hand_off_stops_the_worker_before_any_ack(
+    stage: Stage, stops: list[BaseException]
+) -> None:
+    async def handle(batch: list[InboundMessage]) -> Awaitable[object]:
+        raise DeadLetterRateExceeded("most recent messages were dead-lettered")
+
+    stage.put(2)
+    task = asyncio.ensure_future(run_batches(stage.stream, pipeline(), handle, within_s=0.001))
+    await settle()
+
+    assert [type(exc) for exc in stops] == [DeadLetterRateExceeded]
+    assert stage.consumer.acked == []
+    assert isinstance(task.exception(), Stopped)
+
+
+async def test_a_cancellation_stops_the_worker_only_with_a_batch_in_hand(
+    stage: Stage, stops: list[BaseException]
+) -> None:
+    idle = stage.run()
+    await settle()
+    idle.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await idle
+    assert stops == []
+
+    stage.put(2 * (MAX_IN_FLIGHT + 1))
+    busy = stage.run()
+    await settle()  # the last batch waits for room
+    busy.cancel()
+    await settle()
+    assert [type(exc) for exc in stops] == [asyncio.CancelledError]
+    assert stage.consumer.acked == []
+
+
+async def test_the_loop_ends_when_faust_stops_the_actor(
+    stage: Stage, stops: list[BaseException]
+) -> None:
+    """At a clean shutdown faust throws StopAsyncIteration into each agent's channel."""
+    stage.put(2)
+    task = stage.run()
+    await settle()
+    stage.queue._throw(StopAsyncIteration())
+    sent(stage, 0)
+
+    await asyncio.wait_for(task, 1)
+
+    assert stops == []
+    assert stage.consumer.acked == [0, 1]  # what was in flight is still acked
+
+
+async def test_events_of_an_earlier_generation_or_taken_while_flow_is_stopped_are_dropped(
+    stage: Stage,
+) -> None:
+    intake = EventIntake(stage.stream)
+    stage.put(2, generation_id=0)
+    stage.put(1)
+    events: list[Any] = []
+    await intake.fill(events, 10, 0.001)
+    assert [event.message.offset for event in events] == [2]
+    assert {m.offset for m in stage.consumer.unacked} == {2}
+
+    stage.put(1)
+    stage.flow_control.suspend()
+    dropped: list[Any] = []
+    await intake.fill(dropped, 10, 0.001)
+    assert dropped == []
+    assert {m.offset for m in stage.consumer.unacked} == {2}
+    assert stage.consumer.acked == []
+
+
+async def test_a_batch_takes_what_is_there_then_waits_a_little_for_more(stage: Stage) -> None:
+    intake = EventIntake(stage.stream)
+    stage.put(3)
+    full: list[Any] = []
+    await intake.fill(full, 2, 10.0)  # full at once: no wait
+    assert [event.message.offset for event in full] == [0, 1]
+
+    async def later() -> None:
+        await asyncio.sleep(0.01)
+        stage.put(1)
+
+    trickle: list[Any] = []
+    arrival = asyncio.ensure_future(later())
+    await intake.fill(trickle, 10, 0.2)
+    await arrival
+    assert [event.message.offset for event in trickle] == [2, 3]

@@ -40,7 +40,9 @@ only offsets the Kafka client itself stepped over, seen in its own thread around
 the position before the fetch to the first record, between two records of it, and from the last
 record to the position after it. And when faust clears the stream buffers, the worker seeks each
 partition still assigned back to the first offset dropped, so what was dropped is read again at
-once (anything the clearing drops unnoticed holds the commit back until the rewind above).
+once; the rest of that partition's records in the batch being handed off is left, since they
+come again from there and handing them off too would write them twice. Anything the clearing
+drops unnoticed holds the commit back until the rewind above.
 
 **The fetch loop** (`StrictCommitConsumer._drain_messages`). faust hands each fetched message
 to the streams under its own `wait_first` (four futures, one `asyncio.wait` and three
@@ -199,6 +201,8 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
         self._held_since: dict[TP, float] = {}
         #: partition -> offset sought back to, until the records from there are handed off
         self._read_again_from: dict[TP, int] = {}
+        #: partitions sought back while the batch in hand was being handed off
+        self._sought_during_hand_off: set[TP] = set()
         #: partitions never committed whose earliest offset is being looked up
         self._start_unknown: set[TP] = set()
         self._learn_starts: asyncio.Future[None] | None = None
@@ -281,6 +285,7 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
         self._thread.seek(tp, offset)
         self._read_offset[tp] = offset
         self._read_again_from[tp] = offset
+        self._sought_during_hand_off.add(tp)
 
     def held_too_long(self, now: float) -> list[tuple[TP, int]]:
         """Partitions held back for `REWIND_AFTER_S`, with the offset to read them from again."""
@@ -338,14 +343,19 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
             self.diag.unset_flag(CONSUMER_FETCHING)
 
     async def _hand_off(self, batch: AsyncIterator[tuple[TP, Any]]) -> None:
-        """Each message of a fetched batch to the streams, as faust does, message by message."""
+        """Each message of a fetched batch to the streams, as faust does, message by message;
+        the rest of a partition sought back meanwhile is left: it is fetched again from there."""
         read_offset = self._read_offset
+        sought = self._sought_during_hand_off
+        sought.clear()
         since_yield = 0
         async for tp, message in batch:
             since_yield += 1
             if since_yield > _YIELD_EVERY:
                 await asyncio.sleep(0)
                 since_yield = 0
+            if sought and tp in sought:
+                continue  # fetched before the seek back: it comes again (see `_seek_back`)
             offset = message.offset
             last_read = read_offset[tp]
             if last_read is not None and offset < last_read:

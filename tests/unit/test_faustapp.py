@@ -43,6 +43,7 @@ def consumer_with(acked: list[int], committed: int | None) -> StrictCommitConsum
     consumer._held_since = {}
     consumer._start_unknown = set()
     consumer._read_again_from = {}
+    consumer._sought_during_hand_off = set()
     return consumer
 
 
@@ -268,6 +269,41 @@ async def test_records_read_again_are_handed_off_though_the_batch_went_on_past_t
     await consumer._hand_off(batch(100))  # an older duplicate is still skipped
 
     assert handed == [551, 552, 388, 389]
+
+
+async def test_the_rest_of_a_batch_is_left_once_its_partition_is_sought_back() -> None:
+    """A buffer clear sought the partition back to 388 while 390..392 were being handed off:
+    391 and 392 were fetched before the seek and come again from 388, so they are left (handing
+    them off too would write each one twice); another partition's records go on."""
+    other = TP("autopilot.email-events", 1)
+    consumer = consumer_with([], 388)
+    consumer._read_offset = defaultdict(lambda: None, {PARTITION: 389, other: 9})
+    consumer._commit_every = None
+    consumer._thread = types.SimpleNamespace(seek=lambda tp, offset: None)  # type: ignore[assignment]
+    handed: list[tuple[int, int]] = []
+
+    async def callback(message: types.SimpleNamespace) -> None:
+        if not handed:
+            consumer._seek_back(PARTITION, 388)
+        handed.append((message.tp.partition, message.offset))
+
+    async def batch(tp: TP, *offsets: int) -> AsyncIterator[tuple[TP, types.SimpleNamespace]]:
+        for offset in offsets:
+            yield tp, types.SimpleNamespace(tp=tp, offset=offset)
+
+    async def mixed() -> AsyncIterator[tuple[TP, types.SimpleNamespace]]:
+        async for item in batch(PARTITION, 390, 391):
+            yield item
+        async for item in batch(other, 10):
+            yield item
+        async for item in batch(PARTITION, 392):
+            yield item
+
+    consumer.callback = callback  # type: ignore[assignment]
+    await consumer._hand_off(mixed())
+    await consumer._hand_off(batch(PARTITION, 388, 389, 390, 391))  # fetched again
+
+    assert handed == [(0, 390), (1, 10), (0, 388), (0, 389), (0, 390), (0, 391)]
 
 
 class Channel:

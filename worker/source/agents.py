@@ -10,6 +10,7 @@ lowercased email, as the worker's webhook does) is mapped by the intake at once
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import faust
@@ -18,7 +19,7 @@ import orjson
 from worker import __version__
 from worker.app import app, placement, raw_topic, topic_names
 from worker.records import InboundMessage, OutboundRecord, header
-from worker.source.mapping import email_event_contact, map_source
+from worker.source.mapping import NATIVE, email_event_contact, map_source
 from worker.streaming import run_pipeline
 from worker.tables import ChangelogTable
 from worker.wiring import KIND_HEADER, build_pipeline
@@ -27,6 +28,14 @@ __all__ = ["KIND_EMAIL_EVENT", "KIND_IDENTITY", "identity_record"]
 
 KIND_EMAIL_EVENT = b"email-event"
 KIND_IDENTITY = b"identity"
+
+log = logging.getLogger(__name__)
+
+if NATIVE is None:
+    log.warning(
+        "the compiled source mapper (native/, built by `make install`) is not installed: every "
+        "email event is mapped by the Python path: the same tracks, about half as fast"
+    )
 
 _user_by_email = app.Table(
     "source_user_by_email",

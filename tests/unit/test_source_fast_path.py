@@ -53,7 +53,8 @@ def _fast(raw: bytes, learned: str | None = None) -> Outcome | None:
     if common is None:
         return None
     found = common
-    return _outcome(lambda: mapping._track(found, learned, RECEIVED_AT, __version__))
+    received, integration = mapping._received_text(RECEIVED_AT), mapping._integration(__version__)
+    return _outcome(lambda: mapping._track(found, learned, received, integration))
 
 
 def _native(raw: bytes, learned: str | None = None) -> Outcome | None:

@@ -189,6 +189,7 @@ class _Track(msgspec.Struct, gc=False, rename="camel"):
 
 _encode_track: Final = msgspec.json.Encoder().encode
 _INTEGRATIONS: Final = orjson.dumps({INTEGRATION_NAME: False})
+_INTEGRATIONS_RAW: Final = msgspec.Raw(_INTEGRATIONS)
 _integration_by_version: dict[str, bytes] = {}
 _NO_JOURNEY: Final = CommonJourney()
 _NO_LINK: Final = CommonLink()
@@ -248,7 +249,12 @@ def email_event_to_track(
     integration_version: str,
 ) -> SourceOutput:
     """The track message for `event`; raises `SkipMessage("test_delivery")` for test events."""
-    return _track(_from_model(event), learned_user_id, received_at, integration_version)
+    return _track(
+        _from_model(event),
+        learned_user_id,
+        _received_text(received_at),
+        _integration(integration_version),
+    )
 
 
 def map_source(
@@ -259,16 +265,15 @@ def map_source(
     integration_version: str = __version__,
 ) -> SourceOutput:
     """Parse and map one raw event: what the agent, `map source` and the golden tests run."""
+    received, integration = _received_text(received_at), _integration(integration_version)
     if NATIVE is not None:
-        mapped = NATIVE.map(
-            raw, learned_user_id, _received_text(received_at), _integration(integration_version)
-        )
+        mapped = NATIVE.map(raw, learned_user_id, received, integration)
         if mapped is not None:
             return SourceOutput(*mapped)
     common = _common_event(raw)
     if common is None:
         common = _from_model(parse_email_event(raw))
-    return _track(common, learned_user_id, received_at, integration_version)
+    return _track(common, learned_user_id, received, integration)
 
 
 def _from_model(event: EmailEvent) -> _Common:
@@ -302,9 +307,10 @@ def _from_model(event: EmailEvent) -> _Common:
 
 
 def _track(
-    common: _Common, learned_user_id: str | None, received_at: datetime, integration_version: str
+    common: _Common, learned_user_id: str | None, received: str, integration: bytes
 ) -> SourceOutput:
-    """The one place a track is put together; `SkipMessage` for a test delivery."""
+    """The one place a track is put together; `SkipMessage` for a test delivery. `received` is
+    `_received_text`'s, `integration` `_integration`'s."""
     event, canonical, event_name, timestamp = common
     if event.test:
         raise SkipMessage("test_delivery")
@@ -313,7 +319,6 @@ def _track(
         message_id = _MESSAGE_ID_PREFIX + event_id
     else:
         message_id = f"{_MESSAGE_ID_PREFIX}sha256-{hashlib.sha256(event_id.encode()).hexdigest()}"
-    received = _received_text(received_at)
     contact, email, journey, link = event.contact, event.email, event.journey, event.link
     address = contact.email
     user_id: str | msgspec.UnsetType | None = contact.user_id or learned_user_id
@@ -341,11 +346,11 @@ def _track(
                 received,
                 _Context(
                     _Traits(address, contact.contact_id),
-                    msgspec.Raw(_integration(integration_version)),
+                    msgspec.Raw(integration),
                     event.ip,
                     event.user_agent,
                 ),
-                msgspec.Raw(_INTEGRATIONS),
+                _INTEGRATIONS_RAW,
                 _Properties(
                     canonical,
                     journey.id,

@@ -80,13 +80,21 @@ impl<'a> Parser<'a> {
         Some(unsafe { std::str::from_utf8_unchecked(text) })
     }
 
-    fn nullable_string(&mut self) -> Option<Option<&'a str>> {
+    /// Takes `null` if it is next: whether it did (`None` for a broken literal).
+    fn null(&mut self) -> Option<bool> {
         self.ws();
-        if self.s.get(self.i) == Some(&b'n') {
-            self.literal(b"null")?;
-            return Some(None);
+        if self.s.get(self.i) != Some(&b'n') {
+            return Some(false);
         }
-        self.string().map(Some)
+        self.literal(b"null").map(|()| true)
+    }
+
+    fn nullable_string(&mut self) -> Option<Option<&'a str>> {
+        if self.null()? {
+            Some(None)
+        } else {
+            self.string().map(Some)
+        }
     }
 
     fn boolean(&mut self) -> Option<bool> {
@@ -99,12 +107,11 @@ impl<'a> Parser<'a> {
     }
 
     fn nullable_boolean(&mut self) -> Option<Option<bool>> {
-        self.ws();
-        if self.s.get(self.i) == Some(&b'n') {
-            self.literal(b"null")?;
-            return Some(None);
+        if self.null()? {
+            Some(None)
+        } else {
+            self.boolean().map(Some)
         }
-        self.boolean().map(Some)
     }
 
     fn number(&mut self) -> Option<()> {
@@ -249,23 +256,23 @@ fn contact<'a>(p: &mut Parser<'a>) -> Option<Contact<'a>> {
     let mut out = Contact::default();
     let mut seen = 0u32;
     p.open()?;
-    p.members(|p, key| match key {
-        "email" => {
-            first(&mut seen, 1)?;
-            out.email = p.string()?;
-            Some(())
+    p.members(|p, key| {
+        match key {
+            "email" => {
+                first(&mut seen, 1)?;
+                out.email = p.string()?;
+            }
+            "contact_id" => {
+                first(&mut seen, 2)?;
+                out.contact_id = p.string().filter(|text| !text.is_empty())?;
+            }
+            "user_id" => {
+                first(&mut seen, 4)?;
+                out.user_id = p.nullable_string()?;
+            }
+            _ => p.skip(2)?,
         }
-        "contact_id" => {
-            first(&mut seen, 2)?;
-            out.contact_id = p.string().filter(|text| !text.is_empty())?;
-            Some(())
-        }
-        "user_id" => {
-            first(&mut seen, 4)?;
-            out.user_id = p.nullable_string()?;
-            Some(())
-        }
-        _ => p.skip(2),
+        Some(())
     })?;
     (seen & 3 == 3).then_some(out)
 }
@@ -274,37 +281,34 @@ fn email<'a>(p: &mut Parser<'a>) -> Option<Email<'a>> {
     let mut out = Email::default();
     let mut seen = 0u32;
     p.open()?;
-    p.members(|p, key| match key {
-        "id" => {
-            first(&mut seen, 1)?;
-            out.id = p.string().filter(|text| !text.is_empty())?;
-            Some(())
+    p.members(|p, key| {
+        match key {
+            "id" => {
+                first(&mut seen, 1)?;
+                out.id = p.string().filter(|text| !text.is_empty())?;
+            }
+            "subject" => {
+                first(&mut seen, 2)?;
+                out.subject = p.nullable_string()?;
+            }
+            "name" => {
+                first(&mut seen, 4)?;
+                out.name = p.nullable_string()?;
+            }
+            "transactional" => {
+                first(&mut seen, 8)?;
+                out.transactional = p.nullable_boolean()?;
+            }
+            _ => p.skip(2)?,
         }
-        "subject" => {
-            first(&mut seen, 2)?;
-            out.subject = p.nullable_string()?;
-            Some(())
-        }
-        "name" => {
-            first(&mut seen, 4)?;
-            out.name = p.nullable_string()?;
-            Some(())
-        }
-        "transactional" => {
-            first(&mut seen, 8)?;
-            out.transactional = p.nullable_boolean()?;
-            Some(())
-        }
-        _ => p.skip(2),
+        Some(())
     })?;
     (seen & 1 == 1).then_some(out)
 }
 
 /// `null`, or an object whose `id` and `other_key` are strings or null.
 fn pair<'a>(p: &mut Parser<'a>, other_key: &str) -> Option<Option<Pair<'a>>> {
-    p.ws();
-    if p.s.get(p.i) == Some(&b'n') {
-        p.literal(b"null")?;
+    if p.null()? {
         return Some(None);
     }
     let mut out = Pair::default();
@@ -314,14 +318,13 @@ fn pair<'a>(p: &mut Parser<'a>, other_key: &str) -> Option<Option<Pair<'a>>> {
         if key == "id" {
             first(&mut seen, 1)?;
             out.id = p.nullable_string()?;
-            Some(())
         } else if key == other_key {
             first(&mut seen, 2)?;
             out.other = p.nullable_string()?;
-            Some(())
         } else {
-            p.skip(2)
+            p.skip(2)?;
         }
+        Some(())
     })?;
     Some(Some(out))
 }
@@ -480,7 +483,12 @@ impl EmailEventMapper {
         message_id_prefix: String,
         plain_id_max: usize,
     ) -> Self {
-        Self { types, integrations, message_id_prefix, plain_id_max }
+        Self {
+            types,
+            integrations,
+            message_id_prefix,
+            plain_id_max,
+        }
     }
 
     /// `(key, track bytes)` for `raw`, or None to hand it to the Python path.
@@ -507,7 +515,10 @@ impl EmailEventMapper {
         if event.id.chars().count() > self.plain_id_max {
             return None;
         }
-        let user_id = [contact.user_id, learned_user_id].into_iter().flatten().find(|id| !id.is_empty());
+        let user_id = [contact.user_id, learned_user_id]
+            .into_iter()
+            .flatten()
+            .find(|id| !id.is_empty());
         let key = match user_id {
             Some(user_id) => user_id.to_owned(),
             None => contact.email.to_ascii_lowercase(),
@@ -526,7 +537,11 @@ impl EmailEventMapper {
         put(&mut out, br#","originalTimestamp":""#, &timestamp);
         put(&mut out, br#","sentAt":""#, received);
         put(&mut out, br#","receivedAt":""#, received);
-        put(&mut out, br#","context":{"traits":{"email":""#, contact.email);
+        put(
+            &mut out,
+            br#","context":{"traits":{"email":""#,
+            contact.email,
+        );
         put(&mut out, br#","contact_id":""#, contact.contact_id);
         out.extend_from_slice(br#"},"integration":"#);
         out.extend_from_slice(integration);

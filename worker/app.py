@@ -9,7 +9,7 @@ from __future__ import annotations
 import faust
 
 from worker.admin import MAX_RECORD_BYTES
-from worker.faustapp import QuietMonitor, RawSchema, WorkerApp
+from worker.faustapp import PromptTableManager, QuietMonitor, RawSchema, WorkerApp
 from worker.placement import Placement, kafka_partitioner
 from worker.settings import get_settings
 from worker.topics import TopicNames
@@ -29,6 +29,7 @@ app = WorkerApp(
     topic_allow_declare=True,
     topic_disable_leader=True,
     monitor=QuietMonitor(),
+    TableManager=PromptTableManager,
     producer_acks=-1,
     # records are sent a batch at a time: a few milliseconds of linger and room for a whole
     # batch in one request mean fewer, fuller produce requests (about 15 % less CPU an input)

@@ -64,6 +64,9 @@ one raw-bytes channel, as every agent's input is, gets a lean handler doing what
 wait while flow is stopped, count the channel's reference, build the event, queue it with the
 same back-pressure (the partition is paused when the queue is high; a full queue is waited on).
 
+**Start-up** (`PromptTableManager`). faust's table manager waits a second at start-up for
+tables declared late; the worker declares its tables at import, so it goes straight on.
+
 **Per-event statistics** (`QuietMonitor`). faust's default monitor updates a dozen counters and
 timers for every message and event, for faust's own web views, which the worker does not serve;
 its metrics are its own (`worker.observability`). The quiet monitor keeps faust's offset
@@ -89,6 +92,7 @@ from typing import Any, Protocol
 import faust
 from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError
 from faust.sensors import Monitor
+from faust.tables import TableManager
 from faust.transport.conductor import Conductor
 from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -99,6 +103,7 @@ from mode.utils.queues import FlowControlEvent
 __all__ = [
     "REWIND_AFTER_S",
     "FetchedRecords",
+    "PromptTableManager",
     "QuietMonitor",
     "RawConductor",
     "RereadingFlowControl",
@@ -428,6 +433,15 @@ class QuietMonitor(Monitor):
     on_stream_event_in = on_stream_event_out = staticmethod(_ignore)
     on_send_initiated = on_send_completed = staticmethod(_ignore)
     on_table_get = on_table_set = staticmethod(_ignore)
+
+
+class PromptTableManager(TableManager):
+    """faust's table manager without its one-second wait at start-up (see the module doc)."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 class RawSchema(faust.Schema):  # type: ignore[type-arg]

@@ -1,12 +1,14 @@
 """Framework-free views of a consumed message and of a record to produce.
 
 The per-message loop works on these, not on faust events, so it can be tested without Kafka.
+They are named tuples: one or two are built per message, and a frozen dataclass costs about
+three times as much to build.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 __all__ = ["ORIGIN_PREFIX", "Headers", "InboundMessage", "OutboundRecord", "header"]
 
@@ -17,8 +19,7 @@ Headers = Sequence[tuple[str, bytes]]
 ORIGIN_PREFIX = "__autopilot.origin."
 
 
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
+class InboundMessage(NamedTuple):
     topic: str
     partition: int
     offset: int
@@ -65,12 +66,12 @@ class InboundMessage:
         return forwarded
 
 
-@dataclass(frozen=True, slots=True)
-class OutboundRecord:
+class OutboundRecord(NamedTuple):
     topic: str
     key: bytes | None
     value: bytes
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    #: a list: aiokafka's compiled batch builder takes no other sequence
+    headers: list[tuple[str, bytes]]
 
 
 def header(headers: Headers, name: str) -> bytes | None:

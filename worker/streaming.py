@@ -111,13 +111,13 @@ def to_inbound(event: Any) -> InboundMessage:
     if isinstance(headers, dict):
         headers = list(headers.items())
     return InboundMessage(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        timestamp_ms=int(message.timestamp * 1000),
-        key=message.key,
-        value=message.value if message.value is not None else b"",
-        headers=[(k, v if v is not None else b"") for k, v in headers],
+        message.topic,
+        message.partition,
+        message.offset,
+        int(message.timestamp * 1000),
+        message.key,
+        message.value if message.value is not None else b"",
+        [(k, v if v is not None else b"") for k, v in headers] if headers else (),
     )
 
 

@@ -44,4 +44,4 @@ class ChangelogTable(Generic[V]):
     def set(self, key: bytes, value: V) -> OutboundRecord:
         """Store `value` under `key`; the record that makes it durable, to send with the batch."""
         self._rows()[key] = value
-        return OutboundRecord(topic=self._changelog_topic, key=key, value=orjson.dumps(value))
+        return OutboundRecord(self._changelog_topic, key, orjson.dumps(value), [])

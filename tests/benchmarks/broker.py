@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,14 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from tests.benchmarks.inputs import Input
 
-__all__ = ["Broker", "OffsetWatcher", "bench_broker", "preload", "proc_status"]
+__all__ = [
+    "Broker",
+    "OffsetWatcher",
+    "bench_broker",
+    "preload",
+    "proc_status",
+    "warm_group_coordinator",
+]
 
 BATCH_BYTES = 512 * 1024
 
@@ -101,6 +109,26 @@ async def preload(
         return time.perf_counter() - started
     finally:
         await producer.stop()
+
+
+async def warm_group_coordinator(bootstrap: str, topic: str) -> None:
+    """Have a consumer group join and commit once, so that the broker has its group coordinator
+    (the `__consumer_offsets` topic) up before the first contender starts: on a fresh broker
+    the first group to join waits for it, and those after it do not."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-warm-{uuid.uuid4().hex[:10]}",
+        enable_auto_commit=False,
+        client_id="bench-warm",
+    )
+    await consumer.start()
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=100, max_records=1)
+        await consumer.commit(dict.fromkeys(consumer.assignment(), 0))
+    finally:
+        await consumer.stop()
 
 
 class OffsetWatcher:

@@ -101,10 +101,20 @@ _SOURCE_TYPES: tuple[tuple[str, int], ...] = (
 )
 
 
-def _email(rng: random.Random, n: int) -> str:
-    domain = rng.choice(("example.com", "acme.io", "Mail.Example.org", "tankengine.com"))
-    first = rng.choice(("thomas", "ann", "Lee", "maria", "chen", "olu", "priya"))
-    return f"{first}.{n}@{domain}"
+_FIRST_NAMES = ("thomas", "ann", "Lee", "maria", "chen", "olu", "priya")
+_DOMAINS = ("example.com", "acme.io", "Mail.Example.org", "tankengine.com")
+EMAIL_CHANGE_RATE = 0.02
+"""How often a contact's call or event carries its other address: people mostly keep theirs,
+so most calls confirm an identity the worker has learned and a few change it."""
+
+
+def _email(rng: random.Random, contact: int) -> str:
+    """Contact `contact`'s address (mixed case at times: the worker keys by it lowercased)."""
+    first = _FIRST_NAMES[contact % len(_FIRST_NAMES)]
+    domain = _DOMAINS[(contact // len(_FIRST_NAMES)) % len(_DOMAINS)]
+    if rng.random() < EMAIL_CHANGE_RATE:
+        return f"{first}.{contact}@work.{domain}"
+    return f"{first}.{contact}@{domain}"
 
 
 def _source_event(rng: random.Random, n: int, kind: str) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def test_no_email_no_key(event: object) -> None:
 # storing
 
 
-RECORDS = [OutboundRecord(topic="t", key=b"k", value=b"v"), OutboundRecord("t", None, b"w")]
+RECORDS = [OutboundRecord("t", b"k", b"v", []), OutboundRecord("t", None, b"w", [])]
 
 
 class _Sender:

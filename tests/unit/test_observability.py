@@ -41,7 +41,7 @@ def handler(message: InboundMessage) -> list[OutboundRecord]:
             raise UnsupportedType("email_forwarded")
         case b"bug":
             raise KeyError("oops")
-    return [OutboundRecord("out", message.key, message.value.upper())]
+    return [OutboundRecord("out", message.key, message.value.upper(), [])]
 
 
 def pipeline(name: str = "source", stage: str = "intake") -> Pipeline:

@@ -37,7 +37,7 @@ def message(value: bytes, offset: int = 0) -> InboundMessage:
 
 
 def handler(msg: InboundMessage) -> list[OutboundRecord] | FailedAfter:
-    learned = OutboundRecord("learned", msg.key, b"identity")
+    learned = OutboundRecord("learned", msg.key, b"identity", [])
     if msg.value == b"learn-then-skip":
         return FailedAfter([learned], SkipMessage("no_trigger"))
     if msg.value == b"learn-then-bad":
@@ -50,7 +50,7 @@ def handler(msg: InboundMessage) -> list[OutboundRecord] | FailedAfter:
         raise KeyError("oops")
     if msg.value == b"stop":
         raise ConfigurationError("no way")
-    return [OutboundRecord("out", msg.key, msg.value.upper())]
+    return [OutboundRecord("out", msg.key, msg.value.upper(), [])]
 
 
 def pipeline(sender: RecordingSender, *, window: int = 100, min_messages: int = 100) -> Pipeline:
@@ -150,7 +150,7 @@ def test_a_forwarded_message_counts_in_the_breaker_only_where_it_ends() -> None:
     breaker = DeadLetterBreaker(window=100, min_messages=10, max_ratio=0.5)
 
     def forward(msg: InboundMessage) -> list[OutboundRecord]:
-        return [OutboundRecord("internal", msg.key, msg.value)]
+        return [OutboundRecord("internal", msg.key, msg.value, [])]
 
     def fail(msg: InboundMessage) -> list[OutboundRecord]:
         raise ValidationError("Email is required for track calls")

@@ -62,6 +62,7 @@ def _outcome_record(result: DeliveryResult) -> OutboundRecord:
         topic=topic_names.autopilot_deliveries,
         key=result.contact.encode(),
         value=orjson.dumps(result.model_dump(mode="json")),
+        headers=[],
     )
 
 

@@ -34,7 +34,4 @@ def event_key(event: object) -> bytes | None:
 def webhook_records(payload: object, *, topic: str) -> list[OutboundRecord]:
     """One record per event of the delivery, in order."""
     events = payload if isinstance(payload, list) else [payload]
-    return [
-        OutboundRecord(topic=topic, key=event_key(event), value=orjson.dumps(event))
-        for event in events
-    ]
+    return [OutboundRecord(topic, event_key(event), orjson.dumps(event), []) for event in events]

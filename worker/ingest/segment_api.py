@@ -192,7 +192,5 @@ def segment_records(
     records = []
     for message in messages:
         stored = enrich(message, shared, received_at=received_at, new_id=new_id)
-        records.append(
-            OutboundRecord(topic=topic, key=message_key(stored), value=orjson.dumps(stored))
-        )
+        records.append(OutboundRecord(topic, message_key(stored), orjson.dumps(stored), []))
     return records

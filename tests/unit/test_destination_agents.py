@@ -9,7 +9,8 @@ import pytest
 
 from worker.app import topic_names
 from worker.destination import agents
-from worker.errors import Fate
+from worker.destination.identities import ToldIdentities
+from worker.errors import Fate, SkipMessage
 from worker.pipeline import FailedAfter
 from worker.placement import Placement, home_partition
 from worker.records import InboundMessage
@@ -31,8 +32,10 @@ def at_home(call: Mapping[str, object], key: bytes) -> InboundMessage:
 
 @pytest.fixture(autouse=True)
 def three_partitions_and_tables_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tables' rows in plain dicts (faust's stores exist once the app runs)."""
+    """The tables' rows in plain dicts (faust's stores exist once the app runs), and nothing
+    told to the source yet."""
     monkeypatch.setattr(agents, "placement", Placement(lambda topic: PARTITIONS))
+    monkeypatch.setattr(agents, "told_identities", ToldIdentities(capacity=3))
     emails: dict[bytes, str] = {}
     memberships: dict[bytes, dict[str, bool]] = {}
     monkeypatch.setattr(agents, "email_by_user", ChangelogTable(lambda: emails, "emails-changelog"))
@@ -81,12 +84,12 @@ def test_an_audience_membership_is_sent_once_and_recorded_with_the_batch() -> No
         "context": {"personas": {"computation_class": "audience", "computation_key": "high_value"}},
     }
     first = agents.intake(at_home(call, b"u-4"))
-    again = agents.intake(at_home(call, b"u-4"))
 
     assert isinstance(first, list)
     assert ("audiences-changelog", b"u-4") in [(r.topic, r.key) for r in first]
     assert agents.audiences.get(b"u-4") == {"high_value": True}
-    assert isinstance(again, FailedAfter) or all(r.topic != "audiences-changelog" for r in again)
+    with pytest.raises(SkipMessage, match="audience_unchanged"):  # nothing new to record either
+        agents.intake(at_home(call, b"u-4"))
 
 
 def test_a_call_away_from_home_is_forwarded_with_its_identity() -> None:
@@ -107,3 +110,50 @@ def test_a_call_away_from_home_is_forwarded_with_its_identity() -> None:
         topic_names.destination_by_user,
         topic_names.source_by_email,
     ]
+
+
+def _told(result: object) -> list[bytes | None]:
+    records = result.records if isinstance(result, FailedAfter) else result
+    assert isinstance(records, list)
+    return [r.key for r in records if r.topic == topic_names.source_by_email]
+
+
+def _identify(user: str, email: str) -> InboundMessage:
+    return at_home({"type": "identify", "userId": user, "traits": {"email": email}}, user.encode())
+
+
+def test_the_source_is_told_a_tie_once_and_again_when_it_changes() -> None:
+    told = [
+        _told(agents.intake(_identify(user, email)))
+        for user, email in [
+            ("u-5", "Five@Example.com"),
+            ("u-5", "five@example.com"),  # the same tie
+            ("u-6", "five@example.com"),  # the email now tied to another user
+            ("u-5", "five@example.com"),  # and back
+        ]
+    ]
+
+    assert told == [[b"five@example.com"], [], [b"five@example.com"], [b"five@example.com"]]
+
+
+def test_a_tie_pushed_out_of_memory_is_told_again() -> None:
+    emails = [f"{n}@example.com" for n in range(4)]  # one more than the fixture's capacity
+    for n, email in enumerate(emails):
+        agents.intake(_identify(f"u-{n}", email))
+
+    assert _told(agents.intake(_identify("u-0", emails[0]))) == [b"0@example.com"]
+    assert _told(agents.intake(_identify("u-3", emails[3]))) == []
+
+
+def test_a_tie_whose_call_failed_unexpectedly_is_told_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("a bug")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(agents, "call_to_requests", broken)
+        with pytest.raises(RuntimeError):  # the pipeline dead-letters it: nothing is sent
+            agents.intake(_identify("u-7", "seven@example.com"))
+
+    assert _told(agents.intake(_identify("u-7", "seven@example.com"))) == [b"seven@example.com"]

@@ -16,6 +16,7 @@ import faust
 import orjson
 
 from worker.app import app, placement, raw_topic, settings, topic_names
+from worker.destination.identities import ToldIdentities
 from worker.destination.mapping import (
     DestinationConfig,
     ParsedCall,
@@ -54,6 +55,9 @@ _audiences = app.Table(
 email_by_user: ChangelogTable[str] = ChangelogTable.of(_email_by_user)
 audiences: ChangelogTable[dict[str, bool]] = ChangelogTable.of(_audiences)
 
+#: Ties of an email to a userId told to the source lately; each costs about 200 bytes.
+told_identities = ToldIdentities(capacity=100_000)
+
 
 class _Memberships(Mapping[str, bool]):
     """One contact's row of the audiences table, as the mapping reads it."""
@@ -79,16 +83,22 @@ def intake(message: InboundMessage) -> list[OutboundRecord] | FailedAfter:
     call = parse_call(message.value)
     user_key = _user_key(call.user_id, call.anonymous_id)
     identity = learned_identity(call)
-    learned = [] if identity is None else [identity_record(*identity)]
+    news = identity if identity is not None and told_identities.is_news(*identity) else None
+    learned = [] if news is None else [identity_record(*news)]
+    result: list[OutboundRecord] | FailedAfter
     if placement.at_home(message, user_key, topic_names.destination_by_user):
-        return _requests(message, call, identity, told_to_source=learned)
-    hop = OutboundRecord(
-        topic=topic_names.destination_by_user,
-        key=user_key,
-        value=message.value,
-        headers=message.forwarded_headers(),
-    )
-    return [hop, *learned]
+        result = _requests(message, call, identity, told_to_source=learned)
+    else:
+        hop = OutboundRecord(
+            topic=topic_names.destination_by_user,
+            key=user_key,
+            value=message.value,
+            headers=message.forwarded_headers(),
+        )
+        result = [hop, *learned]
+    if news is not None:  # its record is in the result: it goes to the producer with it
+        told_identities.told(*news)
+    return result
 
 
 def map_by_user(message: InboundMessage) -> list[OutboundRecord] | FailedAfter:

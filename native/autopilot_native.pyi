@@ -1,4 +1,5 @@
-"""The Autopilot Source's common-shape email event mapping, compiled (see src/lib.rs)."""
+"""The Autopilot Source's common-shape email event mapping and Kafka's murmur2, compiled
+(see src/lib.rs)."""
 
 from collections.abc import Mapping
 
@@ -15,3 +16,9 @@ class EmailEventMapper:
         self, raw: bytes, learned_user_id: str | None, received: str, integration: bytes
     ) -> tuple[str, bytes] | None:
         """`(key, track bytes)` for `raw`, or None to hand it to the Python path."""
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (Java's `Utils.murmur2`), as an unsigned 32-bit int."""
+
+def home_partition(key: bytes, partitions: int) -> int:
+    """`(murmur2(key) & 0x7FFFFFFF) % partitions`; ValueError unless `partitions` > 0."""

@@ -13,20 +13,34 @@ import random
 import struct
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import Final
 
 from worker.records import InboundMessage
 
-__all__ = ["Placement", "home_partition", "kafka_partitioner", "murmur2"]
+try:
+    import autopilot_native
+except ImportError:  # `make install` builds it (native/); without it the Python hash serves
+    autopilot_native = None  # type: ignore[assignment]
+
+__all__ = [
+    "Placement",
+    "home_partition",
+    "kafka_partitioner",
+    "murmur2",
+    "python_home_partition",
+    "python_murmur2",
+]
 
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 
 
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (Java's `Utils.murmur2`), as an unsigned 32-bit int, as aiokafka's.
+def python_murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (Java's `Utils.murmur2`), as an unsigned 32-bit int, as aiokafka's: the
+    reference for the compiled one (native/src/lib.rs), and the fallback when it is not built.
 
     The same arithmetic as aiokafka's pure-Python one, on whole little-endian words unpacked
-    at once: about twice as fast, and a new contact's key is hashed several times per input.
+    at once: about twice as fast.
     """
     length = len(data)
     h = 0x9747B28C ^ length
@@ -48,21 +62,37 @@ def murmur2(data: bytes) -> int:
 
 
 @lru_cache(maxsize=65_536)
-def _hash(key: bytes) -> int:
-    return murmur2(key) & 0x7FFFFFFF
+def _python_hash(key: bytes) -> int:
+    return python_murmur2(key) & 0x7FFFFFFF
 
 
-def home_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2, as in Java clients) gives `key`."""
-    return _hash(key) % partitions
+def python_home_partition(key: bytes, partitions: int) -> int:
+    """`home_partition` without native/, as the compiled one answers (ValueError included). Its
+    hash is cached, as a key is placed several times per input and a hit beats python_murmur2."""
+    if partitions <= 0:
+        raise ValueError(f"partitions must be positive, not {partitions}")
+    return _python_hash(key) % partitions
+
+
+murmur2: Final[Callable[[bytes], int]] = (
+    python_murmur2 if autopilot_native is None else autopilot_native.murmur2
+)
+"""Kafka's murmur2: compiled when native/ is built, else `python_murmur2`."""
+
+home_partition: Final[Callable[[bytes, int], int]] = (
+    python_home_partition if autopilot_native is None else autopilot_native.home_partition
+)
+"""The partition of `partitions` that Kafka's default partitioner (murmur2, as in Java clients)
+gives `key`. Compiled when native/ is built, and then not cached: a call costs less than an
+lru_cache hit."""
 
 
 def kafka_partitioner(
     key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]
 ) -> int:
     """Kafka's default partitioner, as aiokafka's, for the worker's producer: the same choice,
-    with the hash of a key the worker has just hashed (it checks, looks up and writes one
-    contact's key several times per input) taken from the cache."""
+    through `home_partition` (compiled when built; the worker checks, looks up and writes one
+    contact's key several times per input)."""
     if key is None:
         return random.choice(available or all_partitions)
     return all_partitions[home_partition(key, len(all_partitions))]

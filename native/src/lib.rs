@@ -11,7 +11,11 @@
 //! other than `Z`, `+00:00` or `-00:00`, an id too long for a plain messageId, and test
 //! deliveries. `tests/unit/test_source_native.py` holds what it does take to the Python path,
 //! byte for byte.
+//!
+//! It also hashes Kafka keys for `worker/placement.py` (`murmur2`, `home_partition`), whose
+//! Python `python_murmur2` is the reference.
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use std::collections::HashMap;
@@ -569,7 +573,47 @@ impl EmailEventMapper {
     }
 }
 
+/// Kafka's murmur2 (Java's `Utils.murmur2`) as an unsigned 32-bit int: `worker/placement.py`'s
+/// `python_murmur2` is the reference.
+#[pyfunction]
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    // Java's int length (a byte[] never reaches 2^31, so the cast never truncates there)
+    let mut h = 0x9747_b28c ^ data.len() as u32;
+    let mut words = data.chunks_exact(4);
+    for word in &mut words {
+        let mut k = u32::from_le_bytes(word.try_into().unwrap()).wrapping_mul(M);
+        k ^= k >> 24;
+        h = h.wrapping_mul(M) ^ k.wrapping_mul(M);
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        h ^= rest
+            .iter()
+            .rev()
+            .fold(0, |tail, &b| (tail << 8) | u32::from(b));
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ h >> 15
+}
+
+/// The partition of `partitions` that Kafka's default partitioner gives `key`, in one call (the
+/// worker asks it several times per input, for mostly new keys).
+#[pyfunction]
+fn home_partition(key: &[u8], partitions: i64) -> PyResult<i64> {
+    if partitions <= 0 {
+        return Err(PyValueError::new_err(format!(
+            "partitions must be positive, not {partitions}"
+        )));
+    }
+    Ok(i64::from(murmur2(key) & 0x7fff_ffff) % partitions)
+}
+
 #[pymodule]
 fn autopilot_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
-    module.add_class::<EmailEventMapper>()
+    module.add_class::<EmailEventMapper>()?;
+    module.add_function(wrap_pyfunction!(murmur2, module)?)?;
+    module.add_function(wrap_pyfunction!(home_partition, module)?)
 }

@@ -3,14 +3,41 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+from collections.abc import Callable
 
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from worker.placement import Placement, home_partition, kafka_partitioner, murmur2
+from worker import placement as placement_module
+from worker.placement import (
+    Placement,
+    home_partition,
+    kafka_partitioner,
+    murmur2,
+    python_home_partition,
+    python_murmur2,
+)
 from worker.records import InboundMessage
 
+try:
+    import autopilot_native
+except ImportError:
+    autopilot_native = None  # type: ignore[assignment]
+
 PARTITIONS = 3
+
+# Kafka's own vectors (`UtilsTest.testMurmur2`), as Java's signed ints.
+KAFKA_VECTORS = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+}
 
 
 def message(topic: str, partition: int) -> InboundMessage:
@@ -19,12 +46,64 @@ def message(topic: str, partition: int) -> InboundMessage:
     )
 
 
-def test_murmur2_hashes_as_aiokafkas_on_every_length_and_byte() -> None:
+def random_keys() -> list[bytes]:
+    """Edge keys, then random ones of every length 0..64 (so of every remainder mod 4)."""
     rng = random.Random(7)
-    keys = [b"", b"\xff" * 7, b"thomas@tankengine.com", "zoë@exämple.org".encode()]
-    keys += [rng.randbytes(rng.randrange(64)) for _ in range(20_000)]
-    for key in keys:
-        assert murmur2(key) == aiokafka_murmur2(key), key
+    keys = [b"", b"\x00" * 5, b"\xff" * 7, b"thomas@tankengine.com", "zoë@exämple.org".encode()]
+    keys += [rng.randbytes(n % 65) for n in range(20_000)]
+    return keys
+
+
+def test_the_native_module_is_built_and_used() -> None:
+    assert autopilot_native is not None, "the native module is built by `make install`"
+    assert placement_module.murmur2 is autopilot_native.murmur2
+    assert placement_module.home_partition is autopilot_native.home_partition
+
+
+def test_without_the_native_module_the_python_functions_serve() -> None:
+    check = (
+        "import sys; sys.modules['autopilot_native'] = None\n"  # so that importing it fails
+        "from worker import placement as p\n"
+        "assert p.murmur2 is p.python_murmur2 and p.home_partition is p.python_home_partition\n"
+        "assert p.kafka_partitioner(b'foobar', range(50), []) == 16\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True)
+
+
+@pytest.mark.parametrize("hash_", [python_murmur2, murmur2], ids=["python", "native"])
+def test_murmur2_answers_kafkas_own_vectors(hash_: Callable[[bytes], int]) -> None:
+    for key, java_int in KAFKA_VECTORS.items():
+        assert hash_(key) == java_int & 0xFFFFFFFF, key
+
+
+@pytest.mark.parametrize("hash_", [python_murmur2, murmur2], ids=["python", "native"])
+def test_murmur2_hashes_as_aiokafkas_on_every_length_and_byte(
+    hash_: Callable[[bytes], int],
+) -> None:
+    for key in random_keys():
+        assert hash_(key) == aiokafka_murmur2(key), key
+
+
+@pytest.mark.parametrize("place", [python_home_partition, home_partition], ids=["python", "native"])
+def test_the_home_partition_is_aiokafkas_for_any_partition_count(
+    place: Callable[[bytes, int], int],
+) -> None:
+    for partitions in (1, 2, 3, 6, 12, 100, 2**31 - 1):
+        every = list(range(partitions)) if partitions <= 100 else None
+        for key in random_keys()[:2_000]:
+            expected = (aiokafka_murmur2(key) & 0x7FFFFFFF) % partitions
+            assert place(key, partitions) == expected, (key, partitions)
+            if every is not None:
+                assert DefaultPartitioner()(key, every, every) == expected
+
+
+@pytest.mark.parametrize("place", [python_home_partition, home_partition], ids=["python", "native"])
+@pytest.mark.parametrize("partitions", [0, -1])
+def test_a_partition_count_must_be_positive(
+    place: Callable[[bytes, int], int], partitions: int
+) -> None:
+    with pytest.raises(ValueError, match="partitions must be positive"):
+        place(b"thomas@tankengine.com", partitions)
 
 
 def test_the_home_partition_is_the_one_kafkas_default_partitioner_picks() -> None:

@@ -49,9 +49,11 @@ to the streams under its own `wait_first` (four futures, one `asyncio.wait` and 
 cancellations a message, about a tenth of the worker's CPU), so that a rebalance can interrupt a
 hand-off blocked on a full stream buffer; it then records the message as read even when the
 hand-off was abandoned. The worker's loop waits that way once per fetched batch, and records a
-message as read only once it was handed off. The rest of a batch abandoned by a rebalance is read
-again by the seek to the committed offsets that ends the rebalance, and holds the commit back
-until then, since no offset of it was stepped over by the client.
+message as read only once it was handed off. The rest of a batch abandoned by a rebalance is
+read again by the seek to the committed offsets that ends the rebalance, and holds the commit
+back until then, since no offset of it was stepped over by the client. The loop iterates the
+fetch's records itself (faust's `getmany` is an async generator, a suspension per message) and
+asks a partition's end offset for faust's monitor once per fetch, not per message.
 
 **Decoding** (`RawSchema`). The worker's topics carry bytes its agents decode themselves, so
 faust's codec registry (several lookups and calls per key and per value) is skipped.
@@ -79,14 +81,15 @@ import asyncio
 import logging
 import time
 from collections.abc import (
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
+    Iterator,
     Mapping,
     MutableSet,
     Sequence,
 )
+from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
 import faust
@@ -326,10 +329,9 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
         try:
             while not (self._stopped.is_set() or fetcher_stopped()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                batch = self.getmany(timeout=1.0)
                 await self.sleep(0)
                 if not self.should_stop:
-                    await self.wait_first(self._hand_off(batch), self.suspend_flow.wait())
+                    await self.wait_first(self._fetch_and_hand_off(1.0), self.suspend_flow.wait())
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -347,14 +349,46 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    async def _hand_off(self, batch: AsyncIterator[tuple[TP, Any]]) -> None:
+    async def _fetch_and_hand_off(self, timeout: float) -> None:  # noqa: ASYNC109
+        """faust's `getmany` and hand-off: one fetch, then its messages to the streams."""
+        records, active_partitions = await self._wait_next_records(timeout)
+        if records is None or self.should_stop:
+            return
+        if not self.flow_active:  # stopped for a rebalance: read from the committed offsets
+            try:
+                await self.perform_seek()
+            except Exception as exc:  # noqa: BLE001 (faust's: the next fetch tries again)
+                log.warning("exception performing seek when flow not active %r", exc)
+            return
+        await self._hand_off(self._deliverable(records, active_partitions))
+
+    def _deliverable(
+        self, records: Mapping[TP, list[Any]], active_partitions: AbstractSet[TP] | None
+    ) -> Iterator[tuple[TP, Any]]:
+        """One fetch's records as faust messages, in faust's round-robin order, while flow is
+        active in the fetch's consumer generation. faust also asks each record's partition end
+        offset for its monitor, across threads: here it is asked once per partition."""
+        app = self.app
+        generation_id = app.consumer_generation_id
+        buffered = self._buffered_partitions
+        track_end_offset = app.monitor.track_tp_end_offset
+        for tp in records:
+            track_end_offset(tp, self.highwater(tp))
+        to_message = self._to_message
+        for tp, record in self.scheduler.iterate(records):
+            if not self.flow_active or app.consumer_generation_id != generation_id:
+                return
+            if active_partitions is None or tp in active_partitions or tp in buffered:
+                yield tp, to_message(tp, record)
+
+    async def _hand_off(self, batch: Iterable[tuple[TP, Any]]) -> None:
         """Each message of a fetched batch to the streams, as faust does, message by message;
         the rest of a partition sought back meanwhile is left: it is fetched again from there."""
         read_offset = self._read_offset
         sought = self._sought_during_hand_off
         sought.clear()
         since_yield = 0
-        async for tp, message in batch:
+        for tp, message in batch:
             since_yield += 1
             if since_yield > _YIELD_EVERY:
                 await asyncio.sleep(0)
@@ -482,6 +516,23 @@ class RereadingFlowControl(FlowControlEvent):
 class RawConductor(Conductor):
     """faust's conductor, with a lean hand-off for a partition only one raw-bytes channel reads
     (see the module doc); any other partition keeps faust's handler."""
+
+    def _compile_message_handler(self) -> Callable[[Any], Awaitable[None]]:
+        """faust's `on_message`, which takes the lock guarding the partition -> handler map
+        for every message: here only while someone holds it or waits for it (a rebalance
+        updating the map), which is when faust's would wait; otherwise the map is read as is."""
+        handler_for = self._tp_to_callback.__getitem__
+        lock = self._tp_to_callback_lock
+
+        async def on_message(message: Any) -> None:
+            if lock.locked() or getattr(lock, "_waiters", None):
+                async with lock:
+                    handler = handler_for(message.tp)
+            else:
+                handler = handler_for(message.tp)
+            await handler(message)
+
+        return on_message
 
     def _build_handler(self, tp: TP, channels: MutableSet[Any]) -> Callable[[Any], Awaitable[None]]:
         if len(channels) == 1:

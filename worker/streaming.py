@@ -14,6 +14,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.types import EventT
+from faust.types.tuples import ack_lock
 
 from worker.observability import BatchTimer, metrics
 from worker.pipeline import Pipeline
@@ -191,8 +192,11 @@ class InOrderAcks:
     rebalance or a shutdown waits until every event taken is acked, with flow stopped.
     """
 
-    def __init__(self, pipeline: str, limit: int = MAX_IN_FLIGHT) -> None:
+    def __init__(
+        self, pipeline: str, ack: Callable[[Any], object], limit: int = MAX_IN_FLIGHT
+    ) -> None:
         self._pipeline = pipeline
+        self._ack = ack
         self._limit = limit
         self._in_flight: deque[_InFlight] = deque()
         self._room = asyncio.Event()
@@ -215,10 +219,21 @@ class InOrderAcks:
         while in_flight and in_flight[0].acked.done():
             batch = in_flight.popleft()
             self._check(batch.acked)
-            for event in batch.events:
-                event.ack()
+            self._ack_all(batch.events)
             batch.timer.done(len(batch.events))
         self._room.set()
+
+    def _ack_all(self, events: list[Event]) -> None:
+        """`event.ack()` for each event, under one hold of faust's ack lock: the message's
+        reference is dropped and, once it was the last, the consumer acks it."""
+        ack = self._ack
+        with ack_lock:
+            for event in events:
+                message = event.message
+                if not message.acked:
+                    message.refcount = refcount = max(message.refcount - 1, 0)
+                    if not refcount:
+                        ack(message)
 
     def _check(self, future: asyncio.Future[object]) -> None:
         if future.cancelled():
@@ -248,7 +263,7 @@ async def run_batches(
     ahead of its outputs and what was not acked is read again after a restart.
     """
     intake = EventIntake(stream)
-    acks = InOrderAcks(pipeline.name)
+    acks = InOrderAcks(pipeline.name, stream.app.consumer.ack)
     metrics.track(pipeline)
     while True:
         events: list[Event] = []

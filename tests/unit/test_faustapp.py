@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import types
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -201,7 +201,7 @@ async def test_a_jump_in_the_handed_off_offsets_is_not_taken_for_skipped_records
         handed.append(message.offset)
         consumer._acked[PARTITION].append(message.offset)
 
-    async def batch() -> AsyncIterator[tuple[TP, types.SimpleNamespace]]:
+    def batch() -> Iterator[tuple[TP, types.SimpleNamespace]]:
         for record in records(550, 551):
             yield PARTITION, record
 
@@ -258,7 +258,7 @@ async def test_records_read_again_are_handed_off_though_the_batch_went_on_past_t
     async def callback(message: types.SimpleNamespace) -> None:
         handed.append(message.offset)
 
-    async def batch(*offsets: int) -> AsyncIterator[tuple[TP, types.SimpleNamespace]]:
+    def batch(*offsets: int) -> Iterator[tuple[TP, types.SimpleNamespace]]:
         for record in records(*offsets):
             yield PARTITION, record
 
@@ -287,17 +287,14 @@ async def test_the_rest_of_a_batch_is_left_once_its_partition_is_sought_back() -
             consumer._seek_back(PARTITION, 388)
         handed.append((message.tp.partition, message.offset))
 
-    async def batch(tp: TP, *offsets: int) -> AsyncIterator[tuple[TP, types.SimpleNamespace]]:
+    def batch(tp: TP, *offsets: int) -> Iterator[tuple[TP, types.SimpleNamespace]]:
         for offset in offsets:
             yield tp, types.SimpleNamespace(tp=tp, offset=offset)
 
-    async def mixed() -> AsyncIterator[tuple[TP, types.SimpleNamespace]]:
-        async for item in batch(PARTITION, 390, 391):
-            yield item
-        async for item in batch(other, 10):
-            yield item
-        async for item in batch(PARTITION, 392):
-            yield item
+    def mixed() -> Iterator[tuple[TP, types.SimpleNamespace]]:
+        yield from batch(PARTITION, 390, 391)
+        yield from batch(other, 10)
+        yield from batch(PARTITION, 392)
 
     consumer.callback = callback  # type: ignore[assignment]
     await consumer._hand_off(mixed())
@@ -401,6 +398,33 @@ def test_a_partition_read_by_two_channels_keeps_fausts_handler(
 
     assert "_raw_handler" in partition.handler().__qualname__
     assert partition.handler(partition.channel, Channel(partition.queue)) == "faust's handler"
+
+
+async def test_the_conductor_reads_the_handler_map_as_is_unless_a_rebalance_is_updating_it() -> (
+    None
+):
+    handled: list[tuple[str, int]] = []
+
+    def handler(name: str) -> Any:
+        async def handle(message: ConsumerMessage) -> None:
+            handled.append((name, message.offset))
+
+        return handle
+
+    conductor = RawConductor.__new__(RawConductor)
+    conductor._tp_to_callback = {PARTITION: handler("before")}
+    conductor._tp_to_callback_lock = asyncio.Lock()
+    on_message = conductor._compile_message_handler()
+
+    await on_message(consumed(1))
+    async with conductor._tp_to_callback_lock:  # a rebalance updating the map
+        waiting = asyncio.ensure_future(on_message(consumed(2)))
+        await asyncio.sleep(0.01)
+        assert handled == [("before", 1)]
+        conductor._tp_to_callback[PARTITION] = handler("after")
+    await waiting
+
+    assert handled == [("before", 1), ("after", 2)]
 
 
 def test_the_quiet_monitor_keeps_no_per_event_statistics() -> None:

@@ -72,16 +72,19 @@ class Stage:
         self.stream: Any = types.SimpleNamespace(
             app=self.app, channel=types.SimpleNamespace(queue=self.queue)
         )
+        self.events: list[Event] = []
         self.batches: list[list[int]] = []
         self.sends: list[asyncio.Future[object]] = []
         self.offset = 0
 
-    def put(self, count: int, *, generation_id: int = 1) -> None:
+    def put(self, count: int, *, generation_id: int = 1, channels: int = 1) -> None:
         for _ in range(count):
             message = ConsumerMessage(TOPIC, 0, self.offset, 1.0, 0, [], b"k", b"v", None)
             message.generation_id = generation_id
-            message.incref()  # as the conductor does, once per channel
-            self.queue.put_nowait(Event(self.app, b"k", b"v", [], message))  # type: ignore[arg-type]
+            message.incref(channels)  # as the conductor does, once per channel
+            event = Event(self.app, b"k", b"v", [], message)  # type: ignore[arg-type]
+            self.events.append(event)
+            self.queue.put_nowait(event)
             self.offset += 1
 
     async def handle(self, batch: list[InboundMessage]) -> Awaitable[object]:
@@ -138,6 +141,24 @@ async def test_the_next_batches_are_handed_off_while_the_first_one_s_acks_wait(
 
     assert stage.consumer.acked == [0, 1]
     assert len(stage.batches) == MAX_IN_FLIGHT + 1
+    task.cancel()
+
+
+async def test_a_message_another_channel_also_reads_is_acked_once_both_are_done(
+    stage: Stage,
+) -> None:
+    stage.put(2, channels=2)
+    task = stage.run()
+    await settle()
+
+    sent(stage, 0)
+    await settle()
+
+    assert stage.consumer.acked == []  # this stage is done with them; the other is not
+    assert [event.message.refcount for event in stage.events] == [1, 1]
+    for event in stage.events:
+        event.ack()  # the other channel's stream
+    assert stage.consumer.acked == [0, 1]
     task.cancel()
 
 

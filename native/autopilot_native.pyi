@@ -16,6 +16,9 @@ class EmailEventMapper:
         self, raw: bytes, learned_user_id: str | None, received: str, integration: bytes
     ) -> tuple[str, bytes] | None:
         """`(key, track bytes)` for `raw`, or None to hand it to the Python path."""
+    def contact_email(self, raw: bytes) -> str | None:
+        """`contact.email` of `raw` when `map` would take it but for a test delivery or a long
+        id; else None to hand it to the Python path."""
 
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 (Java's `Utils.murmur2`), as an unsigned 32-bit int."""

@@ -9,8 +9,10 @@
 //! `MAX_DEPTH`, numbers with an exponent or longer than `MAX_NUMBER_LEN`, a duplicate known
 //! key, a `type` spelling not in the table, a non-ASCII address, an `occurred_at` with an offset
 //! other than `Z`, `+00:00` or `-00:00`, an id too long for a plain messageId, and test
-//! deliveries. `tests/unit/test_source_native.py` holds what it does take to the Python path,
-//! byte for byte.
+//! deliveries. `contact_email` answers the intake's key from the same parse and checks (test
+//! deliveries and long ids included: those are valid events, which `map` declines only because
+//! the Python path skips or hashes them). `tests/unit/test_source_fast_path.py` holds what it
+//! does take to the Python path, byte for byte.
 //!
 //! It also hashes Kafka keys for `worker/placement.py` (`murmur2`, `home_partition`), whose
 //! Python `python_murmur2` is the reference.
@@ -254,6 +256,7 @@ struct Event<'a> {
     link: Option<Pair<'a>>,
     ip: Option<&'a str>,
     user_agent: Option<&'a str>,
+    test: bool,
 }
 
 fn contact<'a>(p: &mut Parser<'a>) -> Option<Contact<'a>> {
@@ -378,9 +381,7 @@ fn event(raw: &[u8]) -> Option<Event<'_>> {
             }
             "test" => {
                 first(&mut seen, 512)?;
-                if p.boolean()? {
-                    return None; // a test delivery: the Python path skips it
-                }
+                out.test = p.boolean()?;
             }
             _ => p.skip(1)?,
         }
@@ -477,6 +478,28 @@ struct EmailEventMapper {
     plain_id_max: usize,
 }
 
+/// A valid event of the common shape: the event, its (canonical type, Segment event name) and
+/// its `timestamp` as the track writes it.
+type Checked<'a> = (Event<'a>, &'a (String, String), String);
+
+impl EmailEventMapper {
+    /// `raw` when it is a valid event of the common shape this module is sure of (see the module
+    /// doc), test deliveries and long ids included.
+    fn checked<'a>(&'a self, raw: &'a [u8]) -> Option<Checked<'a>> {
+        let event = event(raw)?;
+        let kind = self.types.get(event.kind)?;
+        let link_url = event.link.as_ref().and_then(|link| link.other);
+        if kind.0 == "email_clicked" && link_url.is_none_or(str::is_empty) {
+            return None;
+        }
+        if !plain_address(event.contact.email) {
+            return None;
+        }
+        let timestamp = timestamp(event.occurred_at)?;
+        Some((event, kind, timestamp))
+    }
+}
+
 #[pymethods]
 impl EmailEventMapper {
     #[new]
@@ -505,20 +528,12 @@ impl EmailEventMapper {
         received: &str,
         integration: &[u8],
     ) -> Option<(Bound<'py, PyString>, Bound<'py, PyBytes>)> {
-        let event = event(raw)?;
-        let (canonical, event_name) = self.types.get(event.kind)?;
+        let (event, (canonical, event_name), timestamp) = self.checked(raw)?;
+        if event.test || event.id.chars().count() > self.plain_id_max {
+            return None; // a test delivery (the Python path skips it) or a hashed messageId
+        }
         let link = event.link.unwrap_or_default();
-        if canonical == "email_clicked" && link.other.is_none_or(str::is_empty) {
-            return None;
-        }
         let contact = &event.contact;
-        if !plain_address(contact.email) {
-            return None;
-        }
-        let timestamp = timestamp(event.occurred_at)?;
-        if event.id.chars().count() > self.plain_id_max {
-            return None;
-        }
         let user_id = [contact.user_id, learned_user_id]
             .into_iter()
             .flatten()
@@ -570,6 +585,14 @@ impl EmailEventMapper {
         put_some(&mut out, br#","link_url":""#, link.other);
         out.extend_from_slice(b"}}");
         Some((PyString::new(py, &key), PyBytes::new(py, &out)))
+    }
+
+    /// `contact.email` of `raw` (the intake's key, before lowercasing) when `raw` is an event
+    /// `map` would take but for being a test delivery or having a long id; else None, to hand
+    /// it to the Python path.
+    fn contact_email<'py>(&self, py: Python<'py>, raw: &[u8]) -> Option<Bound<'py, PyString>> {
+        let (event, ..) = self.checked(raw)?;
+        Some(PyString::new(py, event.contact.email))
     }
 }
 

@@ -7,6 +7,9 @@ takes too, and maps to the very same track (same key, same bytes). These tests h
 to that on every golden input and on thousands of mutations of them (among them what msgspec's
 parser takes and pydantic's does not), hold the output to the `TrackMessage` model the JSON
 Schema is generated from, and msgspec's JSON to the bytes orjson wrote before.
+
+The intake's key comes the same way: whatever email the native mapper's `contact_email`
+answers, the Python path (`email_event_contact` without it) answers too, on the same inputs.
 """
 
 from __future__ import annotations
@@ -24,10 +27,15 @@ import orjson
 import pytest
 
 from worker import __version__
-from worker.errors import InvalidInput, SkipMessage
+from worker.errors import DecodeError, InvalidInput, SkipMessage, ValidationError
 from worker.models.segment_track import TrackMessage
 from worker.source import mapping
-from worker.source.mapping import email_event_to_track, map_source, parse_email_event
+from worker.source.mapping import (
+    email_event_contact,
+    email_event_to_track,
+    map_source,
+    parse_email_event,
+)
 
 GOLDEN = sorted((Path(__file__).parents[1] / "golden" / "source").glob("*.json"))
 RECEIVED_AT = datetime(2026, 11, 20, 10, 15, 5, 123456, tzinfo=UTC)
@@ -66,6 +74,19 @@ def _native(raw: bytes, learned: str | None = None) -> Outcome | None:
     return None if mapped is None else ("output", *mapped)
 
 
+def _native_contact(raw: bytes) -> str | None:
+    """The email the compiled path answers for `raw`, held to the Python path's; or None."""
+    assert mapping.NATIVE is not None, "the native mapper is built by `make install`"
+    email = mapping.NATIVE.contact_email(raw)
+    if email is not None:
+        try:
+            expected = mapping._python_contact(raw)
+        except InvalidInput as error:
+            pytest.fail(f"native answered {email!r} where Python raised {error!r}: {raw!r}")
+        assert email == expected, raw
+    return email
+
+
 def _model(raw: bytes, learned: str | None = None) -> Outcome:
     """What the `EmailEvent` path makes of `raw`."""
     return _outcome(
@@ -90,14 +111,19 @@ def _outcome(run: Any) -> Outcome:
 
 
 def _agree(raw: bytes, learned: str | None = None) -> bool:
-    """Assert that the fast outcomes, if any, are the model's; say whether the common shape
-    took `raw`. What the native mapper takes, the common shape takes too."""
+    """Assert that the fast outcomes, if any, are the model's, and the native contact, if any,
+    the Python path's; say whether the common shape took `raw`. What the native mapper takes,
+    its `contact_email` answers, and what that answers, the common shape takes."""
     fast = _fast(raw, learned)
     native = _native(raw, learned)
+    contact = _native_contact(raw)
     if fast is not None:
         assert fast == _model(raw, learned), raw
     if native is not None:
         assert native == fast, raw
+        assert contact is not None, raw
+    if contact is not None:
+        assert fast is not None, raw
     return fast is not None
 
 
@@ -282,15 +308,16 @@ def test_duplicate_and_escaped_keys_agree() -> None:
 
 
 def test_mutations_agree() -> None:
-    fast = native = total = 0
+    fast = native = contact = total = 0
     for raw in _mutations():
         total += 1
         fast += _agree(raw)
         native += _native(raw) is not None
+        contact += _native_contact(raw) is not None
     assert total > 5000
     assert fast > 3000  # every way is exercised
     assert total - fast > 3000
-    assert 2000 < native < fast
+    assert 2000 < native < contact < fast  # test deliveries and long ids: a contact, no track
 
 
 def test_the_native_mapper_takes_plain_golden_outputs() -> None:
@@ -307,6 +334,7 @@ def test_the_native_mapper_takes_plain_golden_outputs() -> None:
         declined += mapped is None
         if mapped is not None:
             assert mapped[1] == case["expected"]["output"]["key"], path.stem
+            assert _native_contact(raw) == case["input"]["contact"]["email"], path.stem
     assert taken > declined > 0
 
 
@@ -444,6 +472,7 @@ def test_native_takes_what_producers_send_and_agrees() -> None:
             assert _native(raw, learned) is not None, raw
         assert _agree(b" \n\t" + raw + b"\r\n ")
         assert _native(b" \n\t" + raw + b"\r\n ") is not None
+        assert _native_contact(raw) == event["contact"]["email"], raw
 
 
 def test_native_declines_what_it_leaves_to_python() -> None:
@@ -463,6 +492,32 @@ def test_native_declines_what_it_leaves_to_python() -> None:
     for raw in declined:
         assert _native(raw) is None, raw
         _agree(raw)
+    # a hashed messageId and a test delivery are valid events: their contact is answered
+    assert [_native_contact(raw) for raw in declined[:5]] == [
+        "thomas@tankengine.com",
+        None,
+        None,
+        None,
+        "thomas@tankengine.com",
+    ]
+    assert [_native_contact(raw) for raw in declined[5:]] == [None] * 4
+
+
+def test_email_event_contact_answers_or_words_python_errors() -> None:
+    """The intake's key: the native answer when there is one, else the Python path's, whose
+    errors are the contract's."""
+    for event in (_event(), _event(test=True), _event(id="x" * 91)):
+        raw = orjson.dumps(event)
+        assert _native_contact(raw) == email_event_contact(raw) == "thomas@tankengine.com"
+    non_ascii = orjson.dumps(_event(contact={"contact_id": "c", "email": "é@b.c"}))
+    assert _native_contact(non_ascii) is None
+    assert email_event_contact(non_ascii) == "é@b.c"
+    with pytest.raises(DecodeError, match="not a JSON object: got an array"):
+        email_event_contact(b"[]")
+    bad_address = orjson.dumps(_event(contact={"contact_id": "c", "email": "a@"}))
+    assert _native_contact(bad_address) is None
+    with pytest.raises(ValidationError, match=r"^contact\.email: must be an email address"):
+        email_event_contact(bad_address)
 
 
 def test_byte_level_fuzz_agrees() -> None:
@@ -471,7 +526,7 @@ def test_byte_level_fuzz_agrees() -> None:
     rng = random.Random(6122026)
     bases = [_raw(_case(path)) for path in GOLDEN if "output" in _case(path)["expected"]]
     alphabet = b'{}[]":,\\ \t\n0123456789.-+eEZTtrufalsn@a\xc3\xa9\x00\x1f\x7f\xff'
-    taken = 0
+    taken = contacts = 0
     for _ in range(20_000):
         raw = bytearray(rng.choice(bases))
         for _ in range(rng.randrange(1, 4)):
@@ -487,5 +542,6 @@ def test_byte_level_fuzz_agrees() -> None:
                 del raw[at:]
                 break
         taken += _native(bytes(raw)) is not None
+        contacts += _native_contact(bytes(raw)) is not None
         _agree(bytes(raw))
-    assert taken > 1000
+    assert contacts >= taken > 1000

@@ -41,6 +41,10 @@ app = WorkerApp(
     # not hold a shutdown for faust's default of 20 minutes
     producer_request_timeout=60.0,
     consumer_auto_offset_reset="earliest",
+    # up to 2 MiB a partition per fetch (faust's default: 1 MiB): with a backlog, the worker
+    # waited on fetches (the machine half idle); 2 MiB gave about 1.3 times the events a second
+    # for about 20 MiB more peak RSS, and 4 MiB no more events for 70 MiB more (README)
+    consumer_max_fetch_size=2 * 1024 * 1024,
     broker_commit_interval=1.0,
     broker_session_timeout=settings.broker_session_timeout,
     table_standby_replicas=0,

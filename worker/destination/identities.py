@@ -2,9 +2,9 @@
 
 Nearly every Segment call ties an email to a userId, and a contact's calls repeat the same tie:
 telling each one would cost an internal record for the source to read back, only to find it
-knew. An identity counts as told once its record is handed to the producer: Kafka then
-acknowledges it, or the send fails and the worker exits, forgetting this with it. A restart, or
-an email pushed out by newer ones, tells it once more.
+knew. An identity counts as told once the intake returns its record: the batch hands it to the
+producer and Kafka acknowledges it, or the worker exits (a failed send, a fatal error),
+forgetting this with it. A restart, or an email pushed out by newer ones, tells it once more.
 
 Within a process this is exact. Across processes it is not: an email two workers tie to two
 userIds is learned as whichever was told last, and a worker does not repeat a tie it told

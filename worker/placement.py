@@ -26,7 +26,6 @@ __all__ = [
     "Placement",
     "home_partition",
     "kafka_partitioner",
-    "murmur2",
     "python_home_partition",
     "python_murmur2",
 ]
@@ -73,11 +72,6 @@ def python_home_partition(key: bytes, partitions: int) -> int:
         raise ValueError(f"partitions must be positive, not {partitions}")
     return _python_hash(key) % partitions
 
-
-murmur2: Final[Callable[[bytes], int]] = (
-    python_murmur2 if autopilot_native is None else autopilot_native.murmur2
-)
-"""Kafka's murmur2: compiled when native/ is built, else `python_murmur2`."""
 
 home_partition: Final[Callable[[bytes, int], int]] = (
     python_home_partition if autopilot_native is None else autopilot_native.home_partition

@@ -16,6 +16,7 @@ that escapes a mapping is wrapped as `UnexpectedError` so that nothing is ever l
     ├── RetryableDeliveryError       fate RETRY:        408, 423, 429, 5xx, network; then DLQ
     │   └── RetryBudgetExhausted        fate DEAD_LETTER: retried past the budget
     ├── AuthenticationFailed         fate PAUSE:        401/403 for the key; pause and probe
+    ├── BatchGivenBack               fate GIVE_BACK:    rebalance or shutdown: unacked, reread
     └── FatalError                   fate STOP:         the worker must stop, nothing is acked
         ├── DeadLetterRateExceeded      most messages fail: a bad deploy, not bad data
         └── ConfigurationError          settings make the worker unable to run
@@ -31,6 +32,7 @@ from typing import ClassVar
 
 __all__ = [
     "AuthenticationFailed",
+    "BatchGivenBack",
     "ConfigurationError",
     "DeadLetterRateExceeded",
     "DecodeError",
@@ -56,6 +58,7 @@ class Fate(StrEnum):
     DEAD_LETTER = "dead-letter"
     RETRY = "retry"
     PAUSE = "pause"
+    GIVE_BACK = "give-back"
     STOP = "stop"
 
 
@@ -157,6 +160,15 @@ class AuthenticationFailed(WorkerError):
 
     fate = Fate.PAUSE
     status = 401
+
+
+class BatchGivenBack(WorkerError):
+    """A rebalance or a shutdown began and the delivery batch in hand did not finish in time
+    (`AUTOPILOT_GIVE_BACK_AFTER_S`): its events are forgotten unacked, so the group does not wait
+    on them and the commit stays before them; the partition's next owner delivers them again."""
+
+    fate = Fate.GIVE_BACK
+    status = 503
 
 
 class FatalError(WorkerError):

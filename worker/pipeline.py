@@ -157,8 +157,8 @@ class Pipeline:
                 self.breaker.record(dead_lettered=False)
             self.stats.skipped[error.message] += 1
             return []
-        if error.fate is Fate.STOP:
-            raise error
+        if error.fate is Fate.STOP or error.fate is Fate.GIVE_BACK:
+            raise error  # not a message's fate: the whole batch's (see worker.errors)
         if count_in_breaker:
             self.breaker.record(dead_lettered=True)
         self.stats.dead_lettered[type(error).__name__] += 1

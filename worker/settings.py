@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     autopilot_retry_budget_s: float = Field(4 * 3600, gt=0)
     autopilot_request_timeout_s: float = Field(10.0, gt=0)
     autopilot_auth_probe_interval_s: float = Field(30.0, gt=0)
+    autopilot_give_back_after_s: float = Field(
+        10.0,
+        gt=0,
+        description="When a rebalance or a shutdown begins, how long the delivery batch in hand "
+        "may still take; then it is given back unacked, for the partition's next owner.",
+    )
 
     # Web
     worker_web_port: int = 6066

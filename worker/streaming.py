@@ -8,14 +8,16 @@ import os
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.types import EventT
 from faust.types.tuples import ack_lock
+from mode.utils.queues import FlowControlEvent
 
+from worker.errors import BatchGivenBack
 from worker.observability import BatchTimer, metrics
 from worker.pipeline import Pipeline
 from worker.placement import kafka_partitioner
@@ -31,11 +33,13 @@ __all__ = [
     "run_pipeline",
     "stop_worker",
     "to_inbound",
+    "unless_flow_stops",
 ]
 
 log = logging.getLogger(__name__)
 
 Event = EventT[bytes]
+T = TypeVar("T")
 
 #: Exit status of a worker stopped by a `FatalError` (EX_SOFTWARE).
 EXIT_FATAL = 70
@@ -165,6 +169,12 @@ class EventIntake:
             except TimeoutError:
                 return
 
+    def give_back(self, events: list[Event]) -> None:
+        """Forget `events` unacked: a rebalance or a shutdown stops waiting for them, and the
+        commit stays before them, so they are read again from there."""
+        for event in events:
+            self._unacked.discard(event.message)
+
     def _keep(self, event: Event, events: list[Event]) -> None:
         message = event.message
         if not self._flow_active() or message.generation_id != self._app.consumer_generation_id:
@@ -276,12 +286,44 @@ async def run_batches(
             acked = await handle([to_inbound(event) for event in events])
             timer.handed_off()
             acks.add(events, acked, timer)
+        except BatchGivenBack as given_back:
+            intake.give_back(events)
+            log.warning("%s gave back %d events: %s", pipeline.name, len(events), given_back)
         except StopAsyncIteration:
             return  # faust stops the actor (`Actor.cancel`): what is in hand stays unacked
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) and not events:
                 raise  # stopped while waiting for events
             stop_worker(pipeline.name, exc)  # a batch in hand must not be acked
+
+
+async def unless_flow_stops(
+    flow_control: FlowControlEvent, work: Awaitable[T], *, grace_s: float
+) -> T:
+    """`work`'s result; if the flow of events stops first (a rebalance or a shutdown began: both
+    wait for every event taken to be acked) and `work` is not done `grace_s` later, `work` is
+    cancelled and BatchGivenBack raised, for the caller's events to be given back."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(_flow_stopped(flow_control))
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=grace_s)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    if task.cancelled():
+        raise BatchGivenBack(f"flow stopped and the batch was not done within {grace_s:g} s")
+    return task.result()
+
+
+async def _flow_stopped(flow_control: FlowControlEvent) -> None:
+    """Return once flow is stopped: mode's FlowControlEvent sets `_suspend` then (faust stops
+    the flow when partitions are revoked and at shutdown, nowhere else) and has no public way
+    to wait for it."""
+    await flow_control._suspend.wait()
 
 
 async def run_pipeline(stream: faust.StreamT[bytes], pipeline: Pipeline) -> None:

@@ -5,69 +5,26 @@ One worker and one stand-in serve the module; each test uses contacts of its own
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
-from tests.kafkautil import Record, consume_all, produce
+from tests.integration.standin import (
+    identify,
+    outcomes_for,
+    produce_calls,
+    set_faults,
+    state,
+    track,
+)
+from tests.kafkautil import consume_all, produce
 from tests.workerproc import WorkerProcess
 from worker.dlq import DeadLetterHeaders as H
 
 API_KEY = "test-key-7d1f0c9a"
 TRIGGER = "0001"
-
-
-async def state(base_url: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=base_url) as client:
-        result: dict[str, Any] = (await client.get("/_state")).json()
-        return result
-
-
-async def set_faults(base_url: str, **faults: Any) -> None:
-    async with httpx.AsyncClient(base_url=base_url) as client:
-        (await client.post("/_faults", json=faults)).raise_for_status()
-
-
-def identify(email: str, message_id: str, **traits: Any) -> bytes:
-    body = {"type": "identify", "userId": f"u-{email}", "messageId": message_id}
-    return orjson.dumps({**body, "traits": {"email": email, **traits}})
-
-
-def track(email: str, message_id: str, event: str = "Signed Up") -> bytes:
-    body = {"type": "track", "event": event, "userId": f"u-{email}", "messageId": message_id}
-    return orjson.dumps({**body, "properties": {"email": email, "plan": "pro"}})
-
-
-async def produce_calls(worker: WorkerProcess, calls: list[bytes]) -> None:
-    """Segment calls keyed by userId, as a producer must key them for per-user order."""
-    env = worker.env
-    records: list[Record] = [(orjson.loads(c)["userId"].encode(), c, []) for c in calls]
-    await produce(env["KAFKA_BOOTSTRAP_SERVERS"], env["TOPIC_SEGMENT_CALLS"], records)
-
-
-async def outcomes_for(
-    worker: WorkerProcess, message_ids: set[str], wait_s: float = 90
-) -> dict[str, dict[str, Any]]:
-    """Final outcomes on the deliveries topic for `message_ids` (waits until all are there)."""
-    env = worker.env
-    found: dict[str, dict[str, Any]] = {}
-    deadline = asyncio.get_running_loop().time() + wait_s
-    while asyncio.get_running_loop().time() < deadline:
-        records = await consume_all(
-            env["KAFKA_BOOTSTRAP_SERVERS"], env["TOPIC_AUTOPILOT_DELIVERIES"], 10**9, timeout=2
-        )
-        found = {
-            o["message_id"]: o
-            for o in (orjson.loads(r.value) for r in records)
-            if o["message_id"] in message_ids
-        }
-        if len(found) == len(message_ids):
-            break
-    return found
 
 
 async def test_bulk_upserts_are_batched_and_merged(

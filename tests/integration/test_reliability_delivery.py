@@ -19,12 +19,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from tests.integration import standin
 from tests.reliability.inputs import SEGMENT_CALLS, TRIGGER_ID, Fate, Input
 from tests.reliability.report import report
 from tests.reliability.stream import produce_inputs, topic_names
@@ -85,24 +85,11 @@ async def faulty_api(slow_requests: SlowRequests) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def _set_faults(base_url: str, **faults: object) -> None:
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
-        (await client.post("/_faults", json=faults)).raise_for_status()
-
-
-async def _state(base_url: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
-        response = await client.get("/_state")
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
-
-
 async def _cycle_error_status(base_url: str) -> None:
     """Change the injected 5xx every few seconds, so each kind is met."""
     n = 0
     while True:
-        await _set_faults(base_url, error_status=ERROR_STATUSES[n % len(ERROR_STATUSES)])
+        await standin.set_faults(base_url, error_status=ERROR_STATUSES[n % len(ERROR_STATUSES)])
         n += 1
         await asyncio.sleep(3)
 
@@ -160,7 +147,7 @@ async def _deliver_through_faults(
     calls = _calls(contacts, tracks, unique)
     wanted = {message_id for _, _, message_id in calls}
     inputs = [Input(m, SEGMENT_CALLS, k, v, Fate.REQUEST, m, "call") for k, v, m in calls]
-    await _set_faults(fake_api, **FAULTS)
+    await standin.set_faults(fake_api, **FAULTS)
     cycling = asyncio.create_task(_cycle_error_status(fake_api))
     delivered: dict[str, int] = {}
     outcomes: list[dict[str, Any]] = []
@@ -181,7 +168,7 @@ async def _deliver_through_faults(
         cycling.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await cycling
-    state = await _state(fake_api)
+    state = await standin.state(fake_api)
     letters = await read_topic(bootstrap, names.dead_letters)
     statuses: Counter[str] = Counter()
     for route in state["requests"]["by_route"].values():

@@ -13,10 +13,10 @@ from faust.types.tuples import ConsumerMessage, Message
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from worker import streaming
-from worker.errors import DeadLetterRateExceeded
+from worker.errors import BatchGivenBack, DeadLetterRateExceeded
 from worker.pipeline import DeadLetterBreaker, Pipeline
 from worker.records import InboundMessage
-from worker.streaming import MAX_IN_FLIGHT, EventIntake, run_batches
+from worker.streaming import MAX_IN_FLIGHT, EventIntake, run_batches, unless_flow_stops
 
 TOPIC = "in"
 
@@ -301,3 +301,79 @@ async def test_a_batch_takes_what_is_there_then_waits_a_little_for_more(stage: S
     await intake.fill(trickle, 10, 0.2)
     await arrival
     assert [event.message.offset for event in trickle] == [2, 3]
+
+
+class SlowWork:
+    """A batch's delivery that finishes when the test says, and knows if it was cancelled."""
+
+    def __init__(self) -> None:
+        self.finish = asyncio.Event()
+        self.cancelled = False
+
+    async def run(self) -> str:
+        try:
+            await self.finish.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return "delivered"
+
+
+async def test_work_that_ends_while_flow_runs_is_not_disturbed(stage: Stage) -> None:
+    work = SlowWork()
+    result = asyncio.ensure_future(unless_flow_stops(stage.flow_control, work.run(), grace_s=0.05))
+    await settle()
+    work.finish.set()
+    assert await result == "delivered"
+
+
+async def test_work_that_ends_within_the_grace_after_flow_stops_keeps_its_result(
+    stage: Stage,
+) -> None:
+    work = SlowWork()
+    result = asyncio.ensure_future(unless_flow_stops(stage.flow_control, work.run(), grace_s=5))
+    await settle()
+    stage.flow_control.suspend()
+    await settle()
+    work.finish.set()
+    assert await asyncio.wait_for(result, 1) == "delivered"
+    assert not work.cancelled
+
+
+async def test_work_still_running_a_grace_after_flow_stops_is_cancelled_and_given_back(
+    stage: Stage,
+) -> None:
+    work = SlowWork()
+    result = asyncio.ensure_future(unless_flow_stops(stage.flow_control, work.run(), grace_s=0.05))
+    await settle()
+    assert not result.done()
+    stage.flow_control.suspend()
+    with pytest.raises(BatchGivenBack):
+        await asyncio.wait_for(result, 1)
+    assert work.cancelled
+
+
+async def test_a_batch_given_back_is_neither_acked_nor_waited_for_and_the_loop_goes_on(
+    stage: Stage, stops: list[BaseException]
+) -> None:
+    async def handle(batch: list[InboundMessage]) -> Awaitable[object]:
+        if batch[0].offset == 0:
+            raise BatchGivenBack("flow stopped")
+        return await stage.handle(batch)
+
+    stage.put(2)
+    task = asyncio.ensure_future(
+        run_batches(stage.stream, pipeline(), handle, batch_size=2, within_s=0.001)
+    )
+    await settle()
+    assert stage.consumer.unacked == set()  # a rebalance or a shutdown no longer waits for them
+    assert stage.consumer.acked == []  # nor are they committed: they are read again
+
+    stage.put(2)  # after the rebalance
+    await settle()
+    sent(stage, 0)
+    await settle()
+    assert stage.batches == [[2, 3]]
+    assert stage.consumer.acked == [2, 3]
+    assert stops == []
+    task.cancel()

@@ -2,7 +2,10 @@
 
 A batch's offsets are acked only after every descriptor in it has a final outcome (delivered
 or dead-lettered) and those outcomes are on Kafka. While the API refuses the key, `deliver`
-does not return, so consumption pauses and nothing is acked, skipped or dead-lettered.
+does not return, so consumption pauses and nothing is acked, skipped or dead-lettered. When a
+rebalance or a shutdown begins (both wait for every event taken to be acked), the batch in hand
+gets `AUTOPILOT_GIVE_BACK_AFTER_S` to finish; then it is given back unacked, nothing of it
+written, and the partition's next owner delivers it again (at least once).
 Without AUTOPILOT_API_KEY this module registers no agent and says so.
 """
 
@@ -22,7 +25,7 @@ from worker.models.autopilot_request import RequestDescriptor
 from worker.observability import metrics
 from worker.pipeline import Pipeline
 from worker.records import InboundMessage, OutboundRecord
-from worker.streaming import run_batches
+from worker.streaming import run_batches, unless_flow_stops
 from worker.wiring import build_pipeline
 
 __all__ = ["delivery_state", "parse_descriptor"]
@@ -88,7 +91,11 @@ async def deliver_batch(
             valid.append((message, parse_descriptor(message.value)))
         except WorkerError as error:
             records.extend(pipeline.route_failure(message, error))
-    results = await deliverer.deliver([descriptor for _, descriptor in valid])
+    results = await unless_flow_stops(
+        app.flow_control,
+        deliverer.deliver([descriptor for _, descriptor in valid]),
+        grace_s=settings.autopilot_give_back_after_s,
+    )
     for (message, _), result in zip(valid, results, strict=True):
         metrics.observe_delivery(pipeline, message, result)
         records.append(_outcome_record(result))

@@ -20,7 +20,9 @@ the worker runs a replayed message. It skips, and counts, letters whose
 `__autopilot.errors.replay.count` has reached `--max-replays` (the loop stopper), letters
 superseded by a later letter of the same input message with a higher replay count (that later
 one is the one to replay; `--include-superseded` replays both), and letters that do not say
-which stage failed them.
+which stage failed them. It reads the topic twice, up to the same end offsets: first to learn
+each input message's latest replay count (and how many letters will go), then to replay the
+selected letters a thousand at a time; it holds counts per input message, never all the letters.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ import asyncio
 import base64
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import Enum, auto
 from typing import Any, TextIO
 
 import orjson
@@ -51,8 +54,13 @@ __all__ = [
     "DlqError",
     "Filters",
     "LetterRef",
+    "Origin",
     "Progress",
+    "ReplayCensus",
     "ReplayPlan",
+    "ReplayTally",
+    "Skip",
+    "classify",
     "main",
     "plan_replay",
     "run_dlq",
@@ -63,6 +71,12 @@ IDLE_TIMEOUT_S = 30.0
 #: `list --since` starts reading at dead letters written this long before `since`.
 SINCE_MARGIN = timedelta(minutes=1)
 MESSAGE_CHARS = 100
+#: `replay` produces the letters it selected this many at a time, each lot acknowledged by the
+#: broker before it reads the next: what it holds does not grow with the dead-letter topic.
+REPLAY_CHUNK = 1000
+
+Origin = tuple[str, str, str]
+"""An input message, as (topic, partition, offset) from a dead letter's headers."""
 
 
 class DlqError(Exception):
@@ -149,7 +163,7 @@ class DeadLetter:
         return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
 
     @property
-    def origin(self) -> tuple[str, str, str] | None:
+    def origin(self) -> Origin | None:
         """(topic, partition, offset) of the input message; None when the headers do not say."""
         topic = self._text(DeadLetterHeaders.TOPIC)
         partition = self._text(DeadLetterHeaders.PARTITION)
@@ -238,21 +252,48 @@ class PlannedReplay:
         return self.letter.replay_count + 1
 
 
+class Skip(Enum):
+    """Why `replay` leaves a selected letter alone."""
+
+    AT_MAX_REPLAYS = auto()
+    SUPERSEDED = auto()
+    WITHOUT_TARGET = auto()
+
+
+def classify(
+    letter: DeadLetter,
+    *,
+    max_replays: int,
+    latest_replay: Mapping[Origin, int] | None = None,
+) -> ReplayTarget | Skip:
+    """The stage a selected letter is replayed through, or why it is skipped.
+
+    `latest_replay` maps an input message (topic, partition, offset) to the highest replay
+    count any letter of it carries; a letter below that count is superseded. None: no letter is.
+    """
+    target = letter.target
+    if target is None:
+        return Skip.WITHOUT_TARGET
+    if letter.replay_count >= max_replays:
+        return Skip.AT_MAX_REPLAYS
+    origin = letter.origin
+    if (
+        latest_replay is not None
+        and origin is not None
+        and latest_replay.get(origin, 0) > letter.replay_count
+    ):
+        return Skip.SUPERSEDED
+    return target
+
+
 @dataclass
 class ReplayPlan:
-    """What `replay` will write, and what it skips and why."""
+    """What `replay` writes for some selected letters, and what it skips and why."""
 
     replays: list[PlannedReplay] = field(default_factory=list)
     at_max_replays: list[DeadLetter] = field(default_factory=list)
     superseded: list[DeadLetter] = field(default_factory=list)
     without_target: list[DeadLetter] = field(default_factory=list)
-
-    def skipped_text(self, max_replays: int) -> str:
-        return (
-            f"skipped {len(self.at_max_replays)} at --max-replays {max_replays}, "
-            f"{len(self.superseded)} superseded by a later replay, "
-            f"{len(self.without_target)} without a stage to replay through"
-        )
 
 
 def plan_replay(
@@ -260,36 +301,90 @@ def plan_replay(
     *,
     retry_topic: str,
     max_replays: int,
-    latest_replay: dict[tuple[str, str, str], int] | None = None,
+    latest_replay: Mapping[Origin, int] | None = None,
 ) -> ReplayPlan:
-    """Sort the selected letters into replays and skips.
-
-    `latest_replay` maps an input message (topic, partition, offset) to the highest replay
-    count any letter of it carries; a letter below that count is superseded. None: no letter is.
-    """
+    """Sort the selected letters into replays and skips, each as `classify` says."""
     plan = ReplayPlan()
     for letter in letters:
-        target = letter.target
-        origin = letter.origin
-        if target is None:
-            plan.without_target.append(letter)
-        elif letter.replay_count >= max_replays:
-            plan.at_max_replays.append(letter)
-        elif (
-            latest_replay is not None
-            and origin is not None
-            and latest_replay.get(origin, 0) > letter.replay_count
-        ):
-            plan.superseded.append(letter)
-        else:
-            record = OutboundRecord(
-                topic=retry_topic,
-                key=letter.key,
-                value=letter.value,
-                headers=replay_headers(letter.headers, target, key=letter.key),
-            )
-            plan.replays.append(PlannedReplay(letter, target, record))
+        match classify(letter, max_replays=max_replays, latest_replay=latest_replay):
+            case ReplayTarget() as target:
+                record = OutboundRecord(
+                    topic=retry_topic,
+                    key=letter.key,
+                    value=letter.value,
+                    headers=replay_headers(letter.headers, target, key=letter.key),
+                )
+                plan.replays.append(PlannedReplay(letter, target, record))
+            case Skip.AT_MAX_REPLAYS:
+                plan.at_max_replays.append(letter)
+            case Skip.SUPERSEDED:
+                plan.superseded.append(letter)
+            case Skip.WITHOUT_TARGET:
+                plan.without_target.append(letter)
     return plan
+
+
+@dataclass
+class ReplayTally:
+    """How many letters a `replay` run replayed and skipped, chunk by chunk."""
+
+    replays: int = 0
+    at_max_replays: int = 0
+    superseded: int = 0
+    without_target: int = 0
+
+    def add(self, plan: ReplayPlan) -> None:
+        self.replays += len(plan.replays)
+        self.at_max_replays += len(plan.at_max_replays)
+        self.superseded += len(plan.superseded)
+        self.without_target += len(plan.without_target)
+
+    def skipped_text(self, max_replays: int) -> str:
+        return (
+            f"skipped {self.at_max_replays} at --max-replays {max_replays}, "
+            f"{self.superseded} superseded by a later replay, "
+            f"{self.without_target} without a stage to replay through"
+        )
+
+
+@dataclass
+class ReplayCensus:
+    """The first of `replay`'s two reads: what the superseded check and the progress bar need.
+
+    Fed every dead letter (`add`), it keeps per input message its highest replay count
+    (`latest`, for `classify`) and how many selected letters at that count are to be replayed,
+    never a letter: it grows with the number of input messages that failed, not with the size
+    of their letters. `replays` is then how many letters the second read, up to the same end
+    offsets, replays. Not `superseding` (`--include-superseded`, or letters named by
+    reference), `latest` stays empty and nothing is superseded.
+    """
+
+    max_replays: int
+    superseding: bool = True
+    latest: dict[Origin, int] = field(default_factory=dict, init=False)
+    _due_at_latest: dict[Origin, int] = field(default_factory=dict, init=False, repr=False)
+    _due_regardless: int = field(default=0, init=False, repr=False)
+
+    def add(self, letter: DeadLetter, *, selected: bool) -> None:
+        due = selected and isinstance(classify(letter, max_replays=self.max_replays), ReplayTarget)
+        origin = letter.origin
+        if not self.superseding or origin is None:
+            self._due_regardless += due
+            return
+        count = letter.replay_count
+        latest = self.latest.get(origin)
+        if latest is not None and count < latest:
+            return
+        due_here = due + (self._due_at_latest.get(origin, 0) if count == latest else 0)
+        self.latest[origin] = count
+        if due_here:
+            self._due_at_latest[origin] = due_here
+        else:
+            self._due_at_latest.pop(origin, None)
+
+    @property
+    def replays(self) -> int:
+        return self._due_regardless + sum(self._due_at_latest.values())
 
 
 class Progress:
@@ -303,6 +398,7 @@ class Progress:
         self._width = width
         self._tty = stream.isatty()
         self._last_tenth = -1
+        self._drawn = ""
 
     def render(self) -> str:
         fraction = self.done / self.total if self.total else 1.0
@@ -313,8 +409,7 @@ class Progress:
     def advance(self, count: int = 1) -> None:
         self.done = min(self.done + count, self.total)
         if self._tty:
-            self._stream.write("\r" + self.render())
-            self._stream.flush()
+            self._draw()
             return
         tenth = self.done * 10 // self.total if self.total else 10
         if tenth != self._last_tenth:
@@ -324,15 +419,30 @@ class Progress:
 
     def start(self) -> None:
         if self._tty:
-            self._stream.write(self.render())
-            self._stream.flush()
+            self._draw()
         else:
             self.advance(0)
 
+    def note(self, line: str) -> None:
+        """Write `line` (ending in a newline) above the bar; on a terminal, redraw the bar."""
+        if not self._drawn:
+            self._stream.write(line)
+            return
+        self._stream.write("\r" + " " * len(self._drawn) + "\r" + line)
+        self._drawn = ""
+        self._draw()
+
     def finish(self) -> None:
-        if self._tty:
+        if self._drawn:
             self._stream.write("\n")
             self._stream.flush()
+            self._drawn = ""
+
+    def _draw(self) -> None:
+        redraw = "\r" if self._drawn else ""
+        self._drawn = self.render()
+        self._stream.write(redraw + self._drawn)
+        self._stream.flush()
 
 
 # --- reading the dead-letter topic ----------------------------------------------------------
@@ -384,17 +494,35 @@ def _admin(settings: Settings) -> AIOKafkaAdminClient:
     )
 
 
-async def read_all(
-    settings: Settings, *, written_since: datetime | None = None
-) -> AsyncIterator[DeadLetter]:
-    """Every dead letter, partition by partition interleaved, up to the end offsets at start;
-    with `written_since`, only those written then or later (by their record timestamps)."""
+async def end_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    """The dead-letter topic's end offsets now: where reads that must see the same letters stop."""
     tps = await _partitions(settings, settings.topic_dead_letters)
     consumer = _consumer(settings)
     await consumer.start()
     try:
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return ends
+
+
+async def read_all(
+    settings: Settings,
+    *,
+    written_since: datetime | None = None,
+    upto: Mapping[TopicPartition, int] | None = None,
+) -> AsyncIterator[DeadLetter]:
+    """Every dead letter, partition by partition interleaved, up to the end offsets `upto` (those
+    at start when None); with `written_since`, only those written then or later (by their record
+    timestamps)."""
+    tps = (
+        list(upto) if upto is not None else await _partitions(settings, settings.topic_dead_letters)
+    )
+    consumer = _consumer(settings)
+    await consumer.start()
+    try:
         consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
+        ends = dict(upto) if upto is not None else await consumer.end_offsets(tps)
         if written_since is None:
             await consumer.seek_to_beginning(*tps)
         else:
@@ -511,38 +639,50 @@ async def _replay(ns: argparse.Namespace, settings: Settings, out: TextIO, err: 
     filters = _filters(ns)
     if ns.refs:
         letters = [x for x in await read_refs(settings, ns.refs) if filters.matches(x)]
-        plan = plan_replay(letters, retry_topic=names.retry, max_replays=ns.max_replays)
+        census = ReplayCensus(ns.max_replays, superseding=False)
+        for letter in letters:
+            census.add(letter, selected=True)
+        selected = _each(letters)
     else:
-        selected: list[DeadLetter] = []
-        latest: dict[tuple[str, str, str], int] = {}
-        async for letter in read_all(settings):
-            origin = letter.origin
-            if origin is not None:
-                latest[origin] = max(latest.get(origin, 0), letter.replay_count)
-            if filters.matches(letter):
-                selected.append(letter)
-        plan = plan_replay(
-            selected,
-            retry_topic=names.retry,
-            max_replays=ns.max_replays,
-            latest_replay=None if ns.include_superseded else latest,
-        )
+        # Both reads stop at the same offsets: letters written meanwhile, the replays' own new
+        # dead letters among them, wait for the next run.
+        ends = await end_offsets(settings)
+        census = ReplayCensus(ns.max_replays, superseding=not ns.include_superseded)
+        if census.superseding or not ns.dry_run:  # the superseded check or the bar needs it
+            async for letter in read_all(settings, upto=ends):
+                census.add(letter, selected=filters.matches(letter))
+        selected = (x async for x in read_all(settings, upto=ends) if filters.matches(x))
 
     verb = "would replay" if ns.dry_run else "replaying"
-    for item in plan.replays:
-        out.write(
-            f"{verb} {item.letter.ref} -> {item.target} (replay {item.replay_number}, "
-            f"{item.letter.error_class or '?'}, {len(item.letter.value)} bytes)\n"
-        )
-    for letter in plan.at_max_replays:
-        err.write(f"skipping {letter.ref}: replayed {letter.replay_count} times already\n")
-    skipped = plan.skipped_text(ns.max_replays)
+    sender = None if ns.dry_run else _RetrySender(settings, names.retry, census.replays, err)
+    note = err.write if sender is None else sender.progress.note
+    tally = ReplayTally()
+    try:
+        async for chunk in _chunks(selected, REPLAY_CHUNK):
+            plan = plan_replay(
+                chunk,
+                retry_topic=names.retry,
+                max_replays=ns.max_replays,
+                latest_replay=census.latest,
+            )
+            tally.add(plan)
+            for item in plan.replays:
+                out.write(
+                    f"{verb} {item.letter.ref} -> {item.target} (replay {item.replay_number}, "
+                    f"{item.letter.error_class or '?'}, {len(item.letter.value)} bytes)\n"
+                )
+            for letter in plan.at_max_replays:
+                note(f"skipping {letter.ref}: replayed {letter.replay_count} times already\n")
+            if sender is not None:
+                await sender.send([item.record for item in plan.replays])
+    finally:
+        if sender is not None:
+            await sender.close()
+    skipped = tally.skipped_text(ns.max_replays)
     if ns.dry_run:
-        out.write(f"dry run: {len(plan.replays)} to replay onto {names.retry}; {skipped}\n")
-        return 0
-    if plan.replays:
-        await _produce(settings, names.retry, plan.replays, err)
-    out.write(f"replayed {len(plan.replays)} onto {names.retry}; {skipped}\n")
+        out.write(f"dry run: {tally.replays} to replay onto {names.retry}; {skipped}\n")
+    else:
+        out.write(f"replayed {tally.replays} onto {names.retry}; {skipped}\n")
     return 0
 
 
@@ -559,38 +699,55 @@ def _refuse_shared_retry_topic(names: TopicNames) -> None:
         raise DlqError(f"the retry topic {names.retry!r} is also a shared topic: refusing")
 
 
-async def _produce(
-    settings: Settings, retry_topic: str, replays: Sequence[PlannedReplay], err: TextIO
-) -> None:
-    try:
-        await _partitions(settings, retry_topic)
-    except DlqError:
-        raise DlqError(
-            f"the retry topic {retry_topic!r} does not exist (run `python -m worker topics`)"
-        ) from None
+class _RetrySender:
+    """Produces replays onto the retry topic lot by lot, each acknowledged before `send` returns,
+    with a progress bar to `err` counting up to `total`. It starts a producer only for the first
+    record: a run with nothing to replay neither needs the retry topic nor draws a bar."""
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        client_id=f"{settings.worker_app_id}-dlq",
-    )
-    progress = Progress(len(replays), err, "replaying")
-    await producer.start()
-    try:
-        progress.start()
+    def __init__(self, settings: Settings, retry_topic: str, total: int, err: TextIO) -> None:
+        self.progress = Progress(total, err, "replaying")
+        self._settings = settings
+        self._retry_topic = retry_topic
+        self._producer: AIOKafkaProducer | None = None
+
+    async def send(self, records: Sequence[OutboundRecord]) -> None:
+        if not records:
+            return
+        producer = self._producer or await self._start()
         pending = []
-        for item in replays:
-            record = item.record
+        for record in records:
             future = await producer.send(
                 record.topic, value=record.value, key=record.key, headers=record.headers
             )
-            future.add_done_callback(lambda _: progress.advance())
+            future.add_done_callback(lambda _: self.progress.advance())
             pending.append(future)
         await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-        progress.finish()
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            try:
+                await self._producer.stop()
+            finally:
+                self.progress.finish()
+
+    async def _start(self) -> AIOKafkaProducer:
+        try:
+            await _partitions(self._settings, self._retry_topic)
+        except DlqError:
+            raise DlqError(
+                f"the retry topic {self._retry_topic!r} does not exist "
+                "(run `python -m worker topics`)"
+            ) from None
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            client_id=f"{self._settings.worker_app_id}-dlq",
+        )
+        await producer.start()
+        self._producer = producer
+        self.progress.start()
+        return producer
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -655,6 +812,22 @@ def _full(letter: DeadLetter, topic: str) -> dict[str, Any]:
         "headers": [{"name": name, **(rendered(value) or {})} for name, value in letter.headers],
         "value": rendered(letter.value),
     }
+
+
+async def _each(letters: Iterable[DeadLetter]) -> AsyncIterator[DeadLetter]:
+    for letter in letters:
+        yield letter
+
+
+async def _chunks(letters: AsyncIterable[DeadLetter], size: int) -> AsyncIterator[list[DeadLetter]]:
+    chunk: list[DeadLetter] = []
+    async for letter in letters:
+        chunk.append(letter)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _json_line(value: dict[str, Any]) -> str:

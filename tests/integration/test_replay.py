@@ -13,17 +13,20 @@ import asyncio
 import io
 import os
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
 from aiokafka import ConsumerRecord
 
-from tests.kafkautil import consume_all, end_offsets, produce
+from tests.kafkautil import Headers, consume_all, end_offsets, produce
 from tests.workerproc import WorkerProcess
+from worker import dlqcli
 from worker.dlq import DeadLetterHeaders as H
-from worker.dlqcli import run_dlq
-from worker.records import header
+from worker.dlqcli import DeadLetter, LetterRef, run_dlq
+from worker.records import ORIGIN_PREFIX, header
 from worker.replay import REPLAY_PIPELINE, REPLAY_STAGE, REPLAY_TARGET
 from worker.settings import Settings
 
@@ -237,6 +240,107 @@ async def test_a_letter_of_a_stage_that_cannot_replay_comes_back_as_the_retry_st
     assert got[H.REPLAY_COUNT] == b"1"
     assert got[H.TOPIC] == b"somewhere"
     assert b"no stage nowhere/deliver" in got[H.MESSAGE]
+
+
+def _letter_of(input_topic: str, input_offset: int, replays: int) -> Headers:
+    """The headers of a source/intake dead letter of `input_topic`'s message at `input_offset`."""
+    failed_at = datetime.now(UTC).isoformat(timespec="milliseconds").encode()
+    headers = [
+        (H.TOPIC, input_topic.encode()),
+        (H.PARTITION, b"0"),
+        (H.OFFSET, str(input_offset).encode()),
+        (H.TIMESTAMP, b"1700000000000"),
+        (H.PIPELINE, b"source"),
+        (H.STAGE, b"intake"),
+        (H.CLASS_NAME, b"DecodeError"),
+        (H.MESSAGE, b"not JSON"),
+        (H.STATUS, b"400"),
+        (H.FIRST_FAILURE, failed_at),
+        (H.FAILED_AT, failed_at),
+    ]
+    return headers + ([(H.REPLAY_COUNT, str(replays).encode())] if replays else [])
+
+
+async def test_replay_reads_twice_to_the_same_end_and_streams_what_it_replays(
+    worker: WorkerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replays go one at a time (REPLAY_CHUNK 1): the first one is back on the dead-letter topic
+    before the second read ends, and letters written between the reads are not read either."""
+    env = worker.env
+    bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
+    letters_topic = env["TOPIC_DEAD_LETTERS"]
+    retry = f"{env['WORKER_APP_ID']}.retry"
+    inputs = "streamed-replay-input"
+    bad = b"{not json, streamed"
+    await produce(
+        bootstrap,
+        letters_topic,
+        [
+            (b"stream-a", bad, _letter_of(inputs, 1, 0)),
+            (b"stream-b", bad, _letter_of(inputs, 2, 0)),  # superseded by the next
+            (b"stream-b", bad, _letter_of(inputs, 2, 1)),
+            (b"stream-c", bad, _letter_of(inputs, 3, 0)),
+        ],
+    )
+    retry_before = sum((await end_offsets(bootstrap, retry)).values())
+
+    async def dead_lettered_again(key: bytes) -> bool:
+        for _ in range(60):
+            letters = await consume_all(bootstrap, letters_topic, 10**6, timeout=1)
+            if any(r.key == key and _replays(r) == 1 for r in letters):
+                return True
+        return False
+
+    real_read_all = dlqcli.read_all
+    reads: list[list[LetterRef]] = []
+    back_during_second_read: list[bool] = []
+
+    async def read_all(settings: Settings, **kwargs: Any) -> AsyncIterator[DeadLetter]:
+        refs: list[LetterRef] = []
+        reads.append(refs)
+        async for letter in real_read_all(settings, **kwargs):
+            refs.append(letter.ref)
+            yield letter
+            if len(reads) == 2 and letter.key == b"stream-a":
+                # resumed once "stream-a" was replayed: wait for the worker to fail it again
+                back_during_second_read.append(await dead_lettered_again(b"stream-a"))
+        if len(reads) == 1:
+            between = [
+                (b"stream-a-later", bad, _letter_of(inputs, 1, 1)),
+                (b"stream-e", bad, _letter_of(inputs, 4, 0)),
+            ]
+            await produce(bootstrap, letters_topic, between)
+
+    monkeypatch.setattr(dlqcli, "read_all", read_all)
+    monkeypatch.setattr(dlqcli, "REPLAY_CHUNK", 1)
+    status, out, err = await _dlq(env, "replay", "--topic", inputs)
+    assert status == 0, err
+    assert back_during_second_read == [True]
+    assert len(reads) == 2
+    assert sorted(reads[0]) == sorted(reads[1])
+    lines = out.splitlines()
+    assert sorted(line.split(" (")[1] for line in lines[:-1]) == [
+        "replay 1, DecodeError, 19 bytes)",
+        "replay 1, DecodeError, 19 bytes)",
+        "replay 2, DecodeError, 19 bytes)",
+    ]
+    assert lines[-1] == (
+        f"replayed 3 onto {retry}; skipped 0 at --max-replays 3, "
+        "1 superseded by a later replay, 0 without a stage to replay through"
+    )
+    assert "replaying [" in err
+
+    retry_end = sum((await end_offsets(bootstrap, retry)).values())
+    assert retry_end - retry_before == 3
+    replayed = await consume_all(bootstrap, retry, retry_end, timeout=30)
+    ours = [
+        r for r in replayed if header(list(r.headers), ORIGIN_PREFIX + "topic") == inputs.encode()
+    ]
+    assert sorted((r.key, _replays(r)) for r in ours) == [
+        (b"stream-a", 1),
+        (b"stream-b", 2),
+        (b"stream-c", 1),
+    ]
 
 
 async def test_the_command_line_entry_point(worker: WorkerProcess) -> None:

@@ -8,7 +8,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from worker.dlq import DeadLetterHeaders as H
-from worker.dlqcli import DeadLetter, Filters, LetterRef, Progress, build_parser, plan_replay
+from worker.dlqcli import (
+    DeadLetter,
+    Filters,
+    LetterRef,
+    Progress,
+    ReplayCensus,
+    ReplayTally,
+    Skip,
+    build_parser,
+    classify,
+    plan_replay,
+)
 from worker.records import ORIGIN_PREFIX, header
 from worker.replay import REPLAY_TARGET, ReplayTarget, replay_headers
 
@@ -233,13 +244,93 @@ def test_plan_sorts_letters_into_replays_and_skips() -> None:
     assert record.topic == "autopilot-worker.retry"
     assert (record.key, record.value) == (b"k", b"{not json")
     assert header(record.headers, REPLAY_TARGET) == b"source/intake"
-    assert "1 superseded" in plan.skipped_text(3)
+    tally = ReplayTally()
+    tally.add(plan)
+    tally.add(plan)
+    assert tally.replays == 4
+    assert tally.skipped_text(3) == (
+        "skipped 2 at --max-replays 3, 2 superseded by a later replay, "
+        "2 without a stage to replay through"
+    )
 
 
 def test_plan_without_latest_counts_supersedes_nothing() -> None:
     plan = plan_replay([_letter()], retry_topic="r", max_replays=1)
     assert len(plan.replays) == 1
     assert plan_replay([_letter(replays=1)], retry_topic="r", max_replays=1).replays == []
+
+
+def test_classify_gives_the_target_or_the_first_reason_to_skip() -> None:
+    latest = {("autopilot.email-events", "2", "42"): 2}
+    no_stage = DeadLetter(LetterRef(0, 4), 0, None, b"x", [(H.TOPIC, b"t")])
+    assert classify(_letter(replays=2), max_replays=3, latest_replay=latest) == ReplayTarget(
+        "source", "intake"
+    )
+    assert classify(_letter(replays=1), max_replays=3, latest_replay=latest) is Skip.SUPERSEDED
+    assert classify(_letter(replays=1), max_replays=3) == ReplayTarget("source", "intake")
+    # a letter at --max-replays is refused whether or not a later one supersedes it
+    assert classify(_letter(replays=1), max_replays=1, latest_replay=latest) is Skip.AT_MAX_REPLAYS
+    assert classify(no_stage, max_replays=0, latest_replay=latest) is Skip.WITHOUT_TARGET
+    # another input message (other offset) is not superseded by this one's count
+    assert classify(_letter(input_offset=43), max_replays=3, latest_replay=latest) == ReplayTarget(
+        "source", "intake"
+    )
+
+
+def _dead_letter_topic() -> tuple[list[DeadLetter], set[LetterRef]]:
+    """A dead-letter topic's letters in offset order, and which of them a filter selects."""
+    no_stage = DeadLetter(LetterRef(1, 90), 0, None, b"x", [(H.TOPIC, b"t")])
+    no_origin = DeadLetter(
+        LetterRef(1, 91), 0, None, b"x", [(H.PIPELINE, b"source"), (H.STAGE, b"intake")]
+    )
+    letters = [
+        _letter(1, input_offset=1),  # superseded by 4
+        _letter(2, input_offset=2),  # the latest of message 2
+        _letter(3, input_offset=3, replays=1),  # superseded by 6 (not selected, but later)
+        _letter(4, input_offset=1, replays=1),  # the latest of message 1, twice (a duplicate)
+        _letter(5, input_offset=1, replays=1),
+        _letter(6, input_offset=3, replays=2),
+        _letter(7, input_offset=5, replays=3),  # at --max-replays 3
+        _letter(8, input_offset=6, replays=3),  # at --max-replays, and it supersedes 9
+        _letter(9, input_offset=6, replays=1),
+        no_stage,
+        no_origin,
+    ]
+    selected = {letter.ref for letter in letters} - {LetterRef(1, 6)}
+    return letters, selected
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_the_census_counts_what_plan_replay_replays_without_keeping_letters(reverse: bool) -> None:
+    letters, selected = _dead_letter_topic()
+    census = ReplayCensus(3)
+    for letter in reversed(letters) if reverse else letters:
+        census.add(letter, selected=letter.ref in selected)
+    events = "autopilot.email-events"
+    assert census.latest == {
+        (events, "2", "1"): 1,
+        (events, "2", "2"): 0,
+        (events, "2", "3"): 2,
+        (events, "2", "5"): 3,
+        (events, "2", "6"): 3,
+    }
+    chosen = [letter for letter in letters if letter.ref in selected]
+    plan = plan_replay(chosen, retry_topic="r", max_replays=3, latest_replay=census.latest)
+    assert [item.letter.ref.offset for item in plan.replays] == [2, 4, 5, 91]
+    assert [letter.ref.offset for letter in plan.superseded] == [1, 3, 9]
+    assert census.replays == len(plan.replays)
+
+
+def test_a_census_that_supersedes_nothing_counts_every_letter_due() -> None:
+    letters, selected = _dead_letter_topic()
+    census = ReplayCensus(3, superseding=False)
+    for letter in letters:
+        census.add(letter, selected=letter.ref in selected)
+    assert census.latest == {}
+    chosen = [letter for letter in letters if letter.ref in selected]
+    plan = plan_replay(chosen, retry_topic="r", max_replays=3, latest_replay=census.latest)
+    assert plan.superseded == []
+    assert census.replays == len(plan.replays) == 7
 
 
 # --- progress --------------------------------------------------------------------------------
@@ -261,6 +352,39 @@ def test_progress_on_a_pipe_writes_a_line_per_tenth() -> None:
 class _Tty(io.StringIO):
     def isatty(self) -> bool:
         return True
+
+
+def test_a_note_on_a_pipe_is_a_line_between_the_bars_lines() -> None:
+    stream = io.StringIO()
+    progress = Progress(1, stream, "replaying", width=4)
+    progress.note("before\n")
+    progress.start()
+    progress.note("skipping 0@1\n")
+    progress.advance()
+    progress.finish()
+    assert stream.getvalue().splitlines() == [
+        "before",
+        "replaying [....] 0/1   0%",
+        "skipping 0@1",
+        "replaying [####] 1/1 100%",
+    ]
+
+
+def test_a_note_on_a_terminal_clears_the_bar_and_redraws_it_below() -> None:
+    stream = _Tty()
+    progress = Progress(2, stream, "replaying", width=4)
+    progress.note("before\n")
+    progress.start()
+    progress.advance()
+    progress.note("skipping 0@1\n")
+    progress.advance()
+    progress.finish()
+    bar = "replaying [##..] 1/2  50%"
+    assert stream.getvalue() == (
+        "before\nreplaying [....] 0/2   0%\r" + bar
+        + "\r" + " " * len(bar) + "\rskipping 0@1\n" + bar
+        + "\rreplaying [####] 2/2 100%\n"
+    )  # fmt: skip
 
 
 def test_progress_on_a_terminal_redraws_in_place() -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 
 import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.unit.doubles import RecordingSender
 from worker.delivery.service import DeliveryResult
 from worker.errors import SkipMessage, UnsupportedType, ValidationError
 from worker.observability import WeightedHistogram, WorkerMetrics, consumer_lags
@@ -18,17 +17,6 @@ from worker.pipeline import DeadLetterBreaker, Pipeline
 from worker.records import InboundMessage, OutboundRecord
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-class RecordingSender:
-    def __init__(self) -> None:
-        self.sent: list[OutboundRecord] = []
-
-    async def send(self, records: Sequence[OutboundRecord]) -> Awaitable[object]:
-        self.sent.extend(records)
-        acked = asyncio.get_running_loop().create_future()
-        acked.set_result(None)
-        return acked
 
 
 def handler(message: InboundMessage) -> list[OutboundRecord]:

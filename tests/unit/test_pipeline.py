@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Sequence
-
 import pytest
 
+from tests.unit.doubles import RecordingSender
 from worker.dlq import DeadLetterHeaders as H
 from worker.errors import (
     ConfigurationError,
@@ -16,17 +14,6 @@ from worker.errors import (
 )
 from worker.pipeline import DeadLetterBreaker, FailedAfter, Pipeline
 from worker.records import ORIGIN_PREFIX, InboundMessage, OutboundRecord
-
-
-class RecordingSender:
-    def __init__(self) -> None:
-        self.sent: list[OutboundRecord] = []
-
-    async def send(self, records: Sequence[OutboundRecord]) -> Awaitable[object]:
-        self.sent.extend(records)
-        acked = asyncio.get_running_loop().create_future()
-        acked.set_result(None)
-        return acked
 
 
 def message(value: bytes, offset: int = 0) -> InboundMessage:

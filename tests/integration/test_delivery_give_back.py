@@ -57,25 +57,37 @@ def start_worker(kafka_bootstrap: str, fake_api: str, tmp_path: Path) -> Iterato
             process.stop()
 
 
-async def outage_under_way(fake_api: str, calls: int) -> None:
-    """Return once the stand-in has refused `calls` requests with 503 (the batch is in hand)."""
+async def refused(fake_api: str) -> int:
+    """How many requests the stand-in has answered 503 so far."""
+    routes = (await state(fake_api))["requests"]["by_route"].values()
+    return sum(statuses.get("503", 0) for statuses in routes)
+
+
+async def batch_in_the_outage(
+    start_worker: StartWorker, fake_api: str, name: str, count: int
+) -> tuple[WorkerProcess, set[str]]:
+    """A worker whose delivery batch of `count` identify calls is meeting the outage (the
+    stand-in refused two of its requests); their messageIds."""
+    worker = await start_worker()
+    tag = uuid.uuid4().hex[:6]
+    before = await refused(fake_api)
+    calls = [identify(f"{name}{i}-{tag}@example.com", f"{tag}-{i}") for i in range(count)]
+    await produce_calls(worker, calls)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        routes = (await state(fake_api))["requests"]["by_route"].values()
-        if sum(statuses.get("503", 0) for statuses in routes) >= calls:
-            return
+    while await refused(fake_api) < before + 2:
+        assert time.monotonic() < deadline, "the worker never tried to deliver"
         await asyncio.sleep(0.2)
-    raise AssertionError("the worker never tried to deliver")
+    return worker, {f"{tag}-{i}" for i in range(count)}
 
 
-async def ready(worker: WorkerProcess, within_s: float) -> float:
-    """Seconds until `worker`'s /readyz answers 200 (it has partitions, recovered)."""
+async def ready(worker: WorkerProcess, within_s: float) -> None:
+    """Return once `worker`'s /readyz answers 200 (it has partitions, recovered)."""
     began = time.monotonic()
     async with httpx.AsyncClient(base_url=worker.web_url, timeout=5) as client:
         while time.monotonic() - began < within_s:
             try:
                 if (await client.get("/readyz")).status_code == 200:
-                    return time.monotonic() - began
+                    return
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.2)
@@ -90,11 +102,7 @@ async def outage(fake_api: str) -> None:
 async def test_a_warm_shutdown_gives_the_batch_back_and_the_next_worker_delivers_it(
     start_worker: StartWorker, fake_api: str
 ) -> None:
-    first = await start_worker()
-    tag = uuid.uuid4().hex[:6]
-    calls = [identify(f"down{i}-{tag}@example.com", f"{tag}-{i}") for i in range(5)]
-    await produce_calls(first, calls)
-    await outage_under_way(fake_api, calls=2)
+    first, ids = await batch_in_the_outage(start_worker, fake_api, "down", 5)
 
     began = time.monotonic()
     status = await asyncio.to_thread(first.stop, 60)
@@ -103,7 +111,6 @@ async def test_a_warm_shutdown_gives_the_batch_back_and_the_next_worker_delivers
     assert status == 0, first.log_text()[-3000:]  # warm: not killed after the timeout
     assert took < GIVE_BACK_AFTER_S + 20, took
     assert "delivery gave back" in first.log_text()
-    ids = {f"{tag}-{i}" for i in range(5)}
     assert await outcomes_for(first, ids, wait_s=3) == {}  # nothing of it was written
 
     await set_faults(fake_api, force_status=None)
@@ -116,11 +123,7 @@ async def test_a_warm_shutdown_gives_the_batch_back_and_the_next_worker_delivers
 async def test_a_rebalance_does_not_wait_for_the_outage_and_nothing_is_lost(
     start_worker: StartWorker, fake_api: str
 ) -> None:
-    first = await start_worker()
-    tag = uuid.uuid4().hex[:6]
-    calls = [identify(f"moved{i}-{tag}@example.com", f"{tag}-{i}") for i in range(12)]
-    await produce_calls(first, calls)
-    await outage_under_way(fake_api, calls=2)
+    first, ids = await batch_in_the_outage(start_worker, fake_api, "moved", 12)
 
     second = await start_worker()  # joins the group: the first worker's partitions are revoked
     await ready(second, within_s=GIVE_BACK_AFTER_S + 30)
@@ -128,7 +131,6 @@ async def test_a_rebalance_does_not_wait_for_the_outage_and_nothing_is_lost(
     assert first.running
 
     await set_faults(fake_api, force_status=None)
-    ids = {f"{tag}-{i}" for i in range(12)}
     outcomes = await outcomes_for(second, ids)
     assert set(outcomes) == ids
     assert {o["outcome"] for o in outcomes.values()} == {"delivered"}

@@ -23,9 +23,23 @@ from worker.errors import DeadLetterRateExceeded, Fate, UnexpectedError, WorkerE
 from worker.logs import log_fields
 from worker.records import InboundMessage, OutboundRecord
 
-__all__ = ["DeadLetterBreaker", "FailedAfter", "Handler", "Pipeline", "PipelineStats", "Sender"]
+__all__ = [
+    "DEAD_LETTER_LINES_PER_S",
+    "DeadLetterBreaker",
+    "FailedAfter",
+    "Handler",
+    "LineBudget",
+    "Pipeline",
+    "PipelineStats",
+    "Sender",
+]
 
 log = logging.getLogger(__name__)
+
+#: Dead-letter warnings one stage logs in a second at most: a producer pouring bad input must
+#: not pour it into the logs too. Every dead letter is still counted (metrics) and kept on the
+#: dead-letter topic (`dlq list`), and the next line logged says how many were not.
+DEAD_LETTER_LINES_PER_S = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +102,30 @@ class DeadLetterBreaker:
             )
 
 
+class LineBudget:
+    """At most `per_second` log lines in each one-second window; counts the lines it refuses."""
+
+    def __init__(self, per_second: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._per_second = per_second
+        self._clock = clock
+        self._window_start = -1.0
+        self._used = 0
+        self._refused = 0
+
+    def take(self) -> int | None:
+        """None when this second's lines are spent (the line is counted as refused); otherwise
+        how many lines were refused since the last one taken."""
+        now = self._clock()
+        if now - self._window_start >= 1.0:
+            self._window_start, self._used = now, 0
+        if self._used >= self._per_second:
+            self._refused += 1
+            return None
+        self._used += 1
+        refused, self._refused = self._refused, 0
+        return refused
+
+
 @dataclass
 class Pipeline:
     """One stage of one pipeline: a handler plus where its failures go."""
@@ -103,6 +141,9 @@ class Pipeline:
     #: message forwarded there is not done yet, so it counts in the breaker only where it ends.
     forward_topic: str | None = None
     stats: PipelineStats = field(default_factory=PipelineStats)
+    dead_letter_lines: LineBudget = field(
+        default_factory=lambda: LineBudget(DEAD_LETTER_LINES_PER_S)
+    )
 
     def route(self, messages: Sequence[InboundMessage]) -> list[OutboundRecord]:
         """Every record the batch produces, dead letters included, in input order."""
@@ -162,16 +203,19 @@ class Pipeline:
         if count_in_breaker:
             self.breaker.record(dead_lettered=True)
         self.stats.dead_lettered[type(error).__name__] += 1
-        log.warning(
-            "dead-lettered %s[%d]@%d in %s/%s: %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            self.name,
-            self.stage,
-            error.message,
-            extra=log_fields(self.name, self.stage, message, error_class=type(error).__name__),
-        )
+        unlogged = self.dead_letter_lines.take()
+        if unlogged is not None:
+            log.warning(
+                "dead-lettered %s[%d]@%d in %s/%s: %s%s",
+                message.topic,
+                message.partition,
+                message.offset,
+                self.name,
+                self.stage,
+                error.message,
+                f" ({unlogged} earlier dead letters of this stage not logged)" if unlogged else "",
+                extra=log_fields(self.name, self.stage, message, error_class=type(error).__name__),
+            )
         return [
             dead_letter(
                 message,

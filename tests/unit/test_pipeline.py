@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tests.unit.doubles import RecordingSender
@@ -12,7 +14,13 @@ from worker.errors import (
     SkipMessage,
     ValidationError,
 )
-from worker.pipeline import DeadLetterBreaker, FailedAfter, Pipeline
+from worker.pipeline import (
+    DEAD_LETTER_LINES_PER_S,
+    DeadLetterBreaker,
+    FailedAfter,
+    LineBudget,
+    Pipeline,
+)
 from worker.records import ORIGIN_PREFIX, InboundMessage, OutboundRecord
 
 
@@ -152,3 +160,43 @@ def test_a_forwarded_message_counts_in_the_breaker_only_where_it_ends() -> None:
     map_stage.route([message(b"x", n) for n in range(4, 9)])  # 5 of 9 done failed: too few
     with pytest.raises(DeadLetterRateExceeded):  # 6 of 10 (had forwards counted: 6 of 16)
         map_stage.route([message(b"x", 9)])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_line_budget_refuses_past_its_lines_a_second_and_counts_what_it_refused() -> None:
+    clock = Clock()
+    budget = LineBudget(3, clock)
+    assert [budget.take() for _ in range(5)] == [0, 0, 0, None, None]
+    clock.now += 0.9
+    assert budget.take() is None
+    clock.now += 0.1
+    assert [budget.take() for _ in range(2)] == [3, 0]
+
+
+async def test_a_flood_of_dead_letters_is_logged_within_the_budget_and_all_of_it_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sender = RecordingSender()
+    clock = Clock()
+    p = pipeline(sender, window=1000, min_messages=1000)
+    p.dead_letter_lines = LineBudget(DEAD_LETTER_LINES_PER_S, clock)
+    flood = DEAD_LETTER_LINES_PER_S + 5
+    with caplog.at_level(logging.WARNING, logger="worker.pipeline"):
+        await p.process([message(b"bad", i) for i in range(flood)])
+        clock.now += 1
+        await p.process([message(b"bad", flood)])
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dead-lettered")]
+    assert len(lines) == DEAD_LETTER_LINES_PER_S + 1
+    assert lines[-1].endswith(
+        f"in[1]@{flood} in p/s: contact.email: field required "
+        "(5 earlier dead letters of this stage not logged)"
+    )
+    assert len(sender.sent) == flood + 1  # every one dead-lettered all the same
+    assert p.stats.dead_lettered == {"ValidationError": flood + 1}

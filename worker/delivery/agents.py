@@ -83,19 +83,23 @@ async def deliver_batch(
 ) -> Awaitable[object]:
     """Deliver `messages`; hand every outcome and dead letter to the producer, and return what
     completes once Kafka acknowledged them all."""
-    records: list[OutboundRecord] = []
     valid: list[tuple[InboundMessage, RequestDescriptor]] = []
+    invalid: list[tuple[InboundMessage, WorkerError]] = []
     for message in messages:
-        pipeline.stats.consumed += 1
         try:
             valid.append((message, parse_descriptor(message.value)))
         except WorkerError as error:
-            records.extend(pipeline.route_failure(message, error))
+            invalid.append((message, error))
     results = await unless_flow_stops(
         app.flow_control,
         deliverer.deliver([descriptor for _, descriptor in valid]),
         grace_s=settings.autopilot_give_back_after_s,
     )
+    # counted only now: a batch given back is counted when it is read again
+    pipeline.stats.consumed += len(messages)
+    records: list[OutboundRecord] = []
+    for message, refused in invalid:
+        records.extend(pipeline.route_failure(message, refused))
     for (message, _), result in zip(valid, results, strict=True):
         metrics.observe_delivery(pipeline, message, result)
         records.append(_outcome_record(result))

@@ -32,6 +32,7 @@ import asyncio
 import base64
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -352,39 +353,36 @@ class ReplayCensus:
     """The first of `replay`'s two reads: what the superseded check and the progress bar need.
 
     Fed every dead letter (`add`), it keeps per input message its highest replay count
-    (`latest`, for `classify`) and how many selected letters at that count are to be replayed,
-    never a letter: it grows with the number of input messages that failed, not with the size
-    of their letters. `replays` is then how many letters the second read, up to the same end
-    offsets, replays. Not `superseding` (`--include-superseded`, or letters named by
-    reference), `latest` stays empty and nothing is superseded.
+    (`latest`, for `classify`) and how many selected letters with each count are due, never a
+    letter: it grows with the number of input messages that failed, not with the size of their
+    letters. `replays` is then how many letters the second read, up to the same end offsets,
+    replays: those due at their input message's latest count. Not `superseding`
+    (`--include-superseded`, or letters named by reference), `latest` stays empty and nothing
+    is superseded.
     """
 
     max_replays: int
     superseding: bool = True
     latest: dict[Origin, int] = field(default_factory=dict, init=False)
-    _due_at_latest: dict[Origin, int] = field(default_factory=dict, init=False, repr=False)
-    _due_regardless: int = field(default=0, init=False, repr=False)
+    _due: Counter[tuple[Origin | None, int]] = field(
+        default_factory=Counter, init=False, repr=False
+    )
 
     def add(self, letter: DeadLetter, *, selected: bool) -> None:
-        due = selected and isinstance(classify(letter, max_replays=self.max_replays), ReplayTarget)
-        origin = letter.origin
-        if not self.superseding or origin is None:
-            self._due_regardless += due
-            return
-        count = letter.replay_count
-        latest = self.latest.get(origin)
-        if latest is not None and count < latest:
-            return
-        due_here = due + (self._due_at_latest.get(origin, 0) if count == latest else 0)
-        self.latest[origin] = count
-        if due_here:
-            self._due_at_latest[origin] = due_here
-        else:
-            self._due_at_latest.pop(origin, None)
+        origin, count = letter.origin, letter.replay_count
+        if self.superseding and origin is not None:
+            self.latest[origin] = max(self.latest.get(origin, 0), count)
+        if selected and isinstance(classify(letter, max_replays=self.max_replays), ReplayTarget):
+            self._due[origin, count] += 1
 
     @property
     def replays(self) -> int:
-        return self._due_regardless + sum(self._due_at_latest.values())
+        latest = self.latest
+        return sum(
+            due
+            for (origin, count), due in self._due.items()
+            if origin is None or count >= latest.get(origin, 0)
+        )
 
 
 class Progress:

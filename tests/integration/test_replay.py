@@ -176,20 +176,14 @@ async def test_a_valid_letter_reaches_the_output_through_the_retry_topic(
     env = worker.env
     bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
     letters_topic = env["TOPIC_DEAD_LETTERS"]
-    failed_at = datetime.now(UTC).isoformat(timespec="milliseconds").encode()
     handmade = [
         ("trace-id", b"t-2"),
-        (H.TOPIC, env["TOPIC_EMAIL_EVENTS"].encode()),
-        (H.PARTITION, b"0"),
-        (H.OFFSET, b"123456"),
-        (H.TIMESTAMP, b"1700000000000"),
-        (H.PIPELINE, b"source"),
-        (H.STAGE, b"intake"),
-        (H.CLASS_NAME, b"UnexpectedError"),
-        (H.MESSAGE, b"a bug since fixed"),
-        (H.STATUS, b"500"),
-        (H.FIRST_FAILURE, failed_at),
-        (H.FAILED_AT, failed_at),
+        *_letter_of(
+            env["TOPIC_EMAIL_EVENTS"],
+            123456,
+            replays=0,
+            failed=(b"UnexpectedError", b"a bug since fixed", b"500"),
+        ),
     ]
     value = _event("evt_replayed", "Replayed@Example.com")
     (meta,) = await produce(bootstrap, letters_topic, [(b"k2", value, handmade)])
@@ -242,8 +236,15 @@ async def test_a_letter_of_a_stage_that_cannot_replay_comes_back_as_the_retry_st
     assert b"no stage nowhere/deliver" in got[H.MESSAGE]
 
 
-def _letter_of(input_topic: str, input_offset: int, replays: int) -> Headers:
-    """The headers of a source/intake dead letter of `input_topic`'s message at `input_offset`."""
+def _letter_of(
+    input_topic: str,
+    input_offset: int,
+    replays: int,
+    failed: tuple[bytes, bytes, bytes] = (b"DecodeError", b"not JSON", b"400"),
+) -> Headers:
+    """The headers of a source/intake dead letter of `input_topic`'s message at `input_offset`,
+    `failed` as (error class, message, status)."""
+    error_class, message, status = failed
     failed_at = datetime.now(UTC).isoformat(timespec="milliseconds").encode()
     headers = [
         (H.TOPIC, input_topic.encode()),
@@ -252,9 +253,9 @@ def _letter_of(input_topic: str, input_offset: int, replays: int) -> Headers:
         (H.TIMESTAMP, b"1700000000000"),
         (H.PIPELINE, b"source"),
         (H.STAGE, b"intake"),
-        (H.CLASS_NAME, b"DecodeError"),
-        (H.MESSAGE, b"not JSON"),
-        (H.STATUS, b"400"),
+        (H.CLASS_NAME, error_class),
+        (H.MESSAGE, message),
+        (H.STATUS, status),
         (H.FIRST_FAILURE, failed_at),
         (H.FAILED_AT, failed_at),
     ]

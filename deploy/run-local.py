@@ -44,7 +44,19 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
             proc.wait()
 
 
+def _settings_problem() -> int | None:
+    """The worker's own check of its settings (one line per invalid variable, exit 70), before
+    anything is started."""
+    sys.path.insert(0, str(ROOT))
+    from worker.__main__ import settings_problem  # noqa: PLC0415
+
+    return settings_problem()
+
+
 def main() -> int:
+    problem = _settings_problem()
+    if problem is not None:
+        return problem
     localkafka = _load_localkafka()
     port = int(os.environ.get("LOCAL_KAFKA_PORT", "9092"))
     kafka = localkafka.LocalKafka(port=port, controller_port=port + 1)

@@ -12,9 +12,41 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 
-__all__ = ["main"]
+__all__ = ["EXIT_CONFIG", "main", "settings_problem"]
+
+#: Exit status of a misconfigured or unstartable worker (EX_SOFTWARE, as for a FatalError).
+EXIT_CONFIG = 70
+
+
+def settings_problem() -> int | None:
+    """Read the settings once; on an invalid one, print one line per variable to stderr and
+    return the exit status (the commands that read settings call this first)."""
+    from worker.settings import SettingsInvalid, configuration_errors, get_settings  # noqa: PLC0415
+
+    try:
+        get_settings()
+    except SettingsInvalid as error:
+        for line in configuration_errors(error):
+            print(line, file=sys.stderr)
+        return EXIT_CONFIG
+    return None
+
+
+def _ensure_topics() -> list[str] | None:
+    """Create the topics (waiting for Kafka up to its start-up timeout); None when Kafka never
+    answered, which is said in one line."""
+    from worker.admin import ensure_topics  # noqa: PLC0415
+    from worker.errors import FatalError  # noqa: PLC0415
+    from worker.settings import get_settings  # noqa: PLC0415
+
+    try:
+        return asyncio.run(ensure_topics(get_settings()))
+    except FatalError as error:
+        logging.getLogger("worker").critical("stopping: %s", error)
+        return None
 
 
 def _run_worker(loglevel: str) -> int:
@@ -23,10 +55,9 @@ def _run_worker(loglevel: str) -> int:
     from worker.logs import logging_config  # noqa: PLC0415
 
     logging.config.dictConfig(logging_config(loglevel))
-    from worker.admin import ensure_topics  # noqa: PLC0415
-    from worker.settings import get_settings  # noqa: PLC0415
-
-    created = asyncio.run(ensure_topics(get_settings()))
+    created = _ensure_topics()
+    if created is None:
+        return EXIT_CONFIG
     if created:
         logging.getLogger("worker").info("created topics: %s", ", ".join(created))
     asyncio.set_event_loop(asyncio.new_event_loop())
@@ -42,12 +73,18 @@ def _run_worker(loglevel: str) -> int:
 
 
 def _topics() -> int:
-    from worker.admin import ensure_topics  # noqa: PLC0415
+    from worker.logs import KafkaClientLines  # noqa: PLC0415
     from worker.settings import get_settings  # noqa: PLC0415
     from worker.topics import TopicNames  # noqa: PLC0415
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(KafkaClientLines())
+    made = _ensure_topics()
+    if made is None:
+        return EXIT_CONFIG
+    created = set(made)
     settings = get_settings()
-    created = set(asyncio.run(ensure_topics(settings)))
     for spec in TopicNames.from_settings(settings).all_specs():
         mark = "created" if spec.name in created else "exists"
         print(f"{spec.name:50} {mark:8} {spec.role}")
@@ -77,10 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["dlq"]:
         from worker.dlqcli import main as dlq_main  # noqa: PLC0415
 
-        return dlq_main(args[1:])
+        return settings_problem() or dlq_main(args[1:])
     if args[:1] == ["worker"]:  # faust's spelling: `python -m worker worker -l info`
         args[0] = "run"
     ns = parser.parse_args(args or ["run"])
+    if ns.command in (None, "run", "map", "topics"):
+        problem = settings_problem()
+        if problem is not None:
+            return problem
     if ns.command in (None, "run"):
         return _run_worker(getattr(ns, "loglevel", "info"))
     if ns.command == "map":

@@ -16,10 +16,13 @@ that escapes a mapping is wrapped as `UnexpectedError` so that nothing is ever l
     ├── RetryableDeliveryError       fate RETRY:        408, 423, 429, 5xx, network; then DLQ
     │   └── RetryBudgetExhausted        fate DEAD_LETTER: retried past the budget
     ├── AuthenticationFailed         fate PAUSE:        401/403 for the key; pause and probe
+    ├── PipelinePaused               fate PAUSE:        our own code failed for most recent
+    │                                                   messages: the pipeline waits for an operator
     ├── BatchGivenBack               fate GIVE_BACK:    rebalance or shutdown: unacked, reread
     └── FatalError                   fate STOP:         the worker must stop, nothing is acked
-        ├── DeadLetterRateExceeded      most messages fail: a bad deploy, not bad data
         └── ConfigurationError          settings make the worker unable to run
+
+Bad data is never fatal: however concentrated, it is dead-lettered and the stream moves on.
 
 Messages never contain secrets: the API key and write keys are `SecretStr` and are never
 formatted into an error.
@@ -34,13 +37,13 @@ __all__ = [
     "AuthenticationFailed",
     "BatchGivenBack",
     "ConfigurationError",
-    "DeadLetterRateExceeded",
     "DecodeError",
     "DeliveryRejected",
     "FatalError",
     "Fate",
     "InvalidInput",
     "MessageTooLarge",
+    "PipelinePaused",
     "RetryBudgetExhausted",
     "RetryableDeliveryError",
     "SkipMessage",
@@ -162,6 +165,15 @@ class AuthenticationFailed(WorkerError):
     status = 401
 
 
+class PipelinePaused(WorkerError):
+    """Most recent messages of a pipeline failed in our own code (`UnexpectedError`): a bad
+    deploy, not bad data. The pipeline stops taking messages (its dead letters stay replayable;
+    other pipelines and the ingest run on) until an operator resumes it or a new deploy starts."""
+
+    fate = Fate.PAUSE
+    status = 503
+
+
 class BatchGivenBack(WorkerError):
     """A rebalance or a shutdown began and the delivery batch in hand did not finish in time
     (`AUTOPILOT_GIVE_BACK_AFTER_S`): its events are forgotten unacked, so the group does not wait
@@ -175,10 +187,6 @@ class FatalError(WorkerError):
     """The worker stops; the message in hand is not acknowledged, so it is read again later."""
 
     fate = Fate.STOP
-
-
-class DeadLetterRateExceeded(FatalError):
-    """The dead-letter ratio over the window passed the configured limit."""
 
 
 class ConfigurationError(FatalError):

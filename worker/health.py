@@ -11,7 +11,12 @@ check, whether it passed and why:
 - `recovery`: no rebalance is under way and table recovery has completed;
 - `broker`: a metadata request to Kafka, made every `BROKER_CHECK_INTERVAL_S` by a task of its
   own, answered within `BROKER_CHECK_TIMEOUT_S`, and the last answer is recent;
-- `delivery`: delivery is not paused on a refused API key (passes when delivery is not enabled).
+- `delivery`: delivery is not paused on a refused API key (passes when delivery is not enabled);
+- `pipelines`: no pipeline is paused by its breaker (our own code failing most messages); the
+  detail names each paused one, since when, why, and how to resume it.
+
+`POST /admin/pipelines/<name>/resume` resumes a paused pipeline. It needs `WORKER_ADMIN_TOKEN`
+as `Authorization: Bearer <token>`; with no token configured it answers loopback clients only.
 
 `?check=broker` (or any comma-separated subset, or repeated `check=`) evaluates only those.
 The full `/readyz` answers "is this worker doing all its work"; it is also 503 on a replica that
@@ -27,10 +32,12 @@ is left out (metrics).
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -42,16 +49,20 @@ from worker.app import app, settings
 from worker.delivery.agents import DeliveryState, delivery_state
 from worker.errors import ConfigurationError
 from worker.observability import PREFIX, consumer_lags, metrics
+from worker.pipeline import Breaker
+from worker.wiring import BREAKERS
 
 __all__ = [
     "CHECKS",
     "BrokerProbe",
     "CheckResult",
     "ReadinessInputs",
+    "admin_allowed",
     "evaluate",
     "live_inputs",
     "mount",
     "parse_checks",
+    "paused_pipelines",
     "readiness_response",
 ]
 
@@ -65,7 +76,8 @@ READYZ_PATH = "/readyz"
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: Every readiness check, in the order they are reported.
-CHECKS = ("assignment", "recovery", "broker", "delivery")
+CHECKS = ("assignment", "recovery", "broker", "delivery", "pipelines")
+RESUME_PATH = "/admin/pipelines/{name}/resume"
 
 BROKER_CHECK_INTERVAL_S = 5.0
 BROKER_CHECK_TIMEOUT_S = 3.0
@@ -89,6 +101,8 @@ class ReadinessInputs:
     broker: CheckResult
     delivery_enabled: bool
     delivery_paused: bool
+    #: paused pipeline -> why and since when (empty while every pipeline runs)
+    paused_pipelines: dict[str, str] = field(default_factory=dict)
 
 
 def evaluate(inputs: ReadinessInputs, checks: Sequence[str] = CHECKS) -> dict[str, CheckResult]:
@@ -121,6 +135,13 @@ def evaluate(inputs: ReadinessInputs, checks: Sequence[str] = CHECKS) -> dict[st
                 )
             else:
                 results[name] = CheckResult(True, "delivery is running")
+        elif name == "pipelines":
+            paused = inputs.paused_pipelines
+            if paused:
+                detail = "; ".join(f"{p} {why}" for p, why in sorted(paused.items()))
+                results[name] = CheckResult(False, f"paused: {detail}")
+            else:
+                results[name] = CheckResult(True, "no pipeline is paused")
         else:
             raise ValueError(f"unknown readiness check {name!r}")
     return results
@@ -180,7 +201,12 @@ class BrokerProbe:
         except TimeoutError:
             result = CheckResult(False, f"no metadata from Kafka within {self._timeout_s:g}s")
         except Exception as exc:  # noqa: BLE001  (any failure means: not reachable)
-            result = CheckResult(False, f"Kafka unreachable: {type(exc).__name__}: {exc}"[:300])
+            reason = (
+                str(exc)
+                if str(exc).startswith(type(exc).__name__)
+                else f"{type(exc).__name__}: {exc}"
+            )
+            result = CheckResult(False, f"Kafka unreachable: {reason}"[:300])
         else:
             self._last_ok_at = self._clock()
             result = CheckResult(True, detail)
@@ -255,6 +281,18 @@ def _stream_partitions(faust_app: Any) -> list[Any]:
     return [tp for tp in faust_app.consumer.assignment() if tp.topic not in changelogs]
 
 
+def paused_pipelines(breakers: dict[str, Breaker]) -> dict[str, str]:
+    """Each paused pipeline: since when, why, and how to resume it."""
+    paused: dict[str, str] = {}
+    for name, breaker in breakers.items():
+        if breaker.tripped is not None:
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(breaker.paused_since or 0))
+            paused[name] = (
+                f"since {since}: {breaker.tripped} (POST {RESUME_PATH.format(name=name)})"
+            )
+    return paused
+
+
 def live_inputs(
     faust_app: Any = app, state: DeliveryState = delivery_state, probe: BrokerProbe | None = None
 ) -> ReadinessInputs:
@@ -275,6 +313,7 @@ def live_inputs(
         broker=(probe or broker_probe).status(),
         delivery_enabled=state.enabled,
         delivery_paused=state.paused,
+        paused_pipelines=paused_pipelines(BREAKERS),
     )
 
 
@@ -312,6 +351,17 @@ def _delivery_metrics() -> Iterable[Metric]:
         "1 while delivery is paused because Autopilot refuses the API key, else 0.",
         value=1.0 if delivery_state.paused else 0.0,
     )
+
+
+def _pipeline_metrics() -> Iterable[Metric]:
+    family = GaugeMetricFamily(
+        f"{PREFIX}_pipeline_paused",
+        "1 while the pipeline is paused by its breaker (our own code failing), else 0.",
+        labels=("pipeline",),
+    )
+    for name, breaker in sorted(BREAKERS.items()):
+        family.add_metric([name], 1.0 if breaker.paused else 0.0)
+    yield family
 
 
 def _readiness_metrics() -> Iterable[Metric]:
@@ -352,11 +402,41 @@ async def readyz_endpoint(request: web.Request) -> web.Response:
     return web.Response(status=status, body=body, content_type="application/json")
 
 
+def admin_allowed(request: web.Request, token: str | None) -> bool:
+    """With a token: the request's `Authorization: Bearer` equals it. Without: a loopback
+    client only (what `make run` uses)."""
+    if token:
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+    try:
+        return ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        return False
+
+
+def _json(status: int, body: dict[str, object]) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+async def resume_endpoint(request: web.Request) -> web.Response:
+    """Resume a pipeline its breaker paused."""
+    token = settings.worker_admin_token
+    if not admin_allowed(request, token.get_secret_value() if token else None):
+        return _json(401, {"error": "needs WORKER_ADMIN_TOKEN as 'Authorization: Bearer <token>'"})
+    name = request.match_info["name"]
+    breaker = BREAKERS.get(name)
+    if breaker is None:
+        return _json(404, {"error": f"no pipeline {name!r}; known: {', '.join(sorted(BREAKERS))}"})
+    resumed = breaker.resume()
+    return _json(200, {"pipeline": name, "resumed": resumed, "paused": breaker.paused})
+
+
 def mount(router: web.UrlDispatcher) -> None:
-    """Add /metrics, /healthz and /readyz to `router`."""
+    """Add /metrics, /healthz, /readyz and the resume endpoint to `router`."""
     router.add_get(METRICS_PATH, metrics_endpoint)
     router.add_get(HEALTHZ_PATH, healthz_endpoint)
     router.add_get(READYZ_PATH, readyz_endpoint)
+    router.add_post(RESUME_PATH, resume_endpoint)
 
 
 def _aiohttp_web_app() -> web.Application:
@@ -379,4 +459,5 @@ app.task(probe_broker)
 metrics.add_source("consumer_lag", _lag_metrics)
 metrics.add_source("delivery", _delivery_metrics)
 metrics.add_source("readiness", _readiness_metrics)
+metrics.add_source("pipelines", _pipeline_metrics)
 mount(_aiohttp_web_app().router)

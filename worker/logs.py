@@ -8,6 +8,8 @@ message, the traceback and every extra field alike.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +17,14 @@ import orjson
 
 from worker.records import InboundMessage
 
-__all__ = ["EXTRA_FIELDS", "JsonFormatter", "json_formatter", "log_fields", "logging_config"]
+__all__ = [
+    "EXTRA_FIELDS",
+    "JsonFormatter",
+    "KafkaClientLines",
+    "json_formatter",
+    "log_fields",
+    "logging_config",
+]
 
 #: The structured fields a log line may carry besides time, level, logger and message.
 EXTRA_FIELDS = (
@@ -115,11 +124,54 @@ class JsonFormatter(logging.Formatter):
         return text
 
 
+#: Loggers of the Kafka clients (aiokafka, and faust's transport on top of it).
+KAFKA_CLIENT_LOGGERS = ("aiokafka", "kafka", "faust.transport")
+
+#: While Kafka is unreachable its clients log a line per failed attempt (about 100 a second);
+#: this many seconds pass between two of their warning or error lines.
+KAFKA_CLIENT_LINE_EVERY_S = 10.0
+
+
+class KafkaClientLines(logging.Filter):
+    """Lets one Kafka client warning or error through every `every_s` seconds; the next line let
+    through says how many were held back since the last. Other lines pass untouched.
+
+    A broker that is down must not flood the logs; `/readyz` says why the worker is not ready.
+    """
+
+    def __init__(
+        self,
+        every_s: float = KAFKA_CLIENT_LINE_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._every_s = every_s
+        self._clock = clock
+        self._last = -float("inf")
+        self._held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not record.name.startswith(KAFKA_CLIENT_LOGGERS):
+            return True
+        now = self._clock()
+        if now - self._last < self._every_s:
+            self._held += 1
+            return False
+        if self._held:
+            record.msg = (
+                f"{record.getMessage()} ({self._held} more Kafka client warnings and errors in "
+                f"the last {now - self._last:.0f} s not logged)"
+            )
+            record.args = ()
+        self._last, self._held = now, 0
+        return True
+
+
 def json_formatter() -> JsonFormatter:
     """The formatter with every secret of the settings to mask (a logging.config factory)."""
-    from worker.wiring import secret_values  # noqa: PLC0415  (settings are read lazily)
+    from worker.settings import get_settings, secret_values  # noqa: PLC0415  (read lazily)
 
-    return JsonFormatter(secret_values())
+    return JsonFormatter(secret_values(get_settings()))
 
 
 def logging_config(level: str = "info") -> dict[str, Any]:
@@ -128,10 +180,12 @@ def logging_config(level: str = "info") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": "worker.logs.json_formatter"}},
+        "filters": {"kafka_client_lines": {"()": "worker.logs.KafkaClientLines"}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
+                "filters": ["kafka_client_lines"],
                 "stream": "ext://sys.stderr",
             }
         },

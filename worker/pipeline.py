@@ -6,11 +6,13 @@ of the batch to the producer, and returns what completes once Kafka acknowledged
 offset is never committed ahead of what it produced. A failure is a `WorkerError` whose `fate`
 decides where the message goes; an exception we did not foresee is wrapped as `UnexpectedError`
 and dead-lettered. Nothing escapes except `FatalError` (the shell stops the worker without
-acking) and a failure to write to Kafka (the same).
+acking) and a failure to write to Kafka (the same). Bad data never stops a stage; the `Breaker`
+pauses a pipeline only on our own bugs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter, deque
@@ -19,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from worker.dlq import dead_letter
-from worker.errors import DeadLetterRateExceeded, Fate, UnexpectedError, WorkerError
+from worker.errors import Fate, PipelinePaused, UnexpectedError, WorkerError
 from worker.logs import log_fields
 from worker.records import InboundMessage, OutboundRecord
 
 __all__ = [
     "DEAD_LETTER_LINES_PER_S",
-    "DeadLetterBreaker",
+    "Breaker",
     "FailedAfter",
     "Handler",
     "LineBudget",
@@ -74,32 +76,81 @@ class PipelineStats:
     mapping_seconds: float = 0.0
 
 
-class DeadLetterBreaker:
-    """Stops the worker when most recent messages are dead-lettered.
+class Breaker:
+    """Pauses a pipeline whose own code fails: most recent messages ended in `UnexpectedError`.
 
-    Bad data arrives a message at a time; a bad deploy fails nearly everything. Over a sliding
-    window of the last `window` messages, once at least `min_messages` were seen, a
-    dead-letter ratio above `max_ratio` raises `DeadLetterRateExceeded`.
+    Bad data never counts: a burst of invalid or refused messages, however concentrated, is what
+    the dead-letter topic is for, and the stream moves on. A bug fails messages whatever they
+    hold; over a sliding window of the last `window` messages, once at least `min_messages`
+    were seen, an `UnexpectedError` ratio above `max_ratio` trips the breaker: one critical line,
+    and the pipeline's stages take no more messages (the batch in hand is finished, its letters
+    replayable) until `resume` (an operator) or a restart (a new deploy). Pausing rather than
+    exiting means a restart does not loop on the same batch, and the other pipelines and the
+    ingest keep running.
     """
 
-    def __init__(self, *, window: int, min_messages: int, max_ratio: float) -> None:
+    def __init__(
+        self, *, window: int, min_messages: int, max_ratio: float, pipeline: str = ""
+    ) -> None:
         self._outcomes: deque[bool] = deque(maxlen=window)
         self._failed = 0
         self._min_messages = min_messages
         self._max_ratio = max_ratio
+        self.pipeline = pipeline
+        #: why the pipeline is paused; None while it runs
+        self.tripped: PipelinePaused | None = None
+        #: when it was paused (seconds since the epoch)
+        self.paused_since: float | None = None
+        self._resumed = asyncio.Event()
+        self._tripped_now = asyncio.Event()
 
-    def record(self, *, dead_lettered: bool) -> None:
+    @property
+    def paused(self) -> bool:
+        return self.tripped is not None
+
+    def record(self, *, unexpected: bool) -> None:
+        """Count one message where it ended; `unexpected` when it failed in our own code."""
         if len(self._outcomes) == self._outcomes.maxlen and self._outcomes[0]:
             self._failed -= 1
-        self._outcomes.append(dead_lettered)
-        self._failed += dead_lettered
+        self._outcomes.append(unexpected)
+        self._failed += unexpected
         seen = len(self._outcomes)
-        if seen >= self._min_messages and self._failed / seen > self._max_ratio:
-            raise DeadLetterRateExceeded(
-                f"{self._failed} of the last {seen} messages were dead-lettered "
-                f"(limit {self._max_ratio:.0%}); stopping so a bad deploy cannot pour the "
-                "stream into the dead-letter topic"
+        if (
+            self.tripped is None
+            and seen >= self._min_messages
+            and self._failed / seen > self._max_ratio
+        ):
+            self.tripped = PipelinePaused(
+                f"{self._failed} of the last {seen} messages failed in the worker's own code "
+                f"(UnexpectedError; limit {self._max_ratio:.0%}): a bug, not bad data; paused "
+                "until resumed (POST /admin/pipelines/<name>/resume) or redeployed"
             )
+            self.paused_since = time.time()
+            self._resumed.clear()
+            self._tripped_now.set()
+            log.critical("pipeline %s paused: %s", self.pipeline or "?", self.tripped)
+
+    def resume(self) -> bool:
+        """Take messages again, with a fresh window; False when it was not paused."""
+        if self.tripped is None:
+            return False
+        self.tripped = None
+        self.paused_since = None
+        self._outcomes.clear()
+        self._failed = 0
+        self._tripped_now.clear()
+        self._resumed.set()
+        log.warning("pipeline %s resumed by an operator", self.pipeline or "?")
+        return True
+
+    async def wait_resumed(self) -> None:
+        """Return once the pipeline runs (at once when it is not paused)."""
+        while self.tripped is not None:
+            await self._resumed.wait()
+
+    async def wait_tripped(self) -> None:
+        """Return once the pipeline is paused (at once when it is)."""
+        await self._tripped_now.wait()
 
 
 class LineBudget:
@@ -135,7 +186,7 @@ class Pipeline:
     handler: Handler
     sender: Sender
     dead_letter_topic: str
-    breaker: DeadLetterBreaker
+    breaker: Breaker
     secrets: tuple[str, ...] = ()
     #: The internal topic this stage forwards messages on to a later stage of its pipeline: a
     #: message forwarded there is not done yet, so it counts in the breaker only where it ends.
@@ -156,7 +207,7 @@ class Pipeline:
             records.extend(outputs)
             if error is None:
                 if not any(r.topic == self.forward_topic for r in outputs):
-                    self.breaker.record(dead_lettered=False)
+                    self.breaker.record(unexpected=False)
             else:
                 records.extend(self.route_failure(message, error))
         self.stats.mapping_seconds += time.perf_counter() - started
@@ -191,17 +242,17 @@ class Pipeline:
         """Where a failed message goes, by its error's fate: nowhere (skip) or a dead letter.
 
         Replays pass `count_in_breaker=False`: replaying letters that are still bad must not
-        stop the worker.
+        pause the pipeline.
         """
         if error.fate is Fate.SKIP:
             if count_in_breaker:
-                self.breaker.record(dead_lettered=False)
+                self.breaker.record(unexpected=False)
             self.stats.skipped[error.message] += 1
             return []
         if error.fate is Fate.STOP or error.fate is Fate.GIVE_BACK:
             raise error  # not a message's fate: the whole batch's (see worker.errors)
         if count_in_breaker:
-            self.breaker.record(dead_lettered=True)
+            self.breaker.record(unexpected=isinstance(error, UnexpectedError))
         self.stats.dead_lettered[type(error).__name__] += 1
         unlogged = self.dead_letter_lines.take()
         if unlogged is not None:

@@ -2,6 +2,10 @@
 
 Secrets are `SecretStr`: they print as `**********` and reach the wire only in
 `worker.delivery` (the API key header) and the ingest auth check (write keys).
+`secret_values` lists them for the one masker (logs, dead letters, errors).
+
+An invalid setting is reported by `configuration_errors` as one line per variable, naming it,
+saying what is wrong and the expected form, never the value (it may be a secret).
 """
 
 from __future__ import annotations
@@ -11,9 +15,16 @@ from typing import Annotated
 
 import orjson
 from pydantic import Field, SecretStr, field_validator
+from pydantic import ValidationError as SettingsInvalid
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = [
+    "Settings",
+    "SettingsInvalid",
+    "configuration_errors",
+    "get_settings",
+    "secret_values",
+]
 
 
 class Settings(BaseSettings):
@@ -34,8 +45,26 @@ class Settings(BaseSettings):
         description="Seconds before the group gives up on a member that stopped heartbeating: "
         "how long a crashed worker's partitions wait for its replacement (faust's default: 60).",
     )
+    kafka_startup_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="How long the worker and its tools wait for Kafka to answer at start before "
+        "they give up (exit 70).",
+    )
     topic_partitions: int = Field(3, ge=1, description="Partitions of every topic we create.")
     topic_replication_factor: int = Field(1, ge=1)
+    topic_dead_letters_retention_days: float = Field(
+        30.0,
+        ge=0,
+        description="Retention of the dead-letter topic when the worker creates it, in days "
+        "(0: kept for ever). Long enough to fix a cause and replay.",
+    )
+    topic_autopilot_deliveries_retention_days: float = Field(
+        30.0,
+        ge=0,
+        description="Retention of the delivery-results topic when the worker creates it, in days "
+        "(0: kept for ever).",
+    )
 
     # Topics: inputs, outputs, dead letters
     topic_email_events: str = "autopilot.email-events"
@@ -45,7 +74,7 @@ class Settings(BaseSettings):
     topic_autopilot_deliveries: str = "autopilot.deliveries"
     topic_dead_letters: str = "autopilot-worker.dead-letters"
 
-    # Dead-letter breaker
+    # Breaker: pauses a pipeline whose own code fails (UnexpectedError); bad data never counts
     dlq_breaker_window: int = Field(
         1000, ge=1, description="Messages in the sliding window the breaker looks at."
     )
@@ -53,7 +82,10 @@ class Settings(BaseSettings):
         200, ge=1, description="The breaker never trips before it has seen this many."
     )
     dlq_breaker_max_ratio: float = Field(
-        0.8, gt=0, le=1, description="Dead-letter ratio over the window that stops the worker."
+        0.8,
+        gt=0,
+        le=1,
+        description="Ratio of UnexpectedError (our bugs) over the window that pauses the pipeline.",
     )
 
     # Destination mapping
@@ -77,7 +109,12 @@ class Settings(BaseSettings):
     )
 
     # Web
-    worker_web_port: int = 6066
+    worker_web_port: int = Field(6066, ge=1, le=65535)
+    worker_admin_token: SecretStr | None = Field(
+        None,
+        description="Token for the admin endpoints (resuming a paused pipeline); unset: they "
+        "answer loopback clients only.",
+    )
 
     # Ingest: the Segment HTTP API and the Autopilot webhook on the web server (worker.ingest)
     segment_write_keys: SecretStr | None = Field(
@@ -98,12 +135,52 @@ class Settings(BaseSettings):
             return raw
         if not raw.strip():
             return {}
-        value = orjson.loads(raw)
-        if not isinstance(value, dict):
-            raise ValueError(  # noqa: TRY004  (pydantic reports ValueError as a validation error)
-                "AUTOPILOT_TRIGGERS must be a JSON object of event name -> trigger id"
-            )
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ValueError(f"not a JSON object of event name to trigger id; {_TRIGGERS_FORM}")
         return value
+
+
+_TRIGGERS_FORM = 'expected e.g. {"Order Completed": "0001", "Signed Up": "0002"}'
+
+#: The expected form of settings whose pydantic message alone would not say it.
+_EXPECTED: dict[str, str] = {
+    "topic_partitions": "expected a whole number of at least 1",
+    "topic_replication_factor": "expected a whole number of at least 1",
+    "autopilot_rate_limit": "expected requests per second above 0, e.g. 5 or 0.5",
+    "worker_web_port": "expected a port number from 1 to 65535",
+}
+
+
+def configuration_errors(error: SettingsInvalid) -> list[str]:
+    """One line per invalid variable: its name, what is wrong, the expected form; never its
+    value, which may be a secret."""
+    lines: list[str] = []
+    for problem in error.errors(include_url=False, include_input=False):
+        name = str(problem["loc"][0]) if problem["loc"] else "?"
+        what = str(problem["msg"]).removeprefix("Value error, ")
+        line = f"configuration error: {name.upper()}: {what}"
+        expected = _EXPECTED.get(name)
+        if expected:
+            line += f"; {expected}"
+        lines.append(line)
+    return lines
+
+
+def secret_values(settings: Settings) -> tuple[str, ...]:
+    """Every secret value `settings` hold (the API key, each write key, the webhook and admin
+    tokens), so logs, dead letters and errors can be masked of them."""
+    values: list[str] = []
+    for name, value in settings:
+        if isinstance(value, SecretStr):
+            secret = value.get_secret_value()
+            values.append(secret)
+            if name == "segment_write_keys":
+                values.extend(key.strip() for key in secret.split(","))
+    return tuple(v for v in values if v)
 
 
 @lru_cache(maxsize=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -19,7 +20,7 @@ from mode.utils.queues import FlowControlEvent
 
 from worker.errors import BatchGivenBack
 from worker.observability import BatchTimer, metrics
-from worker.pipeline import Pipeline
+from worker.pipeline import Breaker, Pipeline
 from worker.placement import kafka_partitioner
 from worker.records import InboundMessage, OutboundRecord
 
@@ -29,6 +30,7 @@ __all__ = [
     "EventIntake",
     "FaustSender",
     "InOrderAcks",
+    "hold_while_paused",
     "run_batches",
     "run_pipeline",
     "stop_worker",
@@ -144,13 +146,45 @@ class EventIntake:
         self._flow_active = stream.app.flow_control.is_active
         self._acking_topics = stream.app.topics.acking_topics
         self._unacked = stream.app.consumer.unacked
+        self._kept: Event | None = None
 
-    async def fill(self, events: list[Event], size: int, within_s: float) -> None:
-        """Add to `events` the next event, once there is one, and those that follow it within
-        `within_s`, up to `size` in all (`events` is the caller's: it knows what it holds if this
-        is cancelled)."""
+    async def next_unless_paused(self, breaker: Breaker) -> Event | None:
+        """The next event once there is one; None while `breaker` is tripped, also when it trips
+        while this waits (a sibling stage tripped it). An event got as it trips is kept, untaken,
+        for when the pipeline resumes (a rebalance meanwhile makes it stale: `fill` drops it)."""
+        if breaker.paused:
+            return None
+        if self._kept is not None:
+            event, self._kept = self._kept, None
+            return event
         queue = self._queue
-        event: Event = await queue.get()
+        if not queue.empty():
+            return queue.get_nowait()  # type: ignore[no-any-return]
+        getter = asyncio.ensure_future(queue.get())
+        tripped = asyncio.ensure_future(breaker.wait_tripped())
+        try:
+            await asyncio.wait({getter, tripped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            tripped.cancel()
+            if not getter.done():
+                getter.cancel()
+                await asyncio.wait({getter})
+        if getter.cancelled():  # the breaker tripped first (a cancellation of ours raised)
+            return None
+        event = getter.result()
+        if breaker.paused:
+            self._kept = event
+            return None
+        return event  # type: ignore[no-any-return]
+
+    async def fill(
+        self, events: list[Event], size: int, within_s: float, first: Event | None = None
+    ) -> None:
+        """Add to `events` `first` (else the next event, once there is one) and those that
+        follow it within `within_s`, up to `size` in all (`events` is the caller's: it knows what
+        it holds if this is cancelled)."""
+        queue = self._queue
+        event: Event = first if first is not None else await queue.get()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
         while True:
@@ -278,7 +312,12 @@ async def run_batches(
     while True:
         events: list[Event] = []
         try:
-            await intake.fill(events, batch_size, within_s)
+            if pipeline.breaker.paused:
+                await hold_while_paused(stream, pipeline.breaker)
+            first = await intake.next_unless_paused(pipeline.breaker)
+            if first is None:
+                continue
+            await intake.fill(events, batch_size, within_s, first)
             if not events:
                 continue
             timer = metrics.start_batch(pipeline, with_mapping=with_mapping)
@@ -295,6 +334,30 @@ async def run_batches(
             if isinstance(exc, asyncio.CancelledError) and not events:
                 raise  # stopped while waiting for events
             stop_worker(pipeline.name, exc)  # a batch in hand must not be acked
+
+
+#: While a pipeline is paused, how often its stage pauses fetching of newly assigned partitions.
+PAUSE_CHECK_S = 1.0
+
+
+async def hold_while_paused(stream: faust.StreamT[bytes], breaker: Breaker) -> None:
+    """Take nothing while `breaker` is tripped: the stage's input partitions stop being fetched
+    (those a rebalance assigns meanwhile too), so its queue does not fill and the consumer's
+    other partitions flow on; fetching resumes when the pipeline is resumed. Nothing is held
+    unacked meanwhile, so rebalances and shutdowns proceed."""
+    consumer = stream.app.consumer
+    topics = set(getattr(stream.channel, "topics", ()))
+    held: set[Any] = set()
+    while breaker.paused:
+        fresh = {tp for tp in consumer.assignment() if tp.topic in topics} - held
+        if fresh:
+            consumer.pause_partitions(fresh)
+            held |= fresh
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PAUSE_CHECK_S):
+                await breaker.wait_resumed()
+    if held:
+        consumer.resume_partitions(held & set(consumer.assignment()))
 
 
 async def unless_flow_stops(

@@ -28,6 +28,11 @@ class TopicSpec:
     name: str
     role: str
     compacted: bool = False
+    #: retention in days set when the worker creates the topic (0: for ever); None: the
+    #: broker's default (7 days unless the cluster says otherwise)
+    retention_days: float | None = None
+    #: the setting that chooses `retention_days`
+    retention_setting: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,8 @@ class TopicNames:
     retry: str
     delivery_replay: str
     app_id: str
+    dead_letters_retention_days: float = 30.0
+    deliveries_retention_days: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TopicNames:
@@ -61,6 +68,8 @@ class TopicNames:
             retry=f"{app_id}.retry",
             delivery_replay=f"{app_id}.delivery-replay",
             app_id=app_id,
+            dead_letters_retention_days=settings.topic_dead_letters_retention_days,
+            deliveries_retention_days=settings.topic_autopilot_deliveries_retention_days,
         )
 
     def changelog(self, table: str) -> str:
@@ -73,8 +82,18 @@ class TopicNames:
             TopicSpec(self.segment_calls, "input: Segment calls (JSON)"),
             TopicSpec(self.segment_tracks, "output: Segment track messages from the source"),
             TopicSpec(self.autopilot_requests, "output/input: Autopilot request descriptors"),
-            TopicSpec(self.autopilot_deliveries, "output: final delivery outcomes"),
-            TopicSpec(self.dead_letters, "dead letters: original bytes + error headers"),
+            TopicSpec(
+                self.autopilot_deliveries,
+                "output: final delivery outcomes",
+                retention_days=self.deliveries_retention_days,
+                retention_setting="TOPIC_AUTOPILOT_DELIVERIES_RETENTION_DAYS",
+            ),
+            TopicSpec(
+                self.dead_letters,
+                "dead letters: original bytes + error headers",
+                retention_days=self.dead_letters_retention_days,
+                retention_setting="TOPIC_DEAD_LETTERS_RETENTION_DAYS",
+            ),
             TopicSpec(self.source_by_email, "internal: email events and identities by email"),
             TopicSpec(self.destination_by_user, "internal: Segment calls by userId/anonymousId"),
             TopicSpec(self.retry, "internal: dead letters replayed to this worker only"),

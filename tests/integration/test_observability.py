@@ -106,7 +106,7 @@ async def test_alive_and_ready_after_start_up(delivery_worker: WorkerProcess) ->
     assert status == 200, body
     assert body["status"] == "ready"
     assert body["failing"] == []
-    assert set(body["checks"]) == {"assignment", "recovery", "broker", "delivery"}
+    assert set(body["checks"]) == {"assignment", "recovery", "broker", "delivery", "pipelines"}
     assert all(check["ok"] for check in body["checks"].values())
 
     status, body = await readyz(delivery_worker, "?check=broker")
@@ -210,7 +210,10 @@ async def test_counters_follow_valid_skipped_and_invalid_input(
     assert value(s, "autopilot_worker_scrape_errors_total") == 0
     assert present(s, "process_resident_memory_bytes")
     ready = {labels["check"] for labels in present(s, "autopilot_worker_ready")}
-    assert ready == {"assignment", "recovery", "broker", "delivery"}
+    assert ready == {"assignment", "recovery", "broker", "delivery", "pipelines"}
+    paused = {labels["pipeline"] for labels in present(s, "autopilot_worker_pipeline_paused")}
+    assert paused == {"source", "destination", "delivery", "replay"}
+    assert value(s, "autopilot_worker_pipeline_paused", pipeline="source") == 0
 
     # every input partition reports its lag, and it drains to 0 once offsets are committed
     def drained(s: Samples) -> bool:

@@ -15,7 +15,7 @@ from worker.delivery import agents
 from worker.delivery.service import Deliverer, DeliveryResult
 from worker.errors import BatchGivenBack
 from worker.models.autopilot_request import RequestDescriptor
-from worker.pipeline import DeadLetterBreaker, Pipeline
+from worker.pipeline import Breaker, Pipeline
 from worker.records import InboundMessage
 
 
@@ -39,7 +39,7 @@ async def test_a_batch_given_back_is_not_counted_routed_or_sent(
     monkeypatch.setattr(agents, "settings", quick)
     app.flow_control.suspend()  # a rebalance began
     sender = RecordingSender()
-    breaker = DeadLetterBreaker(window=10, min_messages=1, max_ratio=0.9)
+    breaker = Breaker(window=10, min_messages=1, max_ratio=0.9)
     pipeline = Pipeline("delivery", "deliver", agents.to_delivery_replay, sender, "dlq", breaker)
     descriptor = {
         "method": "POST",

@@ -20,7 +20,7 @@ from worker.errors import (
     SkipMessage,
     ValidationError,
 )
-from worker.pipeline import DeadLetterBreaker, Pipeline
+from worker.pipeline import Breaker, Pipeline
 from worker.records import ORIGIN_PREFIX, InboundMessage, OutboundRecord, header
 from worker.replay import (
     REPLAY_PIPELINE,
@@ -51,7 +51,7 @@ def intake(message: InboundMessage) -> list[OutboundRecord]:
 
 
 def stage(name: str, stage_name: str) -> Pipeline:
-    breaker = DeadLetterBreaker(window=10, min_messages=1, max_ratio=0.1)
+    breaker = Breaker(window=10, min_messages=1, max_ratio=0.1)
     return Pipeline(name, stage_name, intake, NoSender(), DLQ, breaker, secrets=("s3cret",))
 
 

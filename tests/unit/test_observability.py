@@ -13,7 +13,7 @@ from tests.unit.doubles import RecordingSender
 from worker.delivery.service import DeliveryResult
 from worker.errors import SkipMessage, UnsupportedType, ValidationError
 from worker.observability import WeightedHistogram, WorkerMetrics, consumer_lags
-from worker.pipeline import DeadLetterBreaker, Pipeline
+from worker.pipeline import Breaker, Pipeline
 from worker.records import InboundMessage, OutboundRecord
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -33,7 +33,7 @@ def handler(message: InboundMessage) -> list[OutboundRecord]:
 
 
 def pipeline(name: str = "source", stage: str = "intake") -> Pipeline:
-    breaker = DeadLetterBreaker(window=100, min_messages=100, max_ratio=0.5)
+    breaker = Breaker(window=100, min_messages=100, max_ratio=0.5)
     return Pipeline(name, stage, handler, RecordingSender(), "dlq", breaker)
 
 

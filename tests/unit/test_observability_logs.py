@@ -9,7 +9,7 @@ import orjson
 
 from worker.errors import ValidationError
 from worker.logs import JsonFormatter, log_fields, message_id_of
-from worker.pipeline import DeadLetterBreaker, Pipeline
+from worker.pipeline import Breaker, Pipeline
 from worker.records import ORIGIN_PREFIX, InboundMessage, OutboundRecord
 
 SECRETS = ("sk-live-123456", "write-key-abc", "write-key-abc,write-key-def")
@@ -127,7 +127,7 @@ def test_the_dead_letter_warning_carries_the_fields(caplog: Any) -> None:
         async def send(self, records: Any) -> Any:
             raise AssertionError("route does not send")
 
-    breaker = DeadLetterBreaker(window=10, min_messages=10, max_ratio=0.5)
+    breaker = Breaker(window=10, min_messages=10, max_ratio=0.5)
     p = Pipeline("source", "intake", reject, Sink(), "dlq", breaker)
     bad = InboundMessage("autopilot.email-events", 1, 12, 0, None, b'{"id": "evt_7"}')
     with caplog.at_level(logging.WARNING, logger="worker.pipeline"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -10,13 +11,13 @@ from tests.unit.doubles import RecordingSender
 from worker.dlq import DeadLetterHeaders as H
 from worker.errors import (
     ConfigurationError,
-    DeadLetterRateExceeded,
+    PipelinePaused,
     SkipMessage,
     ValidationError,
 )
 from worker.pipeline import (
     DEAD_LETTER_LINES_PER_S,
-    DeadLetterBreaker,
+    Breaker,
     FailedAfter,
     LineBudget,
     Pipeline,
@@ -49,7 +50,7 @@ def handler(msg: InboundMessage) -> list[OutboundRecord] | FailedAfter:
 
 
 def pipeline(sender: RecordingSender, *, window: int = 100, min_messages: int = 100) -> Pipeline:
-    breaker = DeadLetterBreaker(window=window, min_messages=min_messages, max_ratio=0.5)
+    breaker = Breaker(window=window, min_messages=min_messages, max_ratio=0.5)
     return Pipeline("p", "s", handler, sender, "dlq", breaker, secrets=("s3cret",))
 
 
@@ -97,22 +98,68 @@ async def test_a_stop_escapes_and_nothing_is_sent() -> None:
 
 
 def test_breaker_trips_only_past_the_ratio_after_the_minimum() -> None:
-    breaker = DeadLetterBreaker(window=10, min_messages=8, max_ratio=0.5)
-    for dead in (True, True, True, True, False, False, False):
-        breaker.record(dead_lettered=dead)  # 4 of 7, but under the minimum: never trips
-    breaker.record(dead_lettered=False)  # 4 of 8 is not above 50%
-    with pytest.raises(DeadLetterRateExceeded, match="5 of the last 9"):
-        breaker.record(dead_lettered=True)
+    breaker = Breaker(window=10, min_messages=8, max_ratio=0.5, pipeline="p")
+    for bug in (True, True, True, True, False, False, False):
+        breaker.record(unexpected=bug)  # 4 of 7, but under the minimum: never trips
+    breaker.record(unexpected=False)  # 4 of 8 is not above 50%
+    assert not breaker.paused
+    breaker.record(unexpected=True)
+    assert isinstance(breaker.tripped, PipelinePaused)
+    assert "5 of the last 9" in str(breaker.tripped)
+    assert breaker.paused_since is not None
 
 
 def test_breaker_forgets_outside_the_window() -> None:
-    breaker = DeadLetterBreaker(window=4, min_messages=4, max_ratio=0.5)
-    for dead in (True, True, False, False):
-        breaker.record(dead_lettered=dead)  # 2 of 4: not above 50%
+    breaker = Breaker(window=4, min_messages=4, max_ratio=0.5)
+    for bug in (True, True, False, False):
+        breaker.record(unexpected=bug)  # 2 of 4: not above 50%
     for _ in range(10):
-        breaker.record(dead_lettered=False)
-    breaker.record(dead_lettered=True)  # the old failures slid out: 1 of 4
-    breaker.record(dead_lettered=True)  # 2 of 4
+        breaker.record(unexpected=False)
+    breaker.record(unexpected=True)  # the old failures slid out: 1 of 4
+    breaker.record(unexpected=True)  # 2 of 4
+    assert not breaker.paused
+
+
+async def test_bad_data_however_concentrated_never_trips_the_breaker() -> None:
+    """Invalid input is what the dead-letter topic is for: every message of a long burst is
+    dead-lettered and the stage never pauses."""
+    sender = RecordingSender()
+    p = pipeline(sender, window=50, min_messages=10)
+    await p.process([message(b"bad", n) for n in range(500)])
+    assert not p.breaker.paused
+    assert len(sender.sent) == 500
+    assert p.stats.dead_lettered["ValidationError"] == 500
+
+
+async def test_a_bug_failing_most_messages_pauses_once_and_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sender = RecordingSender()
+    p = pipeline(sender, window=20, min_messages=10)
+    with caplog.at_level(logging.CRITICAL, logger="worker.pipeline"):
+        await p.process([message(b"bug", n) for n in range(40)])
+    assert p.breaker.paused
+    # the batch in hand is finished: every failure is a replayable dead letter, none lost
+    assert len(sender.sent) == 40
+    assert [r.message for r in caplog.records if "paused" in r.message] == [
+        f"pipeline ? paused: {p.breaker.tripped}"
+    ]
+
+
+async def test_resume_takes_messages_again_with_a_fresh_window() -> None:
+    breaker = Breaker(window=10, min_messages=2, max_ratio=0.5)
+    breaker.record(unexpected=True)
+    breaker.record(unexpected=True)
+    assert breaker.paused
+    waiter = asyncio.ensure_future(breaker.wait_resumed())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    assert breaker.resume()
+    await asyncio.wait_for(waiter, 1)
+    assert not breaker.paused
+    breaker.record(unexpected=True)  # 1 of 1: under the minimum again
+    assert not breaker.paused
+    assert not Breaker(window=1, min_messages=1, max_ratio=1).resume()
 
 
 async def test_dead_letter_keeps_origin_of_forwarded_message_and_masks_secrets() -> None:
@@ -142,13 +189,13 @@ async def test_dead_letter_keeps_origin_of_forwarded_message_and_masks_secrets()
 def test_a_forwarded_message_counts_in_the_breaker_only_where_it_ends() -> None:
     """An intake forwards what it cannot map in place; the breaker its pipeline's stages share
     counts each message once, where it ends, so the ratio is over the pipeline's inputs."""
-    breaker = DeadLetterBreaker(window=100, min_messages=10, max_ratio=0.5)
+    breaker = Breaker(window=100, min_messages=10, max_ratio=0.5)
 
     def forward(msg: InboundMessage) -> list[OutboundRecord]:
         return [OutboundRecord("internal", msg.key, msg.value, [])]
 
     def fail(msg: InboundMessage) -> list[OutboundRecord]:
-        raise ValidationError("Email is required for track calls")
+        raise RuntimeError("a bug")
 
     intake = Pipeline("p", "intake", forward, RecordingSender(), "dlq", breaker)
     intake.forward_topic = "internal"
@@ -158,8 +205,9 @@ def test_a_forwarded_message_counts_in_the_breaker_only_where_it_ends() -> None:
     in_place.route([message(b"ok", n) for n in range(4)])  # 4 done well
     intake.route([message(b"x", n) for n in range(4, 10)])  # 6 forwarded, not done yet
     map_stage.route([message(b"x", n) for n in range(4, 9)])  # 5 of 9 done failed: too few
-    with pytest.raises(DeadLetterRateExceeded):  # 6 of 10 (had forwards counted: 6 of 16)
-        map_stage.route([message(b"x", 9)])
+    assert not breaker.paused
+    map_stage.route([message(b"x", 9)])  # 6 of 10 (had forwards counted: 6 of 16)
+    assert breaker.paused
 
 
 class Clock:

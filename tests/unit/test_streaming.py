@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 from faust.events import Event
-from faust.types.tuples import ConsumerMessage, Message
+from faust.types.tuples import TP, ConsumerMessage, Message
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from worker import streaming
-from worker.errors import BatchGivenBack, DeadLetterRateExceeded
-from worker.pipeline import DeadLetterBreaker, Pipeline
+from worker.errors import BatchGivenBack, ConfigurationError
+from worker.pipeline import Breaker, Pipeline
 from worker.records import InboundMessage
 from worker.streaming import MAX_IN_FLIGHT, EventIntake, run_batches, unless_flow_stops
 
@@ -22,11 +22,23 @@ TOPIC = "in"
 
 
 class Consumer:
-    """What the loop touches of faust's consumer: the messages it tracks, and `ack`."""
+    """What the loop touches of faust's consumer: the messages it tracks, `ack`, and the
+    partitions it fetches (paused while the pipeline is)."""
 
     def __init__(self) -> None:
         self.unacked: set[Message] = set()
         self.acked: list[int] = []
+        self.assigned: set[TP] = {TP(TOPIC, 0), TP(TOPIC, 1), TP("other", 0)}
+        self.paused: set[TP] = set()
+
+    def assignment(self) -> set[TP]:
+        return set(self.assigned)
+
+    def pause_partitions(self, tps: set[TP]) -> None:
+        self.paused |= tps
+
+    def resume_partitions(self, tps: set[TP]) -> None:
+        self.paused -= tps
 
     def ack(self, message: Message) -> bool:
         message.acked = True
@@ -70,7 +82,7 @@ class Stage:
         )
         self.flow_control.resume()  # as the app does once partitions are assigned
         self.stream: Any = types.SimpleNamespace(
-            app=self.app, channel=types.SimpleNamespace(queue=self.queue)
+            app=self.app, channel=types.SimpleNamespace(queue=self.queue, topics=(TOPIC,))
         )
         self.events: list[Event] = []
         self.batches: list[list[int]] = []
@@ -93,14 +105,20 @@ class Stage:
         self.sends.append(sent)
         return sent
 
-    def run(self, *, batch_size: int = 2) -> asyncio.Task[None]:
+    def run(self, *, batch_size: int = 2, stage: Pipeline | None = None) -> asyncio.Task[None]:
         return asyncio.ensure_future(
-            run_batches(self.stream, pipeline(), self.handle, batch_size=batch_size, within_s=0.001)
+            run_batches(
+                self.stream,
+                stage or pipeline(),
+                self.handle,
+                batch_size=batch_size,
+                within_s=0.001,
+            )
         )
 
 
 def pipeline() -> Pipeline:
-    breaker = DeadLetterBreaker(window=10, min_messages=10, max_ratio=0.5)
+    breaker = Breaker(window=10, min_messages=10, max_ratio=0.5)
     return Pipeline("p", "s", lambda message: [], Sink(), "dlq", breaker)
 
 
@@ -219,13 +237,13 @@ async def test_a_failure_in_the_hand_off_stops_the_worker_before_any_ack(
     stage: Stage, stops: list[BaseException]
 ) -> None:
     async def handle(batch: list[InboundMessage]) -> Awaitable[object]:
-        raise DeadLetterRateExceeded("most recent messages were dead-lettered")
+        raise ConfigurationError("the settings cannot work")
 
     stage.put(2)
     task = asyncio.ensure_future(run_batches(stage.stream, pipeline(), handle, within_s=0.001))
     await settle()
 
-    assert [type(exc) for exc in stops] == [DeadLetterRateExceeded]
+    assert [type(exc) for exc in stops] == [ConfigurationError]
     assert stage.consumer.acked == []
     assert isinstance(task.exception(), Stopped)
 
@@ -376,4 +394,29 @@ async def test_a_batch_given_back_is_neither_acked_nor_waited_for_and_the_loop_g
     assert stage.batches == [[2, 3]]
     assert stage.consumer.acked == [2, 3]
     assert stops == []
+    task.cancel()
+
+
+async def test_a_paused_pipeline_takes_nothing_and_stops_fetching_its_input_until_resumed(
+    stage: Stage, stops: list[BaseException], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streaming, "PAUSE_CHECK_S", 0.01)
+    p = pipeline()
+    stage.put(2)
+    task = stage.run(stage=p)
+    await settle()
+    assert stage.batches == [[0, 1]]
+    sent(stage, 0)
+    for _ in range(10):  # its own code failed: the breaker trips (one line, no exit)
+        p.breaker.record(unexpected=True)
+    stage.put(2)
+    stage.consumer.assigned.add(TP(TOPIC, 2))  # a rebalance while paused: paused too
+    await settle()
+    assert stage.batches == [[0, 1]]  # nothing more taken
+    assert stage.consumer.paused == {TP(TOPIC, 0), TP(TOPIC, 1), TP(TOPIC, 2)}  # not "other"
+    assert stops == []
+    assert p.breaker.resume()
+    await settle()
+    assert stage.batches == [[0, 1], [2, 3]]
+    assert stage.consumer.paused == set()
     task.cancel()

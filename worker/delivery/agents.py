@@ -107,7 +107,7 @@ async def deliver_batch(
             history = orjson.dumps([a.model_dump(mode="json") for a in result.history]).decode()
             records.extend(pipeline.route_failure(message, _final_error(result), attempts=history))
         else:
-            pipeline.breaker.record(dead_lettered=False)
+            pipeline.breaker.record(unexpected=False)
             pipeline.stats.produced += 1
     return await pipeline.sender.send(records)
 

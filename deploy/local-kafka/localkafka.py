@@ -8,14 +8,18 @@ Command line (run it with the project's venv python, which has aiokafka for the 
 
     localkafka.py fetch                      # copy the jars into the cache (no-op when present)
     localkafka.py up [--port 9092] [--controller-port 9093] [--data-dir DIR] [--foreground]
-    localkafka.py down [--data-dir DIR]
-    localkafka.py status [--data-dir DIR]    # exit 0 when the broker of DIR is running
+    localkafka.py up --secured [--port 9192] [--controller-port 9193] [--sasl-ssl-port 9194]
+                     [--ssl-port 9195] [--data-dir DIR] [--foreground]
+    localkafka.py down [--secured] [--data-dir DIR]
+    localkafka.py status [--secured] [--data-dir DIR]    # exit 0 when the broker of DIR runs
 
 Environment overrides (a command-line flag wins over them): ``LOCAL_KAFKA_PORT``,
 ``LOCAL_KAFKA_CONTROLLER_PORT``, ``LOCAL_KAFKA_DATA_DIR``, ``LOCAL_KAFKA_CACHE`` (the folder
 holding the jars, default ``.cache/kafka/libs`` under the repository root),
 ``LOCAL_KAFKA_JAVA_OPTS`` (extra JVM flags) and ``LOCAL_KAFKA_LOG_LEVEL`` (broker log level,
-default WARN).
+default WARN). The port and data-dir variables are for the plaintext broker only: ``--secured``
+has its own defaults (the ports above, data in ``.cache/kafka/data-secured``), so both can run
+side by side.
 
 What a caller can rely on:
 
@@ -34,6 +38,34 @@ As a library (the test harness loads this file by path with importlib)::
     kafka.restart()        # same data dir, same ports
     kafka.stop()
 
+Secured mode (GitHub issue "Production Kafka: TLS and SASL"): pass ``security=KafkaSecurity(...)``
+and the broker gets two more client listeners on 127.0.0.1, besides PLAINTEXT and CONTROLLER::
+
+    kafka = LocalKafka(port=p1, controller_port=p2, data_dir=d,
+                       security=KafkaSecurity(sasl_ssl_port=p3, ssl_port=p4))
+    kafka.start()
+    kafka.sasl_ssl_bootstrap   # SASL_SSL: SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN users
+    kafka.ssl_bootstrap        # SSL: mutual TLS, a client certificate is required
+    kafka.ca_file, kafka.client_cert_file, kafka.client_key_file   # PEM files
+    kafka.security.scram_sha_512.username, kafka.security.scram_sha_512.password
+
+* ``SASL_SSL``: TLS with the broker certificate, no client certificate asked for; SASL
+  mechanisms SCRAM-SHA-256, SCRAM-SHA-512 (users made by ``StorageTool format --add-scram``, so
+  only when the storage is formatted) and PLAIN (users in the listener's JAAS property).
+* ``SSL``: ``ssl.client.auth=required``; the client certificate is the authentication.
+* ``PLAINTEXT`` stays on and is the inter-broker listener (single node, loopback only: nothing
+  crosses a network) and what the readiness probe uses; ``CONTROLLER`` stays PLAINTEXT too.
+* No authorizer: every authenticated principal may do anything.
+* Certificates are made with the ``openssl`` command line into ``<data-dir>/tls`` on the first
+  secured start and reused after: a self-signed CA, a broker certificate for ``localhost`` and
+  ``127.0.0.1`` (SAN) and a client certificate (CN ``localkafka-client``), both signed by the
+  CA, EC P-256 keys in unencrypted PKCS#8 PEM. The broker reads PEM directly
+  (``ssl.keystore.type=PEM``), so no JKS and no keytool.
+* Readiness also does a TLS handshake with each TLS listener (with the client certificate on
+  the SSL one), so the certificates are known good once ``start`` returns.
+* SCRAM users live in the KRaft metadata: a data dir formatted in plaintext mode, or with other
+  SCRAM users, is refused in secured mode (use a fresh data dir).
+
 The file is self-contained and uses the standard library only (aiokafka is imported lazily for
 the readiness check, with a raw ApiVersions probe as fallback when it is missing).
 """
@@ -44,12 +76,15 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -58,18 +93,27 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NamedTuple, TypeVar
 
 __all__ = [
     "DEFAULT_CONTROLLER_PORT",
     "DEFAULT_PORT",
+    "PLAIN",
+    "SCRAM_SHA_256",
+    "SCRAM_SHA_512",
+    "SECURED_DEFAULT_PORTS",
+    "Credentials",
+    "KafkaSecurity",
     "LocalKafka",
     "LocalKafkaError",
+    "TlsFiles",
     "default_data_dir",
     "default_libs_dir",
+    "default_secured_data_dir",
     "fetch_libs",
     "free_port",
     "main",
+    "make_tls_files",
 ]
 
 HERE = Path(__file__).resolve().parent
@@ -89,11 +133,26 @@ READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 15.0
 FETCH_TIMEOUT_S = 900.0
 FORMAT_TIMEOUT_S = 120.0
+OPENSSL_TIMEOUT_S = 60.0
 
 PID_FILE = "kafka.pid"
 LOG_FILE = "kafka.log"
 PROPS_FILE = "server.properties"
 LOGS_SUBDIR = "logs"
+TLS_SUBDIR = "tls"
+SCRAM_USERS_FILE = "scram-users.json"
+
+# Secured mode: SASL mechanisms, listener names (named after their security protocol), and the
+# command line's default ports (plaintext, controller, SASL_SSL, SSL), clear of 9092/9093 so a
+# secured broker can run beside the plaintext one.
+SCRAM_SHA_256 = "SCRAM-SHA-256"
+SCRAM_SHA_512 = "SCRAM-SHA-512"
+PLAIN = "PLAIN"
+SASL_SSL_LISTENER = "SASL_SSL"
+SSL_LISTENER = "SSL"
+SECURED_DEFAULT_PORTS = (9192, 9193, 9194, 9195)
+CLIENT_CERT_CN = "localkafka-client"
+CERT_DAYS = 3650
 
 _T = TypeVar("_T")
 
@@ -118,6 +177,11 @@ def default_libs_dir() -> Path:
 def default_data_dir() -> Path:
     """``$LOCAL_KAFKA_DATA_DIR`` or ``<repo>/.cache/kafka/data``."""
     return _env_path("LOCAL_KAFKA_DATA_DIR", REPO_ROOT / ".cache" / "kafka" / "data")
+
+
+def default_secured_data_dir() -> Path:
+    """``<repo>/.cache/kafka/data-secured``: the command line's secured broker (``--secured``)."""
+    return REPO_ROOT / ".cache" / "kafka" / "data-secured"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -222,6 +286,259 @@ def fetch_libs(libs_dir: Path | None = None, *, quiet: bool = False) -> Path:
             file=sys.stderr,
         )
     return libs
+
+
+# ------------------------------------------------------------------------------- secured mode
+
+_USERNAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+_PASSWORD = re.compile(r"[A-Za-z0-9_.+-]{1,128}")
+
+
+# NamedTuples rather than dataclasses: a dataclass needs its module in sys.modules while it is
+# defined, and callers load this file by path.
+
+
+class Credentials(NamedTuple):
+    """A SASL user of the secured broker.
+
+    Kept to characters that need no quoting in ``--add-scram`` and JAAS options: the username is
+    letters, digits and ``_``; the password also allows ``.``, ``+`` and ``-``
+    (:class:`LocalKafka` checks).
+    """
+
+    username: str
+    password: str
+
+    def check(self) -> None:
+        if not _USERNAME.fullmatch(self.username):
+            raise LocalKafkaError(f"SASL username {self.username!r}: use [A-Za-z0-9_] only")
+        if not _PASSWORD.fullmatch(self.password):
+            raise LocalKafkaError(
+                f"password of {self.username!r}: use letters, digits and . _ + - only"
+            )
+
+
+class KafkaSecurity(NamedTuple):
+    """Secured mode of :class:`LocalKafka`: the ports of its two extra client listeners and its
+    SASL users (one per mechanism; the defaults are fixed, since this is a loopback test broker).
+    """
+
+    sasl_ssl_port: int
+    ssl_port: int
+    scram_sha_256: Credentials = Credentials("scram256", "scram256-secret")
+    scram_sha_512: Credentials = Credentials("scram512", "scram512-secret")
+    plain: Credentials = Credentials("plain", "plain-secret")
+
+    @classmethod
+    def on_free_ports(cls) -> KafkaSecurity:
+        """Default users on two ports that are free right now."""
+        return cls(sasl_ssl_port=free_port(), ssl_port=free_port())
+
+    @property
+    def users(self) -> dict[str, Credentials]:
+        """Mechanism name (``SCRAM-SHA-256``, ``SCRAM-SHA-512``, ``PLAIN``) to its user."""
+        return {
+            SCRAM_SHA_256: self.scram_sha_256,
+            SCRAM_SHA_512: self.scram_sha_512,
+            PLAIN: self.plain,
+        }
+
+    @property
+    def scram_users(self) -> dict[str, Credentials]:
+        """The users made at format time, by mechanism."""
+        return {SCRAM_SHA_256: self.scram_sha_256, SCRAM_SHA_512: self.scram_sha_512}
+
+
+class TlsFiles(NamedTuple):
+    """PEM files of the secured broker; every key is unencrypted PKCS#8."""
+
+    dir: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        """The self-signed CA's certificate: the trust anchor of clients and broker."""
+        return self.dir / "ca.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.dir / "ca-key.pem"
+
+    @property
+    def broker_cert(self) -> Path:
+        """The broker's certificate (SAN ``DNS:localhost``, ``IP:127.0.0.1``)."""
+        return self.dir / "broker-cert.pem"
+
+    @property
+    def broker_key(self) -> Path:
+        return self.dir / "broker-key.pem"
+
+    @property
+    def broker_keystore(self) -> Path:
+        """Key, certificate and CA in one file: Kafka's ``ssl.keystore.location`` (type PEM)."""
+        return self.dir / "broker-keystore.pem"
+
+    @property
+    def client_cert(self) -> Path:
+        """A client certificate (CN ``localkafka-client``) the SSL listener accepts."""
+        return self.dir / "client-cert.pem"
+
+    @property
+    def client_key(self) -> Path:
+        return self.dir / "client-key.pem"
+
+    def complete(self) -> bool:
+        """Every file is there (they are made together, see :func:`make_tls_files`)."""
+        files = (self.ca_cert, self.ca_key, self.broker_cert, self.broker_key)
+        return all(p.is_file() for p in (*files, self.broker_keystore, *self.client_files()))
+
+    def client_files(self) -> tuple[Path, Path]:
+        return (self.client_cert, self.client_key)
+
+
+_OPENSSL_CONFIG = """\
+# Written by deploy/local-kafka/localkafka.py: extensions of the secured broker's certificates.
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[broker]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth, clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = DNS:localhost, IP:127.0.0.1
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
+
+
+def _openssl(openssl: str, cwd: Path, *args: str) -> None:
+    try:
+        done = subprocess.run(
+            [openssl, *args],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=OPENSSL_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise LocalKafkaError(f"openssl {args[0]} timed out") from None
+    if done.returncode != 0:
+        raise LocalKafkaError(
+            f"openssl {shlex.join(args)} failed (exit {done.returncode}):\n"
+            f"{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+
+
+def _args(line: str) -> list[str]:
+    """Whitespace-separated arguments (none of ours holds a space, but the subjects)."""
+    return line.split()
+
+
+def _validity() -> list[str]:
+    return _args(f"-set_serial 0x{secrets.randbits(120):x} -days {CERT_DAYS} -sha256")
+
+
+def _new_ec_key(openssl: str, cwd: Path, out: str) -> None:
+    _openssl(
+        openssl, cwd, *_args(f"genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out {out}")
+    )
+
+
+def _issue(openssl: str, cwd: Path, name: str, subject: str, extensions: str) -> None:
+    """A new EC key ``<name>-key.pem`` and its CA-signed certificate ``<name>-cert.pem``."""
+    key, csr, cert = f"{name}-key.pem", f"{name}.csr", f"{name}-cert.pem"
+    _new_ec_key(openssl, cwd, key)
+    _openssl(
+        openssl,
+        cwd,
+        *_args(f"req -config openssl.cnf -new -key {key} -out {csr}"),
+        "-subj",
+        subject,
+    )
+    _openssl(
+        openssl,
+        cwd,
+        *_args(f"x509 -req -in {csr} -CA ca.pem -CAkey ca-key.pem -out {cert}"),
+        *_args(f"-extfile openssl.cnf -extensions {extensions}"),
+        *_validity(),
+    )
+    (cwd / csr).unlink()
+
+
+def make_tls_files(tls_dir: Path) -> TlsFiles:
+    """Make the CA, broker and client certificates in ``tls_dir`` unless they are all there.
+
+    Uses the ``openssl`` command line. The files are made in a sibling temporary folder and
+    renamed into place, so an interrupted run leaves no half-made set behind.
+    """
+    files = TlsFiles(tls_dir.resolve())
+    if files.complete():
+        return files
+    openssl = _tool("openssl")
+    staging = files.dir.with_name(f"{files.dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o700, parents=True)
+    try:
+        (staging / "openssl.cnf").write_text(_OPENSSL_CONFIG, "utf-8")
+        _new_ec_key(openssl, staging, "ca-key.pem")
+        _openssl(
+            openssl,
+            staging,
+            *_args("req -config openssl.cnf -new -x509 -key ca-key.pem -out ca.pem -extensions ca"),
+            *_validity(),
+            "-subj",
+            "/CN=localkafka test CA",
+        )
+        _issue(openssl, staging, "broker", "/CN=localhost", "broker")
+        _issue(openssl, staging, "client", f"/CN={CLIENT_CERT_CN}", "client")
+        staged = TlsFiles(staging)
+        staged.broker_keystore.write_text(
+            "".join(
+                path.read_text("ascii")
+                for path in (staged.broker_key, staged.broker_cert, staged.ca_cert)
+            ),
+            "ascii",
+        )
+        for path in staging.iterdir():
+            path.chmod(0o600 if "key" in path.name else 0o644)
+        shutil.rmtree(files.dir, ignore_errors=True)
+        staging.rename(files.dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return files
+
+
+def _jaas_plain(user: Credentials) -> str:
+    return (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'user_{user.username}="{user.password}";'
+    )
+
+
+def _tls_handshake(port: int, files: TlsFiles, *, client_cert: bool, timeout: float) -> None:
+    """A TLS handshake with a listener, verifying its certificate against our CA and HOST."""
+    context = ssl.create_default_context(cafile=str(files.ca_cert))
+    if client_cert:
+        context.load_cert_chain(files.client_cert, files.client_key)
+    with (
+        socket.create_connection((HOST, port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=HOST),
+    ):
+        pass
 
 
 # ----------------------------------------------------------------------------- process helpers
@@ -365,6 +682,9 @@ class LocalKafka:
     ``die_with_parent`` (Linux) makes the kernel SIGTERM the broker when the *thread* that called
     :meth:`start` ends, so a test run killed by SIGKILL leaves no JVM behind. Call ``start`` and
     ``restart`` from a long-lived thread then (the main thread; never ``asyncio.to_thread``).
+
+    ``security`` (a :class:`KafkaSecurity`) turns on the secured mode the module docstring
+    describes; without it (the default) the broker is plaintext-only, exactly as before.
     """
 
     def __init__(
@@ -377,9 +697,18 @@ class LocalKafka:
         ready_timeout: float = READY_TIMEOUT_S,
         java_opts: Sequence[str] | None = None,
         die_with_parent: bool = False,
+        security: KafkaSecurity | None = None,
     ) -> None:
         if port == controller_port:
             raise LocalKafkaError("port and controller_port must differ")
+        if (
+            security is not None
+            and len({port, controller_port, security.sasl_ssl_port, security.ssl_port}) != 4
+        ):
+            raise LocalKafkaError("the four ports of a secured broker must differ")
+        if security is not None:
+            for user in security.users.values():
+                user.check()
         self.port = port
         self.controller_port = controller_port
         self.data_dir = Path(data_dir).resolve() if data_dir else default_data_dir()
@@ -388,6 +717,7 @@ class LocalKafka:
         env_opts = shlex.split(os.environ.get("LOCAL_KAFKA_JAVA_OPTS", ""))
         self.java_opts: list[str] = list(java_opts) if java_opts is not None else env_opts
         self.die_with_parent = die_with_parent
+        self.security = security
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -415,6 +745,76 @@ class LocalKafka:
     def logs_dir(self) -> Path:
         """Kafka's ``log.dirs`` (topic data and KRaft metadata)."""
         return self.data_dir / LOGS_SUBDIR
+
+    # -- what callers read in secured mode
+
+    @property
+    def secured(self) -> bool:
+        return self.security is not None
+
+    def _require_security(self) -> KafkaSecurity:
+        if self.security is None:
+            raise LocalKafkaError("this broker runs without security=KafkaSecurity(...)")
+        return self.security
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """``host:port`` of the SASL_SSL listener (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN)."""
+        return f"{HOST}:{self._require_security().sasl_ssl_port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        """``host:port`` of the SSL listener, which requires a client certificate."""
+        return f"{HOST}:{self._require_security().ssl_port}"
+
+    @property
+    def tls(self) -> TlsFiles:
+        """The PEM files under ``<data_dir>/tls`` (made by the first secured start)."""
+        return TlsFiles(self.data_dir / TLS_SUBDIR)
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate clients verify the broker with (``cafile=``)."""
+        return self.tls.ca_cert
+
+    @property
+    def client_cert_file(self) -> Path:
+        """The client certificate for the SSL listener (``certfile=``)."""
+        return self.tls.client_cert
+
+    @property
+    def client_key_file(self) -> Path:
+        """The client certificate's private key (``keyfile=``)."""
+        return self.tls.client_key
+
+    @property
+    def listeners(self) -> dict[str, str]:
+        """Client listener name (``PLAINTEXT``, and ``SASL_SSL``, ``SSL`` when secured) to
+        its ``host:port``."""
+        found = {"PLAINTEXT": self.bootstrap}
+        if self.security is not None:
+            found[SASL_SSL_LISTENER] = self.sasl_ssl_bootstrap
+            found[SSL_LISTENER] = self.ssl_bootstrap
+        return found
+
+    def connection_info(self) -> dict[str, str]:
+        """Everything a client needs, flat (what ``up --secured`` prints as ``key=value``)."""
+        info = {"bootstrap": self.bootstrap}
+        if self.security is None:
+            return info
+        info |= {
+            "sasl_ssl_bootstrap": self.sasl_ssl_bootstrap,
+            "ssl_bootstrap": self.ssl_bootstrap,
+            "ca_file": str(self.ca_file),
+            "client_cert_file": str(self.client_cert_file),
+            "client_key_file": str(self.client_key_file),
+        }
+        for mechanism, user in self.security.users.items():
+            key = mechanism.lower().replace("-", "_")
+            info[f"{key}_username"] = user.username
+            info[f"{key}_password"] = user.password
+        info["data_dir"] = str(self.data_dir)
+        return info
 
     def pid(self) -> int | None:
         """The pid of this data dir's running broker, or None."""
@@ -446,11 +846,15 @@ class LocalKafka:
             self._wait_ready(time.monotonic())
             return
         self.pid_path.unlink(missing_ok=True)
-        for port in (self.port, self.controller_port):
+        for port in self._ports():
             if _port_open(port):
                 raise LocalKafkaError(f"{HOST}:{port} is already in use by another process")
         fetch_libs(self.libs_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.security is not None:
+            if self.is_formatted():
+                self._check_scram_users(self.security)
+            make_tls_files(self.tls.dir)
         self._write_properties()
         if not self.is_formatted():
             self._format()
@@ -503,6 +907,37 @@ class LocalKafka:
 
     # -- internals
 
+    def _ports(self) -> tuple[int, ...]:
+        if self.security is None:
+            return (self.port, self.controller_port)
+        return (
+            self.port,
+            self.controller_port,
+            self.security.sasl_ssl_port,
+            self.security.ssl_port,
+        )
+
+    def _scram_record(self, security: KafkaSecurity) -> dict[str, list[str]]:
+        return {m: [u.username, u.password] for m, u in security.scram_users.items()}
+
+    def _check_scram_users(self, security: KafkaSecurity) -> None:
+        """SCRAM users are made only by ``format``: refuse a data dir formatted with others."""
+        record = self.data_dir / SCRAM_USERS_FILE
+        try:
+            formatted_with = json.loads(record.read_text("utf-8"))
+        except (OSError, ValueError):
+            formatted_with = None
+        if formatted_with is None:
+            raise LocalKafkaError(
+                f"{self.data_dir} was formatted without SCRAM users (plaintext mode); "
+                "a secured broker needs a fresh data dir"
+            )
+        if formatted_with != self._scram_record(security):
+            raise LocalKafkaError(
+                f"{self.data_dir} was formatted with other SCRAM users ({record}); "
+                "use those, or a fresh data dir"
+            )
+
     def _java_cmd(self, main_class: str, *args: str) -> list[str]:
         return [
             _tool("java", "JAVA_HOME"),
@@ -517,17 +952,33 @@ class LocalKafka:
         ]
 
     def _write_properties(self) -> None:
-        logs = str(self.logs_dir).replace("\\", "\\\\")
+        logs = _props_value(self.logs_dir)
+        if self.security is None:
+            listeners = [
+                f"listeners=PLAINTEXT://{HOST}:{self.port},"
+                f"CONTROLLER://{HOST}:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://{HOST}:{self.port}",
+            ]
+            protocol_map = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+        else:
+            clients = ",".join(f"{name}://{addr}" for name, addr in self.listeners.items())
+            listeners = [
+                f"listeners={clients},CONTROLLER://{HOST}:{self.controller_port}",
+                f"advertised.listeners={clients}",
+            ]
+            protocol_map = (
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
+                f"{SASL_SSL_LISTENER}:SASL_SSL,{SSL_LISTENER}:SSL"
+            )
         lines = [
             "# Written by deploy/local-kafka/localkafka.py on every start; edits are overwritten.",
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@{HOST}:{self.controller_port}",
-            f"listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://{HOST}:{self.port}",
+            *listeners,
             "inter.broker.listener.name=PLAINTEXT",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"listener.security.protocol.map={protocol_map}",
             f"log.dirs={logs}",
             "num.partitions=1",
             "default.replication.factor=1",
@@ -542,13 +993,46 @@ class LocalKafka:
             "num.network.threads=2",
             "num.io.threads=2",
             "num.recovery.threads.per.data.dir=1",
+            *self._security_properties(),
             "",
         ]
         self.props_path.write_text("\n".join(lines), "utf-8")
+        if self.security is not None:
+            self.props_path.chmod(0o600)  # holds the PLAIN password
+
+    def _security_properties(self) -> list[str]:
+        if self.security is None:
+            return []
+        sasl = f"listener.name.{SASL_SSL_LISTENER.lower()}"
+        scram_module = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        mechanisms = ",".join(self.security.users)
+        return [
+            "# Secured mode. Both TLS listeners: PEM key store and trust store, no JKS.",
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={_props_value(self.tls.broker_keystore)}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={_props_value(self.tls.ca_cert)}",
+            "ssl.client.auth=none",
+            "# The SSL listener authenticates clients by their certificate.",
+            f"listener.name.{SSL_LISTENER.lower()}.ssl.client.auth=required",
+            "# The SASL_SSL listener: SCRAM users are in the metadata (format --add-scram),",
+            "# PLAIN users in the JAAS option user_<name>.",
+            f"sasl.enabled.mechanisms={mechanisms}",
+            f"{sasl}.sasl.enabled.mechanisms={mechanisms}",
+            f"{sasl}.{SCRAM_SHA_256.lower()}.sasl.jaas.config={scram_module}",
+            f"{sasl}.{SCRAM_SHA_512.lower()}.sasl.jaas.config={scram_module}",
+            f"{sasl}.{PLAIN.lower()}.sasl.jaas.config={_jaas_plain(self.security.plain)}",
+        ]
 
     def _format(self) -> None:
         cluster_id = _new_cluster_id()
         cmd = self._java_cmd(STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(self.props_path))
+        if self.security is not None:
+            for mechanism, user in self.security.scram_users.items():
+                cmd += [
+                    "--add-scram",
+                    f"{mechanism}=[name={user.username},password={user.password}]",
+                ]
         try:
             done = subprocess.run(
                 cmd, capture_output=True, text=True, timeout=FORMAT_TIMEOUT_S, check=False
@@ -562,6 +1046,10 @@ class LocalKafka:
                 f"kafka storage format failed (exit {done.returncode}):\n"
                 f"{done.stdout[-4000:]}{done.stderr[-4000:]}"
             )
+        if self.security is not None:
+            record = self.data_dir / SCRAM_USERS_FILE
+            record.write_text(json.dumps(self._scram_record(self.security), indent=2), "utf-8")
+            record.chmod(0o600)
 
     def _spawn(self, *, foreground: bool) -> None:
         cmd = self._java_cmd(MAIN_CLASS, str(self.props_path))
@@ -598,6 +1086,7 @@ class LocalKafka:
             if _port_open(self.port):
                 try:
                     _probe_ready(self.bootstrap, self.port, timeout=10.0)
+                    self._probe_tls(timeout=10.0)
                 except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
                     last_error = f"{type(exc).__name__}: {exc}"
                 else:
@@ -607,6 +1096,13 @@ class LocalKafka:
             f"broker on {self.bootstrap} not ready after {self.ready_timeout:.0f}s "
             f"({last_error}); last lines of {self.log_path}:\n{_tail(self.log_path)}"
         )
+
+    def _probe_tls(self, timeout: float) -> None:
+        """In secured mode: a verified TLS handshake with each TLS listener."""
+        if self.security is None:
+            return
+        _tls_handshake(self.security.sasl_ssl_port, self.tls, client_cert=False, timeout=timeout)
+        _tls_handshake(self.security.ssl_port, self.tls, client_cert=True, timeout=timeout)
 
     def _wait_exit(self, pid: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -621,6 +1117,11 @@ class LocalKafka:
             else:
                 time.sleep(0.2)
         return not _pid_alive(pid)
+
+
+def _props_value(path: Path) -> str:
+    """A path as a ``.properties`` value (a backslash would start an escape)."""
+    return str(path).replace("\\", "\\\\")
 
 
 def _new_cluster_id() -> str:
@@ -640,8 +1141,13 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
         "--data-dir",
         type=Path,
         default=None,
-        help="broker state (env LOCAL_KAFKA_DATA_DIR; default <repo>/.cache/kafka/data)",
+        help="broker state (default: env LOCAL_KAFKA_DATA_DIR or <repo>/.cache/kafka/data; "
+        "with --secured <repo>/.cache/kafka/data-secured)",
     )
+
+
+def _add_secured(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--secured", action="store_true", help=help_text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -658,14 +1164,28 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("fetch", help="copy the Kafka jars into the cache unless already there")
     up = sub.add_parser("up", help="start the broker and wait until it answers")
-    up.add_argument("--port", type=int, default=None, help="client port (env LOCAL_KAFKA_PORT)")
+    up.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="PLAINTEXT client port (env LOCAL_KAFKA_PORT; 9192 with --secured)",
+    )
     up.add_argument(
         "--controller-port",
         type=int,
         default=None,
-        help="KRaft controller port (env LOCAL_KAFKA_CONTROLLER_PORT)",
+        help="KRaft controller port (env LOCAL_KAFKA_CONTROLLER_PORT; 9193 with --secured)",
     )
     _add_data_dir(up)
+    _add_secured(
+        up,
+        "also SASL_SSL (SCRAM-SHA-256/512, PLAIN) and SSL (client certificate required) "
+        "listeners, with test certificates; prints listeners, files and users as key=value",
+    )
+    up.add_argument(
+        "--sasl-ssl-port", type=int, default=None, help="SASL_SSL port with --secured (9194)"
+    )
+    up.add_argument("--ssl-port", type=int, default=None, help="SSL port with --secured (9195)")
     up.add_argument(
         "--foreground",
         action="store_true",
@@ -673,9 +1193,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     down = sub.add_parser("down", help="stop the broker of a data dir")
     _add_data_dir(down)
+    _add_secured(down, "the secured broker's default data dir")
     status = sub.add_parser("status", help="exit 0 when the broker of a data dir is running")
     _add_data_dir(status)
+    _add_secured(status, "the secured broker's default data dir")
     return parser
+
+
+def _print_ready(kafka: LocalKafka) -> None:
+    """The bootstrap address on stdout; in secured mode ``key=value`` lines (shell-quoted)."""
+    if kafka.security is None:
+        print(kafka.bootstrap, flush=True)
+        return
+    for key, value in kafka.connection_info().items():
+        print(f"{key}={shlex.quote(value)}")
+    user = kafka.security.scram_sha_512
+    print(
+        "localkafka: try e.g. kcat -L -b "
+        f"{kafka.sasl_ssl_bootstrap} -X security.protocol=SASL_SSL "
+        f"-X sasl.mechanism={SCRAM_SHA_512} -X sasl.username={user.username} "
+        f"-X sasl.password={user.password} -X ssl.ca.location={shlex.quote(str(kafka.ca_file))}",
+        file=sys.stderr,
+    )
+    sys.stdout.flush()
 
 
 def _run_foreground(kafka: LocalKafka) -> int:
@@ -722,7 +1262,7 @@ def _run_foreground(kafka: LocalKafka) -> int:
         f"(pid {kafka.pid()}); Ctrl-C stops it",
         file=sys.stderr,
     )
-    print(kafka.bootstrap, flush=True)
+    _print_ready(kafka)
     code = kafka.wait()
     kafka.stop()  # closes handles, removes the pid file
     print(f"localkafka: broker exited with code {code}", file=sys.stderr)
@@ -730,13 +1270,21 @@ def _run_foreground(kafka: LocalKafka) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "up" and not args.secured and (args.sasl_ssl_port or args.ssl_port):
+        parser.error("--sasl-ssl-port and --ssl-port need --secured")
     libs_dir: Path = args.libs_dir.resolve() if args.libs_dir else default_libs_dir()
     try:
         if args.command == "fetch":
             print(fetch_libs(libs_dir))
             return 0
-        data_dir: Path = args.data_dir.resolve() if args.data_dir else default_data_dir()
+        secured: bool = args.secured
+        data_dir: Path
+        if args.data_dir:
+            data_dir = args.data_dir.resolve()
+        else:
+            data_dir = default_secured_data_dir() if secured else default_data_dir()
         if args.command == "down":
             kafka = LocalKafka(data_dir=data_dir, libs_dir=libs_dir)
             if not kafka.is_running():
@@ -751,13 +1299,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             running = kafka.is_running()
             print(f"localkafka: {'running, pid ' + str(kafka.pid()) if running else 'stopped'}")
             return 0 if running else 1
-        port: int = args.port if args.port is not None else _env_int("LOCAL_KAFKA_PORT", 9092)
-        cport: int = (
-            args.controller_port
-            if args.controller_port is not None
-            else _env_int("LOCAL_KAFKA_CONTROLLER_PORT", DEFAULT_CONTROLLER_PORT)
-        )
-        kafka = LocalKafka(port, cport, data_dir, libs_dir)
+        security: KafkaSecurity | None = None
+        if secured:
+            sport, cport, sasl_ssl_port, ssl_port = SECURED_DEFAULT_PORTS
+            port: int = args.port if args.port is not None else sport
+            if args.controller_port is not None:
+                cport = args.controller_port
+            security = KafkaSecurity(
+                sasl_ssl_port=args.sasl_ssl_port or sasl_ssl_port,
+                ssl_port=args.ssl_port or ssl_port,
+            )
+        else:
+            port = args.port if args.port is not None else _env_int("LOCAL_KAFKA_PORT", 9092)
+            cport = (
+                args.controller_port
+                if args.controller_port is not None
+                else _env_int("LOCAL_KAFKA_CONTROLLER_PORT", DEFAULT_CONTROLLER_PORT)
+            )
+        kafka = LocalKafka(port, cport, data_dir, libs_dir, security=security)
         if args.foreground:
             return _run_foreground(kafka)
         started = time.monotonic()
@@ -768,7 +1327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"localkafka: {how} (pid {kafka.pid()}, log {kafka.log_path})",
             file=sys.stderr,
         )
-        print(kafka.bootstrap)
+        _print_ready(kafka)
     except LocalKafkaError as exc:
         print(f"localkafka: {exc}", file=sys.stderr)
         return 1

@@ -35,9 +35,10 @@ kafka-down: ## stop the local Kafka
 run: install ## local Kafka + stand-in Autopilot API + the worker, until Ctrl-C
 	$(PY) deploy/run-local.py
 
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check; import-linter's layer contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: install ## mypy --strict
 	$(VENV)/bin/mypy worker tests

@@ -38,8 +38,8 @@ def settings_problem() -> int | None:
 def _ensure_topics() -> list[str] | None:
     """Create the topics (waiting for Kafka up to its start-up timeout); None when Kafka never
     answered, which is said in one line."""
-    from worker.admin import ensure_topics  # noqa: PLC0415
     from worker.errors import FatalError  # noqa: PLC0415
+    from worker.runtime.topic_admin import ensure_topics  # noqa: PLC0415
     from worker.settings import get_settings  # noqa: PLC0415
 
     try:
@@ -52,7 +52,7 @@ def _ensure_topics() -> list[str] | None:
 def _run_worker(loglevel: str) -> int:
     import logging.config  # noqa: PLC0415
 
-    from worker.logs import logging_config  # noqa: PLC0415
+    from worker.pipeline.logs import logging_config  # noqa: PLC0415
 
     logging.config.dictConfig(logging_config(loglevel))
     created = _ensure_topics()
@@ -64,7 +64,10 @@ def _run_worker(loglevel: str) -> int:
 
     import faust  # noqa: PLC0415
 
-    from worker.agents import app  # noqa: PLC0415  (registers every agent)
+    from worker.composition import compose  # noqa: PLC0415
+    from worker.settings import get_settings  # noqa: PLC0415
+
+    app = compose(get_settings()).app
 
     faust.Worker(
         app, loglevel=loglevel, quiet=True, logging_config=logging_config(loglevel)
@@ -73,7 +76,7 @@ def _run_worker(loglevel: str) -> int:
 
 
 def _topics() -> int:
-    from worker.logs import KafkaClientLines  # noqa: PLC0415
+    from worker.pipeline.logs import KafkaClientLines  # noqa: PLC0415
     from worker.settings import get_settings  # noqa: PLC0415
     from worker.topics import TopicNames  # noqa: PLC0415
 
@@ -108,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("dlq", help="list, show and replay dead letters", add_help=False)
 
     if args[:1] == ["fake-autopilot"]:
-        from worker.fake_autopilot import main as fake_main  # noqa: PLC0415
+        from worker.tools.fake_autopilot import main as fake_main  # noqa: PLC0415
 
         return fake_main(args[1:])
     if args[:1] == ["dlq"]:
-        from worker.dlqcli import main as dlq_main  # noqa: PLC0415
+        from worker.tools.dlq import main as dlq_main  # noqa: PLC0415
 
         return settings_problem() or dlq_main(args[1:])
     if args[:1] == ["worker"]:  # faust's spelling: `python -m worker worker -l info`
@@ -125,13 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command in (None, "run"):
         return _run_worker(getattr(ns, "loglevel", "info"))
     if ns.command == "map":
-        from worker.mapcli import run_map  # noqa: PLC0415
+        from worker.tools.map import run_map  # noqa: PLC0415
 
         return run_map(ns.pipeline, sys.stdin.buffer, sys.stdout)
     if ns.command == "topics":
         return _topics()
     if ns.command == "schemas":
-        from worker.schemas import write_schemas  # noqa: PLC0415
+        from worker.tools.schemas import write_schemas  # noqa: PLC0415
 
         return write_schemas(check=ns.check)
     parser.error(f"unknown command {ns.command}")

@@ -1,6 +1,6 @@
 """The worker's closed error family: every failure is one of these, and each class has one fate.
 
-Mapping code raises these; the per-message loop (`worker.pipeline`) and the delivery agent
+Mapping code raises these; the per-message loop (`worker.pipeline.stage`) and the delivery agent
 decide where the message goes by reading `fate`, never by matching on messages. Anything else
 that escapes a mapping is wrapped as `UnexpectedError` so that nothing is ever lost.
 

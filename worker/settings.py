@@ -10,6 +10,7 @@ saying what is wrong and the expected form, never the value (it may be a secret)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Annotated
 
@@ -19,12 +20,22 @@ from pydantic import ValidationError as SettingsInvalid
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
+    "FEATURES",
+    "MASK",
     "Settings",
     "SettingsInvalid",
     "configuration_errors",
     "get_settings",
+    "mask",
     "secret_values",
 ]
+
+#: What a secret value becomes wherever text leaves the process (logs, dead letters, errors).
+MASK = "**********"
+
+
+#: The features a process can run (`WORKER_FEATURES`), in the order they are built.
+FEATURES = ("source", "destination", "delivery", "ingest")
 
 
 class Settings(BaseSettings):
@@ -108,6 +119,13 @@ class Settings(BaseSettings):
         "may still take; then it is given back unacked, for the partition's next owner.",
     )
 
+    # Which features run in this process (worker.composition)
+    worker_features: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(FEATURES),
+        description="Comma-separated features this process runs: ingest, source, destination, "
+        "delivery (default: all).",
+    )
+
     # Web
     worker_web_port: int = Field(6066, ge=1, le=65535)
     worker_admin_token: SecretStr | None = Field(
@@ -126,6 +144,20 @@ class Settings(BaseSettings):
     ingest_kafka_timeout_s: float = Field(
         10.0, gt=0, description="How long a request waits for Kafka's acks before a 503."
     )
+
+    @field_validator("worker_features", mode="before")
+    @classmethod
+    def _parse_features(cls, raw: object) -> object:
+        if not isinstance(raw, str):
+            return raw
+        named = {part.strip() for part in raw.split(",") if part.strip()}
+        unknown = sorted(named - set(FEATURES))
+        if unknown or not named:
+            raise ValueError(
+                f"unknown feature(s) {', '.join(unknown) or '(none named)'}; expected a "
+                f"comma-separated subset of {', '.join(FEATURES)}"
+            )
+        return frozenset(named)
 
     @field_validator("autopilot_triggers", mode="before")
     @classmethod
@@ -187,3 +219,11 @@ def secret_values(settings: Settings) -> tuple[str, ...]:
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment once."""
     return Settings()
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret in `secrets` replaced by `MASK`, longest first (so a secret
+    that contains another is masked whole): the one masker of logs, dead letters and errors."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text

@@ -3,7 +3,8 @@
 Input topics are read as raw bytes (`key_serializer`/`value_serializer` "raw"): faust would ack
 and lose a message whose decoding failed, so decoding happens in our per-message loop instead.
 All topics, internal ones and table changelogs included, are created explicitly at start-up
-with the configured partition count (`worker.admin.ensure_topics`), never auto-created.
+with the configured partition count (`worker.runtime.topic_admin.ensure_topics`), never
+auto-created.
 """
 
 from __future__ import annotations

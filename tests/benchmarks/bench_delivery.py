@@ -17,9 +17,9 @@ import httpx
 from pydantic import SecretStr
 
 from worker.delivery.service import Deliverer
-from worker.fake_autopilot import start_fake_autopilot
 from worker.models.autopilot_request import RequestDescriptor, RequestKind
 from worker.settings import Settings
+from worker.tools.fake_autopilot import start_fake_autopilot
 
 KEY = "bench-key"
 CONTACTS = 6000

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.workerproc import WorkerProcess, running_worker
-from worker.fake_autopilot import start_fake_autopilot
+from worker.tools.fake_autopilot import start_fake_autopilot
 
 
 @pytest.fixture(scope="module")

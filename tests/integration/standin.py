@@ -24,7 +24,7 @@ async def state(base_url: str) -> dict[str, Any]:
 
 
 async def set_faults(base_url: str, **faults: Any) -> None:
-    """The stand-in's faults from now on (`worker.fake_autopilot.Faults`)."""
+    """The stand-in's faults from now on (`worker.tools.fake_autopilot.Faults`)."""
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         (await client.post("/_faults", json=faults)).raise_for_status()
 

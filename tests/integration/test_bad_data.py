@@ -17,7 +17,7 @@ import orjson
 from tests.integration.standin import identify, outcomes_for, state
 from tests.kafkautil import Record, consume_all, produce, wait_until_read
 from tests.workerproc import WorkerProcess
-from worker.dlq import DeadLetterHeaders as H
+from worker.pipeline.dead_letters import DeadLetterHeaders as H
 
 API_KEY = "bad-data-key-51c2"
 TRIGGER = "0001"  # catch-all: every track needs an email

@@ -13,10 +13,11 @@ import pytest
 from pydantic import SecretStr
 
 from worker.delivery.backoff import Backoff
-from worker.delivery.service import Deliverer, DeliveryResult
-from worker.fake_autopilot import start_fake_autopilot
+from worker.delivery.service import Deliverer
 from worker.models.autopilot_request import RequestDescriptor, RequestKind
+from worker.models.delivery_result import DeliveryResult
 from worker.settings import Settings
+from worker.tools.fake_autopilot import start_fake_autopilot
 
 KEY = "ap-test-key-5f2c9d"
 

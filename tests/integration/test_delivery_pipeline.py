@@ -21,7 +21,7 @@ from tests.integration.standin import (
 )
 from tests.kafkautil import consume_all, produce
 from tests.workerproc import WorkerProcess
-from worker.dlq import DeadLetterHeaders as H
+from worker.pipeline.dead_letters import DeadLetterHeaders as H
 
 API_KEY = "test-key-7d1f0c9a"
 TRIGGER = "0001"

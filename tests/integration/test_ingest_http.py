@@ -30,7 +30,7 @@ from segment.analytics.request import APIError  # type: ignore[import-untyped]
 
 from tests.kafkautil import consume_all, end_offsets
 from tests.workerproc import WorkerProcess, running_worker
-from worker.dlq import DeadLetterHeaders as H
+from worker.pipeline.dead_letters import DeadLetterHeaders as H
 
 pytestmark = pytest.mark.integration
 

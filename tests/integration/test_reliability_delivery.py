@@ -31,7 +31,7 @@ from tests.reliability.stream import produce_inputs, topic_names
 from tests.reliability.supervisor import Supervisor, crash_lines
 from tests.reliability.topics import read_topic
 from tests.workerproc import worker_env
-from worker.fake_autopilot import FakeAutopilot
+from worker.tools.fake_autopilot import FakeAutopilot
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ def slow_requests() -> SlowRequests:
 
 @pytest.fixture
 async def faulty_api(slow_requests: SlowRequests) -> AsyncIterator[str]:
-    """`worker.fake_autopilot.start_fake_autopilot`, with `slow_requests` counting."""
+    """`worker.tools.fake_autopilot.start_fake_autopilot`, with `slow_requests` counting."""
     fake = FakeAutopilot([API_KEY], 5.0, seed=8)
     fake.app.middlewares.insert(0, slow_requests.middleware)
     runner = web.AppRunner(fake.app, access_log=None, shutdown_timeout=1.0)

@@ -26,7 +26,7 @@ from tests.reliability.report import report
 from tests.reliability.stream import collect, produce_inputs, settle
 from tests.reliability.supervisor import Supervisor, crash_lines
 from tests.workerproc import worker_env
-from worker.dlq import DeadLetterHeaders as H
+from worker.pipeline.dead_letters import DeadLetterHeaders as H
 
 pytestmark = pytest.mark.integration
 

@@ -38,8 +38,8 @@ from tests.reliability.stream import topic_names
 from tests.reliability.supervisor import Supervisor
 from tests.reliability.topics import list_topics, read_topic
 from tests.workerproc import worker_env
-from worker.dlq import DeadLetterHeaders as H
-from worker.fake_autopilot import start_fake_autopilot
+from worker.pipeline.dead_letters import DeadLetterHeaders as H
+from worker.tools.fake_autopilot import start_fake_autopilot
 
 pytestmark = pytest.mark.integration
 

@@ -23,22 +23,12 @@ from aiokafka import ConsumerRecord
 
 from tests.kafkautil import Headers, consume_all, end_offsets, produce
 from tests.workerproc import WorkerProcess
-from worker import dlqcli
-from worker.dlq import DeadLetterHeaders as H
-from worker.dlqcli import DeadLetter, LetterRef, run_dlq
-from worker.records import ORIGIN_PREFIX, header
-from worker.replay import REPLAY_PIPELINE, REPLAY_STAGE, REPLAY_TARGET
+from worker.pipeline.dead_letters import DeadLetterHeaders as H
+from worker.pipeline.records import ORIGIN_PREFIX, header
+from worker.pipeline.replay import REPLAY_TARGET
 from worker.settings import Settings
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _retry_agent_is_wired() -> None:
-    """Skip the module while worker.agents runs no agent on the retry topic."""
-    import worker.agents  # noqa: F401, PLC0415  (builds every pipeline stage)
-    from worker.wiring import PIPELINES  # noqa: PLC0415
-
-    if (REPLAY_PIPELINE, REPLAY_STAGE) not in PIPELINES:
-        pytest.skip("worker.agents has no agent on the retry topic (see worker.replay)")
+from worker.tools import dlq as dlqcli
+from worker.tools.dlq import DeadLetter, LetterRef, run_dlq
 
 
 def _settings(env: dict[str, str]) -> Settings:

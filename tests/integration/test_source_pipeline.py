@@ -7,9 +7,9 @@ from aiokafka import AIOKafkaProducer
 
 from tests.kafkautil import consume_all, produce, wait_until_read
 from tests.workerproc import WorkerProcess
-from worker.dlq import DeadLetterHeaders as H
-from worker.faustapp import REWIND_AFTER_S
-from worker.placement import home_partition
+from worker.pipeline.dead_letters import DeadLetterHeaders as H
+from worker.runtime.faust_overrides import REWIND_AFTER_S
+from worker.runtime.placement import home_partition
 
 
 def _event(event_id: str, email: str, **extra: object) -> bytes:

@@ -17,7 +17,7 @@ import orjson
 from aiokafka import ConsumerRecord
 
 from tests.reliability.inputs import TRACE_HEADER, Fate, Input
-from worker.dlq import DeadLetterHeaders as H
+from worker.pipeline.dead_letters import DeadLetterHeaders as H
 
 __all__ = ["Ledger", "header_of", "message_id_of"]
 

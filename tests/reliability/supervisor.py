@@ -26,7 +26,7 @@ READY = "[^Worker]: Ready"
 START_MARKER = "=== reliability supervisor: start"
 
 #: Log text that means a crash, an agent restart or a stop. The worker's own last words come
-#: from `worker.streaming.stop_worker`; the others are faust's and mode's: an agent whose body
+#: from `worker.runtime.batches.stop_worker`; the others are faust's and mode's: an agent whose body
 #: raised is crashed by mode (`Service.crash` logs "Crashed reason=...") and restarted by the
 #: agent's supervisor ("Restarting dead ..."), which gives up past its restart budget.
 CRASH_PATTERNS = (

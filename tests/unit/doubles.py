@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Sequence
 
-from worker.records import OutboundRecord
+from worker.pipeline.records import OutboundRecord
 
 __all__ = ["RecordingSender"]
 

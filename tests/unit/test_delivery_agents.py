@@ -1,4 +1,4 @@
-"""The delivery agent's batch when a rebalance or a shutdown gives it back."""
+"""The delivery sink's batch when a rebalance or a shutdown gives it back."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ from typing import cast
 
 import orjson
 import pytest
+from mode.utils.queues import FlowControlEvent
 
 from tests.unit.doubles import RecordingSender
-from worker.app import app, settings
-from worker.delivery import agents
-from worker.delivery.service import Deliverer, DeliveryResult
+from worker.delivery.agents import DeliveryWriter, parse_descriptor
+from worker.delivery.service import Deliverer
 from worker.errors import BatchGivenBack
 from worker.models.autopilot_request import RequestDescriptor
-from worker.pipeline import Breaker, Pipeline
-from worker.records import InboundMessage
+from worker.models.delivery_result import DeliveryResult
+from worker.pipeline.breaker import Breaker
+from worker.pipeline.records import InboundMessage, OutboundRecord
+from worker.pipeline.stage import Stage
+from worker.runtime.sink import BatchingSink
 
 
 class StuckDeliverer:
@@ -31,16 +34,24 @@ def message(value: bytes, offset: int) -> InboundMessage:
     return InboundMessage("autopilot.requests", 0, offset, 1_700_000_000_000, b"k", value)
 
 
-async def test_a_batch_given_back_is_not_counted_routed_or_sent(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _placeholder(message: InboundMessage) -> list[OutboundRecord]:
+    return []
+
+
+async def test_a_batch_given_back_is_not_counted_routed_or_sent() -> None:
     """It is read again later and counted then; its invalid descriptor is dead-lettered then."""
-    quick = settings.model_copy(update={"autopilot_give_back_after_s": 0.01})
-    monkeypatch.setattr(agents, "settings", quick)
-    app.flow_control.suspend()  # a rebalance began
+    flow_control = FlowControlEvent()
+    flow_control.suspend()  # a rebalance began
     sender = RecordingSender()
     breaker = Breaker(window=10, min_messages=1, max_ratio=0.9)
-    pipeline = Pipeline("delivery", "deliver", agents.to_delivery_replay, sender, "dlq", breaker)
+    stage = Stage("delivery", "deliver", _placeholder, sender, "dlq", breaker)
+    sink = BatchingSink(
+        stage=stage,
+        parse=parse_descriptor,
+        writer=DeliveryWriter(cast(Deliverer, StuckDeliverer()), "deliveries"),
+        flow_control=flow_control,
+        grace_s=0.01,
+    )
     descriptor = {
         "method": "POST",
         "path": "/v1/contact",
@@ -52,8 +63,8 @@ async def test_a_batch_given_back_is_not_counted_routed_or_sent(
     batch = [message(orjson.dumps(descriptor), 0), message(b"{not a descriptor", 1)]
 
     with pytest.raises(BatchGivenBack):
-        await agents.deliver_batch(cast(Deliverer, StuckDeliverer()), pipeline, batch)
+        await sink.handle(batch)
 
-    assert pipeline.stats.consumed == 0
-    assert pipeline.stats.dead_lettered == {}
+    assert stage.stats.consumed == 0
+    assert stage.stats.dead_lettered == {}
     assert sender.sent == []

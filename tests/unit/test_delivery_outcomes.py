@@ -63,7 +63,7 @@ def test_rejected_body_is_masked_and_truncated() -> None:
     error = classify_response(httpx.Response(400, text=body), secret=KEY)
     assert isinstance(error, DeliveryRejected)
     assert KEY not in error.body
-    assert error.body.startswith("key *** was used")
+    assert error.body.startswith("key ********** was used")
     assert len(error.body) < MAX_BODY_CHARS + 20
 
 

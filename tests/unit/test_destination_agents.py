@@ -7,16 +7,21 @@ from collections.abc import Mapping
 import orjson
 import pytest
 
-from worker.app import topic_names
-from worker.destination import agents
-from worker.destination.identities import ToldIdentities
+from worker.destination import agents as destination_agents
+from worker.destination.agents import Destination
+from worker.destination.mapping import DestinationConfig
 from worker.errors import Fate, SkipMessage
-from worker.pipeline import FailedAfter
-from worker.placement import Placement, home_partition
-from worker.records import InboundMessage
-from worker.tables import ChangelogTable
+from worker.identity import ToldIdentities
+from worker.pipeline.records import InboundMessage
+from worker.pipeline.stage import FailedAfter
+from worker.runtime.placement import Placement, home_partition
+from worker.runtime.tables import ChangelogTable
+from worker.settings import Settings
+from worker.topics import TopicNames
 
 PARTITIONS = 3
+SETTINGS = Settings(autopilot_trigger_id=None, autopilot_triggers={})
+topic_names = TopicNames.from_settings(SETTINGS)
 
 
 def at_home(call: Mapping[str, object], key: bytes) -> InboundMessage:
@@ -30,21 +35,23 @@ def at_home(call: Mapping[str, object], key: bytes) -> InboundMessage:
     )
 
 
-@pytest.fixture(autouse=True)
-def three_partitions_and_tables_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tables' rows in plain dicts (faust's stores exist once the app runs), and nothing
-    told to the source yet."""
-    monkeypatch.setattr(agents, "placement", Placement(lambda topic: PARTITIONS))
-    monkeypatch.setattr(agents, "told_identities", ToldIdentities(capacity=3))
+@pytest.fixture
+def agents() -> Destination:
+    """The destination with its tables' rows in plain dicts (faust's stores exist once the app
+    runs), on three partitions, with nothing told to the source yet."""
     emails: dict[bytes, str] = {}
     memberships: dict[bytes, dict[str, bool]] = {}
-    monkeypatch.setattr(agents, "email_by_user", ChangelogTable(lambda: emails, "emails-changelog"))
-    monkeypatch.setattr(
-        agents, "audiences", ChangelogTable(lambda: memberships, "audiences-changelog")
+    return Destination(
+        config=DestinationConfig.from_settings(SETTINGS),
+        topics=topic_names,
+        placement=Placement(lambda topic: PARTITIONS),
+        email_by_user=ChangelogTable(lambda: emails, "emails-changelog"),
+        audiences=ChangelogTable(lambda: memberships, "audiences-changelog"),
+        told_identities=ToldIdentities(capacity=3),
     )
 
 
-def test_a_call_at_home_is_mapped_and_its_identity_learned_in_one_step() -> None:
+def test_a_call_at_home_is_mapped_and_its_identity_learned_in_one_step(agents: Destination) -> None:
     call = {"type": "identify", "userId": "u-1", "traits": {"email": "Kay@Example.com"}}
     records = agents.intake(at_home(call, b"u-1"))
 
@@ -59,7 +66,7 @@ def test_a_call_at_home_is_mapped_and_its_identity_learned_in_one_step() -> None
     assert agents.email_by_user.get(b"u-1") == "kay@example.com"
 
 
-def test_a_call_at_home_that_is_skipped_still_teaches_its_identity() -> None:
+def test_a_call_at_home_that_is_skipped_still_teaches_its_identity(agents: Destination) -> None:
     call = {
         "type": "track",
         "event": "No Trigger For This",
@@ -76,7 +83,9 @@ def test_a_call_at_home_that_is_skipped_still_teaches_its_identity() -> None:
     assert result.error.fate is Fate.SKIP
 
 
-def test_an_audience_membership_is_sent_once_and_recorded_with_the_batch() -> None:
+def test_an_audience_membership_is_sent_once_and_recorded_with_the_batch(
+    agents: Destination,
+) -> None:
     call = {
         "type": "identify",
         "userId": "u-4",
@@ -92,7 +101,7 @@ def test_an_audience_membership_is_sent_once_and_recorded_with_the_batch() -> No
         agents.intake(at_home(call, b"u-4"))
 
 
-def test_a_call_away_from_home_is_forwarded_with_its_identity() -> None:
+def test_a_call_away_from_home_is_forwarded_with_its_identity(agents: Destination) -> None:
     call = {"type": "identify", "userId": "u-3", "traits": {"email": "three@example.com"}}
     message = at_home(call, b"u-3")
     away = InboundMessage(
@@ -122,7 +131,7 @@ def _identify(user: str, email: str) -> InboundMessage:
     return at_home({"type": "identify", "userId": user, "traits": {"email": email}}, user.encode())
 
 
-def test_the_source_is_told_a_tie_once_and_again_when_it_changes() -> None:
+def test_the_source_is_told_a_tie_once_and_again_when_it_changes(agents: Destination) -> None:
     told = [
         _told(agents.intake(_identify(user, email)))
         for user, email in [
@@ -136,7 +145,7 @@ def test_the_source_is_told_a_tie_once_and_again_when_it_changes() -> None:
     assert told == [[b"five@example.com"], [], [b"five@example.com"], [b"five@example.com"]]
 
 
-def test_a_tie_pushed_out_of_memory_is_told_again() -> None:
+def test_a_tie_pushed_out_of_memory_is_told_again(agents: Destination) -> None:
     emails = [f"{n}@example.com" for n in range(4)]  # one more than the fixture's capacity
     for n, email in enumerate(emails):
         agents.intake(_identify(f"u-{n}", email))
@@ -146,13 +155,13 @@ def test_a_tie_pushed_out_of_memory_is_told_again() -> None:
 
 
 def test_a_tie_whose_call_failed_unexpectedly_is_told_again(
-    monkeypatch: pytest.MonkeyPatch,
+    agents: Destination, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*args: object, **kwargs: object) -> object:
         raise RuntimeError("a bug")
 
     with monkeypatch.context() as patched:
-        patched.setattr(agents, "call_to_requests", broken)
+        patched.setattr(destination_agents, "call_to_requests", broken)
         with pytest.raises(RuntimeError):  # the pipeline dead-letters it: nothing is sent
             agents.intake(_identify("u-7", "seven@example.com"))
 

@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from worker.dlq import DeadLetterHeaders as H
-from worker.dlqcli import (
+from worker.pipeline.dead_letters import DeadLetterHeaders as H
+from worker.pipeline.records import ORIGIN_PREFIX, header
+from worker.pipeline.replay import REPLAY_TARGET, ReplayTarget, replay_headers
+from worker.tools.dlq import (
     DeadLetter,
     Filters,
     LetterRef,
@@ -20,8 +22,6 @@ from worker.dlqcli import (
     classify,
     plan_replay,
 )
-from worker.records import ORIGIN_PREFIX, header
-from worker.replay import REPLAY_TARGET, ReplayTarget, replay_headers
 
 FAILED_AT = datetime(2026, 11, 20, 8, 15, 0, 123000, tzinfo=UTC)
 

@@ -1,8 +1,8 @@
 """The worker side of a replay: a letter rewritten by `dlq replay`, run through its stage again.
 
-Each test starts from a dead letter the real `worker.dlq.dead_letter` wrote, rewrites it as
+Each test starts from a dead letter the real `dead_letters.dead_letter` wrote, rewrites it as
 `dlq replay` does, reads it back as the retry topic's message and hands it to
-`worker.replay.replay_through` with a registry of real `Pipeline`s.
+`worker.pipeline.replay.replay_through` with a registry of real `Stage`s.
 """
 
 from __future__ import annotations
@@ -11,23 +11,24 @@ from collections.abc import Awaitable, Sequence
 
 import pytest
 
-from worker.dlq import DeadLetterHeaders as H
-from worker.dlq import dead_letter
-from worker.dlqcli import DeadLetter, LetterRef, plan_replay
 from worker.errors import (
     ConfigurationError,
     DecodeError,
     SkipMessage,
     ValidationError,
 )
-from worker.pipeline import Breaker, Pipeline
-from worker.records import ORIGIN_PREFIX, InboundMessage, OutboundRecord, header
-from worker.replay import (
+from worker.pipeline.breaker import Breaker
+from worker.pipeline.dead_letters import DeadLetterHeaders as H
+from worker.pipeline.dead_letters import dead_letter
+from worker.pipeline.records import ORIGIN_PREFIX, InboundMessage, OutboundRecord, header
+from worker.pipeline.replay import (
     REPLAY_PIPELINE,
     REPLAY_STAGE,
     REPLAY_TARGET,
     replay_through,
 )
+from worker.pipeline.stage import Stage
+from worker.tools.dlq import DeadLetter, LetterRef, plan_replay
 
 DLQ = "dead-letters"
 RETRY = "app.retry"
@@ -50,12 +51,12 @@ def intake(message: InboundMessage) -> list[OutboundRecord]:
     return [OutboundRecord("internal", message.key, message.value, message.forwarded_headers())]
 
 
-def stage(name: str, stage_name: str) -> Pipeline:
+def stage(name: str, stage_name: str) -> Stage:
     breaker = Breaker(window=10, min_messages=1, max_ratio=0.1)
-    return Pipeline(name, stage_name, intake, NoSender(), DLQ, breaker, secrets=("s3cret",))
+    return Stage(name, stage_name, intake, NoSender(), DLQ, breaker, secrets=("s3cret",))
 
 
-def registry(*, with_own: bool = True) -> dict[tuple[str, str], Pipeline]:
+def registry(*, with_own: bool = True) -> dict[tuple[str, str], Stage]:
     stages = [stage("source", "intake")]
     if with_own:
         stages.append(stage(REPLAY_PIPELINE, REPLAY_STAGE))

@@ -18,8 +18,8 @@ from intervaltree import IntervalTree  # type: ignore[import-untyped]
 from mode.utils.locks import Event
 from mode.utils.queues import FlowControlEvent, FlowControlQueue, ThrowableQueue
 
-from worker.app import app, settings
-from worker.faustapp import (
+from worker.runtime.app import create_app
+from worker.runtime.faust_overrides import (
     REWIND_AFTER_S,
     QuietMonitor,
     RawConductor,
@@ -161,7 +161,7 @@ def test_a_partition_never_committed_commits_from_its_earliest_offset_once_known
 async def test_the_earliest_offset_is_asked_again_until_the_broker_answers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("worker.faustapp._EARLIEST_RETRY_S", 0)
+    monkeypatch.setattr("worker.runtime.faust_overrides._EARLIEST_RETRY_S", 0)
     consumer = consumer_with([6, 7], None)
     consumer._start_unknown.add(PARTITION)
     consumer._stopped, consumer._crashed = Event(), Event()  # a service not stopping
@@ -441,4 +441,5 @@ def test_the_quiet_monitor_keeps_no_per_event_statistics() -> None:
 
 def test_a_crashed_members_partitions_wait_the_workers_session_timeout_not_fausts() -> None:
     assert Settings.model_fields["broker_session_timeout"].default == 15.0  # faust's: 60
-    assert app.conf.broker_session_timeout == settings.broker_session_timeout
+    settings = Settings(broker_session_timeout=12.5)
+    assert create_app(settings).conf.broker_session_timeout == 12.5

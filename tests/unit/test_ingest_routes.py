@@ -19,11 +19,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from worker.app import topic_names
 from worker.ingest import routes
-from worker.ingest.auth import write_keys
-from worker.records import OutboundRecord
+from worker.pipeline.records import OutboundRecord
 from worker.settings import Settings
+from worker.topics import TopicNames
 
 KEY = "wk-unit-0123"
 TOKEN = "tok-unit-4567"
@@ -44,24 +43,23 @@ class FakeSender:
         self.sent.extend(records)
 
 
+SETTINGS = Settings(
+    segment_write_keys=SecretStr(f"other,{KEY}"),
+    autopilot_webhook_token=SecretStr(TOKEN),
+    ingest_kafka_timeout_s=0.2,
+)
+topic_names = TopicNames.from_settings(SETTINGS)
+
+
 @pytest.fixture
-def sender(monkeypatch: pytest.MonkeyPatch) -> FakeSender:
-    fake = FakeSender()
-    settings = Settings(
-        segment_write_keys=SecretStr(f"other,{KEY}"),
-        autopilot_webhook_token=SecretStr(TOKEN),
-        ingest_kafka_timeout_s=0.2,
-    )
-    monkeypatch.setattr(routes, "settings", settings)
-    monkeypatch.setattr(routes, "_keys", write_keys(settings.segment_write_keys))
-    monkeypatch.setattr(routes, "_sender", fake)
-    return fake
+def sender() -> FakeSender:
+    return FakeSender()
 
 
 @pytest.fixture
 async def client(sender: FakeSender) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     application = web.Application()
-    routes.mount(application.router)
+    routes.Ingest(SETTINGS, topic_names, sender).mount(application.router)
     async with TestClient(TestServer(application)) as test_client:
         yield test_client
 
@@ -188,11 +186,16 @@ async def test_webhook_invalid_json_is_400(client: Any) -> None:
     assert (status, answer["code"]) == (400, "invalid_json")
 
 
-async def test_unconfigured_endpoints_are_503(
-    client: Any, sender: FakeSender, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(routes, "settings", Settings(autopilot_webhook_token=None))
-    monkeypatch.setattr(routes, "_keys", ())
+async def test_unconfigured_endpoints_are_503(sender: FakeSender) -> None:
+    application = web.Application()
+    routes.Ingest(
+        Settings(segment_write_keys=None, autopilot_webhook_token=None), topic_names, sender
+    ).mount(application.router)
+    async with TestClient(TestServer(application)) as client:
+        await _unconfigured_endpoints_are_503(client, sender)
+
+
+async def _unconfigured_endpoints_are_503(client: Any, sender: FakeSender) -> None:
     status, answer = await _post(client, "/v1/track", {"writeKey": KEY}, headers=AUTH)
     assert (status, answer["code"]) == (503, "segment_api_not_configured")
     status, answer = await _post(

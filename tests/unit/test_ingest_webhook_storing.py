@@ -12,7 +12,7 @@ import pytest
 from worker.ingest.autopilot_webhook import event_key, webhook_records
 from worker.ingest.problems import Unavailable
 from worker.ingest.storing import TopicSender, store_all
-from worker.records import OutboundRecord
+from worker.pipeline.records import OutboundRecord
 
 TOPIC = "autopilot.email-events"
 

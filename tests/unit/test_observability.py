@@ -10,11 +10,12 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.unit.doubles import RecordingSender
-from worker.delivery.service import DeliveryResult
 from worker.errors import SkipMessage, UnsupportedType, ValidationError
-from worker.observability import WeightedHistogram, WorkerMetrics, consumer_lags
-from worker.pipeline import Breaker, Pipeline
-from worker.records import InboundMessage, OutboundRecord
+from worker.models.delivery_result import DeliveryResult
+from worker.pipeline.breaker import Breaker
+from worker.pipeline.records import InboundMessage, OutboundRecord
+from worker.pipeline.stage import Stage
+from worker.runtime.metrics import WeightedHistogram, WorkerMetrics, consumer_lags
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -32,9 +33,9 @@ def handler(message: InboundMessage) -> list[OutboundRecord]:
     return [OutboundRecord("out", message.key, message.value.upper(), [])]
 
 
-def pipeline(name: str = "source", stage: str = "intake") -> Pipeline:
+def pipeline(name: str = "source", stage: str = "intake") -> Stage:
     breaker = Breaker(window=100, min_messages=100, max_ratio=0.5)
-    return Pipeline(name, stage, handler, RecordingSender(), "dlq", breaker)
+    return Stage(name, stage, handler, RecordingSender(), "dlq", breaker)
 
 
 def message(value: bytes, offset: int = 0) -> InboundMessage:
@@ -146,7 +147,7 @@ def test_a_stage_without_mapping_times_only_its_batches() -> None:
 def test_delivery_outcomes_and_latency(caplog: pytest.LogCaptureFixture) -> None:
     metrics = WorkerMetrics(process_metrics=False)
     p = pipeline("delivery", "deliver")
-    with caplog.at_level(logging.DEBUG, logger="worker.observability"):
+    with caplog.at_level(logging.DEBUG, logger="worker.runtime.metrics"):
         metrics.observe_delivery(p, message(b"{}", 7), result("delivered", 200, 120.0, "m-1"))
         metrics.observe_delivery(p, message(b"{}", 8), result("delivered", 200, 80.0, "m-2"))
         metrics.observe_delivery(
@@ -164,7 +165,7 @@ def test_delivery_outcomes_and_latency(caplog: pytest.LogCaptureFixture) -> None
     assert value(s, f"{latency}_bucket", outcome="dead_lettered", le="5.0") == 0
     assert value(s, f"{latency}_bucket", outcome="dead_lettered", le="10.0") == 1
 
-    logged = [r for r in caplog.records if r.name == "worker.observability"]
+    logged = [r for r in caplog.records if r.name == "worker.runtime.metrics"]
     assert [r.__dict__["message_id"] for r in logged] == ["m-1", "m-2", "m-3"]
     last = logged[-1].__dict__
     assert (last["pipeline"], last["stage"], last["topic"]) == ("delivery", "deliver", "in")

@@ -10,16 +10,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from worker.health import (
+from worker.runtime.health import (
     CHECKS,
     BrokerProbe,
     CheckResult,
+    Operations,
     ReadinessInputs,
     evaluate,
-    mount,
     parse_checks,
     readiness_response,
 )
+from worker.runtime.stages import Runtime
+from worker.settings import Settings
 
 READY = ReadinessInputs(
     assigned_partitions=21,
@@ -140,8 +142,10 @@ async def test_broker_probe_times_out_a_hanging_check() -> None:
 
 
 async def test_endpoints_answer_even_when_the_worker_is_not_running() -> None:
+    operations = Operations(Runtime.create(Settings()))
+    operations.add_metrics_sources()
     application = web.Application()
-    mount(application.router)
+    operations.mount(application.router)
     async with TestClient(TestServer(application)) as client:
         alive = await client.get("/healthz")
         assert alive.status == 200

@@ -8,9 +8,10 @@ from typing import Any
 import orjson
 
 from worker.errors import ValidationError
-from worker.logs import JsonFormatter, log_fields, message_id_of
-from worker.pipeline import Breaker, Pipeline
-from worker.records import ORIGIN_PREFIX, InboundMessage, OutboundRecord
+from worker.pipeline.breaker import Breaker
+from worker.pipeline.logs import JsonFormatter, log_fields, message_id_of
+from worker.pipeline.records import ORIGIN_PREFIX, InboundMessage, OutboundRecord
+from worker.pipeline.stage import Stage
 
 SECRETS = ("sk-live-123456", "write-key-abc", "write-key-abc,write-key-def")
 
@@ -128,11 +129,11 @@ def test_the_dead_letter_warning_carries_the_fields(caplog: Any) -> None:
             raise AssertionError("route does not send")
 
     breaker = Breaker(window=10, min_messages=10, max_ratio=0.5)
-    p = Pipeline("source", "intake", reject, Sink(), "dlq", breaker)
+    p = Stage("source", "intake", reject, Sink(), "dlq", breaker)
     bad = InboundMessage("autopilot.email-events", 1, 12, 0, None, b'{"id": "evt_7"}')
-    with caplog.at_level(logging.WARNING, logger="worker.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="worker.pipeline.stage"):
         p.route([bad])
-    (warning,) = [r for r in caplog.records if r.name == "worker.pipeline"]
+    (warning,) = [r for r in caplog.records if r.name == "worker.pipeline.stage"]
     got = formatted(warning)
     assert got["message"].startswith("dead-lettered autopilot.email-events[1]@12")
     assert {k: got[k] for k in ("pipeline", "stage", "topic", "partition", "offset")} == {

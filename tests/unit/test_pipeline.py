@@ -8,21 +8,21 @@ import logging
 import pytest
 
 from tests.unit.doubles import RecordingSender
-from worker.dlq import DeadLetterHeaders as H
 from worker.errors import (
     ConfigurationError,
     PipelinePaused,
     SkipMessage,
     ValidationError,
 )
-from worker.pipeline import (
+from worker.pipeline.breaker import Breaker
+from worker.pipeline.dead_letters import DeadLetterHeaders as H
+from worker.pipeline.records import ORIGIN_PREFIX, InboundMessage, OutboundRecord
+from worker.pipeline.stage import (
     DEAD_LETTER_LINES_PER_S,
-    Breaker,
     FailedAfter,
     LineBudget,
-    Pipeline,
+    Stage,
 )
-from worker.records import ORIGIN_PREFIX, InboundMessage, OutboundRecord
 
 
 def message(value: bytes, offset: int = 0) -> InboundMessage:
@@ -49,9 +49,9 @@ def handler(msg: InboundMessage) -> list[OutboundRecord] | FailedAfter:
     return [OutboundRecord("out", msg.key, msg.value.upper(), [])]
 
 
-def pipeline(sender: RecordingSender, *, window: int = 100, min_messages: int = 100) -> Pipeline:
+def pipeline(sender: RecordingSender, *, window: int = 100, min_messages: int = 100) -> Stage:
     breaker = Breaker(window=window, min_messages=min_messages, max_ratio=0.5)
-    return Pipeline("p", "s", handler, sender, "dlq", breaker, secrets=("s3cret",))
+    return Stage("p", "s", handler, sender, "dlq", breaker, secrets=("s3cret",))
 
 
 async def test_each_fate_is_routed_in_input_order() -> None:
@@ -136,7 +136,7 @@ async def test_a_bug_failing_most_messages_pauses_once_and_logs_once(
 ) -> None:
     sender = RecordingSender()
     p = pipeline(sender, window=20, min_messages=10)
-    with caplog.at_level(logging.CRITICAL, logger="worker.pipeline"):
+    with caplog.at_level(logging.CRITICAL, logger="worker.pipeline.stage"):
         await p.process([message(b"bug", n) for n in range(40)])
     assert p.breaker.paused
     # the batch in hand is finished: every failure is a replayable dead letter, none lost
@@ -197,10 +197,10 @@ def test_a_forwarded_message_counts_in_the_breaker_only_where_it_ends() -> None:
     def fail(msg: InboundMessage) -> list[OutboundRecord]:
         raise RuntimeError("a bug")
 
-    intake = Pipeline("p", "intake", forward, RecordingSender(), "dlq", breaker)
+    intake = Stage("p", "intake", forward, RecordingSender(), "dlq", breaker)
     intake.forward_topic = "internal"
-    in_place = Pipeline("p", "intake", handler, RecordingSender(), "dlq", breaker)
-    map_stage = Pipeline("p", "map", fail, RecordingSender(), "dlq", breaker)
+    in_place = Stage("p", "intake", handler, RecordingSender(), "dlq", breaker)
+    map_stage = Stage("p", "map", fail, RecordingSender(), "dlq", breaker)
 
     in_place.route([message(b"ok", n) for n in range(4)])  # 4 done well
     intake.route([message(b"x", n) for n in range(4, 10)])  # 6 forwarded, not done yet
@@ -236,7 +236,7 @@ async def test_a_flood_of_dead_letters_is_logged_within_the_budget_and_all_of_it
     p = pipeline(sender, window=1000, min_messages=1000)
     p.dead_letter_lines = LineBudget(DEAD_LETTER_LINES_PER_S, clock)
     flood = DEAD_LETTER_LINES_PER_S + 5
-    with caplog.at_level(logging.WARNING, logger="worker.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="worker.pipeline.stage"):
         await p.process([message(b"bad", i) for i in range(flood)])
         clock.now += 1
         await p.process([message(b"bad", flood)])

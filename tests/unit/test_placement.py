@@ -1,4 +1,5 @@
-"""`worker.placement`: which records are already on the partition their re-keyed copy needs."""
+"""`worker.runtime.placement`: which records already sit on the partition their re-keyed copy
+needs."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from worker import placement as placement_module
-from worker.placement import (
+from worker.pipeline.records import InboundMessage
+from worker.runtime import placement as placement_module
+from worker.runtime.placement import (
     Placement,
     home_partition,
     kafka_partitioner,
     python_home_partition,
     python_murmur2,
 )
-from worker.records import InboundMessage
 
 try:
     import autopilot_native
@@ -68,7 +69,7 @@ def test_the_native_module_is_built_and_used() -> None:
 def test_without_the_native_module_the_python_functions_serve() -> None:
     check = (
         "import sys; sys.modules['autopilot_native'] = None\n"  # so that importing it fails
-        "from worker import placement as p\n"
+        "from worker.runtime import placement as p\n"
         "assert p.home_partition is p.python_home_partition\n"
         "assert p.kafka_partitioner(b'foobar', range(50), []) == 16\n"
     )

@@ -12,11 +12,12 @@ from faust.events import Event
 from faust.types.tuples import TP, ConsumerMessage, Message
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-from worker import streaming
 from worker.errors import BatchGivenBack, ConfigurationError
-from worker.pipeline import Breaker, Pipeline
-from worker.records import InboundMessage
-from worker.streaming import MAX_IN_FLIGHT, EventIntake, run_batches, unless_flow_stops
+from worker.pipeline.breaker import Breaker
+from worker.pipeline.records import InboundMessage
+from worker.pipeline.stage import Stage
+from worker.runtime import batches as streaming
+from worker.runtime.batches import MAX_IN_FLIGHT, EventIntake, run_batches, unless_flow_stops
 
 TOPIC = "in"
 
@@ -64,7 +65,7 @@ def stops(monkeypatch: pytest.MonkeyPatch) -> list[BaseException]:
     return stopped
 
 
-class Stage:
+class AgentStream:
     """An agent's stream as faust builds it (its channel's queue, under the app's flow control),
     on a stand-in consumer; `handle` hands each batch off with a future the test completes."""
 
@@ -105,7 +106,7 @@ class Stage:
         self.sends.append(sent)
         return sent
 
-    def run(self, *, batch_size: int = 2, stage: Pipeline | None = None) -> asyncio.Task[None]:
+    def run(self, *, batch_size: int = 2, stage: Stage | None = None) -> asyncio.Task[None]:
         return asyncio.ensure_future(
             run_batches(
                 self.stream,
@@ -117,14 +118,14 @@ class Stage:
         )
 
 
-def pipeline() -> Pipeline:
+def pipeline() -> Stage:
     breaker = Breaker(window=10, min_messages=10, max_ratio=0.5)
-    return Pipeline("p", "s", lambda message: [], Sink(), "dlq", breaker)
+    return Stage("p", "s", lambda message: [], Sink(), "dlq", breaker)
 
 
 class Sink:
     async def send(self, records: Any) -> Any:
-        raise AssertionError("the tests' stages hand off through Stage.handle")
+        raise AssertionError("the tests' stages hand off through AgentStream.handle")
 
 
 async def settle() -> None:
@@ -134,11 +135,11 @@ async def settle() -> None:
 
 
 @pytest.fixture
-def stage() -> Stage:
-    return Stage()
+def stage() -> AgentStream:
+    return AgentStream()
 
 
-def sent(stage: Stage, index: int, error: BaseException | None = None) -> None:
+def sent(stage: AgentStream, index: int, error: BaseException | None = None) -> None:
     if error is None:
         stage.sends[index].set_result(None)
     else:
@@ -146,7 +147,7 @@ def sent(stage: Stage, index: int, error: BaseException | None = None) -> None:
 
 
 async def test_the_next_batches_are_handed_off_while_the_first_one_s_acks_wait(
-    stage: Stage,
+    stage: AgentStream,
 ) -> None:
     stage.put(2 * (MAX_IN_FLIGHT + 2))
     task = stage.run()
@@ -163,7 +164,7 @@ async def test_the_next_batches_are_handed_off_while_the_first_one_s_acks_wait(
 
 
 async def test_a_message_another_channel_also_reads_is_acked_once_both_are_done(
-    stage: Stage,
+    stage: AgentStream,
 ) -> None:
     stage.put(2, channels=2)
     task = stage.run()
@@ -180,7 +181,9 @@ async def test_a_message_another_channel_also_reads_is_acked_once_both_are_done(
     task.cancel()
 
 
-async def test_a_batch_acked_by_kafka_first_waits_for_the_batches_before_it(stage: Stage) -> None:
+async def test_a_batch_acked_by_kafka_first_waits_for_the_batches_before_it(
+    stage: AgentStream,
+) -> None:
     stage.put(6)
     task = stage.run()
     await settle()
@@ -198,7 +201,9 @@ async def test_a_batch_acked_by_kafka_first_waits_for_the_batches_before_it(stag
     task.cancel()
 
 
-async def test_acks_come_from_the_sends_completing_with_no_event_arriving(stage: Stage) -> None:
+async def test_acks_come_from_the_sends_completing_with_no_event_arriving(
+    stage: AgentStream,
+) -> None:
     """A rebalance stops the flow of events and waits for every tracked one to be acked: the
     acks must not wait for a next batch."""
     stage.put(1)
@@ -217,7 +222,7 @@ async def test_acks_come_from_the_sends_completing_with_no_event_arriving(stage:
 
 @pytest.mark.parametrize("failing", [0, 1])
 async def test_a_failed_send_stops_the_worker_and_acks_neither_it_nor_what_follows(
-    stage: Stage, stops: list[BaseException], failing: int
+    stage: AgentStream, stops: list[BaseException], failing: int
 ) -> None:
     stage.put(6)
     task = stage.run()
@@ -234,7 +239,7 @@ async def test_a_failed_send_stops_the_worker_and_acks_neither_it_nor_what_follo
 
 
 async def test_a_failure_in_the_hand_off_stops_the_worker_before_any_ack(
-    stage: Stage, stops: list[BaseException]
+    stage: AgentStream, stops: list[BaseException]
 ) -> None:
     async def handle(batch: list[InboundMessage]) -> Awaitable[object]:
         raise ConfigurationError("the settings cannot work")
@@ -249,7 +254,7 @@ async def test_a_failure_in_the_hand_off_stops_the_worker_before_any_ack(
 
 
 async def test_a_cancellation_stops_the_worker_only_with_a_batch_in_hand(
-    stage: Stage, stops: list[BaseException]
+    stage: AgentStream, stops: list[BaseException]
 ) -> None:
     idle = stage.run()
     await settle()
@@ -268,7 +273,7 @@ async def test_a_cancellation_stops_the_worker_only_with_a_batch_in_hand(
 
 
 async def test_the_loop_ends_when_faust_stops_the_actor(
-    stage: Stage, stops: list[BaseException]
+    stage: AgentStream, stops: list[BaseException]
 ) -> None:
     """At a clean shutdown faust throws StopAsyncIteration into each agent's channel."""
     stage.put(2)
@@ -284,7 +289,7 @@ async def test_the_loop_ends_when_faust_stops_the_actor(
 
 
 async def test_events_of_an_earlier_generation_or_taken_while_flow_is_stopped_are_dropped(
-    stage: Stage,
+    stage: AgentStream,
 ) -> None:
     intake = EventIntake(stage.stream)
     stage.put(2, generation_id=0)
@@ -303,7 +308,7 @@ async def test_events_of_an_earlier_generation_or_taken_while_flow_is_stopped_ar
     assert stage.consumer.acked == []
 
 
-async def test_a_batch_takes_what_is_there_then_waits_a_little_for_more(stage: Stage) -> None:
+async def test_a_batch_takes_what_is_there_then_waits_a_little_for_more(stage: AgentStream) -> None:
     intake = EventIntake(stage.stream)
     stage.put(3)
     full: list[Any] = []
@@ -337,7 +342,7 @@ class SlowWork:
         return "delivered"
 
 
-async def test_work_that_ends_while_flow_runs_is_not_disturbed(stage: Stage) -> None:
+async def test_work_that_ends_while_flow_runs_is_not_disturbed(stage: AgentStream) -> None:
     work = SlowWork()
     result = asyncio.ensure_future(unless_flow_stops(stage.flow_control, work.run(), grace_s=0.05))
     await settle()
@@ -346,7 +351,7 @@ async def test_work_that_ends_while_flow_runs_is_not_disturbed(stage: Stage) -> 
 
 
 async def test_work_that_ends_within_the_grace_after_flow_stops_keeps_its_result(
-    stage: Stage,
+    stage: AgentStream,
 ) -> None:
     work = SlowWork()
     result = asyncio.ensure_future(unless_flow_stops(stage.flow_control, work.run(), grace_s=5))
@@ -359,7 +364,7 @@ async def test_work_that_ends_within_the_grace_after_flow_stops_keeps_its_result
 
 
 async def test_work_still_running_a_grace_after_flow_stops_is_cancelled_and_given_back(
-    stage: Stage,
+    stage: AgentStream,
 ) -> None:
     work = SlowWork()
     result = asyncio.ensure_future(unless_flow_stops(stage.flow_control, work.run(), grace_s=0.05))
@@ -372,7 +377,7 @@ async def test_work_still_running_a_grace_after_flow_stops_is_cancelled_and_give
 
 
 async def test_a_batch_given_back_is_neither_acked_nor_waited_for_and_the_loop_goes_on(
-    stage: Stage, stops: list[BaseException]
+    stage: AgentStream, stops: list[BaseException]
 ) -> None:
     async def handle(batch: list[InboundMessage]) -> Awaitable[object]:
         if batch[0].offset == 0:
@@ -398,7 +403,7 @@ async def test_a_batch_given_back_is_neither_acked_nor_waited_for_and_the_loop_g
 
 
 async def test_a_paused_pipeline_takes_nothing_and_stops_fetching_its_input_until_resumed(
-    stage: Stage, stops: list[BaseException], monkeypatch: pytest.MonkeyPatch
+    stage: AgentStream, stops: list[BaseException], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(streaming, "PAUSE_CHECK_S", 0.01)
     p = pipeline()

@@ -1,34 +1,36 @@
-"""The delivery agent: request descriptors -> the Autopilot API -> outcomes and dead letters.
+"""The delivery feature, built by `build_delivery`: request descriptors -> the API -> outcomes.
 
-A batch's offsets are acked only after every descriptor in it has a final outcome (delivered
-or dead-lettered) and those outcomes are on Kafka. While the API refuses the key, `deliver`
-does not return, so consumption pauses and nothing is acked, skipped or dead-lettered. When a
-rebalance or a shutdown begins (both wait for every event taken to be acked), the batch in hand
-gets `AUTOPILOT_GIVE_BACK_AFTER_S` to finish; then it is given back unacked, nothing of it
-written, and the partition's next owner delivers it again (at least once).
-Without AUTOPILOT_API_KEY this module registers no agent and says so.
+It runs on the runtime's reusable sink (`worker.runtime.sink`): a batch's offsets are acked
+only after every descriptor in it has a final outcome (delivered or dead-lettered) and those
+outcomes are on Kafka. While the API refuses the key, `deliver` does not return, so consumption
+pauses and nothing is acked, skipped or dead-lettered. When a rebalance or a shutdown begins,
+the batch in hand gets `AUTOPILOT_GIVE_BACK_AFTER_S` to finish; then it is given back unacked,
+nothing of it written, and the partition's next owner delivers it again (at least once).
+Without AUTOPILOT_API_KEY no agent is registered, and the worker says so.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import faust
 import orjson
 import pydantic
 
-from worker.app import app, raw_topic, settings, topic_names
-from worker.delivery.service import Deliverer, DeliveryResult
+from worker.delivery.service import Deliverer
 from worker.errors import DecodeError, DeliveryRejected, RetryBudgetExhausted, WorkerError
 from worker.models.autopilot_request import RequestDescriptor
-from worker.observability import metrics
-from worker.pipeline import Pipeline
-from worker.records import InboundMessage, OutboundRecord
-from worker.streaming import run_batches, unless_flow_stops
-from worker.wiring import build_pipeline
+from worker.models.delivery_result import DeliveryResult
+from worker.pipeline.records import InboundMessage, OutboundRecord
+from worker.pipeline.stage import Stage
+from worker.runtime.batches import run_batches
+from worker.runtime.metrics import metrics
+from worker.runtime.sink import BatchingSink, ItemOutcome
+from worker.runtime.stages import Runtime
 
-__all__ = ["delivery_state", "parse_descriptor"]
+__all__ = ["MAX_BATCH", "DeliveryState", "DeliveryWriter", "build_delivery", "parse_descriptor"]
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +38,20 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 500
 
 
+@dataclass
 class DeliveryState:
-    """What /readyz and the metrics read: the live Deliverer, when delivery runs."""
+    """What /readyz and the metrics read: whether delivery runs, and its live Deliverer."""
 
+    enabled: bool
     deliverer: Deliverer | None = None
-    enabled: bool = settings.autopilot_api_key is not None
 
     @property
     def paused(self) -> bool:
         return self.deliverer is not None and self.deliverer.paused
 
-
-delivery_state = DeliveryState()
+    @property
+    def rate_limit_waited_s(self) -> float:
+        return self.deliverer.limiter.waited_s if self.deliverer is not None else 0.0
 
 
 def parse_descriptor(raw: bytes) -> RequestDescriptor:
@@ -60,15 +64,6 @@ def parse_descriptor(raw: bytes) -> RequestDescriptor:
         raise DecodeError(f"not a request descriptor: {where}: {first['msg']}") from None
 
 
-def _outcome_record(result: DeliveryResult) -> OutboundRecord:
-    return OutboundRecord(
-        topic=topic_names.autopilot_deliveries,
-        key=result.contact.encode(),
-        value=orjson.dumps(result.model_dump(mode="json")),
-        headers=[],
-    )
-
-
 def _final_error(result: DeliveryResult) -> WorkerError:
     message = result.error or "delivery failed"
     if result.error_class == RetryBudgetExhausted.__name__:
@@ -78,78 +73,89 @@ def _final_error(result: DeliveryResult) -> WorkerError:
     return DeliveryRejected(message, http_status=status, body=result.response_body or "")
 
 
-async def deliver_batch(
-    deliverer: Deliverer, pipeline: Pipeline, messages: list[InboundMessage]
-) -> Awaitable[object]:
-    """Deliver `messages`; hand every outcome and dead letter to the producer, and return what
-    completes once Kafka acknowledged them all."""
-    valid: list[tuple[InboundMessage, RequestDescriptor]] = []
-    invalid: list[tuple[InboundMessage, WorkerError]] = []
-    for message in messages:
-        try:
-            valid.append((message, parse_descriptor(message.value)))
-        except WorkerError as error:
-            invalid.append((message, error))
-    results = await unless_flow_stops(
-        app.flow_control,
-        deliverer.deliver([descriptor for _, descriptor in valid]),
-        grace_s=settings.autopilot_give_back_after_s,
-    )
-    # counted only now: a batch given back is counted when it is read again
-    pipeline.stats.consumed += len(messages)
-    records: list[OutboundRecord] = []
-    for message, refused in invalid:
-        records.extend(pipeline.route_failure(message, refused))
-    for (message, _), result in zip(valid, results, strict=True):
-        metrics.observe_delivery(pipeline, message, result)
-        records.append(_outcome_record(result))
-        if result.outcome == "dead_lettered":
-            history = orjson.dumps([a.model_dump(mode="json") for a in result.history]).decode()
-            records.extend(pipeline.route_failure(message, _final_error(result), attempts=history))
-        else:
-            pipeline.breaker.record(unexpected=False)
-            pipeline.stats.produced += 1
-    return await pipeline.sender.send(records)
+@dataclass
+class DeliveryWriter:
+    """The sink's writer: a batch of descriptors through the `Deliverer`; each final result
+    becomes an outcome record on the deliveries topic, and a dead letter when it failed."""
 
+    deliverer: Deliverer
+    deliveries_topic: str
 
-def to_delivery_replay(message: InboundMessage) -> list[OutboundRecord]:
-    """How a replayed dead letter re-enters delivery: via a topic only this worker reads."""
-    return [
-        OutboundRecord(
-            topic=topic_names.delivery_replay,
-            key=message.key,
-            value=message.value,
-            headers=message.forwarded_headers(),
+    async def write(self, items: Sequence[RequestDescriptor]) -> list[ItemOutcome]:
+        return [self.settle(result) for result in await self.deliverer.deliver(items)]
+
+    def settle(self, result: DeliveryResult) -> ItemOutcome:
+        record = OutboundRecord(
+            topic=self.deliveries_topic,
+            key=result.contact.encode(),
+            value=orjson.dumps(result.model_dump(mode="json")),
+            headers=[],
         )
-    ]
+        if result.outcome != "dead_lettered":
+            return ItemOutcome([record], detail=result)
+        history = orjson.dumps([a.model_dump(mode="json") for a in result.history]).decode()
+        return ItemOutcome([record], _final_error(result), history, detail=result)
 
 
-_pipeline = build_pipeline("delivery", "deliver", to_delivery_replay)
+def delivery_sink(
+    runtime: Runtime, stage: Stage, deliverer: Deliverer
+) -> BatchingSink[RequestDescriptor]:
+    """The sink that delivers `stage`'s batches with `deliverer`."""
+    writer = DeliveryWriter(deliverer, runtime.topics.autopilot_deliveries)
 
-if delivery_state.enabled:
+    def observe(message: InboundMessage, outcome: ItemOutcome) -> None:
+        if isinstance(outcome.detail, DeliveryResult):
+            metrics.observe_delivery(stage, message, outcome.detail)
 
-    @app.agent(
-        raw_topic(topic_names.autopilot_requests, topic_names.delivery_replay), name="delivery"
+    return BatchingSink(
+        stage=stage,
+        parse=parse_descriptor,
+        writer=writer,
+        flow_control=runtime.app.flow_control,
+        grace_s=runtime.settings.autopilot_give_back_after_s,
+        observe=observe,
+    )
+
+
+def build_delivery(runtime: Runtime) -> DeliveryState:
+    """The delivery stage and agent on `runtime`'s app (none without an API key)."""
+    settings, topics = runtime.settings, runtime.topics
+    state = DeliveryState(enabled=settings.autopilot_api_key is not None)
+
+    def to_delivery_replay(message: InboundMessage) -> list[OutboundRecord]:
+        """How a replayed dead letter re-enters delivery: via a topic only this worker reads."""
+        return [
+            OutboundRecord(
+                topic=topics.delivery_replay,
+                key=message.key,
+                value=message.value,
+                headers=message.forwarded_headers(),
+            )
+        ]
+
+    stage = runtime.build_stage("delivery", "deliver", to_delivery_replay)
+    if not state.enabled:
+        log.warning(
+            "AUTOPILOT_API_KEY is not set: the delivery agent is not started; request "
+            "descriptors stay on %s until a worker with a key reads them",
+            topics.autopilot_requests,
+        )
+        return state
+
+    @runtime.app.agent(
+        runtime.raw_topic(topics.autopilot_requests, topics.delivery_replay), name="delivery"
     )
     async def deliver_requests(stream: faust.StreamT[bytes]) -> None:
         async with Deliverer(settings) as deliverer:
-            delivery_state.deliverer = deliverer
-
-            async def handle(batch: list[InboundMessage]) -> Awaitable[object]:
-                return await deliver_batch(deliverer, _pipeline, batch)
-
+            state.deliverer = deliverer
+            sink = delivery_sink(runtime, stage, deliverer)
             await run_batches(
                 stream,
-                _pipeline,
-                handle,
+                stage,
+                sink.handle,
                 batch_size=MAX_BATCH,
                 within_s=settings.autopilot_bulk_linger_ms / 1000,
                 with_mapping=False,
             )
 
-else:
-    log.warning(
-        "AUTOPILOT_API_KEY is not set: the delivery agent is not started; request descriptors "
-        "stay on %s until a worker with a key reads them",
-        topic_names.autopilot_requests,
-    )
+    return state

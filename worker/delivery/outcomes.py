@@ -28,6 +28,7 @@ from worker.errors import (
     RetryableDeliveryError,
     WorkerError,
 )
+from worker.settings import mask
 
 __all__ = [
     "MAX_BODY_CHARS",
@@ -43,8 +44,7 @@ _RETRYABLE_STATUSES = frozenset({408, 423, 429})
 
 def mask_secret(text: str, secret: str) -> str:
     """`text` with every occurrence of `secret` replaced, cut to `MAX_BODY_CHARS`."""
-    if secret:
-        text = text.replace(secret, "***")
+    text = mask(text, (secret,))
     return text if len(text) <= MAX_BODY_CHARS else text[:MAX_BODY_CHARS] + "...(truncated)"
 
 

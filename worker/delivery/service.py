@@ -22,10 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Literal, Self
+from typing import Self
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
 
 from worker.delivery.backoff import Backoff
 from worker.delivery.batching import PlannedCall, plan_batch, split_bulk
@@ -39,46 +38,16 @@ from worker.errors import (
     RetryBudgetExhausted,
     WorkerError,
 )
-from worker.models.autopilot_request import RequestDescriptor, RequestKind
+from worker.models.autopilot_request import RequestDescriptor
+from worker.models.delivery_result import AttemptRecord, DeliveryResult
 from worker.settings import Settings
 
-__all__ = ["PROBE_PATH", "AttemptRecord", "Deliverer", "DeliveryResult"]
+__all__ = ["PROBE_PATH", "Deliverer"]
 
 log = logging.getLogger(__name__)
 
 PROBE_PATH = "/v1/contact/probe%40autopilot-worker.invalid"
 """Read while paused: a 404 or a 200 proves the key is accepted again."""
-
-
-class AttemptRecord(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    at: datetime
-    status: int | None = Field(description="HTTP status; null when no response came.")
-    error: str | None = None
-
-
-class DeliveryResult(BaseModel):
-    """The final outcome of one request descriptor, as written to `autopilot.deliveries`."""
-
-    model_config = ConfigDict(frozen=True)
-
-    message_id: str
-    kind: RequestKind
-    contact: str
-    status: int | str = Field(
-        description="The last HTTP status, or the error class when the last attempt got none."
-    )
-    outcome: Literal["delivered", "dead_lettered"]
-    attempts: int
-    first_attempt_at: datetime
-    last_attempt_at: datetime
-    latency_ms: float = Field(description="From `deliver` receiving the batch to this outcome.")
-    contact_id: str | None = None
-    error: str | None = None
-    error_class: str | None = Field(None, description="DeliveryRejected or RetryBudgetExhausted.")
-    response_body: str | None = Field(None, description="The rejecting response, key masked.")
-    history: tuple[AttemptRecord, ...] = Field((), description="Every attempt, for dead letters.")
 
 
 @dataclass(frozen=True, slots=True)

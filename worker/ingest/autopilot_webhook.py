@@ -12,7 +12,7 @@ from typing import Final
 
 import orjson
 
-from worker.records import OutboundRecord
+from worker.pipeline.records import OutboundRecord
 
 __all__ = ["MAX_WEBHOOK_BYTES", "event_key", "webhook_records"]
 

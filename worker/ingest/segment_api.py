@@ -29,7 +29,7 @@ from typing import Any, Final
 import orjson
 
 from worker.ingest.problems import BadRequest, TooLarge
-from worker.records import OutboundRecord
+from worker.pipeline.records import OutboundRecord
 
 __all__ = [
     "BATCH_ROUTE",

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
 from worker.ingest.problems import Unavailable
-from worker.records import OutboundRecord
+from worker.pipeline.records import OutboundRecord
 
 __all__ = ["RecordSender", "SendableTopic", "TopicSender", "store_all"]
 

@@ -1,114 +1,114 @@
-"""Autopilot Source agents: raw email events -> (by email) -> Segment track messages.
+"""Autopilot Source, built by `build_source`: raw email events -> (by email) -> Segment tracks.
 
 Stage `intake` validates raw events from the input topic and re-keys them by lowercased email
 onto an internal topic; stage `map` reads that topic, where the destination's intake also
-writes what it learns (email -> userId), so the lookup table and the events it serves share a
-partition. An event already on the partition its email hashes to (its producer keyed it by
-lowercased email, as the worker's webhook does) is mapped by the intake at once
-(`worker.placement`).
+writes what it learns (email -> userId, `worker.identity`), so the lookup table and the events
+it serves share a partition. An event already on the partition its email hashes to (its
+producer keyed it by lowercased email, as the worker's webhook does) is mapped by the intake at
+once (`worker.runtime.placement`).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import faust
-import orjson
 
 from worker import __version__
-from worker.app import app, placement, raw_topic, topic_names
-from worker.records import InboundMessage, OutboundRecord, header
+from worker.identity import KIND_EMAIL_EVENT, KIND_HEADER, KIND_IDENTITY, identity_user_id
+from worker.pipeline.records import InboundMessage, OutboundRecord, header
+from worker.runtime.batches import run_stage
+from worker.runtime.placement import Placement
+from worker.runtime.stages import Runtime
+from worker.runtime.tables import ChangelogTable
 from worker.source.mapping import NATIVE, email_event_contact, map_source
-from worker.streaming import run_pipeline
-from worker.tables import ChangelogTable
-from worker.wiring import KIND_HEADER, build_pipeline
+from worker.topics import TopicNames
 
-__all__ = ["KIND_EMAIL_EVENT", "KIND_IDENTITY", "identity_record"]
-
-KIND_EMAIL_EVENT = b"email-event"
-KIND_IDENTITY = b"identity"
+__all__ = ["Source", "build_source"]
 
 log = logging.getLogger(__name__)
 
-if NATIVE is None:
-    log.warning(
-        "the compiled source mapper (native/, built by `make install`) is not installed: every "
-        "email event is mapped by the Python path: the same tracks, about half as fast"
-    )
-
-_user_by_email = app.Table(
-    "source_user_by_email",
-    # the types pick the changelog's serialisers: raw bytes keys (the partitioner hashes the
-    # same bytes as our topics' keys), JSON values; a faust.Schema would not reach recovery
-    key_type=bytes,
-    value_type=str,
-    use_partitioner=True,
-    help="lowercased email -> Segment userId, learned from identify and track calls",
-)
-user_by_email: ChangelogTable[str] = ChangelogTable.of(_user_by_email)
+TABLE = "source_user_by_email"
 
 
-def identity_record(email: str, user_id: str) -> OutboundRecord:
-    """What the destination's intake writes when a Segment call ties an email to a userId."""
-    return OutboundRecord(
-        topic=topic_names.source_by_email,
-        key=email.lower().encode(),
-        value=orjson.dumps({"user_id": user_id}),
-        headers=[(KIND_HEADER, KIND_IDENTITY)],
-    )
+@dataclass
+class Source:
+    """The source's two handlers over its table (lowercased email -> userId)."""
 
+    topics: TopicNames
+    placement: Placement
+    user_by_email: ChangelogTable[str]
 
-def intake(message: InboundMessage) -> list[OutboundRecord]:
-    key = email_event_contact(message.value).lower().encode()
-    if placement.at_home(message, key, topic_names.source_by_email):
-        return _track(message, key)
-    return [
-        OutboundRecord(
-            topic=topic_names.source_by_email,
-            key=key,
-            value=message.value,
-            headers=[*message.forwarded_headers(), (KIND_HEADER, KIND_EMAIL_EVENT)],
+    def intake(self, message: InboundMessage) -> list[OutboundRecord]:
+        key = email_event_contact(message.value).lower().encode()
+        if self.placement.at_home(message, key, self.topics.source_by_email):
+            return self._track(message, key)
+        return [
+            OutboundRecord(
+                topic=self.topics.source_by_email,
+                key=key,
+                value=message.value,
+                headers=[*message.forwarded_headers(), (KIND_HEADER, KIND_EMAIL_EVENT)],
+            )
+        ]
+
+    def map_by_email(self, message: InboundMessage) -> list[OutboundRecord]:
+        key = message.key or b""
+        if header(message.headers, KIND_HEADER) == KIND_IDENTITY:
+            user_id = identity_user_id(message.value)
+            if self.user_by_email.get(key) != user_id:  # a changelog write only when it changes
+                return [self.user_by_email.set(key, user_id)]
+            return []
+        return self._track(message, key)
+
+    def _track(self, message: InboundMessage, email_key: bytes) -> list[OutboundRecord]:
+        output = map_source(
+            message.value,
+            received_at=datetime.now(UTC),
+            learned_user_id=self.user_by_email.get(email_key),
+            integration_version=__version__,
         )
-    ]
+        return [
+            OutboundRecord(
+                topic=self.topics.segment_tracks,
+                key=output.key.encode(),
+                value=output.to_json(),
+                headers=[(k, v) for k, v in message.producer_headers() if k != KIND_HEADER],
+            )
+        ]
 
 
-def map_by_email(message: InboundMessage) -> list[OutboundRecord]:
-    key = message.key or b""
-    if header(message.headers, KIND_HEADER) == KIND_IDENTITY:
-        user_id = orjson.loads(message.value)["user_id"]
-        if user_by_email.get(key) != user_id:  # a changelog write only when it changes
-            return [user_by_email.set(key, user_id)]
-        return []
-    return _track(message, key)
-
-
-def _track(message: InboundMessage, email_key: bytes) -> list[OutboundRecord]:
-    output = map_source(
-        message.value,
-        received_at=datetime.now(UTC),
-        learned_user_id=user_by_email.get(email_key),
-        integration_version=__version__,
-    )
-    return [
-        OutboundRecord(
-            topic=topic_names.segment_tracks,
-            key=output.key.encode(),
-            value=output.to_json(),
-            headers=[(k, v) for k, v in message.producer_headers() if k != KIND_HEADER],
+def build_source(runtime: Runtime) -> Source:
+    """The source's table, stages and agents on `runtime`'s app."""
+    if NATIVE is None:
+        log.warning(
+            "the compiled source mapper (native/, built by `make install`) is not installed: "
+            "every email event is mapped by the Python path: the same tracks, about half as fast"
         )
-    ]
+    app, topics = runtime.app, runtime.topics
+    table = app.Table(
+        TABLE,
+        # the types pick the changelog's serialisers: raw bytes keys (the partitioner hashes the
+        # same bytes as our topics' keys), JSON values; a faust.Schema would not reach recovery
+        key_type=bytes,
+        value_type=str,
+        use_partitioner=True,
+        help="lowercased email -> Segment userId, learned from identify and track calls",
+    )
+    source = Source(topics, runtime.placement, ChangelogTable.of(table))
+    intake = runtime.build_stage(
+        "source", "intake", source.intake, forward_topic=topics.source_by_email
+    )
+    map_stage = runtime.build_stage("source", "map", source.map_by_email)
 
+    @app.agent(runtime.raw_topic(topics.email_events), name="source-intake")
+    async def source_intake(stream: faust.StreamT[bytes]) -> None:
+        await run_stage(stream, intake)
 
-_intake = build_pipeline("source", "intake", intake, forward_topic=topic_names.source_by_email)
-_map = build_pipeline("source", "map", map_by_email)
+    @app.agent(runtime.raw_topic(topics.source_by_email), name="source-map")
+    async def source_map(stream: faust.StreamT[bytes]) -> None:
+        await run_stage(stream, map_stage)
 
-
-@app.agent(raw_topic(topic_names.email_events), name="source-intake")
-async def source_intake(stream: faust.StreamT[bytes]) -> None:
-    await run_pipeline(stream, _intake)
-
-
-@app.agent(raw_topic(topic_names.source_by_email), name="source-map")
-async def source_map(stream: faust.StreamT[bytes]) -> None:
-    await run_pipeline(stream, _map)
+    return source

@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from worker.records import InboundMessage
+from worker.pipeline.records import InboundMessage
+from worker.settings import mask
 
 __all__ = [
     "EXTRA_FIELDS",
@@ -42,7 +43,6 @@ EXTRA_FIELDS = (
 #: Inputs larger than this are not parsed for their id (a log line is not worth the work).
 _MAX_ID_SCAN_BYTES = 64 * 1024
 _ID_FIELDS = ("messageId", "message_id", "id")
-_MASK = "**********"
 
 
 def message_id_of(value: bytes) -> str | None:
@@ -96,8 +96,7 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self, secrets: tuple[str, ...] = ()) -> None:
         super().__init__()
-        # longest first, so a secret that contains another is masked whole
-        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        self._secrets = secrets
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
@@ -119,9 +118,7 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
     def _mask(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, _MASK)
-        return text
+        return mask(text, self._secrets)
 
 
 #: Loggers of the Kafka clients (aiokafka, and faust's transport on top of it).
@@ -179,8 +176,8 @@ def logging_config(level: str = "info") -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "worker.logs.json_formatter"}},
-        "filters": {"kafka_client_lines": {"()": "worker.logs.KafkaClientLines"}},
+        "formatters": {"json": {"()": "worker.pipeline.logs.json_formatter"}},
+        "filters": {"kafka_client_lines": {"()": "worker.pipeline.logs.KafkaClientLines"}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",

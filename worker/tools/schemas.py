@@ -14,13 +14,13 @@ from pydantic import TypeAdapter
 
 __all__ = ["SCHEMA_DIR", "schema_documents", "write_schemas"]
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def _models() -> dict[str, TypeAdapter[Any]]:
-    from worker.delivery.service import DeliveryResult  # noqa: PLC0415
     from worker.models.autopilot_event import EmailEvent  # noqa: PLC0415
     from worker.models.autopilot_request import RequestDescriptor  # noqa: PLC0415
+    from worker.models.delivery_result import DeliveryResult  # noqa: PLC0415
     from worker.models.segment_call import SegmentCall  # noqa: PLC0415
     from worker.models.segment_track import TrackMessage  # noqa: PLC0415
 

@@ -1,8 +1,8 @@
 """Operations endpoints on the worker's web server: `/metrics`, `/healthz` and `/readyz`.
 
-Mounted at import (`worker.agents` imports this module) as plain aiohttp routes on faust's web
-server (WORKER_WEB_PORT), as the ingest endpoints are; the handlers run on the worker's event
-loop, so an answer from `/healthz` is itself the proof that the loop runs.
+Mounted by `install_operations` (the composition root calls it) as plain aiohttp routes on
+faust's web server (WORKER_WEB_PORT), as the ingest endpoints are; the handlers run on the
+worker's event loop, so an answer from `/healthz` is itself the proof that the loop runs.
 
 `GET /readyz` answers 200 when every check passes and 503 otherwise, with a JSON body naming each
 check, whether it passed and why:
@@ -38,29 +38,29 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from worker.app import app, settings
-from worker.delivery.agents import DeliveryState, delivery_state
 from worker.errors import ConfigurationError
-from worker.observability import PREFIX, consumer_lags, metrics
-from worker.pipeline import Breaker
-from worker.wiring import BREAKERS
+from worker.pipeline.breaker import Breaker
+from worker.runtime.metrics import PREFIX, consumer_lags, metrics
+from worker.runtime.stages import Runtime
 
 __all__ = [
     "CHECKS",
     "BrokerProbe",
     "CheckResult",
+    "DeliveryStatus",
+    "Operations",
     "ReadinessInputs",
     "admin_allowed",
     "evaluate",
+    "install_operations",
     "live_inputs",
-    "mount",
     "parse_checks",
     "paused_pipelines",
     "readiness_response",
@@ -238,8 +238,9 @@ class _MetadataCheck:
     Its own client, not faust's: the consumer and producer live on other threads' loops.
     """
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, bootstrap_servers: str, client_id: str) -> None:
         self._bootstrap = bootstrap_servers
+        self._client_id = client_id
         self._client: Any = None
 
     async def __call__(self) -> str:
@@ -249,7 +250,7 @@ class _MetadataCheck:
             if self._client is None:
                 self._client = AIOKafkaClient(
                     bootstrap_servers=self._bootstrap,
-                    client_id=f"{settings.worker_app_id}-readiness",
+                    client_id=self._client_id,
                     request_timeout_ms=int(BROKER_CHECK_TIMEOUT_S * 1000),
                 )
                 await self._client.bootstrap()
@@ -268,11 +269,28 @@ class _MetadataCheck:
                 log.debug("closing the readiness client failed", exc_info=True)
 
 
-_metadata_check = _MetadataCheck(settings.kafka_bootstrap_servers)
-broker_probe = BrokerProbe(_metadata_check)
-
-
 # -- reading the live worker -------------------------------------------------------------------
+
+
+class DeliveryStatus(Protocol):
+    """What readiness and the metrics read of the delivery feature."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+    @property
+    def rate_limit_waited_s(self) -> float: ...
+
+
+class _NoDelivery:
+    """This process does not deliver (`WORKER_FEATURES` leaves it out)."""
+
+    enabled = False
+    paused = False
+    rate_limit_waited_s = 0.0
 
 
 def _stream_partitions(faust_app: Any) -> list[Any]:
@@ -294,7 +312,7 @@ def paused_pipelines(breakers: dict[str, Breaker]) -> dict[str, str]:
 
 
 def live_inputs(
-    faust_app: Any = app, state: DeliveryState = delivery_state, probe: BrokerProbe | None = None
+    faust_app: Any, delivery: DeliveryStatus, probe: BrokerProbe, breakers: dict[str, Breaker]
 ) -> ReadinessInputs:
     """Readiness inputs from the running worker; what cannot be read counts as not ready."""
     try:
@@ -310,96 +328,11 @@ def live_inputs(
         assigned_partitions=assigned,
         rebalancing=rebalancing,
         recovery_completed=recovered,
-        broker=(probe or broker_probe).status(),
-        delivery_enabled=state.enabled,
-        delivery_paused=state.paused,
-        paused_pipelines=paused_pipelines(BREAKERS),
+        broker=probe.status(),
+        delivery_enabled=delivery.enabled,
+        delivery_paused=delivery.paused,
+        paused_pipelines=paused_pipelines(breakers),
     )
-
-
-def _lag_metrics() -> Iterable[Metric]:
-    consumer: Any = app.consumer  # faust's offsets bookkeeping is not on ConsumerT
-    lags = consumer_lags(
-        _stream_partitions(app),  # faust TPs: (topic, partition) tuples
-        highwater=consumer.highwater,
-        committed=dict(consumer._committed_offset),
-        read=dict(consumer._read_offset),
-    )
-    family = GaugeMetricFamily(
-        f"{PREFIX}_consumer_lag",
-        "Records on an assigned input partition not yet committed by this worker: highwater "
-        "minus the committed offset (only partitions whose highwater is known).",
-        labels=("topic", "partition"),
-    )
-    for (topic, partition), lag in sorted(lags.items()):
-        family.add_metric([topic, str(partition)], lag)
-    yield family
-
-
-def _delivery_metrics() -> Iterable[Metric]:
-    if not delivery_state.enabled:
-        return
-    deliverer = delivery_state.deliverer
-    waited = CounterMetricFamily(
-        f"{PREFIX}_rate_limiter_wait_seconds",
-        "Seconds delivery requests spent waiting for a rate-limit slot (AUTOPILOT_RATE_LIMIT).",
-    )
-    waited.add_metric([], deliverer.limiter.waited_s if deliverer is not None else 0.0)
-    yield waited
-    yield GaugeMetricFamily(
-        f"{PREFIX}_delivery_paused",
-        "1 while delivery is paused because Autopilot refuses the API key, else 0.",
-        value=1.0 if delivery_state.paused else 0.0,
-    )
-
-
-def _pipeline_metrics() -> Iterable[Metric]:
-    family = GaugeMetricFamily(
-        f"{PREFIX}_pipeline_paused",
-        "1 while the pipeline is paused by its breaker (our own code failing), else 0.",
-        labels=("pipeline",),
-    )
-    for name, breaker in sorted(BREAKERS.items()):
-        family.add_metric([name], 1.0 if breaker.paused else 0.0)
-    yield family
-
-
-def _readiness_metrics() -> Iterable[Metric]:
-    family = GaugeMetricFamily(
-        f"{PREFIX}_ready",
-        "1 when the readiness check passes, else 0 (what /readyz reports).",
-        labels=("check",),
-    )
-    for name, result in evaluate(live_inputs()).items():
-        family.add_metric([name], 1.0 if result.ok else 0.0)
-    yield family
-
-
-# -- HTTP --------------------------------------------------------------------------------------
-
-
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    try:
-        body = metrics.render()
-    except Exception:
-        log.exception("rendering the metrics failed")
-        return web.Response(status=500, text="the metrics could not be rendered\n")
-    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
-
-
-async def healthz_endpoint(request: web.Request) -> web.Response:
-    """Alive: this answer comes from the worker's event loop."""
-    return web.Response(body=b'{"status":"alive"}', content_type="application/json")
-
-
-async def readyz_endpoint(request: web.Request) -> web.Response:
-    try:
-        checks = parse_checks(request.query.getall("check", []))
-    except ValueError as exc:
-        body = orjson.dumps({"status": "bad request", "error": str(exc)})
-        return web.Response(status=400, body=body, content_type="application/json")
-    status, body = readiness_response(evaluate(live_inputs(), checks))
-    return web.Response(status=status, body=body, content_type="application/json")
 
 
 def admin_allowed(request: web.Request, token: str | None) -> bool:
@@ -418,46 +351,152 @@ def _json(status: int, body: dict[str, object]) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
-async def resume_endpoint(request: web.Request) -> web.Response:
-    """Resume a pipeline its breaker paused."""
-    token = settings.worker_admin_token
-    if not admin_allowed(request, token.get_secret_value() if token else None):
-        return _json(401, {"error": "needs WORKER_ADMIN_TOKEN as 'Authorization: Bearer <token>'"})
-    name = request.match_info["name"]
-    breaker = BREAKERS.get(name)
-    if breaker is None:
-        return _json(404, {"error": f"no pipeline {name!r}; known: {', '.join(sorted(BREAKERS))}"})
-    resumed = breaker.resume()
-    return _json(200, {"pipeline": name, "resumed": resumed, "paused": breaker.paused})
+class Operations:
+    """The operations endpoints and metrics sources of one running worker."""
+
+    def __init__(self, runtime: Runtime, delivery: DeliveryStatus | None = None) -> None:
+        self._runtime = runtime
+        self._app = runtime.app
+        self._delivery: DeliveryStatus = delivery or _NoDelivery()
+        settings = runtime.settings
+        self._metadata_check = _MetadataCheck(
+            settings.kafka_bootstrap_servers, f"{settings.worker_app_id}-readiness"
+        )
+        self.broker_probe = BrokerProbe(self._metadata_check)
+
+    def inputs(self) -> ReadinessInputs:
+        return live_inputs(self._app, self._delivery, self.broker_probe, self._runtime.breakers)
+
+    # -- metrics sources
+
+    def lag_metrics(self) -> Iterable[Metric]:
+        consumer: Any = self._app.consumer  # faust's offsets bookkeeping is not on ConsumerT
+        lags = consumer_lags(
+            _stream_partitions(self._app),  # faust TPs: (topic, partition) tuples
+            highwater=consumer.highwater,
+            committed=dict(consumer._committed_offset),
+            read=dict(consumer._read_offset),
+        )
+        family = GaugeMetricFamily(
+            f"{PREFIX}_consumer_lag",
+            "Records on an assigned input partition not yet committed by this worker: "
+            "highwater minus the committed offset (only partitions whose highwater is known).",
+            labels=("topic", "partition"),
+        )
+        for (topic, partition), lag in sorted(lags.items()):
+            family.add_metric([topic, str(partition)], lag)
+        yield family
+
+    def delivery_metrics(self) -> Iterable[Metric]:
+        delivery = self._delivery
+        if not delivery.enabled:
+            return
+        waited = CounterMetricFamily(
+            f"{PREFIX}_rate_limiter_wait_seconds",
+            "Seconds delivery requests spent waiting for a rate-limit slot (AUTOPILOT_RATE_LIMIT).",
+        )
+        waited.add_metric([], delivery.rate_limit_waited_s)
+        yield waited
+        yield GaugeMetricFamily(
+            f"{PREFIX}_delivery_paused",
+            "1 while delivery is paused because Autopilot refuses the API key, else 0.",
+            value=1.0 if delivery.paused else 0.0,
+        )
+
+    def pipeline_metrics(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            f"{PREFIX}_pipeline_paused",
+            "1 while the pipeline is paused by its breaker (our own code failing), else 0.",
+            labels=("pipeline",),
+        )
+        for name, breaker in sorted(self._runtime.breakers.items()):
+            family.add_metric([name], 1.0 if breaker.paused else 0.0)
+        yield family
+
+    def readiness_metrics(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            f"{PREFIX}_ready",
+            "1 when the readiness check passes, else 0 (what /readyz reports).",
+            labels=("check",),
+        )
+        for name, result in evaluate(self.inputs()).items():
+            family.add_metric([name], 1.0 if result.ok else 0.0)
+        yield family
+
+    # -- HTTP
+
+    async def metrics_endpoint(self, request: web.Request) -> web.Response:
+        try:
+            body = metrics.render()
+        except Exception:
+            log.exception("rendering the metrics failed")
+            return web.Response(status=500, text="the metrics could not be rendered\n")
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def healthz_endpoint(self, request: web.Request) -> web.Response:
+        """Alive: this answer comes from the worker's event loop."""
+        return web.Response(body=b'{"status":"alive"}', content_type="application/json")
+
+    async def readyz_endpoint(self, request: web.Request) -> web.Response:
+        try:
+            checks = parse_checks(request.query.getall("check", []))
+        except ValueError as exc:
+            body = orjson.dumps({"status": "bad request", "error": str(exc)})
+            return web.Response(status=400, body=body, content_type="application/json")
+        status, body = readiness_response(evaluate(self.inputs(), checks))
+        return web.Response(status=status, body=body, content_type="application/json")
+
+    async def resume_endpoint(self, request: web.Request) -> web.Response:
+        """Resume a pipeline its breaker paused."""
+        token = self._runtime.settings.worker_admin_token
+        if not admin_allowed(request, token.get_secret_value() if token else None):
+            return _json(
+                401, {"error": "needs WORKER_ADMIN_TOKEN as 'Authorization: Bearer <token>'"}
+            )
+        name = request.match_info["name"]
+        breakers = self._runtime.breakers
+        breaker = breakers.get(name)
+        if breaker is None:
+            known = ", ".join(sorted(breakers))
+            return _json(404, {"error": f"no pipeline {name!r}; known: {known}"})
+        resumed = breaker.resume()
+        return _json(200, {"pipeline": name, "resumed": resumed, "paused": breaker.paused})
+
+    def add_metrics_sources(self) -> None:
+        """Have every scrape read lags, delivery, readiness and paused pipelines."""
+        metrics.add_source("consumer_lag", self.lag_metrics)
+        metrics.add_source("delivery", self.delivery_metrics)
+        metrics.add_source("readiness", self.readiness_metrics)
+        metrics.add_source("pipelines", self.pipeline_metrics)
+
+    def mount(self, router: web.UrlDispatcher) -> None:
+        """Add /metrics, /healthz, /readyz and the resume endpoint to `router`."""
+        router.add_get(METRICS_PATH, self.metrics_endpoint)
+        router.add_get(HEALTHZ_PATH, self.healthz_endpoint)
+        router.add_get(READYZ_PATH, self.readyz_endpoint)
+        router.add_post(RESUME_PATH, self.resume_endpoint)
+
+    async def probe_broker(self) -> None:
+        """Keeps the broker probe current while the worker runs (an app task)."""
+        try:
+            await self.broker_probe.run()
+        finally:
+            await self._metadata_check.close()
 
 
-def mount(router: web.UrlDispatcher) -> None:
-    """Add /metrics, /healthz, /readyz and the resume endpoint to `router`."""
-    router.add_get(METRICS_PATH, metrics_endpoint)
-    router.add_get(HEALTHZ_PATH, healthz_endpoint)
-    router.add_get(READYZ_PATH, readyz_endpoint)
-    router.add_post(RESUME_PATH, resume_endpoint)
-
-
-def _aiohttp_web_app() -> web.Application:
-    driver = app.web
+def web_router(runtime: Runtime) -> web.UrlDispatcher:
+    """The router of faust's aiohttp web server (frozen only once the server starts)."""
+    driver = runtime.app.web
     if not isinstance(driver, AiohttpWeb):
-        raise ConfigurationError(f"/metrics needs faust's aiohttp web driver, not {driver!r}")
+        raise ConfigurationError(f"the worker needs faust's aiohttp web driver, not {driver!r}")
     application: web.Application = driver.web_app
-    return application
+    return application.router
 
 
-async def probe_broker() -> None:
-    """Keeps `broker_probe` current while the worker runs (an app task: after table recovery)."""
-    try:
-        await broker_probe.run()
-    finally:
-        await _metadata_check.close()
-
-
-app.task(probe_broker)
-metrics.add_source("consumer_lag", _lag_metrics)
-metrics.add_source("delivery", _delivery_metrics)
-metrics.add_source("readiness", _readiness_metrics)
-metrics.add_source("pipelines", _pipeline_metrics)
-mount(_aiohttp_web_app().router)
+def install_operations(runtime: Runtime, delivery: DeliveryStatus | None = None) -> Operations:
+    """Mount the endpoints, start the broker probe and register the metrics sources."""
+    operations = Operations(runtime, delivery)
+    runtime.app.task(operations.probe_broker)
+    operations.add_metrics_sources()
+    operations.mount(web_router(runtime))
+    return operations

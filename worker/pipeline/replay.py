@@ -1,6 +1,6 @@
 """Replayed dead letters: how `dlq replay` rewrites them, and how the worker runs them again.
 
-`python -m worker dlq replay` (`worker.dlqcli`) never writes to a shared input topic: it puts
+`python -m worker dlq replay` (`worker.tools.dlq`) never writes to a shared input topic: it puts
 each selected dead letter on the worker-private retry topic (`<app id>.retry`) with the
 original key, value and producer headers, and rewrites the headers as `replay_headers` says:
 
@@ -11,9 +11,9 @@ original key, value and producer headers, and rewrites the headers as `replay_he
   names the same input topic, partition and offset, not the retry topic.
 
 In the worker, `replay_handler` (the retry topic's handler) reads the target and runs the
-message through that registered stage's handler (`worker.wiring.PIPELINES`): a replayed source
+message through that registered stage's handler (the registry it is given): a replayed source
 event goes through source intake again. The stage's outputs go where they always go; a failure
-is dead-lettered again as that stage's, and `worker.dlq.dead_letter` keeps `replay.count` and
+is dead-lettered again as that stage's, and `dead_letters.dead_letter` keeps `replay.count` and
 `first.failure.time`, so the letter shows how often it was replayed. The CLI refuses letters
 whose count has reached `--max-replays`: that count, carried through every failure, is what
 stops a replay loop.
@@ -32,13 +32,13 @@ and must not stop the worker as a bad deploy would.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from worker.dlq import DLQ_PREFIX, DeadLetterHeaders
 from worker.errors import ValidationError, WorkerError
-from worker.pipeline import Pipeline
-from worker.records import ORIGIN_PREFIX, Headers, InboundMessage, OutboundRecord, header
+from worker.pipeline.dead_letters import DLQ_PREFIX, DeadLetterHeaders
+from worker.pipeline.records import ORIGIN_PREFIX, Headers, InboundMessage, OutboundRecord, header
+from worker.pipeline.stage import Stage
 
 __all__ = [
     "REPLAY_PIPELINE",
@@ -58,7 +58,7 @@ REPLAY_PREFIX = "__autopilot.replay."
 #: `<pipeline>/<stage>` of the stage a replayed message is run through.
 REPLAY_TARGET = REPLAY_PREFIX + "target"
 
-#: The name and stage the retry topic's own `Pipeline` is built with (`build_pipeline`).
+#: The name and stage the retry topic's own `Stage` is built with (`Runtime.build_stage`).
 REPLAY_PIPELINE = "replay"
 REPLAY_STAGE = "retry"
 
@@ -149,7 +149,7 @@ def replay_headers(
 
 
 def replay_through(
-    registry: Mapping[tuple[str, str], Pipeline], message: InboundMessage
+    registry: Mapping[tuple[str, str], Stage], message: InboundMessage
 ) -> list[OutboundRecord]:
     """Run a message from the retry topic through the stage its `REPLAY_TARGET` names.
 
@@ -161,7 +161,7 @@ def replay_through(
     towards a dead-letter breaker.
     """
     target_error: ValidationError | None = None
-    pipeline: Pipeline | None = None
+    pipeline: Stage | None = None
     raw = header(message.headers, REPLAY_TARGET)
     if raw is None:
         target_error = ValidationError(f"a replayed message needs a {REPLAY_TARGET} header")
@@ -209,7 +209,7 @@ def replay_through(
 
 
 def _unreplayable(
-    registry: Mapping[tuple[str, str], Pipeline], message: InboundMessage, error: ValidationError
+    registry: Mapping[tuple[str, str], Stage], message: InboundMessage, error: ValidationError
 ) -> list[OutboundRecord]:
     own = registry.get((REPLAY_PIPELINE, REPLAY_STAGE))
     if own is None:  # not wired as a pipeline of its own: let the caller route the failure
@@ -218,15 +218,18 @@ def _unreplayable(
 
 
 def _failed_again(
-    pipeline: Pipeline, message: InboundMessage, error: WorkerError
+    pipeline: Stage, message: InboundMessage, error: WorkerError
 ) -> list[OutboundRecord]:
     """Route a replay's failure as its stage would, without counting it in the breaker."""
     return pipeline.route_failure(message, error, count_in_breaker=False)
 
 
-def replay_handler(message: InboundMessage) -> list[OutboundRecord]:
-    """The retry topic's handler: `replay_through` the stages the worker built."""
-    # The faust app is built only by the worker process, not by `python -m worker dlq`.
-    from worker.wiring import PIPELINES  # noqa: PLC0415
+def replay_handler(
+    registry: Mapping[tuple[str, str], Stage],
+) -> Callable[[InboundMessage], list[OutboundRecord]]:
+    """The retry topic's handler: `replay_through` the stages in `registry` (the worker's)."""
 
-    return replay_through(PIPELINES, message)
+    def handle(message: InboundMessage) -> list[OutboundRecord]:
+        return replay_through(registry, message)
+
+    return handle

@@ -1,78 +1,12 @@
 """The faust app class, and the parts of faust the worker replaces.
 
-**Commits** (`StrictCommitConsumer`). faust commits, per partition, the end of the first run of
-consecutive acked offsets. In faust-streaming 0.15.3 that run can begin past an offset nobody
-acked, and it can stall; the reliability suite (kill -9 and restart mid-stream) found both:
-
-- its check that the run begins at the committed offset lets one missing offset through
-  (`min(acked) - committed > 1`), and is skipped when the committed offset is 0, which faust
-  also stores as "none" after a seek;
-- a message delivered twice (records fetched before the seek to the committed offsets that
-  follows a rebalance) can be acked twice, the second ack landing in `acked` while the first
-  one's commit is in flight; the run then stops at the duplicate and the commit creeps forward
-  one offset per commit interval;
-- acked offsets below the committed one stay in the list.
-
-`StrictCommitConsumer` keeps `acked` unique and at or above the committed offset, and commits
-only a run that begins exactly at the committed offset (or at offsets the client stepped over
-because they hold no record to deliver: see Skipped offsets). A partition with no committed
-offset yet is read from its earliest offset, and its run must begin there (faust's rule began it
-at the lowest acked offset); a partition whose last offsets were stepped over (a transaction's
-marker) is committed to its end.
-
-Holding the commit back is safe but can stall: after a restart the suite also saw a partition
-whose next offset was never handed to the agent at all while later ones were (faust drops the
-rest of a fetched batch when a rebalance interrupts it, and relies on a seek that can come
-first). Acks are in offset order within a partition, so a partition whose later offsets are
-acked while the committed one is not for `REWIND_AFTER_S` is read again from the committed
-offset: the missing records are processed (those after them a second time; outputs are
-at-least-once, and deduplicated downstream by messageId).
-
-**Skipped offsets** (`skipped_offsets`, `_FetchThread`). faust takes any jump between the offset
-it last handed to the streams and the next one for a record it will never deliver (a transaction
-marker, a compacted record) and lets the commit pass over it. But a jump also appears when
-records were handed off and then dropped: faust's recovery clears every stream buffer when it
-resumes flow, after the stream partitions were resumed and the seek back to the committed
-offsets was issued, so a batch fetched in between is dropped while its offsets are counted as
-read. A kill -9 and restart with a backlog lost 754 of 5,000 inputs that way (one contiguous
-range per input partition, commits past it within a second). The worker records as skippable
-only offsets the Kafka client itself stepped over, seen in its own thread around one fetch: from
-the position before the fetch to the first record, between two records of it, and from the last
-record to the position after it. And when faust clears the stream buffers, the worker seeks each
-partition still assigned back to the first offset dropped, so what was dropped is read again at
-once; the rest of that partition's records in the batch being handed off is left, since they
-come again from there and handing them off too would write them twice. Anything the clearing
-drops unnoticed holds the commit back until the rewind above.
-
-**The fetch loop** (`StrictCommitConsumer._drain_messages`). faust hands each fetched message
-to the streams under its own `wait_first` (four futures, one `asyncio.wait` and three
-cancellations a message, about a tenth of the worker's CPU), so that a rebalance can interrupt a
-hand-off blocked on a full stream buffer; it then records the message as read even when the
-hand-off was abandoned. The worker's loop waits that way once per fetched batch, and records a
-message as read only once it was handed off. The rest of a batch abandoned by a rebalance is
-read again by the seek to the committed offsets that ends the rebalance, and holds the commit
-back until then, since no offset of it was stepped over by the client. The loop iterates the
-fetch's records itself (faust's `getmany` is an async generator, a suspension per message) and
-asks a partition's end offset for faust's monitor once per fetch, not per message.
-
-**Decoding** (`RawSchema`). The worker's topics carry bytes its agents decode themselves, so
-faust's codec registry (several lookups and calls per key and per value) is skipped.
-
-**The hand-off to the agents** (`RawConductor`). faust's conductor hands each message to the
-channels reading its partition through a general path (a set and a list per message, the
-schema's decode, a settings lookup to build the event, another to check faust's own producer
-buffer, which the worker never fills: its records go to aiokafka directly). A partition read by
-one raw-bytes channel, as every agent's input is, gets a lean handler doing what of it matters:
-wait while flow is stopped, count the channel's reference, build the event, queue it with the
-same back-pressure (the partition is paused when the queue is high; a full queue is waited on).
-
-**Start-up** (`PromptTableManager`). faust's table manager waits a second at start-up for
-tables declared late; the worker declares its tables at import, so it goes straight on.
-
-**Per-event statistics** (`QuietMonitor`). faust's default monitor updates a dozen counters and
-timers for every message and event, for faust's own web views, which the worker does not serve;
-its metrics are its own (`worker.observability`). The quiet monitor keeps faust's offset
-tracking and drops the per-event work.
+What a reader can rely on: offsets are committed only as a run of acked offsets that begins
+exactly at the committed offset (`StrictCommitConsumer`); records faust drops while a rebalance
+or its recovery clears the stream buffers are read again (`RereadingFlowControl`, the fetch
+loop); the worker's raw-bytes topics skip faust's codecs (`RawSchema`) and its per-message
+hand-off (`RawConductor`); no per-event statistics (`QuietMonitor`); no start-up wait for late
+tables (`PromptTableManager`). Why each exists, with the bugs the reliability suite found in
+faust 0.15.3, is in docs/ARCHITECTURE.md ("What the worker replaces of faust").
 """
 
 from __future__ import annotations

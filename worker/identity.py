@@ -1,4 +1,11 @@
-"""What the destination has told the source about each email, so that it tells only news.
+"""The email-userId tie that the destination learns and the source uses.
+
+The destination's intake writes an identity record (`identity_record`) keyed by the lowercased
+email onto the source's internal topic; the source's map stage keeps email -> userId in its
+table. Records on that topic say what they are in the `KIND_HEADER`.
+
+`ToldIdentities`: what the destination has told the source about each email, so that it tells
+only news.
 
 Nearly every Segment call ties an email to a userId, and a contact's calls repeat the same tie:
 telling each one would cost an internal record for the source to read back, only to find it
@@ -13,7 +20,39 @@ already, though another worker may have told the source otherwise in between.
 
 from __future__ import annotations
 
-__all__ = ["ToldIdentities"]
+import orjson
+
+from worker.pipeline.records import OutboundRecord
+
+__all__ = [
+    "KIND_EMAIL_EVENT",
+    "KIND_HEADER",
+    "KIND_IDENTITY",
+    "ToldIdentities",
+    "identity_record",
+    "identity_user_id",
+]
+
+#: On internal topics, says what a record is (`email-event`, `identity`).
+KIND_HEADER = "__autopilot.kind"
+KIND_EMAIL_EVENT = b"email-event"
+KIND_IDENTITY = b"identity"
+
+
+def identity_record(topic: str, email: str, user_id: str) -> OutboundRecord:
+    """What the destination's intake writes on `topic` when a call ties `email` to `user_id`."""
+    return OutboundRecord(
+        topic=topic,
+        key=email.lower().encode(),
+        value=orjson.dumps({"user_id": user_id}),
+        headers=[(KIND_HEADER, KIND_IDENTITY)],
+    )
+
+
+def identity_user_id(value: bytes) -> str:
+    """The userId an identity record's value names."""
+    user_id: str = orjson.loads(value)["user_id"]
+    return user_id
 
 
 class ToldIdentities:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Final
 
-from worker.records import InboundMessage
+from worker.pipeline.records import InboundMessage
 
 try:
     import autopilot_native

@@ -15,7 +15,8 @@ Filters (each repeatable; a letter must match every kind given, any value of a k
 reads only the dead letters written from a minute before `--since` on (by record timestamp).
 
 `replay` writes only to the worker-private retry topic `<WORKER_APP_ID>.retry`, never to a
-topic that other consumer groups read; `worker.replay` says how headers are rewritten and how
+topic that other consumer groups read; `worker.pipeline.replay` says how headers are rewritten
+and how
 the worker runs a replayed message. It skips, and counts, letters whose
 `__autopilot.errors.replay.count` has reached `--max-replays` (the loop stopper), letters
 superseded by a later letter of the same input message with a higher replay count (that later
@@ -44,9 +45,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from worker.dlq import DeadLetterHeaders
-from worker.records import OutboundRecord, header
-from worker.replay import ReplayTarget, replay_count, replay_headers
+from worker.pipeline.dead_letters import DeadLetterHeaders
+from worker.pipeline.records import OutboundRecord, header
+from worker.pipeline.replay import ReplayTarget, replay_count, replay_headers
 from worker.settings import Settings, get_settings
 from worker.topics import TopicNames
 

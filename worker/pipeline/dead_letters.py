@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 
 from worker import __version__
 from worker.errors import DeliveryRejected, WorkerError
-from worker.records import InboundMessage, OutboundRecord, header
+from worker.pipeline.records import InboundMessage, OutboundRecord, header
+from worker.settings import mask
 
-__all__ = ["DLQ_PREFIX", "DeadLetterHeaders", "dead_letter", "redact"]
+__all__ = ["DLQ_PREFIX", "DeadLetterHeaders", "dead_letter"]
 
 DLQ_PREFIX = "__autopilot.errors."
 
@@ -43,14 +44,6 @@ class DeadLetterHeaders:
 MAX_MESSAGE_CHARS = 2000
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Mask every secret value in `text`; the last line of defence before anything is written."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "**********")
-    return text
-
-
 def dead_letter(
     message: InboundMessage,
     error: WorkerError,
@@ -67,7 +60,7 @@ def dead_letter(
     kept = [(k, v) for k, v in message.producer_headers() if not k.startswith(DLQ_PREFIX)]
     first_failure = header(message.headers, DeadLetterHeaders.FIRST_FAILURE) or now.encode()
     replay_count = header(message.headers, DeadLetterHeaders.REPLAY_COUNT)
-    text = redact(error.message, secrets)[:MAX_MESSAGE_CHARS]
+    text = mask(error.message, secrets)[:MAX_MESSAGE_CHARS]
     headers = [
         *kept,
         (DeadLetterHeaders.TOPIC, origin_topic.encode()),
@@ -84,9 +77,9 @@ def dead_letter(
         (DeadLetterHeaders.FAILED_AT, now.encode()),
     ]
     if attempts is not None:
-        headers.append((DeadLetterHeaders.ATTEMPTS, redact(attempts, secrets).encode()))
+        headers.append((DeadLetterHeaders.ATTEMPTS, mask(attempts, secrets).encode()))
     if isinstance(error, DeliveryRejected) and error.body:
-        body = redact(error.body, secrets)[:MAX_MESSAGE_CHARS]
+        body = mask(error.body, secrets)[:MAX_MESSAGE_CHARS]
         headers.append((DeadLetterHeaders.RESPONSE_BODY, body.encode()))
     if replay_count is not None:
         headers.append((DeadLetterHeaders.REPLAY_COUNT, replay_count))

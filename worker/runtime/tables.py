@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 from faust.types import TableT
 
-from worker.records import OutboundRecord
+from worker.pipeline.records import OutboundRecord
 
 __all__ = ["ChangelogTable"]
 

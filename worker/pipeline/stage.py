@@ -1,6 +1,6 @@
 """The per-message loop every agent uses: decode, call a pure function, send, route failures.
 
-`Pipeline.process` takes a batch of consumed messages, hands every output and every dead letter
+`Stage.process` takes a batch of consumed messages, hands every output and every dead letter
 of the batch to the producer, and returns what completes once Kafka acknowledged them all
 (acks=all); only then, and after every earlier batch, may the faust shell ack the batch, so an
 offset is never committed ahead of what it produced. A failure is a `WorkerError` whose `fate`
@@ -12,28 +12,27 @@ pauses a pipeline only on our own bugs.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from worker.dlq import dead_letter
-from worker.errors import Fate, PipelinePaused, UnexpectedError, WorkerError
-from worker.logs import log_fields
-from worker.records import InboundMessage, OutboundRecord
+from worker.errors import Fate, UnexpectedError, WorkerError
+from worker.pipeline.breaker import Breaker
+from worker.pipeline.dead_letters import dead_letter
+from worker.pipeline.logs import log_fields
+from worker.pipeline.records import InboundMessage, OutboundRecord
 
 __all__ = [
     "DEAD_LETTER_LINES_PER_S",
-    "Breaker",
     "FailedAfter",
     "Handler",
     "LineBudget",
-    "Pipeline",
-    "PipelineStats",
     "Sender",
+    "Stage",
+    "StageStats",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,92 +64,15 @@ class Sender(Protocol):
 
 
 @dataclass
-class PipelineStats:
-    """Counters a pipeline keeps; `worker.observability` exports them."""
+class StageStats:
+    """Counters a pipeline keeps; `worker.runtime.metrics` exports them."""
 
     consumed: int = 0
     produced: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     dead_lettered: Counter[str] = field(default_factory=Counter)
-    #: seconds spent in `Pipeline.route` (decode, mapping, failure routing; no Kafka I/O)
+    #: seconds spent in `Stage.route` (decode, mapping, failure routing; no Kafka I/O)
     mapping_seconds: float = 0.0
-
-
-class Breaker:
-    """Pauses a pipeline whose own code fails: most recent messages ended in `UnexpectedError`.
-
-    Bad data never counts: a burst of invalid or refused messages, however concentrated, is what
-    the dead-letter topic is for, and the stream moves on. A bug fails messages whatever they
-    hold; over a sliding window of the last `window` messages, once at least `min_messages`
-    were seen, an `UnexpectedError` ratio above `max_ratio` trips the breaker: one critical line,
-    and the pipeline's stages take no more messages (the batch in hand is finished, its letters
-    replayable) until `resume` (an operator) or a restart (a new deploy). Pausing rather than
-    exiting means a restart does not loop on the same batch, and the other pipelines and the
-    ingest keep running.
-    """
-
-    def __init__(
-        self, *, window: int, min_messages: int, max_ratio: float, pipeline: str = ""
-    ) -> None:
-        self._outcomes: deque[bool] = deque(maxlen=window)
-        self._failed = 0
-        self._min_messages = min_messages
-        self._max_ratio = max_ratio
-        self.pipeline = pipeline
-        #: why the pipeline is paused; None while it runs
-        self.tripped: PipelinePaused | None = None
-        #: when it was paused (seconds since the epoch)
-        self.paused_since: float | None = None
-        self._resumed = asyncio.Event()
-        self._tripped_now = asyncio.Event()
-
-    @property
-    def paused(self) -> bool:
-        return self.tripped is not None
-
-    def record(self, *, unexpected: bool) -> None:
-        """Count one message where it ended; `unexpected` when it failed in our own code."""
-        if len(self._outcomes) == self._outcomes.maxlen and self._outcomes[0]:
-            self._failed -= 1
-        self._outcomes.append(unexpected)
-        self._failed += unexpected
-        seen = len(self._outcomes)
-        if (
-            self.tripped is None
-            and seen >= self._min_messages
-            and self._failed / seen > self._max_ratio
-        ):
-            self.tripped = PipelinePaused(
-                f"{self._failed} of the last {seen} messages failed in the worker's own code "
-                f"(UnexpectedError; limit {self._max_ratio:.0%}): a bug, not bad data; paused "
-                "until resumed (POST /admin/pipelines/<name>/resume) or redeployed"
-            )
-            self.paused_since = time.time()
-            self._resumed.clear()
-            self._tripped_now.set()
-            log.critical("pipeline %s paused: %s", self.pipeline or "?", self.tripped)
-
-    def resume(self) -> bool:
-        """Take messages again, with a fresh window; False when it was not paused."""
-        if self.tripped is None:
-            return False
-        self.tripped = None
-        self.paused_since = None
-        self._outcomes.clear()
-        self._failed = 0
-        self._tripped_now.clear()
-        self._resumed.set()
-        log.warning("pipeline %s resumed by an operator", self.pipeline or "?")
-        return True
-
-    async def wait_resumed(self) -> None:
-        """Return once the pipeline runs (at once when it is not paused)."""
-        while self.tripped is not None:
-            await self._resumed.wait()
-
-    async def wait_tripped(self) -> None:
-        """Return once the pipeline is paused (at once when it is)."""
-        await self._tripped_now.wait()
 
 
 class LineBudget:
@@ -178,7 +100,7 @@ class LineBudget:
 
 
 @dataclass
-class Pipeline:
+class Stage:
     """One stage of one pipeline: a handler plus where its failures go."""
 
     name: str
@@ -191,7 +113,7 @@ class Pipeline:
     #: The internal topic this stage forwards messages on to a later stage of its pipeline: a
     #: message forwarded there is not done yet, so it counts in the breaker only where it ends.
     forward_topic: str | None = None
-    stats: PipelineStats = field(default_factory=PipelineStats)
+    stats: StageStats = field(default_factory=StageStats)
     dead_letter_lines: LineBudget = field(
         default_factory=lambda: LineBudget(DEAD_LETTER_LINES_PER_S)
     )

@@ -2,12 +2,12 @@
 
 Where each figure comes from, so the per-message loop pays nothing for it:
 
-- Messages in, out, skipped and dead-lettered are the `PipelineStats` the loop keeps anyway,
+- Messages in, out, skipped and dead-lettered are the `StageStats` the loop keeps anyway,
   read at scrape time from every stage a shell `track`ed.
 - The shells report each batch (`start_batch` ... `BatchTimer.done`) and each delivery outcome
   (`observe_delivery`); histograms take a batch in one weighted observation, not one per message.
 - Scrape-time sources (`add_source`: the rate limiter, the delivery pause, consumer lag,
-  readiness; registered by `worker.health`) are read when Prometheus asks.
+  readiness; registered by `worker.runtime.health`) are read when Prometheus asks.
 
 Everything is updated and read on the worker's event-loop thread, so plain counters suffice. A
 source that fails while being read is left out of that scrape and counted in
@@ -34,12 +34,12 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from worker.logs import log_fields
+from worker.pipeline.logs import log_fields
 
 if TYPE_CHECKING:
-    from worker.delivery.service import DeliveryResult
-    from worker.pipeline import Pipeline
-    from worker.records import InboundMessage
+    from worker.models.delivery_result import DeliveryResult
+    from worker.pipeline.records import InboundMessage
+    from worker.pipeline.stage import Stage
 
 __all__ = [
     "BATCH_BUCKETS_S",
@@ -125,7 +125,7 @@ class BatchTimer:
         "_with_mapping",
     )
 
-    def __init__(self, metrics: WorkerMetrics, pipeline: Pipeline, *, with_mapping: bool) -> None:
+    def __init__(self, metrics: WorkerMetrics, pipeline: Stage, *, with_mapping: bool) -> None:
         self._metrics = metrics
         self._pipeline = pipeline
         self._with_mapping = with_mapping
@@ -149,7 +149,7 @@ class WorkerMetrics:
     """Every metric of the worker, in a `CollectorRegistry` of its own (`registry`)."""
 
     def __init__(self, *, process_metrics: bool = True) -> None:
-        self._pipelines: dict[tuple[str, str], Pipeline] = {}
+        self._pipelines: dict[tuple[str, str], Stage] = {}
         self._sources: dict[str, Source] = {}
         self._scrape_errors: Counter[str] = Counter()
         self._delivery_outcomes: Counter[tuple[str, str]] = Counter()
@@ -183,16 +183,16 @@ class WorkerMetrics:
 
     # -- what the shells call ------------------------------------------------------------------
 
-    def track(self, pipeline: Pipeline) -> None:
+    def track(self, pipeline: Stage) -> None:
         """Export `pipeline`'s stats (idempotent: an agent that restarts tracks again)."""
         self._pipelines[pipeline.name, pipeline.stage] = pipeline
 
-    def start_batch(self, pipeline: Pipeline, *, with_mapping: bool = True) -> BatchTimer:
+    def start_batch(self, pipeline: Stage, *, with_mapping: bool = True) -> BatchTimer:
         """Start timing a batch; `with_mapping=False` for a stage that does not `route`."""
         return BatchTimer(self, pipeline, with_mapping=with_mapping)
 
     def observe_batch(
-        self, pipeline: Pipeline, size: int, *, total_s: float, mapping_s: float | None
+        self, pipeline: Stage, size: int, *, total_s: float, mapping_s: float | None
     ) -> None:
         if size <= 0:
             return
@@ -202,7 +202,7 @@ class WorkerMetrics:
             self.mapping.observe(labels, mapping_s / size, count=size)
 
     def observe_delivery(
-        self, pipeline: Pipeline, message: InboundMessage, result: DeliveryResult
+        self, pipeline: Stage, message: InboundMessage, result: DeliveryResult
     ) -> None:
         """Count one final delivery outcome and log it (debug) with the message's context."""
         self._delivery_outcomes[result.outcome, str(result.status)] += 1
@@ -329,5 +329,5 @@ def consumer_lags(
     return lags
 
 
-#: The process's metrics; `worker.health` serves them.
+#: The process's metrics; `worker.runtime.health` serves them.
 metrics = WorkerMetrics()

@@ -1,4 +1,4 @@
-"""The thin faust shell around `worker.pipeline`: events in, batches handed off, acked in order."""
+"""The thin faust shell around a `Stage`: events in, batches handed off, acked in order."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from faust.types.tuples import ack_lock
 from mode.utils.queues import FlowControlEvent
 
 from worker.errors import BatchGivenBack
-from worker.observability import BatchTimer, metrics
-from worker.pipeline import Breaker, Pipeline
-from worker.placement import kafka_partitioner
-from worker.records import InboundMessage, OutboundRecord
+from worker.pipeline.breaker import Breaker
+from worker.pipeline.records import InboundMessage, OutboundRecord
+from worker.pipeline.stage import Stage
+from worker.runtime.metrics import BatchTimer, metrics
+from worker.runtime.placement import kafka_partitioner
 
 __all__ = [
     "EXIT_FATAL",
@@ -32,7 +33,7 @@ __all__ = [
     "InOrderAcks",
     "hold_while_paused",
     "run_batches",
-    "run_pipeline",
+    "run_stage",
     "stop_worker",
     "to_inbound",
     "unless_flow_stops",
@@ -65,7 +66,7 @@ class FaustSender:
     Records are appended to one aiokafka batch per partition and each batch is sent whole:
     `send` per record costs a future, a metadata lookup and a partitioner call each (faust's
     `Topic.send` several hundred microseconds more), for records that are already bytes.
-    Partitions are chosen as the producer's partitioner would (`worker.placement`), and a
+    Partitions are chosen as the producer's partitioner would (`worker.runtime.placement`), and a
     partition's records keep their order, across calls too.
     """
 
@@ -137,7 +138,7 @@ class EventIntake:
     a shutdown waits (`Consumer.wait_empty`) until it is acked; an event taken while flow is
     stopped for a rebalance, or fetched in an earlier consumer generation, is dropped unacked,
     as the iterator drops it (the seek that ends the rebalance reads it again). What is still in
-    the queue when faust clears it is seen there by `worker.faustapp.RereadingFlowControl`.
+    the queue when faust clears it is seen there by `faust_overrides.RereadingFlowControl`.
     """
 
     def __init__(self, stream: faust.StreamT[bytes]) -> None:
@@ -289,7 +290,7 @@ class InOrderAcks:
 
 async def run_batches(
     stream: faust.StreamT[bytes],
-    pipeline: Pipeline,
+    pipeline: Stage,
     handle: Callable[[list[InboundMessage]], Awaitable[Awaitable[object]]],
     *,
     batch_size: int = BATCH_SIZE,
@@ -389,7 +390,7 @@ async def _flow_stopped(flow_control: FlowControlEvent) -> None:
     await flow_control._suspend.wait()
 
 
-async def run_pipeline(stream: faust.StreamT[bytes], pipeline: Pipeline) -> None:
+async def run_stage(stream: faust.StreamT[bytes], pipeline: Stage) -> None:
     """Run a mapping stage: each batch through `pipeline.process`."""
     await run_batches(stream, pipeline, pipeline.process)
 

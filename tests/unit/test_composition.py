@@ -1,0 +1,66 @@
+"""The composition root builds the features `WORKER_FEATURES` names, and nothing else."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import SecretStr
+
+from worker.composition import compose
+from worker.settings import Settings, SettingsInvalid
+
+KEY = SecretStr("test-key")
+
+
+def test_every_feature_runs_by_default() -> None:
+    runtime = compose(Settings(autopilot_api_key=KEY))
+    assert set(runtime.app.agents) == {
+        "source-intake",
+        "source-map",
+        "destination-intake",
+        "destination-map",
+        "delivery",
+        "replay-retry",
+    }
+    assert set(runtime.app.tables) == {
+        "source_user_by_email",
+        "destination_email_by_user",
+        "destination_audiences",
+    }
+    assert set(runtime.breakers) == {"source", "destination", "delivery", "replay"}
+
+
+def test_a_delivery_only_process_runs_delivery_and_replay_alone() -> None:
+    runtime = compose(Settings(worker_features="delivery", autopilot_api_key=KEY))
+    assert set(runtime.app.agents) == {"delivery", "replay-retry"}
+    assert set(runtime.app.tables) == set()
+    assert sorted(runtime.stages) == [("delivery", "deliver"), ("replay", "retry")]
+
+
+def test_a_mapping_only_process_has_no_delivery_and_no_ingest_routes() -> None:
+    runtime = compose(Settings(worker_features="source,destination", autopilot_api_key=KEY))
+    assert "delivery" not in runtime.app.agents
+    paths = {r.resource.canonical for r in runtime.app.web.web_app.router.routes()}  # type: ignore[attr-defined]
+    assert "/readyz" in paths
+    assert not any(p.startswith("/v1/") for p in paths)
+
+
+def test_an_unknown_feature_is_a_configuration_error() -> None:
+    with pytest.raises(SettingsInvalid, match="unknown feature"):
+        Settings(worker_features="source,warehouse")
+
+
+def test_importing_a_feature_registers_nothing_and_imports_no_other_feature() -> None:
+    code = (
+        "import sys, worker.destination.agents, worker.delivery.agents\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('worker.source', 'worker.ingest',"
+        " 'worker.composition', 'faust.app'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "worker.source.agents" not in out
+    assert "worker.ingest" not in out
+    assert "worker.composition" not in out

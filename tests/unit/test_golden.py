@@ -1,0 +1,129 @@
+"""Golden cases: each file `tests/golden/<pipeline>/<case>.json` is one input and its outcome.
+
+`<pipeline>` is `source` (Autopilot event -> Segment track) or `destination` (Segment call ->
+Autopilot requests); the test id is `<pipeline>/<case>`. Every case holds:
+
+- `description`: one line saying what the case holds and why it matters (required);
+- `input`: a JSON value, sent as its compact UTF-8 JSON bytes; or `input_text`: sent as is,
+  encoded with `input_encoding` (default utf-8), where a lone surrogate such as "\\udcff"
+  stands for that raw byte, to write invalid UTF-8;
+- `expected`: `{"output": ...}`, `{"skip": "<reason>"}` or `{"error": {"status", "message"}}`,
+  the same lines `python -m worker map <pipeline>` writes.
+
+Source cases may add `learned_user_id`; their output is `{"key", "message"}` (the track).
+Destination cases may add `config` (DestinationConfig fields), `learned_email` and
+`audience_state`; their output is the list of request descriptors as on the wire. Without
+`learned_email` or `audience_state` a destination case runs `map_destination`, as
+`map destination` does; with either, the prechecked call goes through `call_to_requests`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from worker.destination.mapping import (
+    DestinationConfig,
+    call_to_requests,
+    map_destination,
+    precheck_call,
+)
+from worker.errors import InvalidInput, SkipMessage
+from worker.models.autopilot_event import EmailEventType
+from worker.source.mapping import map_source
+
+GOLDEN = Path(__file__).parents[1] / "golden"
+PIPELINES = ("source", "destination")
+CASES = {pipeline: sorted((GOLDEN / pipeline).glob("*.json")) for pipeline in PIPELINES}
+RECEIVED_AT = datetime(2026, 11, 20, 10, 15, 5, tzinfo=UTC)
+INTEGRATION_VERSION = "0.0.0-golden"
+
+
+def _load(path: Path) -> dict[str, Any]:
+    # stdlib json: orjson refuses the lone surrogates of some destination cases
+    case: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return case
+
+
+def _raw(case: dict[str, Any]) -> bytes:
+    if "input_text" in case:
+        text: str = case["input_text"]
+        return text.encode(case.get("input_encoding", "utf-8"), "surrogateescape")
+    return orjson.dumps(case["input"])
+
+
+def _source_output(raw: bytes, case: dict[str, Any]) -> dict[str, Any]:
+    output = map_source(
+        raw,
+        received_at=RECEIVED_AT,
+        learned_user_id=case.get("learned_user_id"),
+        integration_version=INTEGRATION_VERSION,
+    )
+    return {"key": output.key, "message": output.message.to_dict()}
+
+
+def _destination_output(raw: bytes, case: dict[str, Any]) -> list[dict[str, Any]]:
+    config = DestinationConfig(**case.get("config", {}))
+    if "learned_email" in case or "audience_state" in case:
+        result = call_to_requests(
+            precheck_call(raw),
+            config=config,
+            learned_email=case.get("learned_email"),
+            audience_state=case.get("audience_state"),
+        )
+    else:
+        result = map_destination(raw, config=config)
+    return [request.model_dump(mode="json", by_alias=True) for request in result.requests]
+
+
+MAPPINGS: dict[str, Callable[[bytes, dict[str, Any]], object]] = {
+    "source": _source_output,
+    "destination": _destination_output,
+}
+
+
+def _outcome(pipeline: str, case: dict[str, Any]) -> dict[str, Any]:
+    raw = _raw(case)
+    try:
+        output = MAPPINGS[pipeline](raw, case)
+    except SkipMessage as skip:
+        return {"skip": skip.reason}
+    except InvalidInput as error:
+        return {"error": {"status": error.status, "message": error.message}}
+    return {"output": output}
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "path"),
+    [
+        pytest.param(pipeline, path, id=f"{pipeline}/{path.stem}")
+        for pipeline, paths in CASES.items()
+        for path in paths
+    ],
+)
+def test_golden_case(pipeline: str, path: Path) -> None:
+    case = _load(path)
+    description = case.get("description")
+    assert isinstance(description, str), f"{path.name}: needs a one-line description"
+    assert description.strip(), f"{path.name}: the description is blank"
+    assert description.splitlines() == [description], f"{path.name}: description on one line"
+    assert _outcome(pipeline, case) == case["expected"]
+
+
+def test_source_cases_cover_every_event_type() -> None:
+    seen = {
+        case["expected"]["output"]["message"]["properties"]["event"]
+        for case in map(_load, CASES["source"])
+        if "output" in case["expected"]
+    }
+    assert seen == set(EmailEventType)
+
+
+def test_destination_cases_exist() -> None:
+    assert len(CASES["destination"]) >= 40

@@ -1,0 +1,51 @@
+"""The composition root: which features run in this process, built on one runtime.
+
+`WORKER_FEATURES` (default: all) names them: `ingest` (the HTTP routes), `source`, `destination`
+and `delivery`; so one pod can only deliver and another only map. The operations endpoints
+(health, metrics, resume) and the replay stage run in every worker. Nothing is registered on
+import: `compose` builds what is asked, in one visible place.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from worker.delivery.agents import build_delivery
+from worker.destination.agents import build_destination
+from worker.ingest.routes import build_ingest
+from worker.pipeline.replay import REPLAY_PIPELINE, REPLAY_STAGE, replay_handler
+from worker.runtime.batches import run_stage
+from worker.runtime.health import DeliveryStatus, install_operations
+from worker.runtime.stages import Runtime
+from worker.settings import Settings
+from worker.source.agents import build_source
+
+__all__ = ["compose"]
+
+
+def compose(settings: Settings) -> Runtime:
+    """The runtime with every feature `settings.worker_features` names built on it."""
+    runtime = Runtime.create(settings)
+    features = settings.worker_features
+    if "source" in features:
+        build_source(runtime)
+    if "destination" in features:
+        build_destination(runtime)
+    delivery: DeliveryStatus | None = None
+    if "delivery" in features:
+        delivery = build_delivery(runtime)
+    if "ingest" in features:
+        build_ingest(runtime)
+    install_operations(runtime, delivery)
+    _build_replay(runtime)
+    return runtime
+
+
+def _build_replay(runtime: Runtime) -> None:
+    """The retry topic's stage: dead letters replayed by `python -m worker dlq replay`, each
+    through the stage (of this process) that dead-lettered it."""
+    stage = runtime.build_stage(REPLAY_PIPELINE, REPLAY_STAGE, replay_handler(runtime.stages))
+
+    @runtime.app.agent(runtime.raw_topic(runtime.topics.retry), name="replay-retry")
+    async def replay_retry(stream: faust.StreamT[bytes]) -> None:
+        await run_stage(stream, stage)

@@ -175,6 +175,7 @@ async def _run_page(
     """Open the page in a fresh context (no stored ids or queue), run SCRIPT, wait for one
     POST answer per path of `mode`; the library's contexts and the page's traffic."""
     traffic = Traffic()
+    ended: list[Any] = []  # POSTs finished or failed, in the order they ended
     context = await browser.new_context()
     try:
 
@@ -185,21 +186,13 @@ async def _run_page(
                 traffic.aborted.append(route.request.url)
                 await route.abort()
 
-        async def finished(request: Any) -> None:
+        def post_ended(request: Any) -> None:
             if request.method == "POST":
-                response = await request.response()
-                traffic.posts.append(
-                    (
-                        request.url,
-                        response.status if response else None,
-                        await request.all_headers(),
-                        request.post_data_json,
-                    )
-                )
+                ended.append(request)
 
         await context.route("**/*", only_loopback)
-        context.on("requestfinished", finished)
-        context.on("requestfailed", lambda r: traffic.posts.append((r.url, None, {}, None)))
+        context.on("requestfinished", post_ended)
+        context.on("requestfailed", post_ended)
         page = await context.new_page()
         page.on("console", lambda message: traffic.console.append(message.text))
         await page.goto(origin + "/")
@@ -214,9 +207,14 @@ async def _run_page(
             },
         )
         for _ in range(100):  # a batch goes out after its last call returned
-            if len(traffic.posts) >= len(mode.paths):
+            if len(ended) >= len(mode.paths):
                 break
             await page.wait_for_timeout(100)
+        for request in ended:
+            response = await request.response()  # None when the request failed
+            status = response.status if response is not None else None
+            headers = await request.all_headers()
+            traffic.posts.append((request.url, status, headers, request.post_data_json))
     finally:
         await context.close()
     return sent, traffic

@@ -24,7 +24,18 @@ $(VENV)/.native: $(VENV)/.installed $(NATIVE_SOURCES)
 	$(PY) -m pip install -q ./native
 	touch $@
 
-install: $(VENV)/.native ## create .venv, install the worker with its dev extras and build native/ (needs cargo)
+# Segment's Analytics.js from npm for the browser test, at the version tests/browser's lock pins.
+# Without npm the browser test is skipped (and fails under CI).
+BROWSER_DEPS := tests/browser/node_modules/.installed
+
+$(BROWSER_DEPS): tests/browser/package.json tests/browser/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix tests/browser --no-audit --no-fund && touch $@; \
+	else \
+		echo "npm not found: tests/integration/test_ingest_browser.py will be skipped"; \
+	fi
+
+install: $(VENV)/.native $(BROWSER_DEPS) ## create .venv with the dev extras, build native/ (needs cargo), npm ci tests/browser
 
 kafka-up: install ## start the local single-node Kafka (KRaft, no Docker) in the background
 	$(KAFKA) up
@@ -69,4 +80,4 @@ demo: install ## broker, stand-in API and worker; sends a realistic mix; prints 
 	$(PY) deploy/demo.py
 
 clean: ## remove the venv and caches (the Kafka jars and data too)
-	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache tests/browser/node_modules

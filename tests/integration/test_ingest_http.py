@@ -209,6 +209,57 @@ async def test_limits_auth_and_bad_json(ingest_worker: WorkerProcess) -> None:
     assert all(m["userId"] != "u" for m in stored)  # nothing refused was stored
 
 
+async def test_sdk_paths_take_text_plain_bodies_with_the_write_key_inside(
+    ingest_worker: WorkerProcess,
+) -> None:
+    """What Segment's browser and mobile SDKs post (the browser itself: test_ingest_browser)."""
+    text_plain = {"Content-Type": "text/plain"}
+    calls = {"i": "identify", "t": "track", "p": "page", "s": "screen", "g": "group", "a": "alias"}
+    async with httpx.AsyncClient(base_url=ingest_worker.web_url, timeout=30) as http:
+        for letter, route in calls.items():
+            body = {"writeKey": WRITE_KEY, "userId": "u-sdk", "messageId": f"m-sdk-{letter}"}
+            response = await http.post(
+                f"/v1/{letter}", content=orjson.dumps(body), headers=text_plain
+            )
+            assert (response.status_code, response.json()) == (200, {"success": True}), route
+        for path in ("/v1/b", "/b"):
+            batch = {
+                "writeKey": WRITE_KEY,
+                "batch": [{"type": "track", "userId": "u-sdk", "messageId": f"m-sdk{path}"}],
+            }
+            response = await http.post(path, content=orjson.dumps(batch), headers=text_plain)
+            assert (response.status_code, response.json()) == (200, {"success": True}), path
+    by_id = {m["messageId"]: m for m in await _calls(ingest_worker)}
+    for letter, route in calls.items():
+        assert by_id[f"m-sdk-{letter}"]["type"] == route
+    assert by_id["m-sdk/v1/b"]["type"] == by_id["m-sdk/b"]["type"] == "track"
+    assert all("writeKey" not in m for m in by_id.values())
+
+
+async def test_every_error_of_the_web_server_is_json(ingest_worker: WorkerProcess) -> None:
+    """The router's 404 and 405, on the ingest's paths and on the rest of the server."""
+    async with httpx.AsyncClient(base_url=ingest_worker.web_url, timeout=30) as http:
+        for method, path, status in [
+            ("GET", "/v1/track", 405),
+            ("GET", "/v1/t", 405),
+            ("PUT", "/b", 405),
+            ("GET", "/autopilot/events", 405),
+            ("POST", "/healthz", 405),
+            ("POST", "/v1/m", 404),
+            ("POST", "/v1/nothing", 404),
+            ("GET", "/nothing/here", 404),
+        ]:
+            response = await http.request(method, path, content=b"{}")
+            assert response.status_code == status, (method, path, response.text)
+            assert response.headers["Content-Type"].startswith("application/json"), path
+            answer = response.json()
+            assert answer["success"] is False
+            assert answer["code"] == {404: "not_found", 405: "method_not_allowed"}[status]
+            assert path in answer["message"]
+            if path.startswith("/v1/") or path == "/b":
+                assert response.headers["Access-Control-Allow-Origin"] == "*", path
+
+
 async def test_autopilot_webhook(ingest_worker: WorkerProcess) -> None:
     event_id = f"evt_{uuid.uuid4().hex[:8]}"
     event = {

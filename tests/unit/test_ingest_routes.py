@@ -2,7 +2,9 @@
 
 The handlers run in a real aiohttp server (so gzip is undone by aiohttp as in the worker);
 only the sender and the settings are swapped, which is how the 503 mapping is shown for a
-sender that fails or never gets its acks.
+sender that fails or never gets its acks. The paths Segment's SDKs use (`/v1/t`, `/b`, ...)
+and the JSON answers of the router's errors are shown here too; the real SDKs against a real
+worker are in tests/integration/test_ingest_browser.py and test_ingest_http.py.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from worker.ingest import routes
+from worker.ingest.segment_api import PATHS
 from worker.pipeline.records import OutboundRecord
 from worker.settings import Settings
 from worker.topics import TopicNames
@@ -59,9 +62,14 @@ def sender() -> FakeSender:
 @pytest.fixture
 async def client(sender: FakeSender) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     application = web.Application()
-    routes.Ingest(SETTINGS, topic_names, sender).mount(application.router)
+    routes.Ingest(SETTINGS, topic_names, sender).mount(application)
+    application.router.add_get("/broken", _broken)  # a handler with a bug, for the 500
     async with TestClient(TestServer(application)) as test_client:
         yield test_client
+
+
+async def _broken(request: web.Request) -> web.Response:
+    raise KeyError("a bug")
 
 
 def _stored(sender: FakeSender) -> list[dict[str, Any]]:
@@ -190,7 +198,7 @@ async def test_unconfigured_endpoints_are_503(sender: FakeSender) -> None:
     application = web.Application()
     routes.Ingest(
         Settings(segment_write_keys=None, autopilot_webhook_token=None), topic_names, sender
-    ).mount(application.router)
+    ).mount(application)
     async with TestClient(TestServer(application)) as client:
         await _unconfigured_endpoints_are_503(client, sender)
 
@@ -205,6 +213,111 @@ async def _unconfigured_endpoints_are_503(client: Any, sender: FakeSender) -> No
     assert sender.sent == []
 
 
-async def test_get_is_not_allowed(client: Any) -> None:
-    async with client.get("/v1/track") as response:
-        assert response.status == 405
+@pytest.mark.parametrize(("path", "route"), [(p, r) for p, r in PATHS.items() if r != "batch"])
+async def test_every_single_call_path_stores_its_type_from_a_text_plain_body(
+    client: Any, sender: FakeSender, path: str, route: str
+) -> None:
+    """As Analytics.js sends: `text/plain`, the write key in the body (no Basic header)."""
+    body = {"writeKey": KEY, "userId": "u-short", "messageId": f"m-{route}"}
+    headers = {"Content-Type": "text/plain"}
+    status, answer = await _post(client, path, body, headers=headers)
+    assert (status, answer) == (200, {"success": True})
+    [message] = _stored(sender)
+    assert (message["type"], message["messageId"]) == (route, f"m-{route}")
+    assert "writeKey" not in message
+
+
+@pytest.mark.parametrize("path", ["/v1/batch", "/v1/b", "/b"])
+async def test_every_batch_path_stores_each_item(
+    client: Any, sender: FakeSender, path: str
+) -> None:
+    body = {
+        "writeKey": KEY,
+        "sentAt": "2026-01-01T12:00:00.000Z",
+        "batch": [
+            {"type": "identify", "userId": "u-b", "traits": {"email": "b@x.io"}},
+            {"type": "track", "userId": "u-b", "event": "E"},
+        ],
+    }
+    status, _ = await _post(client, path, body, headers={"Content-Type": "text/plain"})
+    assert status == 200
+    assert [m["type"] for m in _stored(sender)] == ["identify", "track"]
+
+
+@pytest.mark.parametrize("path", ["/v1/t", "/v1/b", "/b", "/v1/identify"])
+async def test_every_segment_path_answers_a_cors_preflight(client: Any, path: str) -> None:
+    headers = {
+        "Origin": "https://shop.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type,x-retry-count",
+    }
+    async with client.options(path, headers=headers) as response:
+        assert response.status == 204
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        allowed = response.headers["Access-Control-Allow-Headers"].lower()
+        assert {"authorization", "content-type", "x-retry-count"} <= {
+            h.strip() for h in allowed.split(",")
+        }
+
+
+async def _error(
+    client: TestClient[web.Request, web.Application], method: str, path: str
+) -> tuple[int, dict[str, Any], Any]:
+    async with client.request(method, path, data=b"{}") as response:
+        assert response.content_type == "application/json"
+        return response.status, orjson.loads(await response.read()), response.headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v1/track"), ("GET", "/v1/t"), ("PUT", "/b"), ("DELETE", "/v1/batch")],
+)
+async def test_a_method_a_segment_path_does_not_take_is_a_json_405(
+    client: Any, method: str, path: str
+) -> None:
+    status, answer, headers = await _error(client, method, path)
+    assert (status, answer["success"], answer["code"]) == (405, False, "method_not_allowed")
+    assert path in answer["message"]
+    assert set(headers["Allow"].split(",")) == {"POST", "OPTIONS"}
+    assert headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_a_method_the_webhook_does_not_take_is_a_json_405_without_cors(client: Any) -> None:
+    status, answer, headers = await _error(client, "GET", "/autopilot/events")
+    assert (status, answer["code"]) == (405, "method_not_allowed")
+    assert headers["Allow"] == "POST"
+    assert "Access-Control-Allow-Origin" not in headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "cors"),
+    [
+        ("POST", "/v1/m", True),  # Analytics.js's own metrics: not served
+        ("POST", "/v1/purchase", True),
+        ("OPTIONS", "/v1/nothing", True),
+        ("GET", "/", False),
+        ("POST", "/v2/track", False),
+        ("POST", "/autopilot/events/x", False),
+    ],
+)
+async def test_a_path_nothing_serves_is_a_json_404(
+    client: Any, sender: FakeSender, method: str, path: str, cors: bool
+) -> None:
+    status, answer, headers = await _error(client, method, path)
+    assert answer == {
+        "success": False,
+        "code": "not_found",
+        "message": f"nothing is served at {path}",
+    }
+    assert status == 404
+    assert ("Access-Control-Allow-Origin" in headers) is cors
+    assert sender.sent == []
+
+
+async def test_a_handler_failing_unexpectedly_is_a_json_500(
+    client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    status, answer, _ = await _error(client, "GET", "/broken")
+    assert (status, answer["success"], answer["code"]) == (500, False, "internal_error")
+    assert "a bug" not in answer["message"]  # the traceback goes to the log, not to the client
+    assert any(r.exc_info and "GET /broken failed" in r.getMessage() for r in caplog.records)

@@ -11,6 +11,7 @@ import pytest
 from worker.ingest.problems import BadRequest, TooLarge
 from worker.ingest.segment_api import (
     MAX_MESSAGE_BYTES,
+    PATHS,
     SINGLE_ROUTES,
     correct_timestamp,
     enrich,
@@ -31,6 +32,13 @@ def _records(route: str, payload: object) -> list[dict[str, Any]]:
     )
     assert all(r.topic == TOPIC for r in records)
     return [orjson.loads(r.value) for r in records]
+
+
+def test_paths_are_the_long_ones_and_those_segments_sdks_post_to() -> None:
+    short = {"/v1/i": "identify", "/v1/t": "track", "/v1/p": "page", "/v1/s": "screen",
+             "/v1/g": "group", "/v1/a": "alias", "/v1/b": "batch", "/b": "batch"}  # fmt: skip
+    long = {f"/v1/{route}": route for route in (*SINGLE_ROUTES, "batch")}
+    assert dict(PATHS) == long | short
 
 
 @pytest.mark.parametrize("route", SINGLE_ROUTES)

@@ -4,6 +4,9 @@
     ├── BadRequest                400  invalid JSON, a body of the wrong shape
     │   └── TooLarge              400  over 32 KB per message or 500 KB per request
     ├── Unauthorized              401  missing or wrong write key / webhook token
+    ├── NotFound                  404  nothing is served at the path
+    ├── MethodNotAllowed          405  the path does not take the method (`Allow` says which)
+    ├── InternalError             500  the worker failed on the request (a bug; logged); retry
     └── Unavailable               503  Kafka did not acknowledge every message, or the endpoint
                                        is not configured; the client should retry
 
@@ -19,7 +22,17 @@ from typing import ClassVar
 
 import orjson
 
-__all__ = ["OK_BODY", "BadRequest", "Rejected", "TooLarge", "Unauthorized", "Unavailable"]
+__all__ = [
+    "OK_BODY",
+    "BadRequest",
+    "InternalError",
+    "MethodNotAllowed",
+    "NotFound",
+    "Rejected",
+    "TooLarge",
+    "Unauthorized",
+    "Unavailable",
+]
 
 #: The answer once every message of a request is stored.
 OK_BODY = orjson.dumps({"success": True})
@@ -57,6 +70,25 @@ class Unauthorized(Rejected):
     """No credential, or one that is not accepted."""
 
     status = 401
+
+
+class NotFound(Rejected):
+    """No endpoint at the path (a client pointed at the wrong host or path)."""
+
+    status = 404
+
+
+class MethodNotAllowed(Rejected):
+    """The path exists but does not take the request's method."""
+
+    status = 405
+
+
+class InternalError(Rejected):
+    """The worker failed on the request (a bug, logged with its traceback): nothing of the
+    request can be promised stored, and the client retries as for a 503."""
+
+    status = 500
 
 
 class Unavailable(Rejected):

@@ -8,6 +8,12 @@ server runs on the worker's event loop and starts after the producer, before the
 The handlers only move bytes between aiohttp and the pure modules of this package; the order
 of the checks is: configuration (503), a Basic header (401, body unread), body size (400),
 gzip and JSON (400), the body's write key (401), message sizes and shape (400), Kafka (503).
+
+Every error answer of the web server is JSON, `{"success": false, "code", "message"}`: besides
+the handlers' own, `json_errors` (a middleware on the whole server) turns the router's 404 (a
+path nothing serves) and 405 (a method a path does not take, with `Allow`) and any unexpected
+failure of a handler (500, logged) into that shape, where aiohttp would answer in plain text.
+Answers a handler returns itself, whatever their status, pass unchanged.
 """
 
 from __future__ import annotations
@@ -27,15 +33,22 @@ from worker.ingest.auth import (
 )
 from worker.ingest.autopilot_webhook import MAX_WEBHOOK_BYTES, webhook_records
 from worker.ingest.body import MAX_REQUEST_BYTES, decode_body, parse_json, read_capped
-from worker.ingest.problems import OK_BODY, BadRequest, Rejected
-from worker.ingest.segment_api import ROUTES, body_write_key, segment_records
+from worker.ingest.problems import (
+    OK_BODY,
+    BadRequest,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    Rejected,
+)
+from worker.ingest.segment_api import PATHS, body_write_key, segment_records
 from worker.ingest.storing import RecordSender, TopicSender, store_all
-from worker.runtime.health import web_router
+from worker.runtime.health import web_application
 from worker.runtime.stages import Runtime
 from worker.settings import Settings
 from worker.topics import TopicNames
 
-__all__ = ["WEBHOOK_PATH", "Ingest", "build_ingest", "segment_path"]
+__all__ = ["WEBHOOK_PATH", "Ingest", "build_ingest", "json_errors", "segment_owned"]
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +57,19 @@ WEBHOOK_PATH = "/autopilot/events"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def segment_path(route: str) -> str:
-    return f"/v1/{route}"
+def segment_owned(path: str) -> bool:
+    """True for the Segment API's paths and anything else under `/v1/` (CORS answers there)."""
+    return path in PATHS or path.startswith("/v1/")
 
 
 #: Browsers may call the Segment routes from any page, as they call Segment's API: the write
-#: key, not the origin, is what authenticates, and no cookie is ever read.
+#: key, not the origin, is what authenticates, and no cookie is ever read. Analytics.js sends
+#: `Authorization` (Basic, its write key) and, when it retries, `X-Retry-Count`.
 _CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
 _PREFLIGHT_HEADERS = {
     **_CORS_HEADERS,
     "Access-Control-Allow-Methods": "POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding, X-Retry-Count",
     "Access-Control-Max-Age": "86400",
 }
 
@@ -149,12 +164,57 @@ class Ingest:
             return _answer(rejection, body_read=body_read)
         return _answer(None, body_read=True)
 
-    def mount(self, router: web.UrlDispatcher) -> None:
-        """Add every ingest route to `router`."""
-        for route in ROUTES:
-            router.add_post(segment_path(route), self.segment_handler(route))
-            router.add_route("OPTIONS", segment_path(route), segment_preflight)
+    def mount(self, application: web.Application) -> None:
+        """Add every ingest route, and `json_errors`, to `application` (before it starts)."""
+        router = application.router
+        for path, route in PATHS.items():
+            router.add_post(path, self.segment_handler(route))
+            router.add_route("OPTIONS", path, segment_preflight)
         router.add_post(WEBHOOK_PATH, self.autopilot_events)
+        application.middlewares.append(json_errors)
+
+
+def _router_rejection(request: web.Request, error: web.HTTPException) -> Rejected:
+    """The router's error as a rejection (aiohttp's router raises only a 405 or a 404)."""
+    if isinstance(error, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(error.allowed_methods))
+        return MethodNotAllowed(
+            "method_not_allowed",
+            f"{request.method} is not allowed on {request.path} (allowed: {allowed})",
+        )
+    return NotFound("not_found", f"nothing is served at {request.path}")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The router's 404 and 405 and a handler's unexpected failure (500), answered in JSON.
+
+    A 405 keeps its `Allow` header; an answer on a Segment-owned path (`segment_owned`) carries
+    the CORS header, so a page's script can read it. The handler's own answers pass unchanged.
+    """
+    router_error = request.match_info.http_exception
+    if router_error is not None:
+        rejection = _router_rejection(request, router_error)
+        headers = {k: v for k, v in router_error.headers.items() if k.lower() == "allow"}
+    else:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise  # an answer a handler chose to raise (faust's views may): left to aiohttp
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            rejection = InternalError("internal_error", "the worker failed on the request; retry")
+            headers = {}
+    if segment_owned(request.path):
+        headers.update(_CORS_HEADERS)
+    response = web.Response(
+        status=rejection.status,
+        body=rejection.body(),
+        content_type="application/json",
+        headers=headers,
+    )
+    response.force_close()  # the request's body, if any, was not read
+    return response
 
 
 def build_ingest(runtime: Runtime) -> Ingest:
@@ -164,11 +224,11 @@ def build_ingest(runtime: Runtime) -> Ingest:
         {name: runtime.raw_topic(name) for name in (topics.segment_calls, topics.email_events)}
     )
     ingest = Ingest(settings, topics, sender)
-    ingest.mount(web_router(runtime))
+    ingest.mount(web_application(runtime))
     token = settings.autopilot_webhook_token
     log.info(
-        "ingest: Segment API on /v1/{%s} %s; Autopilot webhook on %s %s",
-        ",".join(ROUTES),
+        "ingest: Segment API on %s %s; Autopilot webhook on %s %s",
+        ", ".join(PATHS),
         f"({len(ingest.keys)} write key(s))" if ingest.keys else "(not configured: 503)",
         WEBHOOK_PATH,
         "(token set)" if token and token.get_secret_value() else "(not configured: 503)",

@@ -6,6 +6,13 @@ What a request becomes, as Segment's own API does it:
   object) and set its `type` from the route; `batch` takes `{"batch": [message, ...]}` whose
   items keep their own `type`. Nothing else is validated here: a message the destination cannot
   use is dead-lettered by its intake with the reason, like any message on the topic.
+- Paths (`PATHS`): each route at `/v1/<route>` (the HTTP Tracking API, the server libraries)
+  and at `/v1/<first letter>` (Analytics.js posts each call to `<apiHost>/<first letter of the
+  type>`, its apiHost being `api.segment.io/v1`); batch at `/v1/b` and `/b` too (Analytics.js
+  in batching mode and the mobile libraries post to `<apiHost>/b`, whichever apiHost is set).
+  A path means the same whatever its name: same checks, same records.
+- The body is read as JSON whatever its `Content-Type` (Analytics.js sends `text/plain`, which
+  spares the browser a CORS preflight when no `Authorization` header goes with it).
 - Limits: 32 KB per message (its JSON as sent, `writeKey` left out) and 500 KB per request
   (`worker.ingest.body`); past them the whole request is refused with a 400.
 - A batch's top-level `context` and `integrations` are merged into each item, key by key, the
@@ -34,6 +41,7 @@ from worker.pipeline.records import OutboundRecord
 __all__ = [
     "BATCH_ROUTE",
     "MAX_MESSAGE_BYTES",
+    "PATHS",
     "ROUTES",
     "SINGLE_ROUTES",
     "body_write_key",
@@ -53,6 +61,13 @@ MAX_MESSAGE_BYTES: Final = 32 * 1024
 SINGLE_ROUTES: Final = ("identify", "track", "page", "screen", "group", "alias")
 BATCH_ROUTE: Final = "batch"
 ROUTES: Final = (*SINGLE_ROUTES, BATCH_ROUTE)
+
+PATHS: Final[Mapping[str, str]] = {
+    **{f"/v1/{route}": route for route in ROUTES},
+    **{f"/v1/{route[0]}": route for route in ROUTES},
+    "/b": BATCH_ROUTE,
+}
+"""Every path the Segment API answers on, and the route it stands for (see the module doc)."""
 
 Message = dict[str, Any]
 

@@ -64,6 +64,8 @@ __all__ = [
     "parse_checks",
     "paused_pipelines",
     "readiness_response",
+    "web_application",
+    "web_router",
 ]
 
 log = logging.getLogger(__name__)
@@ -484,13 +486,18 @@ class Operations:
             await self._metadata_check.close()
 
 
-def web_router(runtime: Runtime) -> web.UrlDispatcher:
-    """The router of faust's aiohttp web server (frozen only once the server starts)."""
+def web_application(runtime: Runtime) -> web.Application:
+    """faust's aiohttp web application (routes and middlewares frozen once the server starts)."""
     driver = runtime.app.web
     if not isinstance(driver, AiohttpWeb):
         raise ConfigurationError(f"the worker needs faust's aiohttp web driver, not {driver!r}")
     application: web.Application = driver.web_app
-    return application.router
+    return application
+
+
+def web_router(runtime: Runtime) -> web.UrlDispatcher:
+    """The router of faust's aiohttp web server."""
+    return web_application(runtime).router
 
 
 def install_operations(runtime: Runtime, delivery: DeliveryStatus | None = None) -> Operations:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import faust
 
+from worker.backends.autopilot import AutopilotBackend
+from worker.backends.seam import Backend
 from worker.delivery.agents import build_delivery
 from worker.destination.agents import build_destination
 from worker.ingest.routes import build_ingest
@@ -20,20 +22,26 @@ from worker.runtime.stages import Runtime
 from worker.settings import Settings
 from worker.source.agents import build_source
 
-__all__ = ["compose"]
+__all__ = ["backend_for", "compose"]
+
+
+def backend_for(settings: Settings) -> Backend:
+    """The destination API this worker sends to (Autopilot's REST API today)."""
+    return AutopilotBackend.from_settings(settings)
 
 
 def compose(settings: Settings) -> Runtime:
     """The runtime with every feature `settings.worker_features` names built on it."""
     runtime = Runtime.create(settings)
+    backend = backend_for(settings)
     features = settings.worker_features
     if "source" in features:
         build_source(runtime)
     if "destination" in features:
-        build_destination(runtime)
+        build_destination(runtime, backend)
     delivery: DeliveryStatus | None = None
     if "delivery" in features:
-        delivery = build_delivery(runtime)
+        delivery = build_delivery(runtime, backend)
     if "ingest" in features:
         build_ingest(runtime)
     install_operations(runtime, delivery)

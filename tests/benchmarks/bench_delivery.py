@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from worker.backends.autopilot import AutopilotBackend
 from worker.delivery.service import Deliverer
 from worker.models.autopilot_request import RequestDescriptor, RequestKind
 from worker.settings import Settings
@@ -60,7 +61,7 @@ async def run() -> dict[str, Any]:
     runner, base_url = await start_fake_autopilot(api_keys=[KEY])
     settings = Settings(autopilot_api_key=SecretStr(KEY), autopilot_base_url=base_url)
     try:
-        async with Deliverer(settings) as deliverer:
+        async with Deliverer(AutopilotBackend.from_settings(settings)) as deliverer:
             await timed(deliverer, [[upsert(f"warm{n}@bench.io") for n in range(500)]])
             emails = [f"c{n}@bench.io" for n in range(CONTACTS)]
             contacts = [

@@ -1,8 +1,8 @@
 """Mapping throughput on one core: bytes in -> JSON bytes out, against the orjson floor.
 
 What is timed is what the map agents do per message, Kafka aside. Source: `map_source`, then
-the key's bytes and `SourceOutput.to_json()`. Destination: `precheck_call`, `call_to_requests`,
-then each descriptor's key bytes and `orjson.dumps(descriptor)`. The floor is
+the key's bytes and `SourceOutput.to_json()`. Destination: `precheck_call`, the backend's
+`requests_for`, then each descriptor's key bytes and `orjson.dumps(descriptor)`. The floor is
 `orjson.dumps(orjson.loads(raw))` of the very same inputs, timed in the same process and
 interleaved round by round with the mapping, so both see the same machine; the ratio is floor
 time / mapping time (the issues' goal: at least 0.4). Time is the process's CPU time.
@@ -44,14 +44,12 @@ from tests.benchmarks.inputs import (
     source_inputs as mixed_source_inputs,
 )
 from worker import __version__
-from worker.destination.mapping import (
-    DestinationConfig,
-    call_to_requests,
-    map_destination,
-    precheck_call,
-)
+from worker.backends.autopilot import AutopilotBackend, AutopilotConfig
+from worker.destination.mapping import map_destination, precheck_call
 from worker.errors import WorkerError
 from worker.source.mapping import NATIVE, _integration, _received_text, map_source
+
+INTEGRATIONS = AutopilotBackend().integration_names
 
 __all__ = ["destination_inputs", "main", "measure", "run", "source_inputs"]
 
@@ -76,7 +74,7 @@ class SourceInput:
 @dataclass(frozen=True, slots=True)
 class DestinationInput:
     raw: bytes
-    config: DestinationConfig
+    config: AutopilotConfig
     learned_email: str | None
     audience_state: Mapping[str, bool] | None
 
@@ -137,7 +135,7 @@ def destination_inputs(n: int) -> list[DestinationInput]:
         inputs.append(
             DestinationInput(
                 orjson.dumps(call),
-                DestinationConfig(**case.get("config", {})),
+                AutopilotConfig(**case.get("config", {})),
                 _distinct_email(learned, i) if learned else None,
                 case.get("audience_state"),
             )
@@ -156,9 +154,8 @@ def _map_sources(inputs: Sequence[SourceInput]) -> None:
 
 def _map_destinations(inputs: Sequence[DestinationInput]) -> None:
     for item in inputs:
-        result = call_to_requests(
-            precheck_call(item.raw),
-            config=item.config,
+        result = AutopilotBackend(item.config).requests_for(
+            precheck_call(item.raw, INTEGRATIONS),
             learned_email=item.learned_email,
             audience_state=item.audience_state,
         )
@@ -241,7 +238,7 @@ def _source(raw: bytes) -> object:
 
 def _destination(raw: bytes) -> object:
     try:
-        descriptors = map_destination(raw, config=DESTINATION_CONFIG).descriptors
+        descriptors = map_destination(raw, backend=AutopilotBackend(DESTINATION_CONFIG)).descriptors
     except WorkerError:
         return None
     return [(d["contact"].encode(), orjson.dumps(d)) for d in descriptors]
@@ -336,27 +333,29 @@ def _destination_stages(values: Sequence[bytes]) -> dict[str, float]:
     calls = []
     for raw in values:
         try:
-            calls.append(precheck_call(raw))
+            calls.append(precheck_call(raw, INTEGRATIONS))
         except WorkerError:
             continue
     descriptors = []
     for call in calls:
         try:
-            result = call_to_requests(
-                call, config=DESTINATION_CONFIG, learned_email=None, audience_state=None
+            result = AutopilotBackend(DESTINATION_CONFIG).requests_for(
+                call, learned_email=None, audience_state=None
             )
         except WorkerError:
             continue
         descriptors.extend(result.descriptors)
 
     def to_requests(call: Any) -> object:
-        return call_to_requests(
-            call, config=DESTINATION_CONFIG, learned_email=None, audience_state=None
+        return AutopilotBackend(DESTINATION_CONFIG).requests_for(
+            call, learned_email=None, audience_state=None
         )
 
     return {
-        "parse (precheck_call, all inputs)": _us(_swallow(precheck_call), values),
-        "map (call_to_requests, accepted calls)": _us(_swallow(to_requests), calls),
+        "parse (precheck_call, all inputs)": _us(
+            _swallow(lambda raw: precheck_call(raw, INTEGRATIONS)), values
+        ),
+        "map (requests_for, accepted calls)": _us(_swallow(to_requests), calls),
         "serialise (orjson.dumps)": _us(orjson.dumps, descriptors),
     }
 

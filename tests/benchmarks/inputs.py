@@ -26,7 +26,8 @@ from typing import Any
 
 import orjson
 
-from worker.destination.mapping import DestinationConfig, map_destination
+from worker.backends.autopilot import AutopilotBackend, AutopilotConfig
+from worker.destination.mapping import map_destination
 from worker.errors import SkipMessage, WorkerError
 from worker.source.mapping import map_source
 
@@ -48,7 +49,7 @@ TRIGGERS: dict[str, str] = {
     "Trial Started": "0003",
     "Plan Upgraded": "0004",
 }
-DESTINATION_CONFIG = DestinationConfig(trigger_id=None, triggers=TRIGGERS)
+DESTINATION_CONFIG = AutopilotConfig(trigger_id=None, triggers=TRIGGERS)
 
 
 class Expect(StrEnum):
@@ -345,7 +346,9 @@ def check_tags(source: Sequence[Input], destination: Sequence[Input]) -> None:
             raise RuntimeError(f"source input tagged {item.expect} became {got}: {item.value!r}")
     for item in destination:
         try:
-            requests = map_destination(item.value, config=DESTINATION_CONFIG).requests
+            requests = map_destination(
+                item.value, backend=AutopilotBackend(DESTINATION_CONFIG)
+            ).requests
             got = Expect.OUTPUT if len(requests) == 1 else Expect.ERROR
         except SkipMessage:
             got = Expect.SKIP

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from tests.benchmarks.inputs import DESTINATION_CONFIG
+from worker.backends.autopilot import AutopilotBackend
 from worker.destination.mapping import map_destination
 from worker.errors import SkipMessage, WorkerError
 from worker.source.mapping import map_source
@@ -55,7 +56,7 @@ def map_source_record(key: bytes | None, raw: bytes) -> list[Out]:
 
 def map_destination_record(key: bytes | None, raw: bytes) -> list[Out]:
     try:
-        descriptors = map_destination(raw, config=DESTINATION_CONFIG).descriptors
+        descriptors = map_destination(raw, backend=AutopilotBackend(DESTINATION_CONFIG)).descriptors
     except SkipMessage:
         return []
     except WorkerError:

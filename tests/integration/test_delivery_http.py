@@ -12,6 +12,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
+from worker.backends.autopilot import AutopilotBackend
 from worker.delivery.backoff import Backoff
 from worker.delivery.service import Deliverer
 from worker.models.autopilot_request import RequestDescriptor, RequestKind
@@ -42,7 +43,8 @@ async def make_deliverer(base_url: str) -> AsyncIterator[MakeDeliverer]:
             autopilot_base_url=base_url,
             **{**defaults, **settings},
         )
-        made.append(Deliverer(config, backoff=Backoff(base_s=0.05, cap_s=0.2, budget_s=budget_s)))
+        backoff = Backoff(base_s=0.05, cap_s=0.2, budget_s=budget_s)
+        made.append(Deliverer(AutopilotBackend.from_settings(config), backoff=backoff))
         return made[-1]
 
     yield make

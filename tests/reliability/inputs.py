@@ -22,9 +22,12 @@ from typing import Any, Final
 import orjson
 
 from tests.kafkautil import Record
-from worker.destination.mapping import DestinationConfig, accept_call, call_to_requests, parse_call
+from worker.backends.autopilot import AutopilotBackend, AutopilotConfig
+from worker.destination.mapping import accept_call, parse_call
 from worker.errors import SkipMessage
 from worker.source.mapping import email_event_to_track, parse_email_event
+
+INTEGRATIONS = AutopilotBackend().integration_names
 
 __all__ = [
     "EMAIL_EVENTS",
@@ -46,7 +49,7 @@ TRIGGER_ID: Final = "0001"
 EMAIL_EVENTS: Final = "TOPIC_EMAIL_EVENTS"
 SEGMENT_CALLS: Final = "TOPIC_SEGMENT_CALLS"
 
-_CONFIG: Final = DestinationConfig(trigger_id=TRIGGER_ID)
+_CONFIG: Final = AutopilotConfig(trigger_id=TRIGGER_ID)
 _TYPES: Final = (
     "email_opened",
     "email_clicked",
@@ -113,8 +116,8 @@ def oracle(topic: str, value: bytes) -> Fate:
     except Exception:
         return Fate.DEAD_LETTER
     try:
-        result = call_to_requests(
-            accept_call(call), config=_CONFIG, learned_email=None, audience_state={}
+        result = AutopilotBackend(_CONFIG).requests_for(
+            accept_call(call, INTEGRATIONS), learned_email=None, audience_state={}
         )
     except SkipMessage:
         return Fate.SKIP
@@ -341,6 +344,7 @@ FUZZ_KINDS: Final = (
     "invalid_utf8",
     "not_an_object",
 )
+
 """The kinds taken in turn; every 100th input is a `huge_value` instead."""
 
 

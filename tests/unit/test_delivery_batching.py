@@ -5,14 +5,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from worker.delivery.batching import (
+from worker.backends.autopilot.bulk import (
     BULK_PATH,
     CONTACT_PATH,
-    PlannedCall,
     merge_contacts,
     plan_batch,
     split_bulk,
 )
+from worker.backends.seam import PlannedCall
 from worker.models.autopilot_request import RequestDescriptor, RequestKind
 
 

@@ -9,7 +9,8 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from worker.delivery.client import AutopilotClient
+from worker.backends.autopilot import AutopilotBackend
+from worker.delivery.client import ApiClient
 from worker.delivery.outcomes import (
     MAX_BODY_CHARS,
     classify_exception,
@@ -87,8 +88,9 @@ def test_retry_after_hints(
     headers: dict[str, str], body: dict[str, object] | None, expected: float | None
 ) -> None:
     response = httpx.Response(429, headers=headers, json=body)
-    assert retry_after(response, now=NOW) == expected
-    error = classify_response(response, now=NOW)
+    hint = AutopilotBackend().retry_hint  # reads Autopilot's body field `try-in-seconds`
+    assert retry_after(response, now=NOW, body_hint=hint) == expected
+    error = classify_response(response, now=NOW, body_hint=hint)
     assert isinstance(error, RetryableDeliveryError)
     assert error.retry_after == expected
 
@@ -109,10 +111,14 @@ def test_no_response_is_retried(exc: httpx.TransportError, kind: str) -> None:
     assert str(error).startswith(kind)
 
 
-def _client(handler: httpx.MockTransport) -> AutopilotClient:
-    return AutopilotClient(
+def _client(handler: httpx.MockTransport) -> ApiClient:
+    backend = AutopilotBackend()
+    return ApiClient(
         base_url="https://api.test",
         api_key=SecretStr(KEY),
+        auth_headers=backend.auth_headers,
+        retry_hint=backend.retry_hint,
+        api_name=backend.display_name,
         timeout_s=1.0,
         limiter=RateLimiter(1000),
         transport=handler,

@@ -7,9 +7,8 @@ from collections.abc import Mapping
 import orjson
 import pytest
 
-from worker.destination import agents as destination_agents
+from worker.backends.autopilot import AutopilotBackend
 from worker.destination.agents import Destination
-from worker.destination.mapping import DestinationConfig
 from worker.errors import Fate, SkipMessage
 from worker.identity import ToldIdentities
 from worker.pipeline.records import InboundMessage
@@ -42,7 +41,7 @@ def agents() -> Destination:
     emails: dict[bytes, str] = {}
     memberships: dict[bytes, dict[str, bool]] = {}
     return Destination(
-        config=DestinationConfig.from_settings(SETTINGS),
+        backend=AutopilotBackend.from_settings(SETTINGS),
         topics=topic_names,
         placement=Placement(lambda topic: PARTITIONS),
         email_by_user=ChangelogTable(lambda: emails, "emails-changelog"),
@@ -157,11 +156,16 @@ def test_a_tie_pushed_out_of_memory_is_told_again(agents: Destination) -> None:
 def test_a_tie_whose_call_failed_unexpectedly_is_told_again(
     agents: Destination, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*args: object, **kwargs: object) -> object:
-        raise RuntimeError("a bug")
+    class Broken:
+        """A backend whose mapping has a bug."""
+
+        integration_names = ("AutopilotHQ",)
+
+        def requests_for(self, *args: object, **kwargs: object) -> object:
+            raise RuntimeError("a bug")
 
     with monkeypatch.context() as patched:
-        patched.setattr(destination_agents, "call_to_requests", broken)
+        patched.setattr(agents, "backend", Broken())
         with pytest.raises(RuntimeError):  # the pipeline dead-letters it: nothing is sent
             agents.intake(_identify("u-7", "seven@example.com"))
 

@@ -27,23 +27,22 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from worker.destination import mapping, traits
-from worker.destination.mapping import (
-    DestinationConfig,
-    ParsedCall,
-    call_to_requests,
-    map_destination,
-    precheck_call,
-)
-from worker.destination.traits import (
+from worker.backends.autopilot import AutopilotBackend, AutopilotConfig, trigger_journey
+from worker.backends.autopilot import fields as traits
+from worker.backends.autopilot.fields import (
     CONSUMED_TRAITS,
     contact_fields,
     custom_fields,
     special_fields,
     standard_fields,
 )
+from worker.destination import mapping
+from worker.destination.mapping import map_destination, precheck_call
 from worker.errors import InvalidInput, SkipMessage
 from worker.models.autopilot_request import RequestDescriptor
+from worker.models.parsed_call import ParsedCall
+
+INTEGRATIONS = AutopilotBackend().integration_names
 
 GOLDEN = sorted((Path(__file__).parents[1] / "golden" / "destination").glob("*.json"))
 
@@ -204,7 +203,7 @@ def test_mutations_agree() -> None:
 
 def test_agreement_carries_through_the_mapping() -> None:
     """Equal calls map equally; shown once end to end, on every golden input and config."""
-    configs = [DestinationConfig(**_case(p).get("config", {})) for p in GOLDEN]
+    configs = [AutopilotConfig(**_case(p).get("config", {})) for p in GOLDEN]
     for path in GOLDEN:
         raw = _raw(_case(path))
         try:
@@ -217,10 +216,10 @@ def test_agreement_carries_through_the_mapping() -> None:
             assert _mapped(fast, config) == _mapped(slow, config), path.stem
 
 
-def _mapped(call: ParsedCall, config: DestinationConfig) -> Outcome:
+def _mapped(call: ParsedCall, config: AutopilotConfig) -> Outcome:
     try:
-        result = call_to_requests(
-            mapping.accept_call(call), config=config, learned_email=None, audience_state=None
+        result = AutopilotBackend(config).requests_for(
+            mapping.accept_call(call, INTEGRATIONS), learned_email=None, audience_state=None
         )
     except SkipMessage as skip:
         return ("skip", skip.reason)
@@ -236,10 +235,9 @@ def _mapped(call: ParsedCall, config: DestinationConfig) -> Outcome:
 )
 def test_descriptors_are_request_descriptors(path: Path) -> None:
     case = _case(path)
-    config = DestinationConfig(**case.get("config", {}))
-    result = call_to_requests(
-        precheck_call(_raw(case)),
-        config=config,
+    config = AutopilotConfig(**case.get("config", {}))
+    result = AutopilotBackend(config).requests_for(
+        precheck_call(_raw(case), INTEGRATIONS),
         learned_email=case.get("learned_email"),
         audience_state=case.get("audience_state"),
     )
@@ -348,7 +346,7 @@ def test_quote_is_urllib_quote() -> None:
     samples = ["", "@", "a@b.c", "max+tag@example.com", "ann.lee@ex-ample.co.uk", "a b@c"]
     samples += ["".join(rng.choices(alphabet, k=rng.randrange(1, 12))) for _ in range(5000)]
     for text in samples:
-        assert mapping._quote(text) == quote(text, safe=""), text
+        assert trigger_journey._quote(text) == quote(text, safe=""), text
 
 
 def test_map_destination_uses_the_fast_path() -> None:
@@ -356,7 +354,7 @@ def test_map_destination_uses_the_fast_path() -> None:
         {"type": "identify", "userId": "u", "messageId": "m", "traits": {"email": "a@b.c"}}
     )
     assert mapping._common_call(orjson.loads(raw), raw) is not None
-    assert map_destination(raw, config=DestinationConfig()).descriptors == [
+    assert map_destination(raw, backend=AutopilotBackend(AutopilotConfig())).descriptors == [
         {
             "method": "POST",
             "path": "/v1/contact",

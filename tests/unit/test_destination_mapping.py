@@ -7,24 +7,25 @@ from typing import Any
 import orjson
 import pytest
 
-from worker.destination.mapping import (
-    MAX_MESSAGE_BYTES,
-    DestinationConfig,
-    call_to_requests,
-    learned_identity,
-    map_destination,
-    parse_call,
-    precheck_call,
-)
-from worker.destination.traits import (
+from worker.backends.autopilot import AutopilotBackend, AutopilotConfig
+from worker.backends.autopilot.fields import (
     CONSUMED_TRAITS,
     STANDARD_FIELDS,
     custom_field,
     custom_fields,
     standard_fields,
 )
+from worker.destination.mapping import (
+    MAX_MESSAGE_BYTES,
+    learned_identity,
+    map_destination,
+    parse_call,
+    precheck_call,
+)
 from worker.errors import MessageTooLarge, SkipMessage
 from worker.settings import Settings
+
+INTEGRATIONS = AutopilotBackend().integration_names
 
 
 @pytest.mark.parametrize(
@@ -111,7 +112,7 @@ def test_identity_learned_from_a_call_the_destination_skips() -> None:
     )
     assert learned_identity(parse_call(raw)) == ("ann@example.com", "u-1")
     with pytest.raises(SkipMessage, match="integration_disabled"):
-        precheck_call(raw)
+        precheck_call(raw, INTEGRATIONS)
 
 
 @pytest.mark.parametrize(
@@ -143,15 +144,17 @@ ENGAGE_IDENTIFY = _raw(
 
 
 def test_audience_updates_say_what_was_sent() -> None:
-    config = DestinationConfig()
-    assert map_destination(ENGAGE_IDENTIFY, config=config).audience_updates == {"vip": True}
+    config = AutopilotConfig()
+    assert map_destination(ENGAGE_IDENTIFY, backend=AutopilotBackend(config)).audience_updates == {
+        "vip": True
+    }
     state = {"vip": False}
-    result = call_to_requests(
-        precheck_call(ENGAGE_IDENTIFY), config=config, learned_email=None, audience_state=state
+    result = AutopilotBackend(config).requests_for(
+        precheck_call(ENGAGE_IDENTIFY, INTEGRATIONS), learned_email=None, audience_state=state
     )
     assert result.audience_updates == {"vip": True}
     plain = _raw(type="identify", userId="u-1", traits={"email": "a@b.c", "vip": True})
-    assert map_destination(plain, config=config).audience_updates == {}
+    assert map_destination(plain, backend=AutopilotBackend(config)).audience_updates == {}
 
 
 def test_config_from_settings() -> None:
@@ -160,13 +163,13 @@ def test_config_from_settings() -> None:
         autopilot_triggers={"Signed Up": "0042"},
         autopilot_typed_custom_fields=False,
     )
-    assert DestinationConfig.from_settings(settings) == DestinationConfig(
+    assert AutopilotConfig.from_settings(settings) == AutopilotConfig(
         trigger_id="0001", triggers={"Signed Up": "0042"}, typed_custom_fields=False
     )
 
 
 def test_a_trait_nested_too_deep_for_json_is_a_400_naming_it() -> None:
-    from worker.destination.traits import custom_field  # noqa: PLC0415
+    from worker.backends.autopilot.fields import custom_field  # noqa: PLC0415
     from worker.errors import ValidationError  # noqa: PLC0415
 
     deep: object = 1

@@ -11,10 +11,10 @@ Autopilot requests); the test id is `<pipeline>/<case>`. Every case holds:
   the same lines `python -m worker map <pipeline>` writes.
 
 Source cases may add `learned_user_id`; their output is `{"key", "message"}` (the track).
-Destination cases may add `config` (DestinationConfig fields), `learned_email` and
+Destination cases may add `config` (AutopilotConfig fields), `learned_email` and
 `audience_state`; their output is the list of request descriptors as on the wire. Without
 `learned_email` or `audience_state` a destination case runs `map_destination`, as
-`map destination` does; with either, the prechecked call goes through `call_to_requests`.
+`map destination` does; with either, the prechecked call goes through the backend's `requests_for`.
 """
 
 from __future__ import annotations
@@ -28,15 +28,13 @@ from typing import Any
 import orjson
 import pytest
 
-from worker.destination.mapping import (
-    DestinationConfig,
-    call_to_requests,
-    map_destination,
-    precheck_call,
-)
+from worker.backends.autopilot import AutopilotBackend, AutopilotConfig
+from worker.destination.mapping import map_destination, precheck_call
 from worker.errors import InvalidInput, SkipMessage
 from worker.models.autopilot_event import EmailEventType
 from worker.source.mapping import map_source
+
+INTEGRATIONS = AutopilotBackend().integration_names
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 PIPELINES = ("source", "destination")
@@ -69,16 +67,15 @@ def _source_output(raw: bytes, case: dict[str, Any]) -> dict[str, Any]:
 
 
 def _destination_output(raw: bytes, case: dict[str, Any]) -> list[dict[str, Any]]:
-    config = DestinationConfig(**case.get("config", {}))
+    config = AutopilotConfig(**case.get("config", {}))
     if "learned_email" in case or "audience_state" in case:
-        result = call_to_requests(
-            precheck_call(raw),
-            config=config,
+        result = AutopilotBackend(config).requests_for(
+            precheck_call(raw, INTEGRATIONS),
             learned_email=case.get("learned_email"),
             audience_state=case.get("audience_state"),
         )
     else:
-        result = map_destination(raw, config=config)
+        result = map_destination(raw, backend=AutopilotBackend(config))
     return [request.model_dump(mode="json", by_alias=True) for request in result.requests]
 
 

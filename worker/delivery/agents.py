@@ -1,4 +1,4 @@
-"""The delivery feature, built by `build_delivery`: request descriptors -> the API -> outcomes.
+"""Delivery, built by `build_delivery`: request descriptors -> the backend's API -> outcomes.
 
 It runs on the runtime's reusable sink (`worker.runtime.sink`): a batch's offsets are acked
 only after every descriptor in it has a final outcome (delivered or dead-lettered) and those
@@ -6,7 +6,7 @@ outcomes are on Kafka. While the API refuses the key, `deliver` does not return,
 pauses and nothing is acked, skipped or dead-lettered. When a rebalance or a shutdown begins,
 the batch in hand gets `AUTOPILOT_GIVE_BACK_AFTER_S` to finish; then it is given back unacked,
 nothing of it written, and the partition's next owner delivers it again (at least once).
-Without AUTOPILOT_API_KEY no agent is registered, and the worker says so.
+Without the backend's API key no agent is registered, and the worker says so.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import faust
 import orjson
 import pydantic
 
+from worker.backends.seam import Backend
 from worker.delivery.service import Deliverer
 from worker.errors import DecodeError, DeliveryRejected, RetryBudgetExhausted, WorkerError
 from worker.models.autopilot_request import RequestDescriptor
@@ -98,7 +99,7 @@ class DeliveryWriter:
 
 
 def delivery_sink(
-    runtime: Runtime, stage: Stage, deliverer: Deliverer
+    runtime: Runtime, stage: Stage, deliverer: Deliverer, grace_s: float
 ) -> BatchingSink[RequestDescriptor]:
     """The sink that delivers `stage`'s batches with `deliverer`."""
     writer = DeliveryWriter(deliverer, runtime.topics.autopilot_deliveries)
@@ -112,15 +113,17 @@ def delivery_sink(
         parse=parse_descriptor,
         writer=writer,
         flow_control=runtime.app.flow_control,
-        grace_s=runtime.settings.autopilot_give_back_after_s,
+        grace_s=grace_s,
         observe=observe,
     )
 
 
-def build_delivery(runtime: Runtime) -> DeliveryState:
-    """The delivery stage and agent on `runtime`'s app (none without an API key)."""
-    settings, topics = runtime.settings, runtime.topics
-    state = DeliveryState(enabled=settings.autopilot_api_key is not None)
+def build_delivery(runtime: Runtime, backend: Backend) -> DeliveryState:
+    """The delivery stage and agent on `runtime`'s app, sending to `backend`'s API (no agent
+    without an API key)."""
+    topics = runtime.topics
+    api = backend.api()
+    state = DeliveryState(enabled=api.api_key is not None)
 
     def to_delivery_replay(message: InboundMessage) -> list[OutboundRecord]:
         """How a replayed dead letter re-enters delivery: via a topic only this worker reads."""
@@ -136,8 +139,9 @@ def build_delivery(runtime: Runtime) -> DeliveryState:
     stage = runtime.build_stage("delivery", "deliver", to_delivery_replay)
     if not state.enabled:
         log.warning(
-            "AUTOPILOT_API_KEY is not set: the delivery agent is not started; request "
+            "%s is not set: the delivery agent is not started; request "
             "descriptors stay on %s until a worker with a key reads them",
+            api.api_key_setting,
             topics.autopilot_requests,
         )
         return state
@@ -146,15 +150,15 @@ def build_delivery(runtime: Runtime) -> DeliveryState:
         runtime.raw_topic(topics.autopilot_requests, topics.delivery_replay), name="delivery"
     )
     async def deliver_requests(stream: faust.StreamT[bytes]) -> None:
-        async with Deliverer(settings) as deliverer:
+        async with Deliverer(backend) as deliverer:
             state.deliverer = deliverer
-            sink = delivery_sink(runtime, stage, deliverer)
+            sink = delivery_sink(runtime, stage, deliverer, api.give_back_after_s)
             await run_batches(
                 stream,
                 stage,
                 sink.handle,
                 batch_size=MAX_BATCH,
-                within_s=settings.autopilot_bulk_linger_ms / 1000,
+                within_s=api.bulk_linger_ms / 1000,
                 with_mapping=False,
             )
 

@@ -1,5 +1,5 @@
-"""All HTTP to the Autopilot API goes through `AutopilotClient`: one shared `httpx.AsyncClient`,
-the `autopilotapikey` header, the process-wide rate limit, and the outcome of every attempt.
+"""All HTTP to the destination API goes through `ApiClient`: one shared `httpx.AsyncClient`,
+the backend's auth headers, the process-wide rate limit, and the outcome of every attempt.
 
 The key is read from its `SecretStr` here and only here; it goes into the header and into the
 mask applied to anything the API sends back, never into a message.
@@ -7,6 +7,7 @@ mask applied to anything the API sends back, never into a message.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from worker.delivery.outcomes import classify_exception, classify_response
 from worker.delivery.ratelimit import RateLimiter
 from worker.errors import WorkerError
 
-__all__ = ["AutopilotClient", "Exchange"]
+__all__ = ["ApiClient", "Exchange"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,22 +32,27 @@ class Exchange:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-class AutopilotClient:
+class ApiClient:
     def __init__(
         self,
         *,
         base_url: str,
         api_key: SecretStr,
+        auth_headers: Callable[[str], dict[str, str]],
+        retry_hint: Callable[[Mapping[str, Any]], float | None],
+        api_name: str,
         timeout_s: float,
         limiter: RateLimiter,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._secret = api_key.get_secret_value()
         self._limiter = limiter
+        self._retry_hint = retry_hint
+        self._api_name = api_name
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={
-                "autopilotapikey": self._secret,
+                **auth_headers(self._secret),
                 "Content-Type": "application/json",
                 "Accept": "application/json",
             },
@@ -62,7 +68,9 @@ class AutopilotClient:
                 response = await self._http.request(method, path, content=content)
         except httpx.TransportError as exc:
             return Exchange(None, classify_exception(exc, secret=self._secret))
-        error = classify_response(response, secret=self._secret)
+        error = classify_response(
+            response, secret=self._secret, body_hint=self._retry_hint, api=self._api_name
+        )
         return Exchange(response.status_code, error, _json_object(response.content))
 
     async def aclose(self) -> None:

@@ -1,4 +1,4 @@
-"""Classify one Autopilot API exchange into the error family, by the rule that Segment's
+"""Classify one API exchange into the error family, by the rule that Segment's
 action-destinations and RudderStack share.
 
     response or exception                          outcome                  fate
@@ -8,16 +8,19 @@ action-destinations and RudderStack share.
     401, 403                                       AuthenticationFailed     pause and probe
     any other status (other 4xx, 501, 1xx, 3xx)    DeliveryRejected         dead letter now
 
-`retry_after` comes from `Retry-After` (seconds or an HTTP date), else from the `try-in-seconds`
-field of Autopilot's 429 body. A rejected body is kept for the dead letter with the API key masked
-and cut to `MAX_BODY_CHARS`. Everything here is pure: `now` is injected for HTTP dates.
+`retry_after` comes from `Retry-After` (seconds or an HTTP date), else from the hint the
+backend reads in the body (a `body_hint`). A rejected body is kept for the dead letter with the
+API key masked and cut to `MAX_BODY_CHARS`. Everything here is pure: `now` is injected for
+HTTP dates.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 import orjson
@@ -49,17 +52,25 @@ def mask_secret(text: str, secret: str) -> str:
 
 
 def classify_response(
-    response: httpx.Response, *, secret: str = "", now: datetime | None = None
+    response: httpx.Response,
+    *,
+    secret: str = "",
+    now: datetime | None = None,
+    body_hint: Callable[[Mapping[str, Any]], float | None] | None = None,
+    api: str = "the API",
 ) -> WorkerError | None:
-    """None when the response means delivered, else the error whose fate applies."""
+    """None when the response means delivered, else the error whose fate applies.
+
+    `body_hint` reads a retry hint from the response's JSON body (the backend's), `api` names
+    the API in messages."""
     status = response.status_code
     if 200 <= status < 300:
         return None
     reason = f"HTTP {status} {response.reason_phrase}".rstrip()
     if status in (401, 403):
-        return AuthenticationFailed(f"Autopilot refused the API key ({reason})")
+        return AuthenticationFailed(f"{api} refused the API key ({reason})")
     if status in _RETRYABLE_STATUSES or (status >= 500 and status != 501):
-        hint = retry_after(response, now=now)
+        hint = retry_after(response, now=now, body_hint=body_hint)
         return RetryableDeliveryError(reason, http_status=status, retry_after=hint)
     body = mask_secret(response.text, secret)
     return DeliveryRejected(reason, http_status=status, body=body)
@@ -71,19 +82,24 @@ def classify_exception(exc: httpx.TransportError, *, secret: str = "") -> Retrya
     return RetryableDeliveryError(mask_secret(f"{kind}: {type(exc).__name__}: {exc}", secret))
 
 
-def retry_after(response: httpx.Response, *, now: datetime | None = None) -> float | None:
-    """The server's hint in seconds: `Retry-After` first, then the body's `try-in-seconds`."""
+def retry_after(
+    response: httpx.Response,
+    *,
+    now: datetime | None = None,
+    body_hint: Callable[[Mapping[str, Any]], float | None] | None = None,
+) -> float | None:
+    """The server's hint in seconds: `Retry-After` first, then what `body_hint` reads in the
+    response's JSON object."""
     header = response.headers.get("Retry-After")
     if header is not None and (seconds := _parse_retry_after(header, now)) is not None:
         return seconds
+    if body_hint is None:
+        return None
     try:
         body = orjson.loads(response.content)
     except orjson.JSONDecodeError:
         return None
-    value = body.get("try-in-seconds") if isinstance(body, dict) else None
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return max(0.0, float(value))
-    return None
+    return body_hint(body) if isinstance(body, dict) else None
 
 
 def _parse_retry_after(value: str, now: datetime | None) -> float | None:

@@ -1,4 +1,4 @@
-"""The process-wide request rate limit for one Autopilot API key.
+"""The process-wide request rate limit for one API key.
 
 The API counts requests when they arrive, which is some time between our start and the response.
 So a request holds its slot from the moment it may start until `window_s` after its response

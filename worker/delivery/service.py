@@ -4,12 +4,12 @@ What a caller (the delivery agent) can rely on:
 - `deliver(batch)` returns exactly one `DeliveryResult` per input, in input order, and only final
   ones: delivered, or dead-lettered (rejected at once, or retried past the budget). Retries with
   backoff happen inside, so an offset may be committed once its result is back.
-- One contact's requests reach the API in input order (see `worker.delivery.batching`).
-- A refused key (401/403) fails nothing: `paused` turns true, one error is logged, a probe runs
-  every `AUTOPILOT_AUTH_PROBE_INTERVAL_S`, and when the key works again the same calls go on.
-  Paused time does not count against the retry budget. `deliver` does not return meanwhile.
-- A bulk upsert rejected for good is retried contact by contact, so one bad contact is the
-  only dead letter.
+- One contact's requests reach the API in input order (the backend's `plan`).
+- A refused key (401/403) fails nothing: `paused` turns true, one error is logged, the backend's
+  probe path is read every auth-probe interval, and when the key works again the same calls go
+  on. Paused time does not count against the retry budget. `deliver` does not return meanwhile.
+- A bulk rejected for good is retried item by item (the backend's `split`), so one bad contact
+  is the only dead letter.
 - Every request, probes included, waits for the one process-wide rate limiter.
 """
 
@@ -26,9 +26,9 @@ from typing import Self
 
 import httpx
 
+from worker.backends.seam import Backend, PlannedCall
 from worker.delivery.backoff import Backoff
-from worker.delivery.batching import PlannedCall, plan_batch, split_bulk
-from worker.delivery.client import AutopilotClient, Exchange
+from worker.delivery.client import ApiClient, Exchange
 from worker.delivery.ratelimit import RateLimiter
 from worker.errors import (
     AuthenticationFailed,
@@ -40,14 +40,10 @@ from worker.errors import (
 )
 from worker.models.autopilot_request import RequestDescriptor
 from worker.models.delivery_result import AttemptRecord, DeliveryResult
-from worker.settings import Settings
 
-__all__ = ["PROBE_PATH", "Deliverer"]
+__all__ = ["Deliverer"]
 
 log = logging.getLogger(__name__)
-
-PROBE_PATH = "/v1/contact/probe%40autopilot-worker.invalid"
-"""Read while paused: a 404 or a 200 proves the key is accepted again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,22 +56,28 @@ class _Done:
 class Deliverer:
     def __init__(
         self,
-        settings: Settings,
+        backend: Backend,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         limiter: RateLimiter | None = None,
         backoff: Backoff | None = None,
     ) -> None:
-        key = settings.autopilot_api_key
+        api = backend.api()
+        key = api.api_key
         if key is None or not key.get_secret_value():
-            raise ConfigurationError("AUTOPILOT_API_KEY is not set: delivery cannot start")
-        self.limiter = limiter or RateLimiter(settings.autopilot_rate_limit)
-        self._backoff = backoff or Backoff(budget_s=settings.autopilot_retry_budget_s)
-        self._probe_interval_s = settings.autopilot_auth_probe_interval_s
-        self._client = AutopilotClient(
-            base_url=settings.autopilot_base_url,
+            raise ConfigurationError(f"{api.api_key_setting} is not set: delivery cannot start")
+        self._backend = backend
+        self._api = api
+        self.limiter = limiter or RateLimiter(api.rate_limit)
+        self._backoff = backoff or Backoff(budget_s=api.retry_budget_s)
+        self._probe_interval_s = api.auth_probe_interval_s
+        self._client = ApiClient(
+            base_url=api.base_url,
             api_key=key,
-            timeout_s=settings.autopilot_request_timeout_s,
+            auth_headers=backend.auth_headers,
+            retry_hint=backend.retry_hint,
+            api_name=backend.display_name,
+            timeout_s=api.request_timeout_s,
             limiter=self.limiter,
             transport=transport,
         )
@@ -92,7 +94,7 @@ class Deliverer:
         received = time.monotonic()
         tasks: list[asyncio.Task[dict[int, DeliveryResult]]] = []
         async with asyncio.TaskGroup() as group:
-            for call in plan_batch(batch):
+            for call in self._backend.plan(batch):
                 after = [tasks[position] for position in call.after]
                 tasks.append(group.create_task(self._settle(call, after, batch, received)))
         settled = {index: result for task in tasks for index, result in task.result().items()}
@@ -124,15 +126,15 @@ class Deliverer:
         for task in after:
             await task
         done = await self._perform(call)
-        if not (isinstance(done.error, DeliveryRejected) and len(call.groups) > 1):
-            return _results(call, done, batch, received)
-        parts = split_bulk(call)
+        parts = self._backend.split(call) if isinstance(done.error, DeliveryRejected) else []
+        if not parts:
+            return _results(call, done, batch, received, self._backend)
         settled: dict[int, DeliveryResult] = {}
         for part, alone in zip(
             parts, await asyncio.gather(*map(self._perform, parts)), strict=True
         ):
             with_bulk = _Done(done.history + alone.history, alone.exchange, alone.error)
-            settled |= _results(part, with_bulk, batch, received)
+            settled |= _results(part, with_bulk, batch, received, self._backend)
         return settled
 
     async def _perform(self, call: PlannedCall) -> _Done:
@@ -171,20 +173,21 @@ class Deliverer:
         self._resumed.clear()
         log.error(
             "%s: delivery is paused, nothing is dead-lettered; probing every %gs until the key "
-            "is accepted. Check AUTOPILOT_API_KEY.",
+            "is accepted. Check %s.",
             error,
             self._probe_interval_s,
+            self._api.api_key_setting,
         )
         self._probe = asyncio.create_task(self._probe_until_accepted())
 
     async def _probe_until_accepted(self) -> None:
         while True:
             await asyncio.sleep(self._probe_interval_s)
-            error = (await self._client.attempt("GET", PROBE_PATH)).error
+            error = (await self._client.attempt("GET", self._backend.probe_path)).error
             if error is None or isinstance(error, DeliveryRejected):
                 break
         self._resumed.set()
-        log.warning("Autopilot accepts the API key again: delivery resumed")
+        log.warning("%s accepts the API key again: delivery resumed", self._backend.display_name)
 
 
 def _message(error: WorkerError | None) -> str | None:
@@ -192,13 +195,14 @@ def _message(error: WorkerError | None) -> str | None:
 
 
 def _results(
-    call: PlannedCall, done: _Done, batch: Sequence[RequestDescriptor], received: float
+    call: PlannedCall,
+    done: _Done,
+    batch: Sequence[RequestDescriptor],
+    received: float,
+    backend: Backend,
 ) -> dict[int, DeliveryResult]:
-    """The result of every input index `call` settles, with the contact ids Autopilot returned."""
-    data = done.exchange.data
-    ids = data.get("contact_ids")
-    if not (isinstance(ids, list) and len(ids) == len(call.groups)):
-        ids = [data.get("contact_id")] * len(call.groups)
+    """The result of every input index `call` settles, with the ids the API returned."""
+    ids = backend.item_ids(call, done.exchange.data)
     error, history = done.error, done.history
     latency_ms = round((time.monotonic() - received) * 1000, 3)
     status = done.exchange.status
@@ -216,7 +220,7 @@ def _results(
                 first_attempt_at=history[0].at,
                 last_attempt_at=history[-1].at,
                 latency_ms=latency_ms,
-                contact_id=contact_id if isinstance(contact_id, str) else None,
+                contact_id=contact_id,
                 error=_message(error),
                 error_class=None if error is None else type(error).__name__,
                 response_body=error.body if isinstance(error, DeliveryRejected) else None,

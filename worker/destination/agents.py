@@ -1,4 +1,4 @@
-"""Autopilot Destination, built by `build_destination`: Segment calls -> (by user) -> requests.
+"""The destination, built by `build_destination`: Segment calls -> (by user) -> API requests.
 
 Stage `intake` validates calls from the input topic, tells the source what it learned (an email
 tied to a userId) and re-keys every valid call by userId (else anonymousId) onto an internal
@@ -16,16 +16,11 @@ from dataclasses import dataclass
 import faust
 import orjson
 
-from worker.destination.mapping import (
-    DestinationConfig,
-    ParsedCall,
-    accept_call,
-    call_to_requests,
-    learned_identity,
-    parse_call,
-)
+from worker.backends.seam import Backend
+from worker.destination.mapping import accept_call, learned_identity, parse_call
 from worker.errors import WorkerError
 from worker.identity import ToldIdentities, identity_record
+from worker.models.parsed_call import ParsedCall
 from worker.pipeline.records import InboundMessage, OutboundRecord
 from worker.pipeline.stage import FailedAfter
 from worker.runtime.batches import run_stage
@@ -65,7 +60,7 @@ class Destination:
     """The destination's two handlers over its tables (userId -> email; contact -> Engage
     audience memberships last sent) and what it told the source."""
 
-    config: DestinationConfig
+    backend: Backend
     topics: TopicNames
     placement: Placement
     email_by_user: ChangelogTable[str]
@@ -115,11 +110,10 @@ class Destination:
             kept.append(email_by_user.set(identity[1].encode(), identity[0]))  # only on change
         kept.extend(told_to_source or ())
         try:
-            call = accept_call(parsed)
+            call = accept_call(parsed, self.backend.integration_names)
             user_key = _user_key(call.user_id, call.anonymous_id)
-            result = call_to_requests(
+            result = self.backend.requests_for(
                 call,
-                config=self.config,
                 learned_email=email_by_user.get(call.user_id.encode()) if call.user_id else None,
                 audience_state=_Memberships(audiences.get(user_key)),
             )
@@ -142,8 +136,8 @@ class Destination:
         return [*requests, *kept]
 
 
-def build_destination(runtime: Runtime) -> Destination:
-    """The destination's tables, stages and agents on `runtime`'s app."""
+def build_destination(runtime: Runtime, backend: Backend) -> Destination:
+    """The destination's tables, stages and agents on `runtime`'s app, mapping for `backend`."""
     app, topics = runtime.app, runtime.topics
     email_by_user = app.Table(
         "destination_email_by_user",
@@ -161,7 +155,7 @@ def build_destination(runtime: Runtime) -> Destination:
         help="userId/anonymousId -> {Engage audience key: membership last sent}",
     )
     destination = Destination(
-        config=DestinationConfig.from_settings(runtime.settings),
+        backend=backend,
         topics=topics,
         placement=runtime.placement,
         email_by_user=ChangelogTable.of(email_by_user),

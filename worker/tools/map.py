@@ -29,13 +29,14 @@ def _source_mapper() -> Mapper:
 
 
 def _destination_mapper() -> Mapper:
-    from worker.destination.mapping import DestinationConfig, map_destination  # noqa: PLC0415
+    from worker.composition import backend_for  # noqa: PLC0415
+    from worker.destination.mapping import map_destination  # noqa: PLC0415
     from worker.settings import get_settings  # noqa: PLC0415
 
-    config = DestinationConfig.from_settings(get_settings())
+    backend = backend_for(get_settings())
 
     def mapper(raw: bytes) -> Any:
-        descriptors = map_destination(raw, config=config).descriptors
+        descriptors = map_destination(raw, backend=backend).descriptors
         return descriptors[0] if len(descriptors) == 1 else descriptors
 
     return mapper

@@ -18,15 +18,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from worker.backends.seam import PlannedCall
 from worker.models.autopilot_request import RequestDescriptor, RequestKind
 
 __all__ = [
     "BULK_PATH",
     "CONTACT_PATH",
     "MAX_BULK_CONTACTS",
-    "PlannedCall",
     "merge_contacts",
     "plan_batch",
     "split_bulk",
@@ -35,22 +35,6 @@ __all__ = [
 CONTACT_PATH = "/v1/contact"
 BULK_PATH = "/v1/contacts"
 MAX_BULK_CONTACTS = 100
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedCall:
-    """One HTTP call, the input indices whose outcome it decides, and what must precede it."""
-
-    method: Literal["POST", "GET"]
-    path: str
-    body: dict[str, Any]
-    groups: tuple[tuple[int, ...], ...]
-    after: tuple[int, ...] = ()
-    """Positions in the plan of calls whose outcome must be final before this one is sent."""
-
-    @property
-    def settles(self) -> tuple[int, ...]:
-        return tuple(sorted(i for group in self.groups for i in group))
 
 
 @dataclass(slots=True)
@@ -111,7 +95,10 @@ def plan_batch(batch: Sequence[RequestDescriptor]) -> list[PlannedCall]:
 
 
 def split_bulk(call: PlannedCall) -> list[PlannedCall]:
-    """One `POST /v1/contact` per contact of a bulk call, so one bad contact fails alone."""
+    """One `POST /v1/contact` per contact of a bulk call, so one bad contact fails alone; []
+    for a call that is not a bulk."""
+    if call.path != BULK_PATH or len(call.groups) < 2:
+        return []
     return [
         PlannedCall("POST", CONTACT_PATH, {"contact": contact}, (group,))
         for contact, group in zip(call.body["contacts"], call.groups, strict=True)

@@ -29,6 +29,7 @@ from typing import Any, Final
 import orjson
 
 from worker.errors import ValidationError
+from worker.models.parsed_call import EMAIL_TRAIT
 
 __all__ = [
     "CONSUMED_TRAITS",
@@ -45,7 +46,6 @@ __all__ = [
 TraitPath = tuple[str] | tuple[str, str]
 """A trait, or a member of an object trait."""
 
-EMAIL_TRAIT: Final = "email"
 
 STANDARD_FIELDS: Final[Mapping[str, tuple[TraitPath, ...]]] = {
     "FirstName": (("firstName",), ("firstname",), ("first_name",)),

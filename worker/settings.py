@@ -10,9 +10,10 @@ saying what is wrong and the expected form, never the value (it may be a secret)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Final, Literal
 
 import orjson
 from pydantic import Field, SecretStr, field_validator
@@ -22,6 +23,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = [
     "FEATURES",
     "MASK",
+    "MAX_ACTIVITY_ATTRIBUTES",
+    "MERGE_BY_FIELDS",
     "Settings",
     "SettingsInvalid",
     "configuration_errors",
@@ -76,6 +79,12 @@ class Settings(BaseSettings):
         description="Retention of the delivery-results topic when the worker creates it, in days "
         "(0: kept for ever).",
     )
+    topic_ortto_deliveries_retention_days: float = Field(
+        30.0,
+        ge=0,
+        description="Retention of Ortto's delivery-results topic when the worker creates it, in "
+        "days (0: kept for ever).",
+    )
 
     # Topics: inputs, outputs, dead letters
     topic_email_events: str = "autopilot.email-events"
@@ -84,6 +93,8 @@ class Settings(BaseSettings):
     topic_autopilot_requests: str = "autopilot.requests"
     topic_autopilot_deliveries: str = "autopilot.deliveries"
     topic_dead_letters: str = "autopilot-worker.dead-letters"
+    topic_ortto_requests: str = "ortto.requests"
+    topic_ortto_deliveries: str = "ortto.deliveries"
 
     # Breaker: pauses a pipeline whose own code fails (UnexpectedError); bad data never counts
     dlq_breaker_window: int = Field(
@@ -117,6 +128,42 @@ class Settings(BaseSettings):
         gt=0,
         description="When a rebalance or a shutdown begins, how long the delivery batch in hand "
         "may still take; then it is given back unacked, for the partition's next owner.",
+    )
+
+    # Ortto (worker.backends.ortto): mapped and delivered when ORTTO_API_KEY is set
+    ortto_api_key: SecretStr | None = Field(
+        None,
+        description="Ortto custom API key (X-Api-Key); with it the worker maps and delivers to "
+        "Ortto.",
+    )
+    ortto_region: Literal["us", "au", "eu"] = Field(
+        "us", description="The Ortto instance's region: its API host (ORTTO_BASE_URL wins)."
+    )
+    ortto_base_url: str | None = Field(
+        None, description="Ortto API base URL; unset: the region's host."
+    )
+    ortto_rate_limit: float = Field(10.0, gt=0)
+    ortto_bulk_linger_ms: int = Field(200, ge=0)
+    ortto_retry_budget_s: float = Field(4 * 3600, gt=0)
+    ortto_request_timeout_s: float = Field(10.0, gt=0)
+    ortto_auth_probe_interval_s: float = Field(30.0, gt=0)
+    ortto_give_back_after_s: float = Field(10.0, gt=0)
+    ortto_async_merge: bool = Field(
+        True, description="Person merges ask Ortto to process them asynchronously (volume)."
+    )
+    ortto_merge_by: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("str::ei", "str::email"),
+        description="JSON array: the person fields Ortto finds a person by, in order.",
+    )
+    ortto_person_fields: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="JSON object: trait name -> Ortto person field id."
+    )
+    ortto_activities: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="JSON object: Segment event name -> Ortto activity id."
+    )
+    ortto_activity_attributes: Annotated[dict[str, tuple[str, ...]], NoDecode] = Field(
+        default_factory=dict,
+        description="JSON object: Segment event name -> the properties sent as its attributes.",
     )
 
     # Which features run in this process (worker.composition)
@@ -163,26 +210,108 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_triggers(cls, raw: object) -> object:
         """AUTOPILOT_TRIGGERS is a JSON object mapping a Segment event name to a trigger id."""
+        return _json_object_of_text(raw, "event name to trigger id", _TRIGGERS_FORM)
+
+    @field_validator("ortto_activities", mode="before")
+    @classmethod
+    def _parse_activities(cls, raw: object) -> object:
+        """ORTTO_ACTIVITIES is a JSON object mapping a Segment event name to an activity id."""
+        value = _json_object_of_text(raw, "event name to activity id", _ACTIVITIES_FORM)
+        if isinstance(value, dict) and not all(
+            isinstance(v, str) and v.startswith("act:") for v in value.values()
+        ):
+            raise ValueError(f"an activity id starts with act:; {_ACTIVITIES_FORM}")
+        return value
+
+    @field_validator("ortto_person_fields", mode="before")
+    @classmethod
+    def _parse_person_fields(cls, raw: object) -> object:
+        """ORTTO_PERSON_FIELDS is a JSON object mapping a trait name to an Ortto field id."""
+        value = _json_object_of_text(raw, "trait name to Ortto field id", _PERSON_FIELDS_FORM)
+        if isinstance(value, dict) and not all(
+            isinstance(v, str) and _FIELD_ID.fullmatch(v) for v in value.values()
+        ):
+            raise ValueError(f"a field id is <type>:<namespace>:<name>; {_PERSON_FIELDS_FORM}")
+        return value
+
+    @field_validator("ortto_activity_attributes", mode="before")
+    @classmethod
+    def _parse_activity_attributes(cls, raw: object) -> object:
+        """ORTTO_ACTIVITY_ATTRIBUTES is a JSON object: event name -> up to 15 property names."""
         if not isinstance(raw, str | bytes):
             return raw
-        if not raw.strip():
-            return {}
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            value = None
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise ValueError(f"not a JSON object of event name to trigger id; {_TRIGGERS_FORM}")
+        value = _json_value(raw, {})
+        if not isinstance(value, dict) or not all(
+            isinstance(names, list)
+            and len(names) <= MAX_ACTIVITY_ATTRIBUTES
+            and all(isinstance(name, str) and name for name in names)
+            for names in value.values()
+        ):
+            raise ValueError(
+                f"not a JSON object of event name to at most {MAX_ACTIVITY_ATTRIBUTES} property "
+                f"names; {_ATTRIBUTES_FORM}"
+            )
+        return value
+
+    @field_validator("ortto_merge_by", mode="before")
+    @classmethod
+    def _parse_merge_by(cls, raw: object) -> object:
+        """ORTTO_MERGE_BY is a JSON array of str::ei and str::email, in the order Ortto tries."""
+        if not isinstance(raw, str | bytes):
+            return raw
+        value = _json_value(raw, None)
+        if (
+            not isinstance(value, list)
+            or not value
+            or len(set(value)) != len(value)
+            or not all(v in MERGE_BY_FIELDS for v in value)
+        ):
+            raise ValueError(
+                'not a JSON array of "str::ei" and/or "str::email"; expected e.g. '
+                '["str::ei", "str::email"]'
+            )
         return value
 
 
+#: Ortto's limit of attributes on one activity.
+MAX_ACTIVITY_ATTRIBUTES: Final = 15
+#: The person fields ORTTO_MERGE_BY may name: the identifiers every Segment call can give.
+MERGE_BY_FIELDS: Final = ("str::ei", "str::email")
+
 _TRIGGERS_FORM = 'expected e.g. {"Order Completed": "0001", "Signed Up": "0002"}'
+_ACTIVITIES_FORM = 'expected e.g. {"Order Completed": "act:cm:order-completed"}'
+_PERSON_FIELDS_FORM = 'expected e.g. {"plan": "str:cm:plan", "seats": "int:cm:seat-count"}'
+_ATTRIBUTES_FORM = 'expected e.g. {"Order Completed": ["order_id", "total"]}'
+_FIELD_ID = re.compile(r"[a-z]{3}:[a-z]*:[A-Za-z0-9_-]+")
+
+
+def _json_value(raw: str | bytes, empty: object) -> object:
+    """The JSON value of a setting's text (`empty` for blank text, None when not JSON)."""
+    if not raw.strip():
+        return empty
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _json_object_of_text(raw: object, what: str, form: str) -> object:
+    """A setting holding a JSON object of strings to strings, parsed (other inputs as given)."""
+    if not isinstance(raw, str | bytes):
+        return raw
+    value = _json_value(raw, {})
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError(f"not a JSON object of {what}; {form}")
+    return value
+
 
 #: The expected form of settings whose pydantic message alone would not say it.
 _EXPECTED: dict[str, str] = {
     "topic_partitions": "expected a whole number of at least 1",
     "topic_replication_factor": "expected a whole number of at least 1",
     "autopilot_rate_limit": "expected requests per second above 0, e.g. 5 or 0.5",
+    "ortto_rate_limit": "expected requests per second above 0, e.g. 10 or 2.5",
+    "ortto_region": "expected us, au or eu",
     "worker_web_port": "expected a port number from 1 to 65535",
 }
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from worker.settings import Settings
 
-__all__ = ["TABLES", "TopicNames", "TopicSpec"]
+__all__ = ["TABLES", "BackendTopics", "TopicNames", "TopicSpec"]
 
 #: Faust tables of this worker: name -> what the changelog holds. Changelog topics are named
 #: "<app id>-<table>-changelog", as faust names them.
@@ -37,6 +37,16 @@ class TopicSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class BackendTopics:
+    """The topics of one destination API: its request descriptors (the destination writes,
+    delivery reads), its delivery results, and the internal topic replayed descriptors take."""
+
+    requests: str
+    deliveries: str
+    delivery_replay: str
+
+
+@dataclass(frozen=True, slots=True)
 class TopicNames:
     """The topic map; the README's topic table is this class, row by row."""
 
@@ -51,8 +61,12 @@ class TopicNames:
     retry: str
     delivery_replay: str
     app_id: str
+    ortto_requests: str = "ortto.requests"
+    ortto_deliveries: str = "ortto.deliveries"
+    ortto_delivery_replay: str = "autopilot-worker.ortto-delivery-replay"
     dead_letters_retention_days: float = 30.0
     deliveries_retention_days: float = 30.0
+    ortto_deliveries_retention_days: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TopicNames:
@@ -69,9 +83,26 @@ class TopicNames:
             retry=f"{app_id}.retry",
             delivery_replay=f"{app_id}.delivery-replay",
             app_id=app_id,
+            ortto_requests=settings.topic_ortto_requests,
+            ortto_deliveries=settings.topic_ortto_deliveries,
+            ortto_delivery_replay=f"{app_id}.ortto-delivery-replay",
             dead_letters_retention_days=settings.topic_dead_letters_retention_days,
             deliveries_retention_days=settings.topic_autopilot_deliveries_retention_days,
+            ortto_deliveries_retention_days=settings.topic_ortto_deliveries_retention_days,
         )
+
+    def for_backend(self, name: str) -> BackendTopics:
+        """The topics of the destination API `name` (a backend's `name`): Autopilot's keep the
+        names they had before there were two."""
+        if name == "autopilot":
+            return BackendTopics(
+                self.autopilot_requests, self.autopilot_deliveries, self.delivery_replay
+            )
+        if name == "ortto":
+            return BackendTopics(
+                self.ortto_requests, self.ortto_deliveries, self.ortto_delivery_replay
+            )
+        raise ValueError(f"no topics for a destination API named {name!r}")
 
     def changelog(self, table: str) -> str:
         return f"{self.app_id}-{table}-changelog"
@@ -97,8 +128,19 @@ class TopicNames:
             ),
             TopicSpec(self.source_by_email, "internal: email events and identities by email"),
             TopicSpec(self.destination_by_user, "internal: Segment calls by userId/anonymousId"),
+            TopicSpec(self.ortto_requests, "output/input: Ortto request descriptors"),
+            TopicSpec(
+                self.ortto_deliveries,
+                "output: final Ortto delivery outcomes",
+                retention_days=self.ortto_deliveries_retention_days,
+                retention_setting="TOPIC_ORTTO_DELIVERIES_RETENTION_DAYS",
+            ),
             TopicSpec(self.retry, "internal: dead letters replayed to this worker only"),
             TopicSpec(self.delivery_replay, "internal: replayed request descriptors for delivery"),
+            TopicSpec(
+                self.ortto_delivery_replay,
+                "internal: replayed Ortto request descriptors for Ortto's delivery",
+            ),
             *(
                 TopicSpec(self.changelog(table), f"changelog: {what}", compacted=True)
                 for table, what in TABLES.items()

@@ -4,6 +4,11 @@ A `Backend` maps a Segment call to request descriptors (its one module per actio
 delivery how to authenticate, how to gather a batch into calls (bulk planning) and split a bulk
 the API refused, how to read per-item results and retry hints from a response, what to read
 while the key is refused, and which settings it runs with (`ApiSettings`).
+
+Several backends can run in one worker (Autopilot and Ortto during a migration). Each has its
+own requests and deliveries topics (`worker.topics.TopicNames.for_backend`), delivery agent,
+stage and Engage audience memberships; `qualified` and `memberships_prefix` name them. The
+first backend, Autopilot, keeps the names deployments already hold state under.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ __all__ = [
     "CallRequests",
     "PlannedCall",
     "audience_updates",
+    "memberships_prefix",
+    "qualified",
 ]
 
 #: (audience key, member or not): an Engage audience membership a call states.
@@ -104,7 +111,13 @@ class Backend(Protocol):
 
     @property
     def name(self) -> str:
-        """Short name, for logs and metrics."""
+        """Short name, for logs, metrics and the names of what runs for it (`qualified`)."""
+
+    @property
+    def keeps_original_names(self) -> bool:
+        """True for the backend the worker had before there were two (Autopilot): its agent,
+        stages and audience memberships keep their unqualified names, so existing deployments
+        keep their state."""
 
     @property
     def display_name(self) -> str:
@@ -116,8 +129,17 @@ class Backend(Protocol):
         with one of them false is not sent, so the vendor's own events never go back)."""
 
     @property
+    def source_integrations(self) -> tuple[str, ...]:
+        """`context.integration.name` values of calls never sent to this API: events that came
+        from a vendor (the worker's own source writes AutopilotHQ), beside `integrations`."""
+
+    @property
     def probe_path(self) -> str:
-        """Read while the key is refused: any answer but 401/403 proves it accepted again."""
+        """Asked while the key is refused: any answer but 401/403 proves it accepted again."""
+
+    @property
+    def probe_body(self) -> dict[str, Any] | None:
+        """The probe's JSON body (then a POST; None: a GET of `probe_path`)."""
 
     def requests_for(
         self,
@@ -147,3 +169,20 @@ class Backend(Protocol):
 
     def item_ids(self, call: PlannedCall, data: Mapping[str, Any]) -> list[str | None]:
         """The API's id for each group of `call`, read from its response body."""
+
+    def item_errors(self, call: PlannedCall, data: Mapping[str, Any]) -> list[str | None]:
+        """Why the API refused each group of `call` inside its 2xx answer (None: accepted), when
+        it answers per item; such a group alone is dead-lettered."""
+
+
+def qualified(base: str, backend: Backend) -> str:
+    """`base` for the backend that keeps its original names, else `base-<name>`: the names of
+    a backend's delivery agent and pipeline (`delivery`, `delivery-ortto`)."""
+    return base if backend.keeps_original_names else f"{base}-{backend.name}"
+
+
+def memberships_prefix(backend: Backend) -> str:
+    """What the backend's Engage audience keys are stored under in the destination's table:
+    nothing for the backend that keeps its original names, else `<name>:`; so each backend
+    sends a membership on its own change."""
+    return "" if backend.keeps_original_names else f"{backend.name}:"

@@ -13,14 +13,17 @@ The stages, in order:
    the wrong type. A call without `messageId` gets `derived-<sha256 of the raw bytes>`, so a
    redelivery of the same bytes maps to the same id and can be deduplicated downstream.
 2. `accept_call`: skips. `integrations` turning the backend off (`integration_disabled`; this
-   also stops the source's own tracks from looping back), then page, screen, group and alias
-   (`unsupported_call_<type>`): the destination accepts identify and track only.
+   also stops the source's own tracks from looping back to Autopilot), a call whose
+   `context.integration.name` the backend refuses (`from_source_integration`: the source's own
+   tracks never reach Ortto), then page, screen, group and alias (`unsupported_call_<type>`):
+   the destination accepts identify and track only.
 3. The backend's `requests_for` (`worker.backends`): the API's requests for the call, given the
    email learned for its userId and the Engage audience memberships last sent; an unchanged
    membership is skipped (`audience_unchanged`); `CallRequests.audience_updates` is what to
    record once sent.
 
-A descriptor's `contact` (the Kafka key) is the lowercased email.
+A descriptor's `contact` (the Kafka key) says who it is about (Autopilot: the lowercased email;
+Ortto: the userId, else the lowercased email).
 
 Speed: the models in `worker.models` are the contract (schemas, error messages), but building
 them costs more than the mapping itself. So `parse_call` reads a call of the common shape
@@ -193,9 +196,10 @@ def _common_call(message: dict[str, Any], raw: bytes) -> ParsedCall | None:
         message_id = _derived_message_id(raw)
     elif type(message_id) is not str:
         return None
-    audience_class = audience_key = None
+    audience_class = audience_key = ip = integration_name = None
     context = get("context", _EMPTY)
     if type(context) is dict:
+        ip, integration_name = _context_strings(context)
         context_traits = context.get("traits")
         if context_traits is None:
             context_traits = {}
@@ -225,7 +229,17 @@ def _common_call(message: dict[str, Any], raw: bytes) -> ParsedCall | None:
         integrations,
         audience_class,
         audience_key,
+        ip,
+        integration_name,
     )
+
+
+def _context_strings(context: dict[str, Any]) -> tuple[str | None, str | None]:
+    """`context.ip` and `context.integration.name` when they are strings (as `from_model`)."""
+    ip = context.get("ip")
+    integration = context.get("integration")
+    name = integration.get("name") if type(integration) is dict else None
+    return (ip if type(ip) is str else None), (name if type(name) is str else None)
 
 
 def _optional_text(value: object) -> bool:
@@ -240,24 +254,35 @@ def _decode_error(raw: bytes, exc: orjson.JSONDecodeError) -> DecodeError:
     return DecodeError(f"message is not valid JSON: {exc}")
 
 
-def accept_call(call: ParsedCall, integration_names: Sequence[str]) -> ParsedCall:
+def accept_call(
+    call: ParsedCall,
+    integration_names: Sequence[str],
+    source_integrations: Sequence[str] = (),
+) -> ParsedCall:
     """The call itself if this destination sends it (identify, track), else `SkipMessage`.
 
-    `integration_names` are the backend's names in Segment's `integrations` object: the loop
-    guard that keeps the vendor's own events (the source's tracks) from going back to it.
+    `integration_names` are the backend's names in Segment's `integrations` object, and
+    `source_integrations` the `context.integration.name`s whose calls it never takes: the loop
+    guard that keeps a vendor's own events (the source's tracks) from going back to it.
     """
     if call.integrations and not _enabled(call.integrations, integration_names):
         raise SkipMessage("integration_disabled")
+    if call.integration is not None and call.integration in source_integrations:
+        raise SkipMessage("from_source_integration")
     if call.type not in ("identify", "track"):
         raise SkipMessage(f"unsupported_call_{call.type}")
     return call
 
 
 def precheck_call(
-    raw: bytes, integration_names: Sequence[str], *, max_bytes: int = MAX_MESSAGE_BYTES
+    raw: bytes,
+    integration_names: Sequence[str],
+    *,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    source_integrations: Sequence[str] = (),
 ) -> ParsedCall:
     """`parse_call`, then `accept_call`: every reason not to map these bytes, as an error."""
-    return accept_call(parse_call(raw, max_bytes=max_bytes), integration_names)
+    return accept_call(parse_call(raw, max_bytes=max_bytes), integration_names, source_integrations)
 
 
 def _enabled(integrations: Mapping[str, Any], names: Sequence[str]) -> bool:
@@ -283,5 +308,7 @@ def learned_identity(call: ParsedCall) -> tuple[str, str] | None:
 def map_destination(raw: bytes, *, backend: Backend) -> CallRequests:
     """Bytes -> requests with no memory: the offline `map destination` command and the golden
     cases (`precheck_call`, then the backend's `requests_for`)."""
-    call = precheck_call(raw, backend.integration_names)
+    call = precheck_call(
+        raw, backend.integration_names, source_integrations=backend.source_integrations
+    )
     return backend.requests_for(call, learned_email=None, audience_state=None)

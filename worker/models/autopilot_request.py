@@ -1,7 +1,8 @@
-"""The request descriptor: one Autopilot API call, described but not sent.
+"""The request descriptor: one destination API call, described but not sent.
 
-The destination writes these to `autopilot.requests`; delivery reads them, adds the base URL
-and the API key (which never appear here) and performs them.
+The destination writes these to its backend's requests topic (`autopilot.requests`,
+`ortto.requests`); that backend's delivery reads them, adds the base URL and the API key (which
+never appear here) and performs them.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ __all__ = ["RequestDescriptor", "RequestKind"]
 
 
 class RequestKind(StrEnum):
+    """The action a descriptor performs: Autopilot's two, then Ortto's two."""
+
     UPSERT_CONTACT = "upsert_contact"
     TRIGGER_JOURNEY = "trigger_journey"
+    MERGE_PERSON = "merge_person"
+    CREATE_ACTIVITY = "create_activity"
 
 
 class RequestDescriptor(BaseModel):
@@ -29,4 +34,8 @@ class RequestDescriptor(BaseModel):
     body: dict[str, Any] = Field(alias="json", description="The JSON body of the request.")
     kind: RequestKind
     message_id: str = Field(description="The Segment messageId this request came from.")
-    contact: str = Field(description="The contact's lowercased email; also the Kafka key.")
+    contact: str = Field(
+        description="Who the request is about; also the Kafka key. Autopilot: the lowercased "
+        "email. Ortto: the first ORTTO_MERGE_BY field the person has (the userId, else the "
+        "lowercased email)."
+    )

@@ -31,8 +31,10 @@ class ParsedCall(msgspec.Struct, gc=False):
     validated `SegmentCall` model. `event` is None for every type but track; `properties` is {}
     for identify, group and alias; `traits` is {} for page, screen and alias; `audience_class`
     and `audience_key` are `context.personas.computation_class` and `.computation_key`
-    (Engage), or None. A msgspec struct because one is made per message and its constructor
-    runs in C; its values are JSON data, which cannot refer back to it (hence gc=False).
+    (Engage), or None; `ip` is `context.ip` and `integration` is `context.integration.name`
+    (what made the call: the worker's source writes AutopilotHQ) when they are strings, else
+    None. A msgspec struct because one is made per message and its constructor runs in C; its
+    values are JSON data, which cannot refer back to it (hence gc=False).
     """
 
     type: str
@@ -46,6 +48,8 @@ class ParsedCall(msgspec.Struct, gc=False):
     integrations: dict[str, Any]
     audience_class: str | None
     audience_key: str | None
+    ip: str | None = None
+    integration: str | None = None
 
     def __repr__(self) -> str:  # the traits carry personal data: keep them out of logs
         return f"ParsedCall(type={self.type!r}, message_id={self.message_id!r})"
@@ -54,6 +58,9 @@ class ParsedCall(msgspec.Struct, gc=False):
     def from_model(cls, call: SegmentCall) -> ParsedCall:
         """The call's declared fields (not the extra ones a model also keeps as attributes)."""
         personas = call.context.personas
+        ip = getattr(call.context, "ip", None)
+        integration = getattr(call.context, "integration", None)
+        name = integration.get("name") if isinstance(integration, dict) else None
         return cls(
             call.type,
             call.user_id,
@@ -66,6 +73,8 @@ class ParsedCall(msgspec.Struct, gc=False):
             call.integrations,
             personas.computation_class if personas else None,
             personas.computation_key if personas else None,
+            ip if type(ip) is str else None,
+            name if type(name) is str else None,
         )
 
 

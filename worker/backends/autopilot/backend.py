@@ -42,9 +42,13 @@ class AutopilotBackend:
     api_settings: ApiSettings | None = None
     name: str = "autopilot"
     display_name: str = "Autopilot"
+    keeps_original_names: bool = True
     #: Segment's name for the destination; the source's own tracks say `AutopilotHQ: false`
     integration_names: tuple[str, ...] = ("AutopilotHQ",)
+    #: none beside `integrations`: the source's own tracks turn AutopilotHQ off there
+    source_integrations: tuple[str, ...] = ()
     probe_path: str = responses.PROBE_PATH
+    probe_body: dict[str, Any] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AutopilotBackend:
@@ -106,3 +110,6 @@ class AutopilotBackend:
 
     def item_ids(self, call: PlannedCall, data: Mapping[str, Any]) -> list[str | None]:
         return responses.contact_ids(call, data)
+
+    def item_errors(self, call: PlannedCall, data: Mapping[str, Any]) -> list[str | None]:
+        return [None] * len(call.groups)  # Autopilot answers for the whole call

@@ -2,9 +2,11 @@
 
 worker [run]              the streaming worker (creates topics, then runs the agents)
 map source|destination    offline mapping: one JSON line in, one JSON line out
+  [--backend autopilot|ortto]   (destination: which API's requests; default autopilot)
 topics                    create every topic and print the topic map
 schemas [--check]         write (or check) the JSON Schemas in schemas/
 fake-autopilot            the stand-in Autopilot API on loopback
+fake-ortto                the stand-in Ortto API on loopback
 dlq list|show|replay      dead letters: list and filter, show one, replay via the retry topic
 """
 
@@ -104,16 +106,27 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-l", "--loglevel", default="info")
     mapping = sub.add_parser("map", help="offline mapping of JSON lines on stdin")
     mapping.add_argument("pipeline", choices=["source", "destination"])
+    mapping.add_argument(
+        "--backend",
+        choices=["autopilot", "ortto"],
+        default="autopilot",
+        help="destination only: the API whose requests to write (default autopilot)",
+    )
     sub.add_parser("topics", help="create every topic and print the topic map")
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the topic values")
     schemas.add_argument("--check", action="store_true", help="fail if schemas/ is stale")
     sub.add_parser("fake-autopilot", help="the stand-in Autopilot API", add_help=False)
+    sub.add_parser("fake-ortto", help="the stand-in Ortto API", add_help=False)
     sub.add_parser("dlq", help="list, show and replay dead letters", add_help=False)
 
     if args[:1] == ["fake-autopilot"]:
         from worker.tools.fake_autopilot import main as fake_main  # noqa: PLC0415
 
         return fake_main(args[1:])
+    if args[:1] == ["fake-ortto"]:
+        from worker.tools.fake_ortto import main as fake_ortto_main  # noqa: PLC0415
+
+        return fake_ortto_main(args[1:])
     if args[:1] == ["dlq"]:
         from worker.tools.dlq import main as dlq_main  # noqa: PLC0415
 
@@ -130,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command == "map":
         from worker.tools.map import run_map  # noqa: PLC0415
 
-        return run_map(ns.pipeline, sys.stdin.buffer, sys.stdout)
+        return run_map(ns.pipeline, sys.stdin.buffer, sys.stdout, backend=ns.backend)
     if ns.command == "topics":
         return _topics()
     if ns.command == "schemas":

@@ -4,47 +4,77 @@
 and `delivery`; so one pod can only deliver and another only map. The operations endpoints
 (health, metrics, resume) and the replay stage run in every worker. Nothing is registered on
 import: `compose` builds what is asked, in one visible place.
+
+Which destination APIs (`backends_for`): Ortto when ORTTO_API_KEY is set; Autopilot when
+AUTOPILOT_API_KEY is set, and also when no key at all is set (as before there were two: the
+mapping runs, delivery waits for a key). So an Ortto-only worker maps nothing for Autopilot,
+and a worker with both keys serves both (a migration). The destination maps every call for
+each of them; each backend with its key gets its own delivery agent.
 """
 
 from __future__ import annotations
 
 import faust
+from pydantic import SecretStr
 
 from worker.backends.autopilot import AutopilotBackend
+from worker.backends.ortto import OrttoBackend
 from worker.backends.seam import Backend
-from worker.delivery.agents import build_delivery
+from worker.delivery.agents import DeliveryState, build_delivery
 from worker.destination.agents import build_destination
 from worker.ingest.routes import build_ingest
 from worker.pipeline.replay import REPLAY_PIPELINE, REPLAY_STAGE, replay_handler
 from worker.runtime.batches import run_stage
-from worker.runtime.health import DeliveryStatus, install_operations
+from worker.runtime.health import install_operations
 from worker.runtime.stages import Runtime
 from worker.settings import Settings
 from worker.source.agents import build_source
 
-__all__ = ["backend_for", "compose"]
+__all__ = ["BACKENDS", "backend_named", "backends_for", "compose"]
+
+#: Every destination API the worker can send to, by name (`map destination --backend`).
+BACKENDS = ("autopilot", "ortto")
 
 
-def backend_for(settings: Settings) -> Backend:
-    """The destination API this worker sends to (Autopilot's REST API today)."""
-    return AutopilotBackend.from_settings(settings)
+def _has(key: SecretStr | None) -> bool:
+    return key is not None and bool(key.get_secret_value())
+
+
+def backends_for(settings: Settings) -> list[Backend]:
+    """The destination APIs this worker maps for, Autopilot first."""
+    ortto = _has(settings.ortto_api_key)
+    backends: list[Backend] = []
+    if _has(settings.autopilot_api_key) or not ortto:
+        backends.append(AutopilotBackend.from_settings(settings))
+    if ortto:
+        backends.append(OrttoBackend.from_settings(settings))
+    return backends
+
+
+def backend_named(name: str, settings: Settings) -> Backend:
+    """The backend `name` (one of `BACKENDS`), whether or not its key is set (offline mapping)."""
+    if name == "ortto":
+        return OrttoBackend.from_settings(settings)
+    if name == "autopilot":
+        return AutopilotBackend.from_settings(settings)
+    raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
 
 
 def compose(settings: Settings) -> Runtime:
     """The runtime with every feature `settings.worker_features` names built on it."""
     runtime = Runtime.create(settings)
-    backend = backend_for(settings)
+    backends = backends_for(settings)
     features = settings.worker_features
     if "source" in features:
         build_source(runtime)
     if "destination" in features:
-        build_destination(runtime, backend)
-    delivery: DeliveryStatus | None = None
+        build_destination(runtime, backends)
+    deliveries: list[DeliveryState] = []
     if "delivery" in features:
-        delivery = build_delivery(runtime, backend)
+        deliveries = [build_delivery(runtime, backend) for backend in backends]
     if "ingest" in features:
         build_ingest(runtime)
-    install_operations(runtime, delivery)
+    install_operations(runtime, deliveries)
     _build_replay(runtime)
     return runtime
 

@@ -124,7 +124,8 @@ class UnexpectedError(WorkerError):
 
 
 class DeliveryRejected(WorkerError):
-    """The Autopilot API refused the request for good (4xx other than 401/403/408/423/429, 501)."""
+    """The destination API refused the request for good (4xx other than 401/403/408/423/429,
+    501), or refused one item of it inside a 2xx answer."""
 
     fate = Fate.DEAD_LETTER
 

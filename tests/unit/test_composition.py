@@ -8,10 +8,11 @@ import sys
 import pytest
 from pydantic import SecretStr
 
-from worker.composition import compose
+from worker.composition import backends_for, compose
 from worker.settings import Settings, SettingsInvalid
 
 KEY = SecretStr("test-key")
+ORTTO_KEY = SecretStr("ortto-test-key")
 
 
 def test_every_feature_runs_by_default() -> None:
@@ -45,6 +46,46 @@ def test_a_mapping_only_process_has_no_delivery_and_no_ingest_routes() -> None:
     paths = {r.resource.canonical for r in runtime.app.web.web_app.router.routes()}  # type: ignore[attr-defined]
     assert "/readyz" in paths
     assert not any(p.startswith("/v1/") for p in paths)
+
+
+def test_with_both_keys_each_backend_delivers_on_its_own() -> None:
+    runtime = compose(Settings(autopilot_api_key=KEY, ortto_api_key=ORTTO_KEY))
+    assert {"delivery", "delivery-ortto"} <= set(runtime.app.agents)
+    assert set(runtime.app.tables) == {
+        "source_user_by_email",
+        "destination_email_by_user",
+        "destination_audiences",
+    }
+    assert set(runtime.breakers) == {
+        "source",
+        "destination",
+        "delivery",
+        "delivery-ortto",
+        "replay",
+    }
+    assert {("destination", "map-autopilot"), ("destination", "map-ortto")} <= set(runtime.stages)
+    assert ("delivery-ortto", "deliver") in runtime.stages
+
+
+def test_which_backends_map() -> None:
+    def names(**keys: SecretStr) -> list[str]:
+        settings = Settings.model_validate(keys)
+        return [backend.name for backend in backends_for(settings)]
+
+    assert names() == ["autopilot"]  # as before there were two: maps, waits for a key
+    assert names(autopilot_api_key=KEY) == ["autopilot"]
+    assert names(ortto_api_key=ORTTO_KEY) == ["ortto"]
+    assert names(autopilot_api_key=KEY, ortto_api_key=ORTTO_KEY) == ["autopilot", "ortto"]
+    assert names(ortto_api_key=SecretStr("")) == ["autopilot"]
+
+
+def test_an_ortto_only_worker_has_no_autopilot_delivery() -> None:
+    runtime = compose(Settings(ortto_api_key=ORTTO_KEY))
+    agents = set(runtime.app.agents)
+    assert "delivery-ortto" in agents
+    assert "delivery" not in agents
+    assert "delivery" not in runtime.breakers
+    assert ("destination", "map-ortto") not in runtime.stages  # one backend: no stage of its own
 
 
 def test_an_unknown_feature_is_a_configuration_error() -> None:

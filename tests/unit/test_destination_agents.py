@@ -41,7 +41,7 @@ def agents() -> Destination:
     emails: dict[bytes, str] = {}
     memberships: dict[bytes, dict[str, bool]] = {}
     return Destination(
-        backend=AutopilotBackend.from_settings(SETTINGS),
+        backends=(AutopilotBackend.from_settings(SETTINGS),),
         topics=topic_names,
         placement=Placement(lambda topic: PARTITIONS),
         email_by_user=ChangelogTable(lambda: emails, "emails-changelog"),
@@ -160,12 +160,15 @@ def test_a_tie_whose_call_failed_unexpectedly_is_told_again(
         """A backend whose mapping has a bug."""
 
         integration_names = ("AutopilotHQ",)
+        source_integrations = ()
+        keeps_original_names = True
+        name = "autopilot"
 
         def requests_for(self, *args: object, **kwargs: object) -> object:
             raise RuntimeError("a bug")
 
     with monkeypatch.context() as patched:
-        patched.setattr(agents, "backend", Broken())
+        patched.setattr(agents, "backends", (Broken(),))
         with pytest.raises(RuntimeError):  # the pipeline dead-letters it: nothing is sent
             agents.intake(_identify("u-7", "seven@example.com"))
 

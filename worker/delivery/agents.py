@@ -1,12 +1,18 @@
 """Delivery, built by `build_delivery`: request descriptors -> the backend's API -> outcomes.
 
+One delivery per backend, each with its own topics (`TopicNames.for_backend`: the requests it
+reads, the results it writes, the internal topic its replayed dead letters come back on), its
+own agent and pipeline (`delivery` for Autopilot, `delivery-ortto` for Ortto:
+`worker.backends.seam.qualified`), rate limiter, pause and breaker.
+
 It runs on the runtime's reusable sink (`worker.runtime.sink`): a batch's offsets are acked
 only after every descriptor in it has a final outcome (delivered or dead-lettered) and those
 outcomes are on Kafka. While the API refuses the key, `deliver` does not return, so consumption
 pauses and nothing is acked, skipped or dead-lettered. When a rebalance or a shutdown begins,
-the batch in hand gets `AUTOPILOT_GIVE_BACK_AFTER_S` to finish; then it is given back unacked,
-nothing of it written, and the partition's next owner delivers it again (at least once).
-Without the backend's API key no agent is registered, and the worker says so.
+the batch in hand gets the backend's give-back grace (`AUTOPILOT_GIVE_BACK_AFTER_S`,
+`ORTTO_GIVE_BACK_AFTER_S`) to finish; then it is given back unacked, nothing of it written, and
+the partition's next owner delivers it again (at least once). Without the backend's API key no
+agent is registered, and the worker says so.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import faust
 import orjson
 import pydantic
 
-from worker.backends.seam import Backend
+from worker.backends.seam import Backend, qualified
 from worker.delivery.service import Deliverer
 from worker.errors import DecodeError, DeliveryRejected, RetryBudgetExhausted, WorkerError
 from worker.models.autopilot_request import RequestDescriptor
@@ -41,10 +47,13 @@ MAX_BATCH = 500
 
 @dataclass
 class DeliveryState:
-    """What /readyz and the metrics read: whether delivery runs, and its live Deliverer."""
+    """What /readyz and the metrics read of one backend's delivery: whether it runs, and its
+    live Deliverer."""
 
     enabled: bool
     deliverer: Deliverer | None = None
+    name: str = "autopilot"
+    display_name: str = "Autopilot"
 
     @property
     def paused(self) -> bool:
@@ -99,10 +108,10 @@ class DeliveryWriter:
 
 
 def delivery_sink(
-    runtime: Runtime, stage: Stage, deliverer: Deliverer, grace_s: float
+    runtime: Runtime, stage: Stage, deliverer: Deliverer, grace_s: float, deliveries_topic: str
 ) -> BatchingSink[RequestDescriptor]:
-    """The sink that delivers `stage`'s batches with `deliverer`."""
-    writer = DeliveryWriter(deliverer, runtime.topics.autopilot_deliveries)
+    """The sink that delivers `stage`'s batches with `deliverer`, results to `deliveries_topic`."""
+    writer = DeliveryWriter(deliverer, deliveries_topic)
 
     def observe(message: InboundMessage, outcome: ItemOutcome) -> None:
         if isinstance(outcome.detail, DeliveryResult):
@@ -121,9 +130,11 @@ def delivery_sink(
 def build_delivery(runtime: Runtime, backend: Backend) -> DeliveryState:
     """The delivery stage and agent on `runtime`'s app, sending to `backend`'s API (no agent
     without an API key)."""
-    topics = runtime.topics
+    topics = runtime.topics.for_backend(backend.name)
     api = backend.api()
-    state = DeliveryState(enabled=api.api_key is not None)
+    enabled = api.api_key is not None and bool(api.api_key.get_secret_value())
+    state = DeliveryState(enabled, name=backend.name, display_name=backend.display_name)
+    name = qualified("delivery", backend)
 
     def to_delivery_replay(message: InboundMessage) -> list[OutboundRecord]:
         """How a replayed dead letter re-enters delivery: via a topic only this worker reads."""
@@ -136,23 +147,24 @@ def build_delivery(runtime: Runtime, backend: Backend) -> DeliveryState:
             )
         ]
 
-    stage = runtime.build_stage("delivery", "deliver", to_delivery_replay)
+    stage = runtime.build_stage(name, "deliver", to_delivery_replay)
     if not state.enabled:
         log.warning(
-            "%s is not set: the delivery agent is not started; request "
+            "%s is not set: the %s delivery agent is not started; request "
             "descriptors stay on %s until a worker with a key reads them",
             api.api_key_setting,
-            topics.autopilot_requests,
+            backend.display_name,
+            topics.requests,
         )
         return state
 
-    @runtime.app.agent(
-        runtime.raw_topic(topics.autopilot_requests, topics.delivery_replay), name="delivery"
-    )
+    @runtime.app.agent(runtime.raw_topic(topics.requests, topics.delivery_replay), name=name)
     async def deliver_requests(stream: faust.StreamT[bytes]) -> None:
         async with Deliverer(backend) as deliverer:
             state.deliverer = deliverer
-            sink = delivery_sink(runtime, stage, deliverer, api.give_back_after_s)
+            sink = delivery_sink(
+                runtime, stage, deliverer, api.give_back_after_s, topics.deliveries
+            )
             await run_batches(
                 stream,
                 stage,

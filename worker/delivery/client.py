@@ -15,7 +15,7 @@ import httpx
 import orjson
 from pydantic import SecretStr
 
-from worker.delivery.outcomes import classify_exception, classify_response
+from worker.delivery.outcomes import classify_exception, classify_response, mask_secret
 from worker.delivery.ratelimit import RateLimiter
 from worker.errors import WorkerError
 
@@ -72,6 +72,10 @@ class ApiClient:
             response, secret=self._secret, body_hint=self._retry_hint, api=self._api_name
         )
         return Exchange(response.status_code, error, _json_object(response.content))
+
+    def masked(self, text: str) -> str:
+        """`text` the API sent back, with the key masked and cut as rejected bodies are."""
+        return mask_secret(text, self._secret)
 
     async def aclose(self) -> None:
         await self._http.aclose()

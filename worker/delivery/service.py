@@ -9,7 +9,9 @@ What a caller (the delivery agent) can rely on:
   probe path is read every auth-probe interval, and when the key works again the same calls go
   on. Paused time does not count against the retry budget. `deliver` does not return meanwhile.
 - A bulk rejected for good is retried item by item (the backend's `split`), so one bad contact
-  is the only dead letter.
+  is the only dead letter; an item the API refuses inside a 2xx answer (the backend's
+  `item_errors`) is dead-lettered alone (`DeliveryRejected`, status 400), the others delivered.
+- Every result names the backend it was sent to.
 - Every request, probes included, waits for the one process-wide rate limiter.
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -128,13 +130,15 @@ class Deliverer:
         done = await self._perform(call)
         parts = self._backend.split(call) if isinstance(done.error, DeliveryRejected) else []
         if not parts:
-            return _results(call, done, batch, received, self._backend)
+            return _results(call, done, batch, received, self._backend, masked=self._client.masked)
         settled: dict[int, DeliveryResult] = {}
         for part, alone in zip(
             parts, await asyncio.gather(*map(self._perform, parts)), strict=True
         ):
             with_bulk = _Done(done.history + alone.history, alone.exchange, alone.error)
-            settled |= _results(part, with_bulk, batch, received, self._backend)
+            settled |= _results(
+                part, with_bulk, batch, received, self._backend, masked=self._client.masked
+            )
         return settled
 
     async def _perform(self, call: PlannedCall) -> _Done:
@@ -183,7 +187,11 @@ class Deliverer:
     async def _probe_until_accepted(self) -> None:
         while True:
             await asyncio.sleep(self._probe_interval_s)
-            error = (await self._client.attempt("GET", self._backend.probe_path)).error
+            backend = self._backend
+            method = "GET" if backend.probe_body is None else "POST"
+            error = (
+                await self._client.attempt(method, backend.probe_path, backend.probe_body)
+            ).error
             if error is None or isinstance(error, DeliveryRejected):
                 break
         self._resumed.set()
@@ -200,17 +208,30 @@ def _results(
     batch: Sequence[RequestDescriptor],
     received: float,
     backend: Backend,
+    *,
+    masked: Callable[[str], str],
 ) -> dict[int, DeliveryResult]:
     """The result of every input index `call` settles, with the ids the API returned."""
-    ids = backend.item_ids(call, done.exchange.data)
-    error, history = done.error, done.history
+    data = done.exchange.data
+    ids = backend.item_ids(call, data)
+    refusals = backend.item_errors(call, data) if done.error is None else [None] * len(ids)
+    history = done.history
     latency_ms = round((time.monotonic() - received) * 1000, 3)
-    status = done.exchange.status
     results: dict[int, DeliveryResult] = {}
-    for group, contact_id in zip(call.groups, ids, strict=True):
+    for group, contact_id, refusal in zip(call.groups, ids, refusals, strict=True):
+        error, status = done.error, done.exchange.status
+        if refusal is not None:
+            error = DeliveryRejected(
+                f"{backend.display_name} refused this item in its HTTP {status} answer: "
+                f"{masked(refusal)}",
+                http_status=400,
+                body=masked(refusal),
+            )
+            status = 400
         for index in group:
             request = batch[index]
             results[index] = DeliveryResult(
+                backend=backend.name,
                 message_id=request.message_id,
                 kind=request.kind,
                 contact=request.contact,

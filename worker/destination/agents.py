@@ -6,24 +6,39 @@ topic. Stage `map` reads that topic, where the tables it needs live on the same 
 the email learned per userId, and the Engage audience memberships last sent per contact. A call
 already on the partition its userId (else anonymousId) hashes to, as the worker's Segment API
 keys it, is mapped by the intake at once (`worker.runtime.placement`).
+
+Every call is mapped for each backend the worker serves (Autopilot, Ortto, or both during a
+migration), each backend's requests going to its own requests topic and its audience
+memberships kept under its own keys (`memberships_prefix`), so each sends on its own change.
+With one backend a call's failure is routed as it always was. With several:
+
+- when no backend has a request for the call, the call fails once: dead-lettered if any
+  backend refused it (the messages, when they differ, each prefixed with the API's name), else
+  skipped (the reasons, when they differ, as `<backend>:<reason>` joined by commas);
+- when some have requests and another refused or skipped the call, the requests are sent and
+  that backend's failure is routed by a stage of its own, `destination/map-<backend>`
+  (`own_stages`): its dead letter, once replayed, maps the call for that backend alone, so the
+  other backend's requests are not sent twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import copy
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import faust
 import orjson
 
-from worker.backends.seam import Backend
+from worker.backends.seam import Backend, CallRequests, memberships_prefix
 from worker.destination.mapping import accept_call, learned_identity, parse_call
-from worker.errors import WorkerError
+from worker.errors import Fate, SkipMessage, WorkerError
 from worker.identity import ToldIdentities, identity_record
 from worker.models.parsed_call import ParsedCall
 from worker.pipeline.records import InboundMessage, OutboundRecord
-from worker.pipeline.stage import FailedAfter
+from worker.pipeline.stage import FailedAfter, Stage
 from worker.runtime.batches import run_stage
+from worker.runtime.metrics import metrics
 from worker.runtime.placement import Placement
 from worker.runtime.stages import Runtime
 from worker.runtime.tables import ChangelogTable
@@ -36,10 +51,16 @@ TOLD_IDENTITIES_CAPACITY = 100_000
 
 
 class _Memberships(Mapping[str, bool]):
-    """One contact's row of the audiences table, as the mapping reads it."""
+    """One contact's row of the audiences table, as one backend's mapping reads it: the keys
+    under its prefix, without the prefix."""
 
-    def __init__(self, row: Mapping[str, bool] | None) -> None:
-        self._row = row or {}
+    def __init__(self, row: Mapping[str, bool] | None, prefix: str = "") -> None:
+        row = row or {}
+        self._row = (
+            {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
+            if prefix
+            else row
+        )
 
     def __getitem__(self, key: str) -> bool:
         return self._row[key]
@@ -60,12 +81,15 @@ class Destination:
     """The destination's two handlers over its tables (userId -> email; contact -> Engage
     audience memberships last sent) and what it told the source."""
 
-    backend: Backend
+    backends: Sequence[Backend]
     topics: TopicNames
     placement: Placement
     email_by_user: ChangelogTable[str]
     audiences: ChangelogTable[dict[str, bool]]
     told_identities: ToldIdentities
+    #: with several backends: the stage routing one backend's failure beside another's
+    #: requests, by backend name (`destination/map-<name>`)
+    own_stages: dict[str, Stage] = field(default_factory=dict)
 
     def intake(self, message: InboundMessage) -> list[OutboundRecord] | FailedAfter:
         call = parse_call(message.value)
@@ -93,6 +117,15 @@ class Destination:
         call = parse_call(message.value)
         return self._requests(message, call, learned_identity(call))
 
+    def map_for(self, backend: Backend) -> Callable[[InboundMessage], Handled]:
+        """The handler of `backend`'s own stage: a replayed call mapped for it alone."""
+
+        def handler(message: InboundMessage) -> Handled:
+            call = parse_call(message.value)
+            return self._requests(message, call, learned_identity(call), only=backend)
+
+        return handler
+
     def _requests(
         self,
         message: InboundMessage,
@@ -100,44 +133,92 @@ class Destination:
         identity: tuple[str, str] | None,
         *,
         told_to_source: list[OutboundRecord] | None = None,
-    ) -> list[OutboundRecord] | FailedAfter:
-        """The call's request descriptors, then the changelog records of what it changed and
-        the identity `told_to_source`; those last two are sent even when the call is then
-        skipped or dead-lettered (what was learned is kept all the same)."""
+        only: Backend | None = None,
+    ) -> Handled:
+        """The call's request descriptors for each backend (`only` one), then the changelog
+        records of what it changed and the identity `told_to_source`; those last two are sent
+        even when the call is then skipped or dead-lettered (what was learned is kept all the
+        same); then the failures of backends beside others' requests, routed by their own
+        stages."""
         email_by_user, audiences = self.email_by_user, self.audiences
         kept = []
         if identity is not None and email_by_user.get(identity[1].encode()) != identity[0]:
             kept.append(email_by_user.set(identity[1].encode(), identity[0]))  # only on change
         kept.extend(told_to_source or ())
-        try:
-            call = accept_call(parsed, self.backend.integration_names)
-            user_key = _user_key(call.user_id, call.anonymous_id)
-            result = self.backend.requests_for(
-                call,
-                learned_email=email_by_user.get(call.user_id.encode()) if call.user_id else None,
-                audience_state=_Memberships(audiences.get(user_key)),
-            )
-        except WorkerError as error:
+        user_key = _user_key(parsed.user_id, parsed.anonymous_id)
+        row = audiences.get(user_key)
+        learned = email_by_user.get(parsed.user_id.encode()) if parsed.user_id else None
+        results: list[tuple[Backend, CallRequests]] = []
+        failures: list[tuple[Backend, WorkerError]] = []
+        for backend in self.backends if only is None else (only,):
+            try:
+                call = accept_call(parsed, backend.integration_names, backend.source_integrations)
+                result = backend.requests_for(
+                    call,
+                    learned_email=learned,
+                    audience_state=_Memberships(row, memberships_prefix(backend)),
+                )
+            except WorkerError as error:
+                failures.append((backend, error))
+            else:
+                results.append((backend, result))
+        if not results:
+            failure = _one_failure(failures)
             if not kept:
-                raise
-            return FailedAfter(kept, error)
-        if result.audience_updates:
-            row = {**(audiences.get(user_key) or {}), **result.audience_updates}
-            kept.append(audiences.set(user_key, row))
+                raise failure
+            return FailedAfter(kept, failure)
+        updates = {
+            memberships_prefix(backend) + key: member
+            for backend, result in results
+            for key, member in result.audience_updates.items()
+        }
+        if updates:
+            kept.append(audiences.set(user_key, {**(row or {}), **updates}))
         requests = [
             OutboundRecord(
-                topic=self.topics.autopilot_requests,
+                topic=self.topics.for_backend(backend.name).requests,
                 key=descriptor["contact"].encode(),
                 value=orjson.dumps(descriptor),
                 headers=message.producer_headers(),
             )
+            for backend, result in results
             for descriptor in result.descriptors
         ]
-        return [*requests, *kept]
+        beside = [
+            record
+            for backend, error in failures
+            for record in self.own_stages[backend.name].route_failure(
+                message, error, count_in_breaker=False
+            )
+        ]
+        return [*requests, *kept, *beside]
 
 
-def build_destination(runtime: Runtime, backend: Backend) -> Destination:
-    """The destination's tables, stages and agents on `runtime`'s app, mapping for `backend`."""
+Handled = list[OutboundRecord] | FailedAfter
+
+
+def _one_failure(failures: Sequence[tuple[Backend, WorkerError]]) -> WorkerError:
+    """The one failure of a call no backend has a request for: a dead letter if any backend
+    refused it, else a skip; naming the backends when they differ."""
+    if len(failures) == 1:
+        return failures[0][1]
+    refusals = [(b, e) for b, e in failures if e.fate is not Fate.SKIP]
+    if not refusals:
+        if len({e.message for _, e in failures}) == 1:
+            return failures[0][1]
+        return SkipMessage(",".join(f"{b.name}:{e.message}" for b, e in failures))
+    first = refusals[0][1]
+    if len(refusals) == len(failures) and len({e.message for _, e in refusals}) == 1:
+        return first
+    named = copy.copy(first)
+    named.message = "; ".join(f"{b.display_name}: {e.message}" for b, e in refusals)
+    named.args = (named.message,)
+    return named
+
+
+def build_destination(runtime: Runtime, backends: Sequence[Backend]) -> Destination:
+    """The destination's tables, stages and agents on `runtime`'s app, mapping for each of
+    `backends`."""
     app, topics = runtime.app, runtime.topics
     email_by_user = app.Table(
         "destination_email_by_user",
@@ -155,7 +236,7 @@ def build_destination(runtime: Runtime, backend: Backend) -> Destination:
         help="userId/anonymousId -> {Engage audience key: membership last sent}",
     )
     destination = Destination(
-        backend=backend,
+        backends=tuple(backends),
         topics=topics,
         placement=runtime.placement,
         email_by_user=ChangelogTable.of(email_by_user),
@@ -166,6 +247,13 @@ def build_destination(runtime: Runtime, backend: Backend) -> Destination:
         "destination", "intake", destination.intake, forward_topic=topics.destination_by_user
     )
     map_stage = runtime.build_stage("destination", "map", destination.map_by_user)
+    if len(backends) > 1:
+        for backend in backends:
+            own = runtime.build_stage(
+                "destination", f"map-{backend.name}", destination.map_for(backend)
+            )
+            metrics.track(own)  # no agent of its own runs it: its counts are exported here
+            destination.own_stages[backend.name] = own
 
     @app.agent(runtime.raw_topic(topics.segment_calls), name="destination-intake")
     async def destination_intake(stream: faust.StreamT[bytes]) -> None:

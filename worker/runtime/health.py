@@ -11,7 +11,8 @@ check, whether it passed and why:
 - `recovery`: no rebalance is under way and table recovery has completed;
 - `broker`: a metadata request to Kafka, made every `BROKER_CHECK_INTERVAL_S` by a task of its
   own, answered within `BROKER_CHECK_TIMEOUT_S`, and the last answer is recent;
-- `delivery`: delivery is not paused on a refused API key (passes when delivery is not enabled);
+- `delivery`: no backend's delivery is paused on a refused API key (passes when delivery is not
+  enabled); the detail names the API that refuses its key;
 - `pipelines`: no pipeline is paused by its breaker (our own code failing most messages); the
   detail names each paused one, since when, why, and how to resume it.
 
@@ -105,6 +106,8 @@ class ReadinessInputs:
     delivery_paused: bool
     #: paused pipeline -> why and since when (empty while every pipeline runs)
     paused_pipelines: dict[str, str] = field(default_factory=dict)
+    #: the APIs whose delivery is paused (display names), for the detail
+    paused_apis: tuple[str, ...] = ()
 
 
 def evaluate(inputs: ReadinessInputs, checks: Sequence[str] = CHECKS) -> dict[str, CheckResult]:
@@ -132,9 +135,9 @@ def evaluate(inputs: ReadinessInputs, checks: Sequence[str] = CHECKS) -> dict[st
             if not inputs.delivery_enabled:
                 results[name] = CheckResult(True, "delivery is not enabled (no API key)")
             elif inputs.delivery_paused:
-                results[name] = CheckResult(
-                    False, "delivery is paused: Autopilot refuses the API key"
-                )
+                apis = " and ".join(inputs.paused_apis) or "the API"
+                refuse = "refuse their" if len(inputs.paused_apis) > 1 else "refuses its"
+                results[name] = CheckResult(False, f"delivery is paused: {apis} {refuse} API key")
             else:
                 results[name] = CheckResult(True, "delivery is running")
         elif name == "pipelines":
@@ -275,7 +278,13 @@ class _MetadataCheck:
 
 
 class DeliveryStatus(Protocol):
-    """What readiness and the metrics read of the delivery feature."""
+    """What readiness and the metrics read of one backend's delivery."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def display_name(self) -> str: ...
 
     @property
     def enabled(self) -> bool: ...
@@ -285,14 +294,6 @@ class DeliveryStatus(Protocol):
 
     @property
     def rate_limit_waited_s(self) -> float: ...
-
-
-class _NoDelivery:
-    """This process does not deliver (`WORKER_FEATURES` leaves it out)."""
-
-    enabled = False
-    paused = False
-    rate_limit_waited_s = 0.0
 
 
 def _stream_partitions(faust_app: Any) -> list[Any]:
@@ -314,7 +315,10 @@ def paused_pipelines(breakers: dict[str, Breaker]) -> dict[str, str]:
 
 
 def live_inputs(
-    faust_app: Any, delivery: DeliveryStatus, probe: BrokerProbe, breakers: dict[str, Breaker]
+    faust_app: Any,
+    deliveries: Sequence[DeliveryStatus],
+    probe: BrokerProbe,
+    breakers: dict[str, Breaker],
 ) -> ReadinessInputs:
     """Readiness inputs from the running worker; what cannot be read counts as not ready."""
     try:
@@ -326,14 +330,16 @@ def live_inputs(
         recovered = bool(faust_app.tables.recovery.completed.is_set())
     except Exception:  # noqa: BLE001
         rebalancing, recovered = True, False
+    paused = tuple(d.display_name for d in deliveries if d.enabled and d.paused)
     return ReadinessInputs(
         assigned_partitions=assigned,
         rebalancing=rebalancing,
         recovery_completed=recovered,
         broker=probe.status(),
-        delivery_enabled=delivery.enabled,
-        delivery_paused=delivery.paused,
+        delivery_enabled=any(d.enabled for d in deliveries),
+        delivery_paused=bool(paused),
         paused_pipelines=paused_pipelines(breakers),
+        paused_apis=paused,
     )
 
 
@@ -356,10 +362,10 @@ def _json(status: int, body: dict[str, object]) -> web.Response:
 class Operations:
     """The operations endpoints and metrics sources of one running worker."""
 
-    def __init__(self, runtime: Runtime, delivery: DeliveryStatus | None = None) -> None:
+    def __init__(self, runtime: Runtime, deliveries: Sequence[DeliveryStatus] = ()) -> None:
         self._runtime = runtime
         self._app = runtime.app
-        self._delivery: DeliveryStatus = delivery or _NoDelivery()
+        self._deliveries = tuple(deliveries)
         settings = runtime.settings
         self._metadata_check = _MetadataCheck(
             settings.kafka_bootstrap_servers, f"{settings.worker_app_id}-readiness"
@@ -367,7 +373,7 @@ class Operations:
         self.broker_probe = BrokerProbe(self._metadata_check)
 
     def inputs(self) -> ReadinessInputs:
-        return live_inputs(self._app, self._delivery, self.broker_probe, self._runtime.breakers)
+        return live_inputs(self._app, self._deliveries, self.broker_probe, self._runtime.breakers)
 
     # -- metrics sources
 
@@ -390,20 +396,25 @@ class Operations:
         yield family
 
     def delivery_metrics(self) -> Iterable[Metric]:
-        delivery = self._delivery
-        if not delivery.enabled:
+        enabled = [d for d in self._deliveries if d.enabled]
+        if not enabled:
             return
         waited = CounterMetricFamily(
             f"{PREFIX}_rate_limiter_wait_seconds",
-            "Seconds delivery requests spent waiting for a rate-limit slot (AUTOPILOT_RATE_LIMIT).",
+            "Seconds delivery requests spent waiting for a rate-limit slot (the backend's "
+            "rate limit: AUTOPILOT_RATE_LIMIT, ORTTO_RATE_LIMIT).",
+            labels=("backend",),
         )
-        waited.add_metric([], delivery.rate_limit_waited_s)
-        yield waited
-        yield GaugeMetricFamily(
+        paused = GaugeMetricFamily(
             f"{PREFIX}_delivery_paused",
-            "1 while delivery is paused because Autopilot refuses the API key, else 0.",
-            value=1.0 if delivery.paused else 0.0,
+            "1 while the backend's delivery is paused because its API refuses the key, else 0.",
+            labels=("backend",),
         )
+        for delivery in enabled:
+            waited.add_metric([delivery.name], delivery.rate_limit_waited_s)
+            paused.add_metric([delivery.name], 1.0 if delivery.paused else 0.0)
+        yield waited
+        yield paused
 
     def pipeline_metrics(self) -> Iterable[Metric]:
         family = GaugeMetricFamily(
@@ -500,9 +511,9 @@ def web_router(runtime: Runtime) -> web.UrlDispatcher:
     return web_application(runtime).router
 
 
-def install_operations(runtime: Runtime, delivery: DeliveryStatus | None = None) -> Operations:
+def install_operations(runtime: Runtime, deliveries: Sequence[DeliveryStatus] = ()) -> Operations:
     """Mount the endpoints, start the broker probe and register the metrics sources."""
-    operations = Operations(runtime, delivery)
+    operations = Operations(runtime, deliveries)
     runtime.app.task(operations.probe_broker)
     operations.add_metrics_sources()
     operations.mount(web_router(runtime))

@@ -152,7 +152,7 @@ class WorkerMetrics:
         self._pipelines: dict[tuple[str, str], Stage] = {}
         self._sources: dict[str, Source] = {}
         self._scrape_errors: Counter[str] = Counter()
-        self._delivery_outcomes: Counter[tuple[str, str]] = Counter()
+        self._delivery_outcomes: Counter[tuple[str, str, str]] = Counter()
         self.mapping = WeightedHistogram(
             f"{PREFIX}_mapping_seconds",
             "Per message: its share of its batch's time in the loop's route step (decode, pure "
@@ -171,7 +171,7 @@ class WorkerMetrics:
             f"{PREFIX}_delivery_latency_seconds",
             "Per request descriptor: from delivery receiving it to its final outcome "
             "(DeliveryResult.latency_ms), retries and rate-limit waits included.",
-            ("outcome",),
+            ("backend", "outcome"),
             DELIVERY_BUCKETS_S,
         )
         self.registry = CollectorRegistry(auto_describe=False)
@@ -205,8 +205,8 @@ class WorkerMetrics:
         self, pipeline: Stage, message: InboundMessage, result: DeliveryResult
     ) -> None:
         """Count one final delivery outcome and log it (debug) with the message's context."""
-        self._delivery_outcomes[result.outcome, str(result.status)] += 1
-        self.delivery_latency.observe((result.outcome,), result.latency_ms / 1000)
+        self._delivery_outcomes[result.backend, result.outcome, str(result.status)] += 1
+        self.delivery_latency.observe((result.backend, result.outcome), result.latency_ms / 1000)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s %s for %s after %d attempt(s): %s",
@@ -243,12 +243,13 @@ class WorkerMetrics:
         yield self.delivery_latency.family()
         outcomes = CounterMetricFamily(
             f"{PREFIX}_delivery_outcomes",
-            "Final delivery outcomes by outcome (delivered, dead_lettered) and status (the last "
-            "HTTP status, or the error class when no response came).",
-            labels=("outcome", "status"),
+            "Final delivery outcomes by backend (autopilot, ortto), outcome (delivered, "
+            "dead_lettered) and status (the last HTTP status, or the error class when no response "
+            "came).",
+            labels=("backend", "outcome", "status"),
         )
-        for (outcome, status), count in sorted(self._delivery_outcomes.items()):
-            outcomes.add_metric([outcome, status], count)
+        for (backend, outcome, status), count in sorted(self._delivery_outcomes.items()):
+            outcomes.add_metric([backend, outcome, status], count)
         yield outcomes
         for name, source in list(self._sources.items()):
             try:

@@ -1,7 +1,12 @@
-"""`python -m worker map source|destination`: the mapping without Kafka, a line at a time.
+"""`python -m worker map source|destination [--backend autopilot|ortto]`: the mapping without
+Kafka, a line at a time.
 
 Each input line gives exactly one output line, in order: `{"output": ...}`, `{"skip": reason}`
 or `{"error": {"status": 400, "message": ...}}`. No learned identities are available offline.
+A destination output is the request descriptor (or the list of them, when a call gives
+several) for the chosen backend, mapped with the settings in the environment whether or not its
+key is set; its `json` is the body of the one call it stands for (for Ortto, a `people` or
+`activities` array of one: delivery gathers them into bulk calls).
 """
 
 from __future__ import annotations
@@ -28,12 +33,12 @@ def _source_mapper() -> Mapper:
     return mapper
 
 
-def _destination_mapper() -> Mapper:
-    from worker.composition import backend_for  # noqa: PLC0415
+def _destination_mapper(backend_name: str) -> Mapper:
+    from worker.composition import backend_named  # noqa: PLC0415
     from worker.destination.mapping import map_destination  # noqa: PLC0415
     from worker.settings import get_settings  # noqa: PLC0415
 
-    backend = backend_for(get_settings())
+    backend = backend_named(backend_name, get_settings())
 
     def mapper(raw: bytes) -> Any:
         descriptors = map_destination(raw, backend=backend).descriptors
@@ -52,8 +57,8 @@ def map_line(mapper: Mapper, raw: bytes) -> dict[str, Any]:
         return {"error": {"status": error.status, "message": error.message}}
 
 
-def run_map(pipeline: str, stdin: IO[bytes], stdout: IO[str]) -> int:
-    mapper = _source_mapper() if pipeline == "source" else _destination_mapper()
+def run_map(pipeline: str, stdin: IO[bytes], stdout: IO[str], *, backend: str = "autopilot") -> int:
+    mapper = _source_mapper() if pipeline == "source" else _destination_mapper(backend)
     for line in stdin:
         raw = line.rstrip(b"\r\n")
         stdout.write(orjson.dumps(map_line(mapper, raw)).decode() + "\n")

@@ -118,7 +118,7 @@ def _with_distinct_email(part: Any, n: int) -> Any:
 
 def destination_inputs(n: int) -> list[DestinationInput]:
     """`n` calls: the golden valid calls in turn, each copy with its own messageId and email."""
-    cases = _valid_cases("destination")
+    cases = [c for c in _valid_cases("destination") if c.get("backend", "autopilot") == "autopilot"]
     inputs = []
     for i in range(n):
         case = cases[i % len(cases)]

@@ -11,10 +11,12 @@ Autopilot requests); the test id is `<pipeline>/<case>`. Every case holds:
   the same lines `python -m worker map <pipeline>` writes.
 
 Source cases may add `learned_user_id`; their output is `{"key", "message"}` (the track).
-Destination cases may add `config` (AutopilotConfig fields), `learned_email` and
+Destination cases may add `backend` (`autopilot`, the default, or `ortto`), `config` (that
+backend's config fields: `AutopilotConfig`, `OrttoConfig`), `learned_email` and
 `audience_state`; their output is the list of request descriptors as on the wire. Without
 `learned_email` or `audience_state` a destination case runs `map_destination`, as
-`map destination` does; with either, the prechecked call goes through the backend's `requests_for`.
+`map destination --backend <backend>` does; with either, the prechecked call goes through the
+backend's `requests_for`.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ import orjson
 import pytest
 
 from worker.backends.autopilot import AutopilotBackend, AutopilotConfig
+from worker.backends.ortto import OrttoBackend, OrttoConfig
+from worker.backends.seam import Backend
 from worker.destination.mapping import map_destination, precheck_call
 from worker.errors import InvalidInput, SkipMessage
 from worker.models.autopilot_event import EmailEventType
 from worker.source.mapping import map_source
-
-INTEGRATIONS = AutopilotBackend().integration_names
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 PIPELINES = ("source", "destination")
@@ -66,16 +68,29 @@ def _source_output(raw: bytes, case: dict[str, Any]) -> dict[str, Any]:
     return {"key": output.key, "message": output.message.to_dict()}
 
 
+def backend_of(case: dict[str, Any]) -> Backend:
+    """The backend a destination case names (Autopilot by default), with its `config`."""
+    config = case.get("config", {})
+    if case.get("backend", "autopilot") == "ortto":
+        if "merge_by" in config:
+            config = {**config, "merge_by": tuple(config["merge_by"])}
+        return OrttoBackend(OrttoConfig(**config))
+    assert case.get("backend", "autopilot") == "autopilot", case["backend"]
+    return AutopilotBackend(AutopilotConfig(**config))
+
+
 def _destination_output(raw: bytes, case: dict[str, Any]) -> list[dict[str, Any]]:
-    config = AutopilotConfig(**case.get("config", {}))
+    backend = backend_of(case)
     if "learned_email" in case or "audience_state" in case:
-        result = AutopilotBackend(config).requests_for(
-            precheck_call(raw, INTEGRATIONS),
+        result = backend.requests_for(
+            precheck_call(
+                raw, backend.integration_names, source_integrations=backend.source_integrations
+            ),
             learned_email=case.get("learned_email"),
             audience_state=case.get("audience_state"),
         )
     else:
-        result = map_destination(raw, backend=AutopilotBackend(config))
+        result = map_destination(raw, backend=backend)
     return [request.model_dump(mode="json", by_alias=True) for request in result.requests]
 
 
@@ -123,4 +138,6 @@ def test_source_cases_cover_every_event_type() -> None:
 
 
 def test_destination_cases_exist() -> None:
-    assert len(CASES["destination"]) >= 40
+    backends = [_load(path).get("backend", "autopilot") for path in CASES["destination"]]
+    assert backends.count("autopilot") >= 40
+    assert backends.count("ortto") >= 40

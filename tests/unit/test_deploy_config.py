@@ -33,6 +33,8 @@ DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 
 #: Autopilot's documented limit per API key (requests/s): the default of AUTOPILOT_RATE_LIMIT.
 PER_KEY_RATE_LIMIT = Settings.model_fields["autopilot_rate_limit"].default
+#: Ortto's smallest plan limit per key (requests/s): the default of ORTTO_RATE_LIMIT.
+ORTTO_PER_KEY_RATE_LIMIT = Settings.model_fields["ortto_rate_limit"].default
 
 
 # --- a reader for the YAML subset of deploy/ ---------------------------------------------------
@@ -280,13 +282,21 @@ def compose_settings(compose: dict[str, Any]) -> dict[str, str]:
 
 def test_compose_has_every_service(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"kafka", "topic-init", "worker", "kafka-ui", "fake-autopilot"}
+    assert set(services) == {
+        "kafka",
+        "topic-init",
+        "worker",
+        "kafka-ui",
+        "fake-autopilot",
+        "fake-ortto",
+    }
     assert services["kafka"]["image"] == "apache/kafka:4.1.1"
     assert services["kafka-ui"]["image"].startswith("ghcr.io/kafbat/kafka-ui:")
     assert services["fake-autopilot"]["profiles"] == ["fake"]
+    assert services["fake-ortto"]["profiles"] == ["fake"]
     for name in ("kafka", "topic-init", "worker", "kafka-ui"):
         assert "profiles" not in services[name], name
-    for name in ("topic-init", "worker", "fake-autopilot"):
+    for name in ("topic-init", "worker", "fake-autopilot", "fake-ortto"):
         service = services[name]
         assert service["image"] == services["worker"]["image"]
         assert service["build"] == {"context": "../..", "dockerfile": "deploy/docker/Dockerfile"}
@@ -366,6 +376,19 @@ def test_compose_stand_in_api_is_what_the_worker_calls(
         fake["environment"]["AUTOPILOT_API_KEY"]
         == (compose["services"]["worker"]["environment"]["AUTOPILOT_API_KEY"])
     )
+
+
+def test_compose_ortto_is_off_unless_its_key_is_given(
+    compose: dict[str, Any], compose_settings: dict[str, str]
+) -> None:
+    """Ortto's key and base URL come from the shell, empty (unset) by default: the stack serves
+    Autopilot alone unless ORTTO_API_KEY is given; the stand-in is there to point them at."""
+    assert compose_settings["ORTTO_API_KEY"] == ""
+    assert compose_settings["ORTTO_BASE_URL"] == ""
+    command = compose["services"]["fake-ortto"]["command"]
+    assert command[:4] == ["python", "-m", "worker", "fake-ortto"]
+    assert command[command.index("--port") + 1] == "8788"
+    assert "http://fake-ortto:8788" in (COMPOSE_DIR / "compose.yaml").read_text()
 
 
 # --- Kubernetes ------------------------------------------------------------------------------
@@ -507,6 +530,8 @@ def test_scaler_reads_the_workers_consumer_group(
     assert spec["maxReplicaCount"] <= int(values["TOPIC_PARTITIONS"])
     total_rate = float(values["AUTOPILOT_RATE_LIMIT"]) * spec["maxReplicaCount"]
     assert total_rate <= PER_KEY_RATE_LIMIT, "replicas together would pass the per-key limit"
+    ortto_rate = float(values["ORTTO_RATE_LIMIT"]) * spec["maxReplicaCount"]
+    assert ortto_rate <= ORTTO_PER_KEY_RATE_LIMIT, "replicas together would pass Ortto's limit"
 
 
 # --- Dockerfile ------------------------------------------------------------------------------

@@ -692,6 +692,8 @@ def _refuse_shared_retry_topic(names: TopicNames) -> None:
         names.segment_tracks,
         names.autopilot_requests,
         names.autopilot_deliveries,
+        names.ortto_requests,
+        names.ortto_deliveries,
         names.dead_letters,
     }
     if names.retry in shared:

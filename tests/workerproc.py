@@ -38,6 +38,8 @@ def worker_env(bootstrap: str, suffix: str, **overrides: str) -> dict[str, str]:
         "TOPIC_AUTOPILOT_REQUESTS": f"autopilot-requests-{suffix}",
         "TOPIC_AUTOPILOT_DELIVERIES": f"autopilot-deliveries-{suffix}",
         "TOPIC_DEAD_LETTERS": f"dead-letters-{suffix}",
+        "TOPIC_ORTTO_REQUESTS": f"ortto-requests-{suffix}",
+        "TOPIC_ORTTO_DELIVERIES": f"ortto-deliveries-{suffix}",
         "TOPIC_PARTITIONS": "3",
         "WORKER_WEB_PORT": str(free_port()),
     }
@@ -56,7 +58,11 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> WorkerProcess:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("TOPIC_", "AUTOPILOT_"))}
+        clean = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("TOPIC_", "AUTOPILOT_", "ORTTO_"))
+        }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "worker", "run", "--loglevel", self.loglevel],

@@ -1,4 +1,4 @@
-"""Talking to the stand-in Autopilot API and to a delivering worker's topics, for the tests."""
+"""Talking to the stand-in APIs (Autopilot's, Ortto's) and to a delivering worker's topics."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["identify", "outcomes_for", "produce_calls", "set_faults", "state", "
 
 
 async def state(base_url: str) -> dict[str, Any]:
-    """The stand-in's counters, contacts and journeys (`GET /_state`)."""
+    """The stand-in's counters and what it holds (`GET /_state`)."""
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         response = await client.get("/_state")
         response.raise_for_status()
@@ -24,7 +24,8 @@ async def state(base_url: str) -> dict[str, Any]:
 
 
 async def set_faults(base_url: str, **faults: Any) -> None:
-    """The stand-in's faults from now on (`worker.tools.fake_autopilot.Faults`)."""
+    """The stand-in's faults from now on (`worker.tools.fake_autopilot.Faults`, which Ortto's
+    stand-in takes too)."""
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         (await client.post("/_faults", json=faults)).raise_for_status()
 
@@ -47,16 +48,19 @@ async def produce_calls(worker: WorkerProcess, calls: list[bytes]) -> None:
 
 
 async def outcomes_for(
-    worker: WorkerProcess, message_ids: set[str], wait_s: float = 90
+    worker: WorkerProcess,
+    message_ids: set[str],
+    wait_s: float = 90,
+    *,
+    topic: str = "TOPIC_AUTOPILOT_DELIVERIES",
 ) -> dict[str, dict[str, Any]]:
-    """Final outcomes on the deliveries topic for `message_ids` (waits until all are there)."""
+    """Final outcomes on a deliveries topic (the setting naming it: Autopilot's by default) for
+    `message_ids` (waits until all are there)."""
     env = worker.env
     found: dict[str, dict[str, Any]] = {}
     deadline = asyncio.get_running_loop().time() + wait_s
     while asyncio.get_running_loop().time() < deadline:
-        records = await consume_all(
-            env["KAFKA_BOOTSTRAP_SERVERS"], env["TOPIC_AUTOPILOT_DELIVERIES"], 10**9, timeout=2
-        )
+        records = await consume_all(env["KAFKA_BOOTSTRAP_SERVERS"], env[topic], 10**9, timeout=2)
         found = {
             o["message_id"]: o
             for o in (orjson.loads(r.value) for r in records)

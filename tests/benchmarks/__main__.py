@@ -3,13 +3,14 @@
 Sections, in this order (progress goes to stderr):
 
 1. mapping throughput on one core, source and destination, against orjson loads + dumps;
-2. delivery against the stand-in Autopilot API (no broker);
+2. delivery against the stand-in Autopilot API, then against the stand-in Ortto API (no
+   broker);
 3. on one broker (KAFKA_BOOTSTRAP_SERVERS, else a local JVM broker on free ports in a temp
    dir): pipeline throughput of the worker, a plain aiokafka loop and quixstreams, with peak
    RSS; end-to-end latency through the worker at a steady 1,000 events/s; ingest over HTTP.
 
 Environment: BENCH_N (inputs per pipeline, default 200000), BENCH_ONLY (comma-separated
-section names: mapping, delivery, pipeline, latency, ingest), BENCH_RESULTS (the JSON path,
+section names: mapping, delivery, ortto, pipeline, latency, ingest), BENCH_RESULTS (the JSON path,
 default bench-results.json at the repository root). A section that fails is reported as failed
 and the others still run; the exit status is then 1.
 """
@@ -31,11 +32,17 @@ from typing import Any
 
 import orjson
 
-from tests.benchmarks import bench_delivery, bench_ingest, bench_mapping, bench_pipeline
+from tests.benchmarks import (
+    bench_delivery,
+    bench_delivery_ortto,
+    bench_ingest,
+    bench_mapping,
+    bench_pipeline,
+)
 from tests.benchmarks.broker import bench_broker
 
 REPO = Path(__file__).resolve().parents[2]
-SECTIONS = ("mapping", "delivery", "pipeline", "latency", "ingest")
+SECTIONS = ("mapping", "delivery", "ortto", "pipeline", "latency", "ingest")
 
 
 def _log(text: str) -> None:
@@ -105,6 +112,7 @@ def run_all() -> dict[str, Any]:
     started = time.perf_counter()
     _section(results, "mapping", bench_mapping.measure)
     _section(results, "delivery", lambda: asyncio.run(bench_delivery.run()))
+    _section(results, "ortto", lambda: asyncio.run(bench_delivery_ortto.run()))
     if _wanted() & {"pipeline", "latency", "ingest"}:
         _log("starting the broker")
         with bench_broker() as broker:
@@ -241,6 +249,29 @@ def _delivery_rows(d: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def _ortto_rows(o: dict[str, Any]) -> list[list[str]]:
+    if failed := _failed(o):
+        return [["delivery to Ortto", failed, "", "", "≥ 0.9 of 100 x rate, 0 429s"]]
+    rate = o["rate_limit"]
+    return [
+        [
+            f"Ortto, person merges at {rate:g} req/s (stand-in API)",
+            f"{_n(o['people_per_s'], 1)} people/s",
+            f"100 x rate = {_n(100 * rate)}/s; {o['http_429']} 429s, at most "
+            f"{o['max_requests_in_1s']} requests in any second",
+            f"**{o['people_ratio']:.3f}**",
+            "≥ 0.9, 0 429s",
+        ],
+        [
+            f"Ortto, activities at {rate:g} req/s",
+            f"{_n(o['activities_per_s'], 1)} activities/s",
+            f"100 x rate = {_n(100 * rate)}/s",
+            f"**{o['activities_ratio']:.3f}**",
+            "≥ 0.9",
+        ],
+    ]
+
+
 def _ingest_rows(i: dict[str, Any]) -> list[list[str]]:
     if failed := _failed(i):
         return [["ingest", failed, "", "", ""]]
@@ -284,6 +315,8 @@ def table(results: dict[str, Any]) -> str:
         rows += _latency_rows(results["latency"])
     if "delivery" in results:
         rows += _delivery_rows(results["delivery"])
+    if "ortto" in results:
+        rows += _ortto_rows(results["ortto"])
     if "ingest" in results:
         rows += _ingest_rows(results["ingest"])
     machine = results["machine"]

@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 KAFKA := $(PY) deploy/local-kafka/localkafka.py
+# The destination APIs `make run` and `make demo` serve: autopilot, ortto or both.
+BACKEND ?= autopilot
 
 .DEFAULT_GOAL := help
 .PHONY: help install kafka-up kafka-down run test check lint typecheck schemas unit integration bench demo reliability clean
@@ -43,8 +45,8 @@ kafka-up: install ## start the local single-node Kafka (KRaft, no Docker) in the
 kafka-down: ## stop the local Kafka
 	$(KAFKA) down
 
-run: install ## local Kafka + stand-in Autopilot API + the worker, until Ctrl-C
-	$(PY) deploy/run-local.py
+run: install ## local Kafka + stand-in API(s) + the worker, until Ctrl-C (BACKEND=autopilot|ortto|both)
+	$(PY) deploy/run-local.py --backend $(BACKEND)
 
 lint: install ## ruff lint and format check; import-linter's layer contracts
 	$(VENV)/bin/ruff check .
@@ -76,8 +78,8 @@ bench: install ## benchmarks (not tests): prints a Markdown table, writes bench-
 reliability: install ## the whole reliability suite, slow parts included
 	$(VENV)/bin/pytest -q tests/integration -m "slow or reliability"
 
-demo: install ## broker, stand-in API and worker; sends a realistic mix; prints a summary
-	$(PY) deploy/demo.py
+demo: install ## broker, stand-in API(s) and worker; a realistic mix; a summary (BACKEND=...)
+	$(PY) deploy/demo.py --backend $(BACKEND)
 
 clean: ## remove the venv and caches (the Kafka jars and data too)
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache tests/browser/node_modules

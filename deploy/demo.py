@@ -1,14 +1,18 @@
-"""`make demo`: a local broker, the stand-in Autopilot API and the worker, fed a realistic mix.
+"""`make demo [BACKEND=autopilot|ortto|both]`: a local broker, the stand-in API(s) and the
+worker, fed a realistic mix.
 
 It sends identify and track calls (some with Engage audiences, some repeated, some invalid)
 through the worker's Segment HTTP API, every Autopilot email event type (and some invalid ones)
 through the Autopilot webhook, waits until the pipeline is quiet, then prints a summary: records
-per topic, dead letters by reason, and contacts and journey entries at the stand-in. Everything
-runs on free ports in a temporary directory and is stopped at the end.
+per topic, dead letters by reason, and what each stand-in holds (Autopilot's contacts and journey
+entries, Ortto's people and activities). `--backend` picks the destination APIs: Autopilot
+(default), Ortto, or both at once (a migration). Everything runs on free ports in a temporary
+directory and is stopped at the end.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import importlib.util
@@ -30,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "demo-api-key"
+ORTTO_KEY = "demo-ortto-key"
 WRITE_KEY = "demo-write-key"
 WEBHOOK_TOKEN = "demo-webhook-token"  # noqa: S105  (a throwaway token for the demo)
 EVENT_TYPES = [
@@ -124,7 +129,7 @@ async def wait_http(url: str, timeout_s: float = 120) -> None:
     raise RuntimeError(f"{url} did not answer in {timeout_s}s")
 
 
-async def feed(web: str, bootstrap: str) -> None:
+async def feed(web: str, bootstrap: str, requests_topics: list[str]) -> None:
     basic = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
     async with httpx.AsyncClient(base_url=web, timeout=30) as client:
         batch = {"batch": segment_calls()}
@@ -133,7 +138,7 @@ async def feed(web: str, bootstrap: str) -> None:
         )
         print(f"POST /v1/batch ({len(batch['batch'])} calls): {reply.status_code}")
         # let the identities be learned first, so the email events can name their users
-        await settle(bootstrap, ["autopilot.requests"], quiet_s=2)
+        await settle(bootstrap, requests_topics, quiet_s=2)
         events = email_events()
         reply = await client.post(f"/autopilot/events?token={WEBHOOK_TOKEN}", json=events)
         print(f"POST /autopilot/events ({len(events)} events): {reply.status_code}")
@@ -180,15 +185,11 @@ async def settle(bootstrap: str, topics: list[str], quiet_s: float = 6) -> dict[
         await consumer.stop()
 
 
-async def summary(bootstrap: str, fake: str) -> None:
-    topics = [
-        "segment.calls",
-        "autopilot.email-events",
-        "segment.tracks",
-        "autopilot.requests",
-        "autopilot.deliveries",
-        "autopilot-worker.dead-letters",
-    ]
+async def summary(bootstrap: str, fakes: dict[str, str]) -> None:
+    topics = ["segment.calls", "autopilot.email-events", "segment.tracks"]
+    for backend in fakes:
+        topics += [f"{backend}.requests", f"{backend}.deliveries"]
+    topics.append("autopilot-worker.dead-letters")
     counts = await settle(bootstrap, topics)
     print("\n| topic | records |\n|---|---|")
     for topic, count in counts.items():
@@ -203,13 +204,21 @@ async def summary(bootstrap: str, fake: str) -> None:
     print("\n| pipeline | error class | reason | count |\n|---|---|---|---|")
     for (pipeline, cls, reason), count in sorted(reasons.items()):
         print(f"| {pipeline} | {cls} | {reason} | {count} |")
-    async with httpx.AsyncClient(base_url=fake) as client:
-        state = (await client.get("/_state")).json()
+    print()
+    for backend, fake in fakes.items():
+        async with httpx.AsyncClient(base_url=fake) as client:
+            state = (await client.get("/_state")).json()
+        held = (
+            f"{len(state['contacts'])} contacts, {len(state['journeys'])} journey entries"
+            if backend == "autopilot"
+            else f"{len(state['people'])} people, {len(state['activities'])} activities"
+        )
+        name = "Autopilot" if backend == "autopilot" else "Ortto"
+        violations = state["http_429"]["rate_limited"]
+        print(f"stand-in {name} API: {held}, {state['requests']['total']} requests, "
+              f"{violations} rate-limit violations")  # fmt: skip
     tracks = [orjson.loads(r.value) for r in await read_topic(bootstrap, "segment.tracks")]
     known = sum(1 for t in tracks if "userId" in t)
-    print(f"\nstand-in Autopilot API: {len(state['contacts'])} contacts, "
-          f"{len(state['journeys'])} journey entries, {state['requests']['total']} requests, "
-          f"{state['http_429']['rate_limited']} rate-limit violations")  # fmt: skip
     print(f"source tracks: {len(tracks)} ({known} with a learned or given userId, "
           f"{len(tracks) - known} anonymous)")  # fmt: skip
 
@@ -223,39 +232,49 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["autopilot", "ortto", "both"], default="autopilot")
+    backends = ["autopilot", "ortto"] if (b := parser.parse_args(argv).backend) == "both" else [b]
     localkafka = _load_localkafka()
     workdir = Path(tempfile.mkdtemp(prefix="autopilot-demo-"))
     port = _free_port()
     kafka = localkafka.LocalKafka(
         port=port, controller_port=_free_port(), data_dir=workdir / "kafka"
     )
-    fake_port, web_port = _free_port(), _free_port()
-    env = dict(
-        os.environ,
+    fakes = {backend: f"http://127.0.0.1:{_free_port()}" for backend in backends}
+    web_port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOPILOT_", "ORTTO_"))}
+    env.update(
         KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
-        AUTOPILOT_API_KEY=API_KEY,
-        AUTOPILOT_BASE_URL=f"http://127.0.0.1:{fake_port}",
         AUTOPILOT_TRIGGER_ID="0001",
         AUTOPILOT_BULK_LINGER_MS="500",
+        ORTTO_BULK_LINGER_MS="500",
         SEGMENT_WRITE_KEYS=WRITE_KEY,
         AUTOPILOT_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
         WORKER_WEB_PORT=str(web_port),
     )
-    print(f"demo: Kafka on {kafka.bootstrap}, logs in {workdir}", flush=True)
+    if "autopilot" in fakes:
+        env.update(AUTOPILOT_API_KEY=API_KEY, AUTOPILOT_BASE_URL=fakes["autopilot"])
+    if "ortto" in fakes:
+        env.update(ORTTO_API_KEY=ORTTO_KEY, ORTTO_BASE_URL=fakes["ortto"])
+    print(f"demo: Kafka on {kafka.bootstrap}, {' and '.join(backends)}, logs in {workdir}",
+          flush=True)  # fmt: skip
     kafka.start()
     children: list[subprocess.Popen[bytes]] = []
     try:
-        with (
-            (workdir / "fake.log").open("wb") as fake_log,
-            (workdir / "worker.log").open("wb") as log,
-        ):
-            fake = [sys.executable, "-m", "worker", "fake-autopilot", "--port", str(fake_port)]
-            children.append(subprocess.Popen(fake, env=env, stdout=fake_log, stderr=fake_log))
+        with (workdir / "worker.log").open("wb") as log:
+            for backend, fake in fakes.items():
+                fake_port = fake.rsplit(":", 1)[1]
+                command = [sys.executable, "-m", "worker", f"fake-{backend}", "--port", fake_port]
+                with (workdir / f"fake-{backend}.log").open("wb") as fake_log:
+                    children.append(
+                        subprocess.Popen(command, env=env, stdout=fake_log, stderr=fake_log)
+                    )
             worker = [sys.executable, "-m", "worker", "run"]
             children.append(subprocess.Popen(worker, env=env, stdout=log, stderr=log))
         web = f"http://127.0.0.1:{web_port}"
-        asyncio.run(_demo(web, env["AUTOPILOT_BASE_URL"], kafka.bootstrap, workdir))
+        asyncio.run(_demo(web, fakes, kafka.bootstrap, workdir))
     finally:
         for child in reversed(children):
             _stop(child)
@@ -263,16 +282,17 @@ def main() -> int:
     return 0
 
 
-async def _demo(web: str, fake: str, bootstrap: str, workdir: Path) -> None:
-    await wait_http(f"{fake}/_state")
+async def _demo(web: str, fakes: dict[str, str], bootstrap: str, workdir: Path) -> None:
+    for fake in fakes.values():
+        await wait_http(f"{fake}/_state")
     await wait_http(f"{web}/healthz")
     deadline = time.monotonic() + 120
     while "[^Worker]: Ready" not in (workdir / "worker.log").read_text(errors="replace"):
         if time.monotonic() > deadline:
             raise RuntimeError("the worker did not become ready; see worker.log")
         await asyncio.sleep(0.5)
-    await feed(web, bootstrap)
-    await summary(bootstrap, fake)
+    await feed(web, bootstrap, [f"{backend}.requests" for backend in fakes])
+    await summary(bootstrap, fakes)
 
 
 if __name__ == "__main__":

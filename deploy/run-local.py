@@ -1,13 +1,18 @@
-"""`make run`: a local Kafka, the stand-in Autopilot API and the worker, until Ctrl-C.
+"""`make run [BACKEND=autopilot|ortto|both]`: a local Kafka, the stand-in API(s) and the
+worker, until Ctrl-C.
 
-The broker keeps its data in `.cache/kafka/data` between runs. The stand-in API is started
-only when AUTOPILOT_BASE_URL is not set; with it, delivery goes where that variable says.
+`--backend` picks the destination APIs the worker serves: Autopilot (the default), Ortto, or
+both at once (a migration). For each, its stand-in API is started unless its base URL is set
+(AUTOPILOT_BASE_URL, ORTTO_BASE_URL; with it, delivery goes where the variable says), and its
+key defaults to the stand-in's (`dev-key`). With Ortto alone, AUTOPILOT_API_KEY is left out, so
+the worker serves Ortto only. The broker keeps its data in `.cache/kafka/data` between runs.
 On Ctrl-C (or SIGTERM) the worker stops first (a warm shutdown that commits its offsets),
-then the stand-in, then the broker.
+then the stand-ins, then the broker.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import signal
@@ -19,6 +24,7 @@ from types import FrameType, ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_PORT = int(os.environ.get("FAKE_AUTOPILOT_PORT", "8765"))
+FAKE_ORTTO_PORT = int(os.environ.get("FAKE_ORTTO_PORT", "8788"))
 DEV_KEY = "dev-key"
 
 
@@ -53,7 +59,14 @@ def _settings_problem() -> int | None:
     return settings_problem()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make run", description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["autopilot", "ortto", "both"], default="autopilot")
+    backend = parser.parse_args(argv).backend
+    if backend == "ortto":
+        os.environ.pop("AUTOPILOT_API_KEY", None)
+    if backend in ("ortto", "both"):
+        os.environ.setdefault("ORTTO_API_KEY", DEV_KEY)
     problem = _settings_problem()
     if problem is not None:
         return problem
@@ -73,12 +86,17 @@ def main() -> int:
     kafka.start()
     children: list[subprocess.Popen[bytes]] = []
     try:
-        if "AUTOPILOT_BASE_URL" not in os.environ:
+        if backend in ("autopilot", "both") and "AUTOPILOT_BASE_URL" not in os.environ:
             env.setdefault("AUTOPILOT_API_KEY", DEV_KEY)
             env["AUTOPILOT_BASE_URL"] = f"http://127.0.0.1:{FAKE_PORT}"
             fake = [sys.executable, "-m", "worker", "fake-autopilot", "--port", str(FAKE_PORT)]
             children.append(subprocess.Popen(fake, env=env, start_new_session=True))
             print(f"stand-in Autopilot API on {env['AUTOPILOT_BASE_URL']}", flush=True)
+        if backend in ("ortto", "both") and "ORTTO_BASE_URL" not in os.environ:
+            env["ORTTO_BASE_URL"] = f"http://127.0.0.1:{FAKE_ORTTO_PORT}"
+            fake = [sys.executable, "-m", "worker", "fake-ortto", "--port", str(FAKE_ORTTO_PORT)]
+            children.append(subprocess.Popen(fake, env=env, start_new_session=True))
+            print(f"stand-in Ortto API on {env['ORTTO_BASE_URL']}", flush=True)
         worker = [sys.executable, "-m", "worker", "run", "--loglevel", "info"]
         children.append(subprocess.Popen(worker, env=env, start_new_session=True))
         print("worker running; Ctrl-C stops it, then the broker", flush=True)

@@ -20,7 +20,8 @@ __all__ = ["TABLES", "BackendTopics", "TopicNames", "TopicSpec"]
 TABLES: dict[str, str] = {
     "source_user_by_email": "lowercased email -> Segment userId (learned from identify/track)",
     "destination_email_by_user": "Segment userId -> email (learned from identify/track)",
-    "destination_audiences": "contact + Engage audience key -> membership last sent",
+    "destination_audiences": "contact + Engage audience key -> membership last sent (an API's "
+    "own keys: Ortto's prefixed ortto:)",
 }
 
 

@@ -233,7 +233,8 @@ def build_destination(runtime: Runtime, backends: Sequence[Backend]) -> Destinat
         "destination_audiences",
         key_type=bytes,
         use_partitioner=True,
-        help="userId/anonymousId -> {Engage audience key: membership last sent}",
+        help="userId/anonymousId -> {Engage audience key: membership last sent}; each API's "
+        "own keys (Autopilot's as they are, Ortto's prefixed ortto:)",
     )
     destination = Destination(
         backends=tuple(backends),

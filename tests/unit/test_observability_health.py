@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import orjson
 import pytest
@@ -169,3 +169,49 @@ async def test_endpoints_answer_even_when_the_worker_is_not_running() -> None:
         assert 'autopilot_worker_ready{check="assignment"} 0.0' in text
         # the lag source cannot read a consumer that never started: left out, counted
         assert 'autopilot_worker_scrape_errors_total{source="consumer_lag"}' in text
+
+
+def test_the_delivery_detail_names_the_api_refusing_its_key() -> None:
+    one = replace(READY, delivery_paused=True, paused_apis=("Ortto",))
+    assert evaluate(one, ("delivery",))["delivery"] == CheckResult(
+        False, "delivery is paused: Ortto refuses its API key"
+    )
+    two = replace(READY, delivery_paused=True, paused_apis=("Autopilot", "Ortto"))
+    assert evaluate(two, ("delivery",))["delivery"].detail == (
+        "delivery is paused: Autopilot and Ortto refuse their API key"
+    )
+
+
+@dataclass
+class _Delivery:
+    name: str
+    display_name: str
+    enabled: bool
+    paused: bool
+    rate_limit_waited_s: float = 0.0
+
+
+def test_readiness_and_metrics_read_each_backends_delivery() -> None:
+    deliveries = [
+        _Delivery("autopilot", "Autopilot", enabled=True, paused=False, rate_limit_waited_s=1.5),
+        _Delivery("ortto", "Ortto", enabled=True, paused=True, rate_limit_waited_s=0.5),
+        _Delivery("other", "Other", enabled=False, paused=True),  # no key: not running
+    ]
+    operations = Operations(Runtime.create(Settings()), deliveries)
+    inputs = operations.inputs()
+    assert (inputs.delivery_enabled, inputs.delivery_paused, inputs.paused_apis) == (
+        True,
+        True,
+        ("Ortto",),
+    )
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in operations.delivery_metrics()
+        for sample in family.samples
+    }
+    assert samples == {
+        ("autopilot_worker_rate_limiter_wait_seconds_total", (("backend", "autopilot"),)): 1.5,
+        ("autopilot_worker_rate_limiter_wait_seconds_total", (("backend", "ortto"),)): 0.5,
+        ("autopilot_worker_delivery_paused", (("backend", "autopilot"),)): 0.0,
+        ("autopilot_worker_delivery_paused", (("backend", "ortto"),)): 1.0,
+    }

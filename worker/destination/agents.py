@@ -90,6 +90,15 @@ class Destination:
     #: with several backends: the stage routing one backend's failure beside another's
     #: requests, by backend name (`destination/map-<name>`)
     own_stages: dict[str, Stage] = field(default_factory=dict)
+    #: each backend's requests topic and audience key prefix, by name (worked out once)
+    _requests_topic: dict[str, str] = field(init=False, repr=False)
+    _prefix: dict[str, str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._requests_topic = {
+            b.name: self.topics.for_backend(b.name).requests for b in self.backends
+        }
+        self._prefix = {b.name: memberships_prefix(b) for b in self.backends}
 
     def intake(self, message: InboundMessage) -> list[OutboundRecord] | FailedAfter:
         call = parse_call(message.value)
@@ -156,7 +165,7 @@ class Destination:
                 result = backend.requests_for(
                     call,
                     learned_email=learned,
-                    audience_state=_Memberships(row, memberships_prefix(backend)),
+                    audience_state=_Memberships(row, self._prefix[backend.name]),
                 )
             except WorkerError as error:
                 failures.append((backend, error))
@@ -168,7 +177,7 @@ class Destination:
                 raise failure
             return FailedAfter(kept, failure)
         updates = {
-            memberships_prefix(backend) + key: member
+            self._prefix[backend.name] + key: member
             for backend, result in results
             for key, member in result.audience_updates.items()
         }
@@ -176,7 +185,7 @@ class Destination:
             kept.append(audiences.set(user_key, {**(row or {}), **updates}))
         requests = [
             OutboundRecord(
-                topic=self.topics.for_backend(backend.name).requests,
+                topic=self._requests_topic[backend.name],
                 key=descriptor["contact"].encode(),
                 value=orjson.dumps(descriptor),
                 headers=message.producer_headers(),

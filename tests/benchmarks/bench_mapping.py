@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from tests.benchmarks.inputs import (
-    DESTINATION_CONFIG,
+    DESTINATION_BACKEND,
     Input,
 )
 from tests.benchmarks.inputs import (
@@ -74,7 +74,7 @@ class SourceInput:
 @dataclass(frozen=True, slots=True)
 class DestinationInput:
     raw: bytes
-    config: AutopilotConfig
+    backend: AutopilotBackend
     learned_email: str | None
     audience_state: Mapping[str, bool] | None
 
@@ -135,7 +135,7 @@ def destination_inputs(n: int) -> list[DestinationInput]:
         inputs.append(
             DestinationInput(
                 orjson.dumps(call),
-                AutopilotConfig(**case.get("config", {})),
+                AutopilotBackend(AutopilotConfig(**case.get("config", {}))),
                 _distinct_email(learned, i) if learned else None,
                 case.get("audience_state"),
             )
@@ -154,7 +154,7 @@ def _map_sources(inputs: Sequence[SourceInput]) -> None:
 
 def _map_destinations(inputs: Sequence[DestinationInput]) -> None:
     for item in inputs:
-        result = AutopilotBackend(item.config).requests_for(
+        result = item.backend.requests_for(
             precheck_call(item.raw, INTEGRATIONS),
             learned_email=item.learned_email,
             audience_state=item.audience_state,
@@ -238,7 +238,7 @@ def _source(raw: bytes) -> object:
 
 def _destination(raw: bytes) -> object:
     try:
-        descriptors = map_destination(raw, backend=AutopilotBackend(DESTINATION_CONFIG)).descriptors
+        descriptors = map_destination(raw, backend=DESTINATION_BACKEND).descriptors
     except WorkerError:
         return None
     return [(d["contact"].encode(), orjson.dumps(d)) for d in descriptors]
@@ -339,17 +339,13 @@ def _destination_stages(values: Sequence[bytes]) -> dict[str, float]:
     descriptors = []
     for call in calls:
         try:
-            result = AutopilotBackend(DESTINATION_CONFIG).requests_for(
-                call, learned_email=None, audience_state=None
-            )
+            result = DESTINATION_BACKEND.requests_for(call, learned_email=None, audience_state=None)
         except WorkerError:
             continue
         descriptors.extend(result.descriptors)
 
     def to_requests(call: Any) -> object:
-        return AutopilotBackend(DESTINATION_CONFIG).requests_for(
-            call, learned_email=None, audience_state=None
-        )
+        return DESTINATION_BACKEND.requests_for(call, learned_email=None, audience_state=None)
 
     return {
         "parse (precheck_call, all inputs)": _us(

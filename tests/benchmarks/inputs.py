@@ -32,6 +32,7 @@ from worker.errors import SkipMessage, WorkerError
 from worker.source.mapping import map_source
 
 __all__ = [
+    "DESTINATION_BACKEND",
     "DESTINATION_CONFIG",
     "TRIGGERS",
     "Expect",
@@ -50,6 +51,7 @@ TRIGGERS: dict[str, str] = {
     "Plan Upgraded": "0004",
 }
 DESTINATION_CONFIG = AutopilotConfig(trigger_id=None, triggers=TRIGGERS)
+DESTINATION_BACKEND = AutopilotBackend(DESTINATION_CONFIG)
 
 
 class Expect(StrEnum):
@@ -346,9 +348,7 @@ def check_tags(source: Sequence[Input], destination: Sequence[Input]) -> None:
             raise RuntimeError(f"source input tagged {item.expect} became {got}: {item.value!r}")
     for item in destination:
         try:
-            requests = map_destination(
-                item.value, backend=AutopilotBackend(DESTINATION_CONFIG)
-            ).requests
+            requests = map_destination(item.value, backend=DESTINATION_BACKEND).requests
             got = Expect.OUTPUT if len(requests) == 1 else Expect.ERROR
         except SkipMessage:
             got = Expect.SKIP

@@ -27,8 +27,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from tests.benchmarks.inputs import DESTINATION_CONFIG
-from worker.backends.autopilot import AutopilotBackend
+from tests.benchmarks.inputs import DESTINATION_BACKEND
 from worker.destination.mapping import map_destination
 from worker.errors import SkipMessage, WorkerError
 from worker.source.mapping import map_source
@@ -56,7 +55,7 @@ def map_source_record(key: bytes | None, raw: bytes) -> list[Out]:
 
 def map_destination_record(key: bytes | None, raw: bytes) -> list[Out]:
     try:
-        descriptors = map_destination(raw, backend=AutopilotBackend(DESTINATION_CONFIG)).descriptors
+        descriptors = map_destination(raw, backend=DESTINATION_BACKEND).descriptors
     except SkipMessage:
         return []
     except WorkerError:

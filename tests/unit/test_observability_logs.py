@@ -9,7 +9,14 @@ import orjson
 
 from worker.errors import ValidationError
 from worker.pipeline.breaker import Breaker
-from worker.pipeline.logs import JsonFormatter, log_fields, message_id_of
+from worker.pipeline.logs import (
+    GROUP_COORDINATOR_LOGGER,
+    JsonFormatter,
+    StartupNoise,
+    log_fields,
+    logging_config,
+    message_id_of,
+)
 from worker.pipeline.records import ORIGIN_PREFIX, InboundMessage, OutboundRecord
 from worker.pipeline.stage import Stage
 
@@ -145,3 +152,55 @@ def test_the_dead_letter_warning_carries_the_fields(caplog: Any) -> None:
     }
     assert got["message_id"] == "evt_7"
     assert got["error_class"] == "ValidationError"
+
+
+# --- start-up noise ---------------------------------------------------------------------------
+
+
+def _coordinator_error() -> logging.LogRecord:
+    return logging.LogRecord(
+        GROUP_COORDINATOR_LOGGER,
+        logging.ERROR,
+        __file__,
+        1,
+        "Group Coordinator Request failed: %s",
+        ("[Error 15] GroupCoordinatorNotAvailableError",),
+        None,
+    )
+
+
+def test_a_fresh_brokers_coordinator_error_is_one_info_line_then_errors_again(
+    caplog: Any,
+) -> None:
+    caplog.set_level(logging.INFO, logger=GROUP_COORDINATOR_LOGGER)
+    now = [100.0]
+    noise = StartupNoise(grace_s=60, clock=lambda: now[0])
+    first = _coordinator_error()
+    assert noise.filter(first)
+    assert (first.levelno, first.levelname) == (logging.INFO, "INFO")
+    assert "GroupCoordinatorNotAvailableError: usual while a new broker" in first.getMessage()
+    now[0] = 130.0
+    assert not noise.filter(_coordinator_error())  # a repeat within the grace: not logged
+    now[0] = 161.0
+    late = _coordinator_error()
+    assert noise.filter(late)  # still unavailable a minute on: an error again
+    assert late.levelno == logging.ERROR
+
+
+def test_the_demoted_line_is_dropped_when_info_is_not_logged(caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, logger=GROUP_COORDINATOR_LOGGER)
+    assert not StartupNoise().filter(_coordinator_error())
+
+
+def test_other_coordinator_lines_pass_untouched() -> None:
+    noise = StartupNoise()
+    other = logging.LogRecord(
+        GROUP_COORDINATOR_LOGGER, logging.ERROR, __file__, 1, "Heartbeat failed", (), None
+    )
+    assert noise.filter(other)
+    assert other.levelno == logging.ERROR
+
+
+def test_the_logging_config_puts_the_filter_on_the_coordinators_logger() -> None:
+    config = logging_config("info")
+    assert config["loggers"][GROUP_COORDINATOR_LOGGER]["filters"] == ["startup_noise"]

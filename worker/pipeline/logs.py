@@ -22,6 +22,7 @@ __all__ = [
     "EXTRA_FIELDS",
     "JsonFormatter",
     "KafkaClientLines",
+    "StartupNoise",
     "json_formatter",
     "log_fields",
     "logging_config",
@@ -164,6 +165,57 @@ class KafkaClientLines(logging.Filter):
         return True
 
 
+#: The logger whose coordinator look-ups fail, harmlessly, while a fresh broker is still creating
+#: its group coordinator (the `__consumer_offsets` topic): aiokafka logs them at error level and
+#: retries every 100 ms.
+GROUP_COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
+_STARTUP_NOISE = ("GroupCoordinatorNotAvailableError", "CoordinatorLoadInProgressError")
+
+#: How long after the first of those lines they count as start-up noise.
+STARTUP_NOISE_GRACE_S = 60.0
+
+
+class StartupNoise(logging.Filter):
+    """Demotes aiokafka's "Group Coordinator Request failed: GroupCoordinatorNotAvailableError"
+    (and the coordinator's load in progress) to one `info` line while a fresh broker sets up its
+    group coordinator: harmless, retried at once, but alarming at error level on a first start.
+
+    The first such line becomes `info`, saying so; the repeats within `grace_s` of it are dropped.
+    Later ones, which mean the coordinator stays unavailable, pass at their own level (and
+    `KafkaClientLines` limits them). Attached to the group coordinator's logger, so it runs before
+    the handler's filters.
+    """
+
+    def __init__(
+        self,
+        grace_s: float = STARTUP_NOISE_GRACE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._grace_s = grace_s
+        self._clock = clock
+        self._first: float | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not any(
+            noise in record.getMessage() for noise in _STARTUP_NOISE
+        ):
+            return True
+        now = self._clock()
+        if self._first is not None:
+            # a repeat within the grace is dropped; after it, the line passes as it is
+            return now - self._first >= self._grace_s
+        self._first = now
+        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        record.msg = (
+            f"{record.getMessage()}: usual while a new broker sets up its group coordinator; "
+            "retrying (repeats in the next "
+            f"{self._grace_s:.0f} s not logged)"
+        )
+        record.args = ()
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
 def json_formatter() -> JsonFormatter:
     """The formatter with every secret of the settings to mask (a logging.config factory)."""
     from worker.settings import get_settings, secret_values  # noqa: PLC0415  (read lazily)
@@ -177,7 +229,10 @@ def logging_config(level: str = "info") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": "worker.pipeline.logs.json_formatter"}},
-        "filters": {"kafka_client_lines": {"()": "worker.pipeline.logs.KafkaClientLines"}},
+        "filters": {
+            "kafka_client_lines": {"()": "worker.pipeline.logs.KafkaClientLines"},
+            "startup_noise": {"()": "worker.pipeline.logs.StartupNoise"},
+        },
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
@@ -186,5 +241,6 @@ def logging_config(level: str = "info") -> dict[str, Any]:
                 "stream": "ext://sys.stderr",
             }
         },
+        "loggers": {GROUP_COORDINATOR_LOGGER: {"filters": ["startup_noise"]}},
         "root": {"level": level.upper(), "handlers": ["stderr"]},
     }

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from worker.errors import ValidationError
+from worker.errors import SkipMessage, ValidationError
 from worker.pipeline.breaker import Breaker
 from worker.pipeline.logs import (
     GROUP_COORDINATOR_LOGGER,
@@ -154,6 +154,11 @@ def test_the_dead_letter_warning_carries_the_fields(caplog: Any) -> None:
     assert got["error_class"] == "ValidationError"
 
 
+class _NoSend:
+    async def send(self, records: Any) -> Any:
+        raise AssertionError("route does not send")
+
+
 # --- start-up noise ---------------------------------------------------------------------------
 
 
@@ -204,3 +209,26 @@ def test_other_coordinator_lines_pass_untouched() -> None:
 def test_the_logging_config_puts_the_filter_on_the_coordinators_logger() -> None:
     config = logging_config("info")
     assert config["loggers"][GROUP_COORDINATOR_LOGGER]["filters"] == ["startup_noise"]
+
+
+def test_the_first_skip_of_each_reason_is_logged_once(caplog: Any) -> None:
+    def skip(message: InboundMessage) -> list[OutboundRecord]:
+        raise SkipMessage("no_trigger_for_event" if message.offset < 5 else "test_delivery")
+
+    breaker = Breaker(window=10, min_messages=10, max_ratio=0.5)
+    stage = Stage("destination", "map", skip, _NoSend(), "dlq", breaker)
+    internal = [(ORIGIN_PREFIX + "topic", b"segment.calls"), (ORIGIN_PREFIX + "partition", b"2")]
+    internal.append((ORIGIN_PREFIX + "offset", b"40"))
+    messages = [
+        InboundMessage("app.destination-by-user", 0, n, 0, None, b"{}", internal)
+        for n in range(1, 8)
+    ]
+    with caplog.at_level(logging.INFO, logger="worker.pipeline.stage"):
+        stage.route(messages)
+    lines = [r.getMessage() for r in caplog.records if r.name == "worker.pipeline.stage"]
+    assert len(lines) == 2
+    assert lines[0].startswith(
+        "skipped segment.calls[2]@40 in destination/map: no_trigger_for_event (the first skip"
+    )
+    assert "test_delivery" in lines[1]
+    assert stage.stats.skipped == {"no_trigger_for_event": 4, "test_delivery": 3}

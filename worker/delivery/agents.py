@@ -6,12 +6,11 @@ outcomes are on Kafka. While the API refuses the key, `deliver` does not return,
 pauses and nothing is acked, skipped or dead-lettered. When a rebalance or a shutdown begins,
 the batch in hand gets `AUTOPILOT_GIVE_BACK_AFTER_S` to finish; then it is given back unacked,
 nothing of it written, and the partition's next owner delivers it again (at least once).
-Without AUTOPILOT_API_KEY no agent is registered, and the worker says so.
+Without AUTOPILOT_API_KEY no agent is registered (`worker.composition.setup_warnings` says so).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,8 +30,6 @@ from worker.runtime.sink import BatchingSink, ItemOutcome
 from worker.runtime.stages import Runtime
 
 __all__ = ["MAX_BATCH", "DeliveryState", "DeliveryWriter", "build_delivery", "parse_descriptor"]
-
-log = logging.getLogger(__name__)
 
 #: Up to this many descriptors are handed to one `deliver` call (a few bulk requests' worth).
 MAX_BATCH = 500
@@ -134,12 +131,7 @@ def build_delivery(runtime: Runtime) -> DeliveryState:
         ]
 
     stage = runtime.build_stage("delivery", "deliver", to_delivery_replay)
-    if not state.enabled:
-        log.warning(
-            "AUTOPILOT_API_KEY is not set: the delivery agent is not started; request "
-            "descriptors stay on %s until a worker with a key reads them",
-            topics.autopilot_requests,
-        )
+    if not state.enabled:  # the composition root's start-up warnings say so
         return state
 
     @runtime.app.agent(

@@ -6,6 +6,7 @@ topics                    create every topic and print the topic map
 schemas [--check]         write (or check) the JSON Schemas in schemas/
 fake-autopilot            the stand-in Autopilot API on loopback
 dlq list|show|replay      dead letters: list and filter, show one, replay via the retry topic
+tail [TOPIC ...]          print records as they arrive (default: the outputs, dead letters)
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     schemas.add_argument("--check", action="store_true", help="fail if schemas/ is stale")
     sub.add_parser("fake-autopilot", help="the stand-in Autopilot API", add_help=False)
     sub.add_parser("dlq", help="list, show and replay dead letters", add_help=False)
+    sub.add_parser("tail", help="print records as they arrive on topics", add_help=False)
 
     if args[:1] == ["fake-autopilot"]:
         from worker.tools.fake_autopilot import main as fake_main  # noqa: PLC0415
@@ -118,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker.tools.dlq import main as dlq_main  # noqa: PLC0415
 
         return settings_problem() or dlq_main(args[1:])
+    if args[:1] == ["tail"]:
+        from worker.tools.tail import main as tail_main  # noqa: PLC0415
+
+        return settings_problem() or tail_main(args[1:])
     if args[:1] == ["worker"]:  # faust's spelling: `python -m worker worker -l info`
         args[0] = "run"
     ns = parser.parse_args(args or ["run"])

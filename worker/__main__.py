@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
+import socket
 import sys
 
-__all__ = ["EXIT_CONFIG", "main", "settings_problem"]
+__all__ = ["EXIT_CONFIG", "main", "port_in_use", "settings_problem"]
 
 #: Exit status of a misconfigured or unstartable worker (EX_SOFTWARE, as for a FatalError).
 EXIT_CONFIG = 70
@@ -34,6 +36,33 @@ def settings_problem() -> int | None:
             print(line, file=sys.stderr)
         return EXIT_CONFIG
     return None
+
+
+def port_in_use(port: int, host: str = "0.0.0.0") -> bool:  # noqa: S104  (as faust binds)
+    """True when another process listens on `port` (the worker's web server binds every
+    interface, as faust does by default)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp's server
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
+
+
+def _web_port_problem() -> int | None:
+    """One line and exit 70 when WORKER_WEB_PORT is taken, before anything connects."""
+    from worker.settings import get_settings  # noqa: PLC0415
+
+    port = get_settings().worker_web_port
+    if not port_in_use(port):
+        return None
+    print(
+        f"port {port} (the worker's web server) is already in use by another process: "
+        "set WORKER_WEB_PORT to a free port",
+        file=sys.stderr,
+    )
+    return EXIT_CONFIG
 
 
 def _ensure_topics() -> list[str] | None:
@@ -55,6 +84,9 @@ def _run_worker(loglevel: str) -> int:
 
     from worker.pipeline.logs import logging_config  # noqa: PLC0415
 
+    problem = _web_port_problem()
+    if problem is not None:
+        return problem
     logging.config.dictConfig(logging_config(loglevel))
     created = _ensure_topics()
     if created is None:

@@ -26,6 +26,8 @@ __all__ = [
     "json_formatter",
     "log_fields",
     "logging_config",
+    "message_id_in",
+    "message_id_of",
 ]
 
 #: The structured fields a log line may carry besides time, level, logger and message.
@@ -57,6 +59,11 @@ def message_id_of(value: bytes) -> str | None:
         data = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
+    return message_id_in(data)
+
+
+def message_id_in(data: object) -> str | None:
+    """`message_id_of` for an input already parsed: the id it names, if it is an object."""
     if not isinstance(data, dict):
         return None
     for name in _ID_FIELDS:

@@ -192,6 +192,39 @@ def test_a_fresh_brokers_coordinator_error_is_one_info_line_then_errors_again(
     assert late.levelno == logging.ERROR
 
 
+def _coordinator_dead() -> logging.LogRecord:
+    return logging.LogRecord(
+        GROUP_COORDINATOR_LOGGER,
+        logging.WARNING,
+        __file__,
+        1,
+        "Marking the coordinator dead (node %s)for group %s.",
+        (1, "autopilot-worker"),
+        None,
+    )
+
+
+def test_the_coordinators_death_right_after_is_info_and_a_warning_otherwise(
+    caplog: Any,
+) -> None:
+    caplog.set_level(logging.INFO, logger=GROUP_COORDINATOR_LOGGER)
+    now = [100.0]
+    noise = StartupNoise(grace_s=60, clock=lambda: now[0])
+    before = _coordinator_dead()
+    assert noise.filter(before)
+    assert before.levelno == logging.WARNING  # no fresh broker seen: a warning
+    assert noise.filter(_coordinator_error())
+    now[0] = 101.0
+    after = _coordinator_dead()
+    assert noise.filter(after)
+    assert after.levelno == logging.INFO
+    assert after.getMessage().endswith("(the new broker's coordinator)")
+    now[0] = 200.0
+    late = _coordinator_dead()
+    assert noise.filter(late)
+    assert late.levelno == logging.WARNING
+
+
 def test_the_demoted_line_is_dropped_when_info_is_not_logged(caplog: Any) -> None:
     caplog.set_level(logging.WARNING, logger=GROUP_COORDINATOR_LOGGER)
     assert not StartupNoise().filter(_coordinator_error())

@@ -177,6 +177,9 @@ class KafkaClientLines(logging.Filter):
 #: retries every 100 ms.
 GROUP_COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
 _STARTUP_NOISE = ("GroupCoordinatorNotAvailableError", "CoordinatorLoadInProgressError")
+#: What follows on a fresh broker: the first join finds the coordinator not ready yet, and the
+#: client marks it dead (a warning) and looks it up again.
+_STARTUP_FOLLOWERS = ("Marking the coordinator dead",)
 
 #: How long after the first of those lines they count as start-up noise.
 STARTUP_NOISE_GRACE_S = 60.0
@@ -187,10 +190,12 @@ class StartupNoise(logging.Filter):
     (and the coordinator's load in progress) to one `info` line while a fresh broker sets up its
     group coordinator: harmless, retried at once, but alarming at error level on a first start.
 
-    The first such line becomes `info`, saying so; the repeats within `grace_s` of it are dropped.
-    Later ones, which mean the coordinator stays unavailable, pass at their own level (and
-    `KafkaClientLines` limits them). Attached to the group coordinator's logger, so it runs before
-    the handler's filters.
+    The first such line becomes `info`, saying so; the repeats within `grace_s` of it are dropped,
+    and the "Marking the coordinator dead" warnings that follow then are `info` too. Later ones,
+    which mean the coordinator stays unavailable, pass at their own level (and
+    `KafkaClientLines` limits them); a broker that was not fresh logs no such first line, so its
+    coordinator's deaths stay warnings. Attached to the group coordinator's logger, so it runs
+    before the handler's filters.
     """
 
     def __init__(
@@ -204,22 +209,32 @@ class StartupNoise(logging.Filter):
         self._first: float | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING or not any(
-            noise in record.getMessage() for noise in _STARTUP_NOISE
-        ):
+        if record.levelno < logging.WARNING:
             return True
+        message = record.getMessage()
         now = self._clock()
+        within = self._first is not None and now - self._first < self._grace_s
+        if any(noise in message for noise in _STARTUP_FOLLOWERS):
+            return (
+                self._demoted(record, f"{message} (the new broker's coordinator)")
+                if within
+                else True
+            )
+        if not any(noise in message for noise in _STARTUP_NOISE):
+            return True
         if self._first is not None:
-            # a repeat within the grace is dropped; after it, the line passes as it is
-            return now - self._first >= self._grace_s
+            return not within  # a repeat within the grace is dropped; after it, it passes as is
         self._first = now
-        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
-        record.msg = (
-            f"{record.getMessage()}: usual while a new broker sets up its group coordinator; "
-            "retrying (repeats in the next "
-            f"{self._grace_s:.0f} s not logged)"
+        return self._demoted(
+            record,
+            f"{message}: usual while a new broker sets up its group coordinator; retrying "
+            f"(repeats in the next {self._grace_s:.0f} s not logged)",
         )
-        record.args = ()
+
+    @staticmethod
+    def _demoted(record: logging.LogRecord, message: str) -> bool:
+        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        record.msg, record.args = message, ()
         return logging.getLogger(record.name).isEnabledFor(logging.INFO)
 
 

@@ -163,8 +163,8 @@ def greeting(
 
     def post(path: str, body: object, auth: str) -> str:
         return (
-            f"curl -s {auth}{web}{path} -H 'Content-Type: application/json' \\\n"
-            f"       -d '{json.dumps(body)}'"
+            f"curl -s {auth}{shlex.quote(web + path)} -H 'Content-Type: application/json' \\\n"
+            f"       -d {shlex.quote(json.dumps(body))}"
         )
 
     segment = f"-u {shlex.quote(write_key + ':')} "
@@ -180,7 +180,7 @@ def greeting(
     lines = [
         "",
         "=" * 100,
-        "autopilot-worker is ready. Ctrl-C stops the worker, then the stand-in and the broker.",
+        "autopilot-worker is ready. Ctrl-C stops what make run started (the worker first).",
         "",
         f"  Kafka broker        {bootstrap}  (data in {data_dir})",
         f"  worker web server   {web}  /healthz /readyz /metrics",
@@ -236,8 +236,16 @@ def main() -> int:  # noqa: PLR0915  (one straight story: check, start, greet, w
     checks = [(settings.worker_web_port, "the worker's web server", "WORKER_WEB_PORT")]
     if stand_in:
         checks.append((fake_port, "the stand-in Autopilot API", "FAKE_AUTOPILOT_PORT"))
+    if not kafka.is_running():  # a broker of this data dir (make kafka-up) is used as it is
+        checks.append((port, "the broker's client port", "LOCAL_KAFKA_PORT"))
+        checks.append(
+            (
+                controller_port,
+                "the broker's controller port",
+                "LOCAL_KAFKA_CONTROLLER_PORT (default: LOCAL_KAFKA_PORT + 1)",
+            )
+        )
     taken = taken_ports(checks, port_in_use)
-    taken += [f"make run: {error}" for error in kafka.ports_in_use()]
     if taken:
         print("\n".join(taken), file=sys.stderr)
         return 1
@@ -255,7 +263,11 @@ def main() -> int:  # noqa: PLR0915  (one straight story: check, start, greet, w
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"starting Kafka on {kafka.bootstrap} (data in {kafka.data_dir})", flush=True)
+    ours = not kafka.is_running()  # a broker `make kafka-up` started is left running
+    if ours:
+        print(f"starting Kafka on {kafka.bootstrap} (data in {kafka.data_dir})", flush=True)
+    else:
+        print(f"using the Kafka already running on {kafka.bootstrap} (make kafka-up)", flush=True)
     try:
         kafka.start()
     except localkafka.LocalKafkaError as error:
@@ -313,8 +325,11 @@ def main() -> int:  # noqa: PLR0915  (one straight story: check, start, greet, w
     finally:
         for child in reversed(children):
             _stop(child)
-        kafka.stop()
-        print("stopped", flush=True)
+        if ours:
+            kafka.stop()
+            print("stopped", flush=True)
+        else:
+            print("stopped; Kafka still runs (make kafka-down stops it)", flush=True)
     return max((child.returncode or 0 for child in children), default=0)
 
 

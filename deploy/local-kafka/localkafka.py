@@ -1378,6 +1378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             port, cport = _plaintext_ports(args.port, args.controller_port)
         kafka = LocalKafka(port, cport, data_dir, libs_dir, security=security)
+        taken = kafka.ports_in_use()
+        if taken:  # every one, not only the first
+            print("\n".join(f"localkafka: {error}" for error in taken), file=sys.stderr)
+            return 1
         if args.foreground:
             return _run_foreground(kafka)
         started = time.monotonic()

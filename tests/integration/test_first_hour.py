@@ -83,7 +83,7 @@ def test_kafka_up_names_the_variable_of_a_taken_client_port(tmp_path: Path) -> N
     with _listening() as port:
         done = _run(
             [sys.executable, str(LOCALKAFKA), "up", "--data-dir", str(tmp_path)],
-            _env(LOCAL_KAFKA_PORT=str(port)),
+            _env(LOCAL_KAFKA_PORT=str(port), LOCAL_KAFKA_CONTROLLER_PORT=str(free_port())),
         )
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
@@ -175,7 +175,7 @@ def test_make_run_checks_every_port_before_starting_anything(tmp_path: Path) -> 
         f"make run: port {fake} (the stand-in Autopilot API) is already in use by another "
         "process: set FAKE_AUTOPILOT_PORT to a free port",
         f"make run: port {kafka} (the broker's client port) is already in use by another "
-        "process: set LOCAL_KAFKA_PORT (or --port) to a free port",
+        "process: set LOCAL_KAFKA_PORT to a free port",
     ]
     assert done.stdout == ""
     assert not (tmp_path / "kafka").exists()  # nothing was started

@@ -173,9 +173,9 @@ def greeting(
         api = f"  Autopilot API       {env.get('AUTOPILOT_BASE_URL', '?')} (AUTOPILOT_BASE_URL)"
     else:
         api = (
-            f"  stand-in Autopilot  {fake}  GET /_state (what it received), POST /_faults, "
-            f"POST /_reset\n                      API key {env['AUTOPILOT_API_KEY']}, journey "
-            f"trigger {trigger} for every track"
+            f"  stand-in Autopilot  {fake}  GET /_state (what it received), POST /_faults "
+            f"(inject errors, latency, 429s), POST /_reset\n                      API key "
+            f"{env['AUTOPILOT_API_KEY']}, journey trigger {trigger} for every track"
         )
     lines = [
         "",

@@ -2,17 +2,26 @@
 
 It sends identify and track calls (some with Engage audiences, some repeated, some invalid)
 through the worker's Segment HTTP API, every Autopilot email event type (and some invalid ones)
-through the Autopilot webhook, waits until the pipeline is quiet, then prints a summary: records
-per topic, dead letters by reason, and contacts and journey entries at the stand-in. Everything
-runs on free ports in a temporary directory and is stopped at the end.
+through the Autopilot webhook, waits until every input is accounted for, then prints:
+
+- per pipeline, that every input is accounted for: in = out + skipped + dead-lettered, with the
+  skips (from the worker's metrics) and the dead letters (from their topic) by reason, whole;
+- why delivery made fewer HTTP requests than it delivered descriptors (bulk upserts);
+- one input of each pipeline with what it became, down to the stand-in's contact.
+
+Everything runs on free ports in a temporary directory (`autopilot-demo-*`), stopped and
+removed at the end; it is kept, and said so, when the demo fails (or with `--keep`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import importlib.util
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,6 +37,7 @@ from typing import Any
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "demo-api-key"
@@ -138,7 +149,10 @@ async def feed(web: str, bootstrap: str) -> None:
         reply = await client.post(f"/autopilot/events?token={WEBHOOK_TOKEN}", json=events)
         print(f"POST /autopilot/events ({len(events)} events): {reply.status_code}")
         reply = await client.post("/v1/track", json={"event": "x"})
-        print(f"POST /v1/track without a write key: {reply.status_code}")
+        print(
+            f"POST /v1/track without a write key: {reply.status_code} (refused at the door: "
+            "written to no topic, so in no count below)"
+        )
 
 
 async def topic_counts(consumer: AIOKafkaConsumer, topics: list[str]) -> dict[str, int]:
@@ -180,38 +194,220 @@ async def settle(bootstrap: str, topics: list[str], quiet_s: float = 6) -> dict[
         await consumer.stop()
 
 
-async def summary(bootstrap: str, fake: str) -> None:
-    topics = [
-        "segment.calls",
-        "autopilot.email-events",
-        "segment.tracks",
-        "autopilot.requests",
-        "autopilot.deliveries",
-        "autopilot-worker.dead-letters",
-    ]
-    counts = await settle(bootstrap, topics)
-    print("\n| topic | records |\n|---|---|")
-    for topic, count in counts.items():
-        print(f"| {topic} | {count} |")
-    letters = await read_topic(bootstrap, "autopilot-worker.dead-letters")
-    reasons = Counter(
-        (h.get("__autopilot.errors.pipeline", b"").decode(),
-         h.get("__autopilot.errors.class.name", b"").decode(),
-         h.get("__autopilot.errors.exception.message", b"").decode()[:70])
-        for h in (dict(r.headers) for r in letters)
-    )  # fmt: skip
-    print("\n| pipeline | error class | reason | count |\n|---|---|---|---|")
-    for (pipeline, cls, reason), count in sorted(reasons.items()):
-        print(f"| {pipeline} | {cls} | {reason} | {count} |")
+CALLS = "segment.calls"
+EMAIL_EVENTS = "autopilot.email-events"
+TRACKS = "segment.tracks"
+REQUESTS = "autopilot.requests"
+DELIVERIES = "autopilot.deliveries"
+DEAD_LETTERS = "autopilot-worker.dead-letters"
+TOPICS = [CALLS, EMAIL_EVENTS, TRACKS, REQUESTS, DELIVERIES, DEAD_LETTERS]
+#: How long the demo waits for every input to be accounted for once the topics are quiet.
+RECONCILE_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Ledger:
+    """One pipeline's inputs and their fates: in = out + skipped + dead-lettered."""
+
+    name: str
+    route: str
+    inputs: int
+    out: int
+    skipped: Counter[str] = field(default_factory=Counter)
+    dead: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    @property
+    def balance(self) -> int:
+        """Inputs not accounted for (0 when it adds up)."""
+        return self.inputs - self.out - self.skipped.total() - self.dead.total()
+
+
+@dataclass
+class Outputs:
+    """What the topics, the worker's metrics and the stand-in hold once the mix is through."""
+
+    calls: list[Any]
+    events: list[Any]
+    tracks: list[Any]
+    requests: list[Any]
+    deliveries: list[Any]
+    letters: list[Any]
+    skipped: Counter[tuple[str, str]]
+    state: dict[str, Any]
+
+    def ledgers(self) -> list[Ledger]:
+        dead: dict[str, Counter[tuple[str, str]]] = {}
+        for letter in self.letters:
+            headers = {k: v.decode(errors="replace") for k, v in letter.headers}
+            reason = headers.get("__autopilot.errors.exception.message", "?")
+            error = headers.get("__autopilot.errors.class.name", "?")
+            pipeline = headers.get("__autopilot.errors.pipeline", "?")
+            dead.setdefault(pipeline, Counter())[error, reason] += 1
+        outcomes = Counter(orjson.loads(r.value)["outcome"] for r in self.deliveries)
+
+        def skips(pipeline: str) -> Counter[str]:
+            return Counter({r: n for (p, r), n in self.skipped.items() if p == pipeline})
+
+        return [
+            Ledger("destination", f"{CALLS} -> {REQUESTS}", len(self.calls), len(self.requests),
+                   skips("destination"), dead.get("destination", Counter())),
+            Ledger("source", f"{EMAIL_EVENTS} -> {TRACKS}", len(self.events), len(self.tracks),
+                   skips("source"), dead.get("source", Counter())),
+            Ledger("delivery", f"{REQUESTS} -> the API, outcomes on {DELIVERIES}",
+                   len(self.requests), outcomes["delivered"], skips("delivery"),
+                   dead.get("delivery", Counter())),
+        ]  # fmt: skip
+
+
+async def skipped_by_reason(web: str) -> Counter[tuple[str, str]]:
+    """(pipeline, reason) -> messages skipped, from the worker's /metrics."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{web}/metrics")).text
+    found: Counter[tuple[str, str]] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "autopilot_worker_messages_skipped_total":
+                labels = sample.labels
+                found[labels["pipeline"], labels["reason"]] += int(sample.value)
+    return found
+
+
+async def gather(bootstrap: str, web: str, fake: str) -> Outputs:
+    read = {topic: await read_topic(bootstrap, topic) for topic in TOPICS}
     async with httpx.AsyncClient(base_url=fake) as client:
         state = (await client.get("/_state")).json()
-    tracks = [orjson.loads(r.value) for r in await read_topic(bootstrap, "segment.tracks")]
+    return Outputs(
+        calls=read[CALLS],
+        events=read[EMAIL_EVENTS],
+        tracks=read[TRACKS],
+        requests=read[REQUESTS],
+        deliveries=read[DELIVERIES],
+        letters=read[DEAD_LETTERS],
+        skipped=await skipped_by_reason(web),
+        state=state,
+    )
+
+
+async def reconciled(bootstrap: str, web: str, fake: str) -> Outputs:
+    """The outputs once the topics are quiet and every input is accounted for (or, after
+    `RECONCILE_TIMEOUT_S`, as they are: the summary then says what does not add up)."""
+    await settle(bootstrap, TOPICS, quiet_s=3)
+    deadline = time.monotonic() + RECONCILE_TIMEOUT_S
+    while True:
+        outputs = await gather(bootstrap, web, fake)
+        if all(ledger.balance == 0 for ledger in outputs.ledgers()):
+            return outputs
+        if time.monotonic() > deadline:
+            return outputs
+        await asyncio.sleep(1)
+
+
+def print_ledgers(ledgers: list[Ledger]) -> None:
+    print("\nEvery input, accounted for (in = out + skipped + dead-lettered):\n")
+    print("| pipeline | route | in | out | skipped | dead-lettered | adds up |")
+    print("|---|---|---|---|---|---|---|")
+    for ledger in ledgers:
+        adds_up = "yes" if ledger.balance == 0 else f"NO: {ledger.balance:+d} unaccounted"
+        print(f"| {ledger.name} | {ledger.route} | {ledger.inputs} | {ledger.out} | "
+              f"{ledger.skipped.total()} | {ledger.dead.total()} | {adds_up} |")  # fmt: skip
+    print("\n| pipeline | skipped (acknowledged, nothing sent), by reason | count |\n|---|---|---|")
+    for ledger in ledgers:
+        for reason, count in sorted(ledger.skipped.items()):
+            print(f"| {ledger.name} | {reason} | {count} |")
+    print("\n| pipeline | dead-lettered, by error and reason | count |\n|---|---|---|")
+    for ledger in ledgers:
+        for (error, reason), count in sorted(ledger.dead.items()):
+            print(f"| {ledger.name} | {error}: {reason} | {count} |")
+    print(
+        "\nA dead letter keeps its input byte for byte with the reason; "
+        "`python -m worker dlq list` lists them, `dlq replay` replays them once fixed."
+    )
+
+
+def print_bulk(outputs: Outputs) -> None:
+    """Why the stand-in saw fewer requests than delivery delivered descriptors."""
+    requests = [orjson.loads(r.value) for r in outputs.requests]
+    upserts = [r for r in requests if r["kind"] == "upsert_contact"]
+    triggers = [r for r in requests if r["kind"] == "trigger_journey"]
+    by_route: dict[str, dict[str, int]] = outputs.state["requests"]["by_route"]
+
+    def sent(route: str) -> int:
+        return sum(by_route.get(route, {}).values())
+
+    bulks, singles = sent("POST /v1/contacts"), sent("POST /v1/contact")
+    trigger_calls = sent("POST /v1/trigger/{trigger_id}/contact/{contact}")
+    total = outputs.state["requests"]["total"]
+    statuses: Counter[str] = Counter()
+    for counts in by_route.values():
+        statuses.update(counts)
+    print(
+        f"\nDelivery: {len(requests)} request descriptors, {total} HTTP requests at the stand-in. "
+        "Delivery gathers the descriptors of a batch (AUTOPILOT_BULK_LINGER_MS) and merges the "
+        "contact upserts per email (later fields win) into bulk POST /v1/contacts requests of up "
+        "to 100 contacts (POST /v1/contact for a lone one); each journey trigger is a request of "
+        "its own, sent after its contact's upsert:"
+    )
+    contacts = len({u["contact"] for u in upserts})
+    print(f"  {len(upserts)} contact upserts of {contacts} contacts -> {bulks} bulk and "
+          f"{singles} single upsert requests")  # fmt: skip
+    print(f"  {len(triggers)} journey triggers -> {trigger_calls} trigger requests")
+    answers = ", ".join(f"{count} answered {status}" for status, count in sorted(statuses.items()))
+    violations = outputs.state["http_429"]["rate_limited"]
+    print(f"  = {bulks + singles + trigger_calls} requests; the stand-in counted {total} "
+          f"({answers}; rate-limit violations: {violations})")  # fmt: skip
+
+
+def _compact(value: bytes | dict[str, Any]) -> str:
+    data = orjson.loads(value) if isinstance(value, bytes) else value
+    return json.dumps(data, ensure_ascii=False)
+
+
+def print_examples(outputs: Outputs) -> None:
+    """One identify through the destination and delivery, one email event through the source."""
+    print("\nOne input of each pipeline and what it became:")
+    calls = [orjson.loads(r.value) for r in outputs.calls]
+    identify = next(c for c in calls if c["type"] == "identify" and c.get("userId") == "user-1")
+    descriptor = next(
+        (r.value for r in outputs.requests
+         if orjson.loads(r.value)["message_id"] == identify["messageId"]), None
+    )  # fmt: skip
+    outcome = next(
+        (r.value for r in outputs.deliveries
+         if orjson.loads(r.value)["message_id"] == identify["messageId"]), None
+    )  # fmt: skip
+    email = identify["traits"]["email"]
+    print(f"\n  identify on {CALLS} (messageId, receivedAt and timestamp added by the ingest):")
+    print(f"    {_compact(identify)}")
+    print(f"  -> request descriptor on {REQUESTS}:")
+    print(f"    {_compact(descriptor) if descriptor else '(none)'}")
+    print(f"  -> outcome on {DELIVERIES}:")
+    print(f"    {_compact(outcome) if outcome else '(none)'}")
+    print("  -> the contact at the stand-in (GET /_state), all of this contact's upserts merged:")
+    print(f"    {_compact(outputs.state['contacts'].get(email, {}))}")
+    events = [orjson.loads(r.value) for r in outputs.events]
+    event = next(e for e in events if e.get("id") == "evt_demo_0")
+    track = next(
+        (r.value for r in outputs.tracks
+         if orjson.loads(r.value)["messageId"] == f"autopilot-{event['id']}"), None
+    )  # fmt: skip
+    print(f"\n  email event on {EMAIL_EVENTS}:")
+    print(f"    {_compact(event)}")
+    print(f"  -> Segment track on {TRACKS} (userId learned from the identify of its email):")
+    print(f"    {_compact(track) if track else '(none)'}")
+
+
+async def summary(bootstrap: str, web: str, fake: str) -> bool:
+    """Print the summary; False when some input is not accounted for."""
+    outputs = await reconciled(bootstrap, web, fake)
+    ledgers = outputs.ledgers()
+    print_ledgers(ledgers)
+    print_bulk(outputs)
+    print_examples(outputs)
+    tracks = [orjson.loads(r.value) for r in outputs.tracks]
     known = sum(1 for t in tracks if "userId" in t)
-    print(f"\nstand-in Autopilot API: {len(state['contacts'])} contacts, "
-          f"{len(state['journeys'])} journey entries, {state['requests']['total']} requests, "
-          f"{state['http_429']['rate_limited']} rate-limit violations")  # fmt: skip
-    print(f"source tracks: {len(tracks)} ({known} with a learned or given userId, "
-          f"{len(tracks) - known} anonymous)")  # fmt: skip
+    print(f"\nsource tracks: {len(tracks)} ({known} with a learned or given userId, "
+          f"{len(tracks) - known} anonymous: of an email no identify named)")  # fmt: skip
+    return all(ledger.balance == 0 for ledger in ledgers)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -223,7 +419,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deploy/demo.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--keep", action="store_true", help="keep the logs and the broker's data")
+    keep: bool = parser.parse_args(argv).keep
     localkafka = _load_localkafka()
     workdir = Path(tempfile.mkdtemp(prefix="autopilot-demo-"))
     port = _free_port()
@@ -243,36 +442,49 @@ def main() -> int:
         WORKER_WEB_PORT=str(web_port),
     )
     print(f"demo: Kafka on {kafka.bootstrap}, logs in {workdir}", flush=True)
-    kafka.start()
     children: list[subprocess.Popen[bytes]] = []
+    adds_up = False
     try:
+        kafka.start()
         with (
             (workdir / "fake.log").open("wb") as fake_log,
             (workdir / "worker.log").open("wb") as log,
         ):
             fake = [sys.executable, "-m", "worker", "fake-autopilot", "--port", str(fake_port)]
-            children.append(subprocess.Popen(fake, env=env, stdout=fake_log, stderr=fake_log))
+            children.append(
+                subprocess.Popen(fake, env=env, stdout=fake_log, stderr=fake_log, cwd=workdir)
+            )
             worker = [sys.executable, "-m", "worker", "run"]
-            children.append(subprocess.Popen(worker, env=env, stdout=log, stderr=log))
+            children.append(subprocess.Popen(worker, env=env, stdout=log, stderr=log, cwd=workdir))
         web = f"http://127.0.0.1:{web_port}"
-        asyncio.run(_demo(web, env["AUTOPILOT_BASE_URL"], kafka.bootstrap, workdir))
+        adds_up = asyncio.run(_demo(web, env["AUTOPILOT_BASE_URL"], kafka.bootstrap))
     finally:
         for child in reversed(children):
             _stop(child)
         kafka.stop()
-    return 0
+        if adds_up and not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+            print(f"\ndemo: stopped; {workdir} removed")
+        else:
+            print(f"\ndemo: stopped; the worker's log and the broker's data are in {workdir}")
+    return 0 if adds_up else 1
 
 
-async def _demo(web: str, fake: str, bootstrap: str, workdir: Path) -> None:
+async def _demo(web: str, fake: str, bootstrap: str) -> bool:
     await wait_http(f"{fake}/_state")
-    await wait_http(f"{web}/healthz")
     deadline = time.monotonic() + 120
-    while "[^Worker]: Ready" not in (workdir / "worker.log").read_text(errors="replace"):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the worker did not become ready; see worker.log")
-        await asyncio.sleep(0.5)
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                if (await client.get(f"{web}/readyz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker did not become ready; see worker.log")
+            await asyncio.sleep(0.5)
     await feed(web, bootstrap)
-    await summary(bootstrap, fake)
+    return await summary(bootstrap, web, fake)
 
 
 if __name__ == "__main__":

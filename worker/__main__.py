@@ -6,16 +6,19 @@ topics                    create every topic and print the topic map
 schemas [--check]         write (or check) the JSON Schemas in schemas/
 fake-autopilot            the stand-in Autopilot API on loopback
 dlq list|show|replay      dead letters: list and filter, show one, replay via the retry topic
+tail [TOPIC ...]          print records as they arrive (default: the outputs, dead letters)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
+import socket
 import sys
 
-__all__ = ["EXIT_CONFIG", "main", "settings_problem"]
+__all__ = ["EXIT_CONFIG", "main", "port_in_use", "settings_problem"]
 
 #: Exit status of a misconfigured or unstartable worker (EX_SOFTWARE, as for a FatalError).
 EXIT_CONFIG = 70
@@ -33,6 +36,33 @@ def settings_problem() -> int | None:
             print(line, file=sys.stderr)
         return EXIT_CONFIG
     return None
+
+
+def port_in_use(port: int, host: str = "0.0.0.0") -> bool:  # noqa: S104  (as faust binds)
+    """True when another process listens on `port` (the worker's web server binds every
+    interface, as faust does by default)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp's server
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
+
+
+def _web_port_problem() -> int | None:
+    """One line and exit 70 when WORKER_WEB_PORT is taken, before anything connects."""
+    from worker.settings import get_settings  # noqa: PLC0415
+
+    port = get_settings().worker_web_port
+    if not port_in_use(port):
+        return None
+    print(
+        f"port {port} (the worker's web server) is already in use by another process: "
+        "set WORKER_WEB_PORT to a free port",
+        file=sys.stderr,
+    )
+    return EXIT_CONFIG
 
 
 def _ensure_topics() -> list[str] | None:
@@ -54,6 +84,9 @@ def _run_worker(loglevel: str) -> int:
 
     from worker.pipeline.logs import logging_config  # noqa: PLC0415
 
+    problem = _web_port_problem()
+    if problem is not None:
+        return problem
     logging.config.dictConfig(logging_config(loglevel))
     created = _ensure_topics()
     if created is None:
@@ -109,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     schemas.add_argument("--check", action="store_true", help="fail if schemas/ is stale")
     sub.add_parser("fake-autopilot", help="the stand-in Autopilot API", add_help=False)
     sub.add_parser("dlq", help="list, show and replay dead letters", add_help=False)
+    sub.add_parser("tail", help="print records as they arrive on topics", add_help=False)
 
     if args[:1] == ["fake-autopilot"]:
         from worker.tools.fake_autopilot import main as fake_main  # noqa: PLC0415
@@ -118,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker.tools.dlq import main as dlq_main  # noqa: PLC0415
 
         return settings_problem() or dlq_main(args[1:])
+    if args[:1] == ["tail"]:
+        from worker.tools.tail import main as tail_main  # noqa: PLC0415
+
+        return settings_problem() or tail_main(args[1:])
     if args[:1] == ["worker"]:  # faust's spelling: `python -m worker worker -l info`
         args[0] = "run"
     ns = parser.parse_args(args or ["run"])

@@ -8,6 +8,8 @@ import: `compose` builds what is asked, in one visible place.
 
 from __future__ import annotations
 
+import logging
+
 import faust
 
 from worker.backends.autopilot import AutopilotBackend
@@ -22,7 +24,38 @@ from worker.runtime.stages import Runtime
 from worker.settings import Settings
 from worker.source.agents import build_source
 
-__all__ = ["backend_for", "compose"]
+__all__ = ["backend_for", "compose", "setup_warnings"]
+
+log = logging.getLogger(__name__)
+
+
+def setup_warnings(settings: Settings) -> list[str]:
+    """One line for each setting whose absence makes the features of this process drop or
+    refuse data without any other sign than a metric or a 503: logged at start-up."""
+    features = settings.worker_features
+    lines = []
+    if "destination" in features and not (
+        settings.autopilot_trigger_id or settings.autopilot_triggers
+    ):
+        lines.append(
+            "no journey trigger is configured (AUTOPILOT_TRIGGER_ID, AUTOPILOT_TRIGGERS): track "
+            "calls are skipped (no_trigger_for_event), but for Audience Entered/Exited"
+        )
+    if "delivery" in features and settings.autopilot_api_key is None:
+        lines.append(
+            "AUTOPILOT_API_KEY is not set: delivery is off; request descriptors stay on "
+            f"{settings.topic_autopilot_requests} until a worker with a key reads them"
+        )
+    if "ingest" in features and settings.segment_write_keys is None:
+        lines.append(
+            "SEGMENT_WRITE_KEYS is not set: the Segment API routes (/v1/..., /b) answer 503"
+        )
+    if "ingest" in features and settings.autopilot_webhook_token is None:
+        lines.append(
+            "AUTOPILOT_WEBHOOK_TOKEN is not set: the Autopilot webhook (/autopilot/events) "
+            "answers 503"
+        )
+    return lines
 
 
 def backend_for(settings: Settings) -> Backend:
@@ -32,6 +65,8 @@ def backend_for(settings: Settings) -> Backend:
 
 def compose(settings: Settings) -> Runtime:
     """The runtime with every feature `settings.worker_features` names built on it."""
+    for line in setup_warnings(settings):
+        log.warning("%s", line)
     runtime = Runtime.create(settings)
     backend = backend_for(settings)
     features = settings.worker_features

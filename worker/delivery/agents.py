@@ -6,12 +6,12 @@ outcomes are on Kafka. While the API refuses the key, `deliver` does not return,
 pauses and nothing is acked, skipped or dead-lettered. When a rebalance or a shutdown begins,
 the batch in hand gets `AUTOPILOT_GIVE_BACK_AFTER_S` to finish; then it is given back unacked,
 nothing of it written, and the partition's next owner delivers it again (at least once).
-Without the backend's API key no agent is registered, and the worker says so.
+Without the backend's API key no agent is registered (`worker.composition.setup_warnings` says
+so).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,8 +32,6 @@ from worker.runtime.sink import BatchingSink, ItemOutcome
 from worker.runtime.stages import Runtime
 
 __all__ = ["MAX_BATCH", "DeliveryState", "DeliveryWriter", "build_delivery", "parse_descriptor"]
-
-log = logging.getLogger(__name__)
 
 #: Up to this many descriptors are handed to one `deliver` call (a few bulk requests' worth).
 MAX_BATCH = 500
@@ -137,13 +135,7 @@ def build_delivery(runtime: Runtime, backend: Backend) -> DeliveryState:
         ]
 
     stage = runtime.build_stage("delivery", "deliver", to_delivery_replay)
-    if not state.enabled:
-        log.warning(
-            "%s is not set: the delivery agent is not started; request "
-            "descriptors stay on %s until a worker with a key reads them",
-            api.api_key_setting,
-            topics.autopilot_requests,
-        )
+    if not state.enabled:  # the composition root's start-up warnings say so
         return state
 
     @runtime.app.agent(

@@ -21,17 +21,26 @@ __all__ = ["EXIT_CONFIG", "main", "settings_problem"]
 EXIT_CONFIG = 70
 
 
-def settings_problem() -> int | None:
+def settings_problem(*, connects: bool = False) -> int | None:
     """Read the settings once; on an invalid one, print one line per variable to stderr and
-    return the exit status (the commands that read settings call this first)."""
+    return the exit status (the commands that read settings call this first). For a command
+    that `connects` to Kafka, the TLS files and the token provider must load too."""
     from worker.settings import SettingsInvalid, configuration_errors, get_settings  # noqa: PLC0415
 
     try:
-        get_settings()
+        settings = get_settings()
     except SettingsInvalid as error:
         for line in configuration_errors(error):
             print(line, file=sys.stderr)
         return EXIT_CONFIG
+    if connects:
+        from worker.runtime.kafka_connection import connection_problems  # noqa: PLC0415
+
+        problems = connection_problems(settings)
+        for line in problems:
+            print(line, file=sys.stderr)
+        if problems:
+            return EXIT_CONFIG
     return None
 
 
@@ -117,12 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["dlq"]:
         from worker.tools.dlq import main as dlq_main  # noqa: PLC0415
 
-        return settings_problem() or dlq_main(args[1:])
+        return settings_problem(connects=True) or dlq_main(args[1:])
     if args[:1] == ["worker"]:  # faust's spelling: `python -m worker worker -l info`
         args[0] = "run"
     ns = parser.parse_args(args or ["run"])
     if ns.command in (None, "run", "map", "topics"):
-        problem = settings_problem()
+        problem = settings_problem(connects=ns.command != "map")
         if problem is not None:
             return problem
     if ns.command in (None, "run"):

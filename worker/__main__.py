@@ -3,6 +3,7 @@
 worker [run]              the streaming worker (creates topics, then runs the agents)
 map source|destination    offline mapping: one JSON line in, one JSON line out
 topics                    create every topic and print the topic map
+check                     Kafka (TLS, SASL), topics, API key, write keys: one verdict a line
 schemas [--check]         write (or check) the JSON Schemas in schemas/
 fake-autopilot            the stand-in Autopilot API on loopback
 dlq list|show|replay      dead letters: list and filter, show one, replay via the retry topic
@@ -114,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     mapping = sub.add_parser("map", help="offline mapping of JSON lines on stdin")
     mapping.add_argument("pipeline", choices=["source", "destination"])
     sub.add_parser("topics", help="create every topic and print the topic map")
+    sub.add_parser(
+        "check", help="check Kafka (with TLS/SASL), the topics, the API key and the write keys"
+    )
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the topic values")
     schemas.add_argument("--check", action="store_true", help="fail if schemas/ is stale")
     sub.add_parser("fake-autopilot", help="the stand-in Autopilot API", add_help=False)
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["worker"]:  # faust's spelling: `python -m worker worker -l info`
         args[0] = "run"
     ns = parser.parse_args(args or ["run"])
-    if ns.command in (None, "run", "map", "topics"):
+    if ns.command in (None, "run", "map", "topics", "check"):
         problem = settings_problem(connects=ns.command != "map")
         if problem is not None:
             return problem
@@ -142,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_map(ns.pipeline, sys.stdin.buffer, sys.stdout)
     if ns.command == "topics":
         return _topics()
+    if ns.command == "check":
+        from worker.tools.check import main as check_main  # noqa: PLC0415
+
+        return check_main()
     if ns.command == "schemas":
         from worker.tools.schemas import write_schemas  # noqa: PLC0415
 

@@ -5,10 +5,16 @@ through the worker's Segment HTTP API, every Autopilot email event type (and som
 through the Autopilot webhook, waits until the pipeline is quiet, then prints a summary: records
 per topic, dead letters by reason, and contacts and journey entries at the stand-in. Everything
 runs on free ports in a temporary directory and is stopped at the end.
+
+`python deploy/demo.py --secured` (`make demo DEMO_ARGS=--secured`) runs the broker in its
+secured mode and the worker, and the demo's own Kafka clients, over its SASL_SSL listener with
+SCRAM-SHA-512 and the broker's CA: the settings of "Connecting to a secured Kafka" in the
+README. The demo's clients connect as the worker does (`kafka_client_config`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import importlib.util
@@ -27,6 +33,9 @@ from typing import Any
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from worker.runtime.kafka_connection import kafka_client_config
+from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "demo-api-key"
@@ -124,7 +133,7 @@ async def wait_http(url: str, timeout_s: float = 120) -> None:
     raise RuntimeError(f"{url} did not answer in {timeout_s}s")
 
 
-async def feed(web: str, bootstrap: str) -> None:
+async def feed(web: str, kafka: dict[str, Any]) -> None:
     basic = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
     async with httpx.AsyncClient(base_url=web, timeout=30) as client:
         batch = {"batch": segment_calls()}
@@ -133,7 +142,7 @@ async def feed(web: str, bootstrap: str) -> None:
         )
         print(f"POST /v1/batch ({len(batch['batch'])} calls): {reply.status_code}")
         # let the identities be learned first, so the email events can name their users
-        await settle(bootstrap, ["autopilot.requests"], quiet_s=2)
+        await settle(kafka, ["autopilot.requests"], quiet_s=2)
         events = email_events()
         reply = await client.post(f"/autopilot/events?token={WEBHOOK_TOKEN}", json=events)
         print(f"POST /autopilot/events ({len(events)} events): {reply.status_code}")
@@ -150,8 +159,14 @@ async def topic_counts(consumer: AIOKafkaConsumer, topics: list[str]) -> dict[st
     return counts
 
 
-async def read_topic(bootstrap: str, topic: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+def client_config(env: dict[str, str]) -> dict[str, Any]:
+    """How the demo's clients connect: as the worker with the settings in `env` does."""
+    kafka = {k.lower(): v for k, v in env.items() if k.startswith("KAFKA_")}
+    return kafka_client_config(Settings.model_validate(kafka))
+
+
+async def read_topic(kafka: dict[str, Any], topic: str) -> list[Any]:
+    consumer = AIOKafkaConsumer(topic, **kafka, auto_offset_reset="earliest")
     await consumer.start()
     try:
         records: list[Any] = []
@@ -163,9 +178,9 @@ async def read_topic(bootstrap: str, topic: str) -> list[Any]:
         await consumer.stop()
 
 
-async def settle(bootstrap: str, topics: list[str], quiet_s: float = 6) -> dict[str, int]:
+async def settle(kafka: dict[str, Any], topics: list[str], quiet_s: float = 6) -> dict[str, int]:
     """Wait until no topic has grown for a few seconds."""
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(*topics, **kafka)
     await consumer.start()
     try:
         last: dict[str, int] = {}
@@ -180,7 +195,7 @@ async def settle(bootstrap: str, topics: list[str], quiet_s: float = 6) -> dict[
         await consumer.stop()
 
 
-async def summary(bootstrap: str, fake: str) -> None:
+async def summary(kafka: dict[str, Any], fake: str) -> None:
     topics = [
         "segment.calls",
         "autopilot.email-events",
@@ -189,11 +204,11 @@ async def summary(bootstrap: str, fake: str) -> None:
         "autopilot.deliveries",
         "autopilot-worker.dead-letters",
     ]
-    counts = await settle(bootstrap, topics)
+    counts = await settle(kafka, topics)
     print("\n| topic | records |\n|---|---|")
     for topic, count in counts.items():
         print(f"| {topic} | {count} |")
-    letters = await read_topic(bootstrap, "autopilot-worker.dead-letters")
+    letters = await read_topic(kafka, "autopilot-worker.dead-letters")
     reasons = Counter(
         (h.get("__autopilot.errors.pipeline", b"").decode(),
          h.get("__autopilot.errors.class.name", b"").decode(),
@@ -205,7 +220,7 @@ async def summary(bootstrap: str, fake: str) -> None:
         print(f"| {pipeline} | {cls} | {reason} | {count} |")
     async with httpx.AsyncClient(base_url=fake) as client:
         state = (await client.get("/_state")).json()
-    tracks = [orjson.loads(r.value) for r in await read_topic(bootstrap, "segment.tracks")]
+    tracks = [orjson.loads(r.value) for r in await read_topic(kafka, "segment.tracks")]
     known = sum(1 for t in tracks if "userId" in t)
     print(f"\nstand-in Autopilot API: {len(state['contacts'])} contacts, "
           f"{len(state['journeys'])} journey entries, {state['requests']['total']} requests, "
@@ -223,16 +238,38 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
-def main() -> int:
+def secured_settings(kafka: Any) -> dict[str, str]:
+    """The worker's settings for the secured local broker's SASL_SSL listener."""
+    user = kafka.security.scram_sha_512
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": str(kafka.sasl_ssl_bootstrap),
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": str(user.username),
+        "KAFKA_SASL_PASSWORD": str(user.password),
+        "KAFKA_SSL_CA_FILE": str(kafka.ca_file),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--secured", action="store_true", help="over the broker's SASL_SSL listener (SCRAM)"
+    )
+    args = parser.parse_args(argv)
     localkafka = _load_localkafka()
     workdir = Path(tempfile.mkdtemp(prefix="autopilot-demo-"))
     port = _free_port()
     kafka = localkafka.LocalKafka(
-        port=port, controller_port=_free_port(), data_dir=workdir / "kafka"
+        port=port,
+        controller_port=_free_port(),
+        data_dir=workdir / "kafka",
+        security=localkafka.KafkaSecurity.on_free_ports() if args.secured else None,
     )
     fake_port, web_port = _free_port(), _free_port()
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
     env = dict(
-        os.environ,
+        plain,
         KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
         AUTOPILOT_API_KEY=API_KEY,
         AUTOPILOT_BASE_URL=f"http://127.0.0.1:{fake_port}",
@@ -242,8 +279,10 @@ def main() -> int:
         AUTOPILOT_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
         WORKER_WEB_PORT=str(web_port),
     )
-    print(f"demo: Kafka on {kafka.bootstrap}, logs in {workdir}", flush=True)
     kafka.start()
+    if args.secured:
+        env.update(secured_settings(kafka))
+    print(f"demo: Kafka on {env['KAFKA_BOOTSTRAP_SERVERS']}, logs in {workdir}", flush=True)
     children: list[subprocess.Popen[bytes]] = []
     try:
         with (
@@ -255,7 +294,7 @@ def main() -> int:
             worker = [sys.executable, "-m", "worker", "run"]
             children.append(subprocess.Popen(worker, env=env, stdout=log, stderr=log))
         web = f"http://127.0.0.1:{web_port}"
-        asyncio.run(_demo(web, env["AUTOPILOT_BASE_URL"], kafka.bootstrap, workdir))
+        asyncio.run(_demo(web, env["AUTOPILOT_BASE_URL"], client_config(env), workdir))
     finally:
         for child in reversed(children):
             _stop(child)
@@ -263,7 +302,7 @@ def main() -> int:
     return 0
 
 
-async def _demo(web: str, fake: str, bootstrap: str, workdir: Path) -> None:
+async def _demo(web: str, fake: str, kafka: dict[str, Any], workdir: Path) -> None:
     await wait_http(f"{fake}/_state")
     await wait_http(f"{web}/healthz")
     deadline = time.monotonic() + 120
@@ -271,8 +310,8 @@ async def _demo(web: str, fake: str, bootstrap: str, workdir: Path) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError("the worker did not become ready; see worker.log")
         await asyncio.sleep(0.5)
-    await feed(web, bootstrap)
-    await summary(bootstrap, fake)
+    await feed(web, kafka)
+    await summary(kafka, fake)
 
 
 if __name__ == "__main__":

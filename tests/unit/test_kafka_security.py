@@ -38,6 +38,7 @@ from worker.runtime.kafka_connection import (
     connection_problems,
     faust_credentials,
     kafka_client_config,
+    outage_hint,
     probe,
     refusal,
     ssl_context,
@@ -525,6 +526,15 @@ def test_a_refusal_is_one_line_naming_the_setting(
 )
 def test_an_outage_is_not_a_refusal(error: BaseException) -> None:
     assert refusal(error, scram(), ADDRESS) is None
+
+
+def test_a_reset_tls_handshake_is_waited_for_with_a_hint() -> None:
+    reset = ConnectionResetError()
+    assert refusal(reset, Settings(kafka_security_protocol="SSL"), ADDRESS) is None
+    assert "KAFKA_SECURITY_PROTOCOL=SSL right?" in outage_hint(
+        reset, Settings(kafka_security_protocol="SSL")
+    )
+    assert outage_hint(reset, Settings()) == ""
 
 
 async def test_an_expired_broker_certificate_in_a_real_handshake(tls: Any, tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ __all__ = [
     "describe_security",
     "faust_credentials",
     "kafka_client_config",
+    "outage_hint",
     "probe",
     "refusal",
     "ssl_context",
@@ -343,6 +344,21 @@ def refusal(error: BaseException, settings: Settings, address: str) -> str | Non
                 "set SSL or SASL_SSL"
             )
     return None
+
+
+def outage_hint(error: BaseException, settings: Settings) -> str:
+    """What to look at besides the network when an error that may be an outage repeats: a TLS
+    handshake that the other end resets is what a plaintext port does (a restarting broker may
+    too, so it is waited for, with this said)."""
+    if settings.kafka_security_protocol in _TLS_PROTOCOLS and any(
+        isinstance(cause, ConnectionResetError) for cause in _causes(error)
+    ):
+        protocol = settings.kafka_security_protocol
+        return (
+            " (the TLS handshake was reset, as a port that does not speak TLS does: are "
+            f"KAFKA_BOOTSTRAP_SERVERS and KAFKA_SECURITY_PROTOCOL={protocol} right?)"
+        )
+    return ""
 
 
 def _tls_failure(error: ssl.SSLError, settings: Settings, address: str) -> str:

@@ -25,7 +25,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from worker.errors import FatalError
-from worker.runtime.kafka_connection import kafka_client_config, probe
+from worker.runtime.kafka_connection import kafka_client_config, outage_hint, probe
 from worker.settings import Settings
 from worker.topics import TopicNames, TopicSpec
 
@@ -70,6 +70,7 @@ async def wait_for_kafka(settings: Settings, *, clock: Callable[[], float] = tim
             reason = str(error) or type(error).__name__
             if not reason.startswith(type(error).__name__):
                 reason = f"{type(error).__name__}: {reason}"
+            reason += outage_hint(error, settings)
             if waited >= settings.kafka_startup_timeout_s:
                 raise KafkaUnavailable(
                     f"Kafka at {settings.kafka_bootstrap_servers} did not answer within "

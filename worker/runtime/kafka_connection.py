@@ -182,7 +182,9 @@ def _load_token_provider(path: str) -> AbstractTokenProvider:
 def token_provider(settings: Settings) -> AbstractTokenProvider | None:
     """The OAUTHBEARER token provider `KAFKA_SASL_OAUTH_TOKEN_PROVIDER` names: a subclass of
     aiokafka's `AbstractTokenProvider` (instantiated without arguments), a function returning
-    an instance, or an instance; None unless the mechanism is OAUTHBEARER."""
+    an instance, or an instance; None unless the mechanism is OAUTHBEARER. The one instance is
+    asked for tokens from the main event loop and from the faust consumer's thread: it must
+    keep no state bound to one loop."""
     path = settings.kafka_sasl_oauth_token_provider
     if settings.kafka_sasl_mechanism != "OAUTHBEARER" or not path:
         return None

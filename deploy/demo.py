@@ -11,6 +11,11 @@ through the Autopilot webhook, waits until every input is accounted for, then pr
 
 Everything runs on free ports in a temporary directory (`autopilot-demo-*`), stopped and
 removed at the end; it is kept, and said so, when the demo fails (or with `--keep`).
+
+`python deploy/demo.py --secured` (`make demo DEMO_ARGS=--secured`) runs the broker in its
+secured mode and the worker, and the demo's own Kafka clients, over its SASL_SSL listener with
+SCRAM-SHA-512 and the broker's CA: the settings of "Connecting to a secured Kafka" in the
+README. The demo's clients connect as the worker does (`kafka_client_config`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
+
+from worker.runtime.kafka_connection import kafka_client_config
+from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "demo-api-key"
@@ -135,7 +143,7 @@ async def wait_http(url: str, timeout_s: float = 120) -> None:
     raise RuntimeError(f"{url} did not answer in {timeout_s}s")
 
 
-async def feed(web: str, bootstrap: str) -> None:
+async def feed(web: str, kafka: dict[str, Any]) -> None:
     basic = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
     async with httpx.AsyncClient(base_url=web, timeout=30) as client:
         batch = {"batch": segment_calls()}
@@ -144,7 +152,7 @@ async def feed(web: str, bootstrap: str) -> None:
         )
         print(f"POST /v1/batch ({len(batch['batch'])} calls): {reply.status_code}")
         # let the identities be learned first, so the email events can name their users
-        await settle(bootstrap, ["autopilot.requests"], quiet_s=2)
+        await settle(kafka, ["autopilot.requests"], quiet_s=2)
         events = email_events()
         reply = await client.post(f"/autopilot/events?token={WEBHOOK_TOKEN}", json=events)
         print(f"POST /autopilot/events ({len(events)} events): {reply.status_code}")
@@ -164,8 +172,14 @@ async def topic_counts(consumer: AIOKafkaConsumer, topics: list[str]) -> dict[st
     return counts
 
 
-async def read_topic(bootstrap: str, topic: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+def client_config(env: dict[str, str]) -> dict[str, Any]:
+    """How the demo's clients connect: as the worker with the settings in `env` does."""
+    kafka = {k.lower(): v for k, v in env.items() if k.startswith("KAFKA_")}
+    return kafka_client_config(Settings.model_validate(kafka))
+
+
+async def read_topic(kafka: dict[str, Any], topic: str) -> list[Any]:
+    consumer = AIOKafkaConsumer(topic, **kafka, auto_offset_reset="earliest")
     await consumer.start()
     try:
         records: list[Any] = []
@@ -177,9 +191,9 @@ async def read_topic(bootstrap: str, topic: str) -> list[Any]:
         await consumer.stop()
 
 
-async def settle(bootstrap: str, topics: list[str], quiet_s: float = 6) -> dict[str, int]:
+async def settle(kafka: dict[str, Any], topics: list[str], quiet_s: float = 6) -> dict[str, int]:
     """Wait until no topic has grown for a few seconds."""
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(*topics, **kafka)
     await consumer.start()
     try:
         last: dict[str, int] = {}
@@ -272,8 +286,8 @@ async def skipped_by_reason(web: str) -> Counter[tuple[str, str]]:
     return found
 
 
-async def gather(bootstrap: str, web: str, fake: str) -> Outputs:
-    read = {topic: await read_topic(bootstrap, topic) for topic in TOPICS}
+async def gather(kafka: dict[str, Any], web: str, fake: str) -> Outputs:
+    read = {topic: await read_topic(kafka, topic) for topic in TOPICS}
     async with httpx.AsyncClient(base_url=fake) as client:
         state = (await client.get("/_state")).json()
     return Outputs(
@@ -288,13 +302,13 @@ async def gather(bootstrap: str, web: str, fake: str) -> Outputs:
     )
 
 
-async def reconciled(bootstrap: str, web: str, fake: str) -> Outputs:
+async def reconciled(kafka: dict[str, Any], web: str, fake: str) -> Outputs:
     """The outputs once the topics are quiet and every input is accounted for (or, after
     `RECONCILE_TIMEOUT_S`, as they are: the summary then says what does not add up)."""
-    await settle(bootstrap, TOPICS, quiet_s=3)
+    await settle(kafka, TOPICS, quiet_s=3)
     deadline = time.monotonic() + RECONCILE_TIMEOUT_S
     while True:
-        outputs = await gather(bootstrap, web, fake)
+        outputs = await gather(kafka, web, fake)
         if all(ledger.balance == 0 for ledger in outputs.ledgers()):
             return outputs
         if time.monotonic() > deadline:
@@ -396,9 +410,9 @@ def print_examples(outputs: Outputs) -> None:
     print(f"    {_compact(track) if track else '(none)'}")
 
 
-async def summary(bootstrap: str, web: str, fake: str) -> bool:
+async def summary(kafka: dict[str, Any], web: str, fake: str) -> bool:
     """Print the summary; False when some input is not accounted for."""
-    outputs = await reconciled(bootstrap, web, fake)
+    outputs = await reconciled(kafka, web, fake)
     ledgers = outputs.ledgers()
     print_ledgers(ledgers)
     print_bulk(outputs)
@@ -419,19 +433,40 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
+def secured_settings(kafka: Any) -> dict[str, str]:
+    """The worker's settings for the secured local broker's SASL_SSL listener."""
+    user = kafka.security.scram_sha_512
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": str(kafka.sasl_ssl_bootstrap),
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": str(user.username),
+        "KAFKA_SASL_PASSWORD": str(user.password),
+        "KAFKA_SSL_CA_FILE": str(kafka.ca_file),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deploy/demo.py", description=__doc__.split("\n")[0])
     parser.add_argument("--keep", action="store_true", help="keep the logs and the broker's data")
-    keep: bool = parser.parse_args(argv).keep
+    parser.add_argument(
+        "--secured", action="store_true", help="over the broker's SASL_SSL listener (SCRAM)"
+    )
+    args = parser.parse_args(argv)
+    keep: bool = args.keep
     localkafka = _load_localkafka()
     workdir = Path(tempfile.mkdtemp(prefix="autopilot-demo-"))
     port = _free_port()
     kafka = localkafka.LocalKafka(
-        port=port, controller_port=_free_port(), data_dir=workdir / "kafka"
+        port=port,
+        controller_port=_free_port(),
+        data_dir=workdir / "kafka",
+        security=localkafka.KafkaSecurity.on_free_ports() if args.secured else None,
     )
     fake_port, web_port = _free_port(), _free_port()
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
     env = dict(
-        os.environ,
+        plain,
         KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
         AUTOPILOT_API_KEY=API_KEY,
         AUTOPILOT_BASE_URL=f"http://127.0.0.1:{fake_port}",
@@ -441,7 +476,9 @@ def main(argv: list[str] | None = None) -> int:
         AUTOPILOT_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
         WORKER_WEB_PORT=str(web_port),
     )
-    print(f"demo: Kafka on {kafka.bootstrap}, logs in {workdir}", flush=True)
+    if args.secured:
+        env.update(secured_settings(kafka))
+    print(f"demo: Kafka on {env['KAFKA_BOOTSTRAP_SERVERS']}, logs in {workdir}", flush=True)
     children: list[subprocess.Popen[bytes]] = []
     adds_up = False
     try:
@@ -457,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             worker = [sys.executable, "-m", "worker", "run"]
             children.append(subprocess.Popen(worker, env=env, stdout=log, stderr=log, cwd=workdir))
         web = f"http://127.0.0.1:{web_port}"
-        adds_up = asyncio.run(_demo(web, env["AUTOPILOT_BASE_URL"], kafka.bootstrap))
+        adds_up = asyncio.run(_demo(web, env["AUTOPILOT_BASE_URL"], client_config(env)))
     finally:
         for child in reversed(children):
             _stop(child)
@@ -470,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if adds_up else 1
 
 
-async def _demo(web: str, fake: str, bootstrap: str) -> bool:
+async def _demo(web: str, fake: str, kafka: dict[str, Any]) -> bool:
     await wait_http(f"{fake}/_state")
     deadline = time.monotonic() + 120
     async with httpx.AsyncClient() as client:
@@ -483,8 +520,8 @@ async def _demo(web: str, fake: str, bootstrap: str) -> bool:
             if time.monotonic() > deadline:
                 raise RuntimeError("the worker did not become ready; see worker.log")
             await asyncio.sleep(0.5)
-    await feed(web, bootstrap)
-    return await summary(bootstrap, web, fake)
+    await feed(web, kafka)
+    return await summary(kafka, web, fake)
 
 
 if __name__ == "__main__":

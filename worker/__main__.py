@@ -3,6 +3,7 @@
 worker [run]              the streaming worker (creates topics, then runs the agents)
 map source|destination    offline mapping: one JSON line in, one JSON line out
 topics                    create every topic and print the topic map
+check                     Kafka (TLS, SASL), topics, API key, write keys: one verdict a line
 schemas [--check]         write (or check) the JSON Schemas in schemas/
 fake-autopilot            the stand-in Autopilot API on loopback
 dlq list|show|replay      dead letters: list and filter, show one, replay via the retry topic
@@ -24,17 +25,26 @@ __all__ = ["EXIT_CONFIG", "main", "port_in_use", "settings_problem"]
 EXIT_CONFIG = 70
 
 
-def settings_problem() -> int | None:
+def settings_problem(*, connects: bool = False) -> int | None:
     """Read the settings once; on an invalid one, print one line per variable to stderr and
-    return the exit status (the commands that read settings call this first)."""
+    return the exit status (the commands that read settings call this first). For a command
+    that `connects` to Kafka, the TLS files and the token provider must load too."""
     from worker.settings import SettingsInvalid, configuration_errors, get_settings  # noqa: PLC0415
 
     try:
-        get_settings()
+        settings = get_settings()
     except SettingsInvalid as error:
         for line in configuration_errors(error):
             print(line, file=sys.stderr)
         return EXIT_CONFIG
+    if connects:
+        from worker.runtime.kafka_connection import connection_problems  # noqa: PLC0415
+
+        problems = connection_problems(settings)
+        for line in problems:
+            print(line, file=sys.stderr)
+        if problems:
+            return EXIT_CONFIG
     return None
 
 
@@ -138,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     mapping = sub.add_parser("map", help="offline mapping of JSON lines on stdin")
     mapping.add_argument("pipeline", choices=["source", "destination"])
     sub.add_parser("topics", help="create every topic and print the topic map")
+    sub.add_parser(
+        "check", help="check Kafka (with TLS/SASL), the topics, the API key and the write keys"
+    )
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the topic values")
     schemas.add_argument("--check", action="store_true", help="fail if schemas/ is stale")
     sub.add_parser("fake-autopilot", help="the stand-in Autopilot API", add_help=False)
@@ -151,16 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["dlq"]:
         from worker.tools.dlq import main as dlq_main  # noqa: PLC0415
 
-        return settings_problem() or dlq_main(args[1:])
+        return settings_problem(connects=True) or dlq_main(args[1:])
     if args[:1] == ["tail"]:
         from worker.tools.tail import main as tail_main  # noqa: PLC0415
 
-        return settings_problem() or tail_main(args[1:])
+        return settings_problem(connects=True) or tail_main(args[1:])
     if args[:1] == ["worker"]:  # faust's spelling: `python -m worker worker -l info`
         args[0] = "run"
     ns = parser.parse_args(args or ["run"])
-    if ns.command in (None, "run", "map", "topics"):
-        problem = settings_problem()
+    if ns.command in (None, "run", "map", "topics", "check"):
+        problem = settings_problem(connects=ns.command != "map")
         if problem is not None:
             return problem
     if ns.command in (None, "run"):
@@ -171,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_map(ns.pipeline, sys.stdin.buffer, sys.stdout)
     if ns.command == "topics":
         return _topics()
+    if ns.command == "check":
+        from worker.tools.check import main as check_main  # noqa: PLC0415
+
+        return check_main()
     if ns.command == "schemas":
         from worker.tools.schemas import write_schemas  # noqa: PLC0415
 

@@ -7,6 +7,7 @@ the features that run in this process on it (`WORKER_FEATURES`).
 from __future__ import annotations
 
 from worker.runtime.faust_overrides import PromptTableManager, QuietMonitor, WorkerApp
+from worker.runtime.kafka_connection import faust_credentials, kafka_client_config
 from worker.runtime.placement import kafka_partitioner
 from worker.runtime.topic_admin import MAX_RECORD_BYTES
 from worker.settings import Settings
@@ -15,10 +16,13 @@ __all__ = ["create_app"]
 
 
 def create_app(settings: Settings) -> WorkerApp:
-    """The worker's faust app: raw bytes in and out, strict commits, acks=all."""
+    """The worker's faust app: raw bytes in and out, strict commits, acks=all; its consumer,
+    producer and table clients connect with the `KAFKA_*` security settings."""
     return WorkerApp(
         settings.worker_app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        # TLS and SASL: faust's aiokafka driver gives every client it makes these arguments
+        broker_credentials=faust_credentials(kafka_client_config(settings)),
         store="memory://",
         autodiscover=False,
         topic_partitions=settings.topic_partitions,

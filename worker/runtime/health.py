@@ -10,7 +10,9 @@ check, whether it passed and why:
 - `assignment`: the consumer has stream partitions assigned (changelog partitions not counted);
 - `recovery`: no rebalance is under way and table recovery has completed;
 - `broker`: a metadata request to Kafka, made every `BROKER_CHECK_INTERVAL_S` by a task of its
-  own, answered within `BROKER_CHECK_TIMEOUT_S`, and the last answer is recent;
+  own over a connection made as every client's is (TLS, SASL), answered within
+  `BROKER_CHECK_TIMEOUT_S`, and the last answer is recent; a Kafka that refuses the worker's
+  credentials or certificate is named as such;
 - `delivery`: delivery is not paused on a refused API key (passes when delivery is not enabled);
 - `pipelines`: no pipeline is paused by its breaker (our own code failing most messages); the
   detail names each paused one, since when, why, and how to resume it.
@@ -42,13 +44,16 @@ from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
+from aiokafka.errors import KafkaConnectionError
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from worker.errors import ConfigurationError
 from worker.pipeline.breaker import Breaker
+from worker.runtime.kafka_connection import KafkaRefused, kafka_client_config, probe
 from worker.runtime.metrics import PREFIX, consumer_lags, metrics
 from worker.runtime.stages import Runtime
+from worker.settings import Settings
 
 __all__ = [
     "CHECKS",
@@ -202,6 +207,8 @@ class BrokerProbe:
             raise
         except TimeoutError:
             result = CheckResult(False, f"no metadata from Kafka within {self._timeout_s:g}s")
+        except KafkaRefused as exc:  # Kafka answers and refuses us: say why, not "unreachable"
+            result = CheckResult(False, str(exc)[:300])
         except Exception as exc:  # noqa: BLE001  (any failure means: not reachable)
             reason = (
                 str(exc)
@@ -237,11 +244,14 @@ class BrokerProbe:
 class _MetadataCheck:
     """One aiokafka client of our own on the worker's loop, asked for cluster metadata.
 
-    Its own client, not faust's: the consumer and producer live on other threads' loops.
+    Its own client, not faust's: the consumer and producer live on other threads' loops. It
+    connects as every client of the worker does (`kafka_client_config`); when it cannot, a
+    refusal (credentials revoked, a certificate expired) is said as such
+    (`kafka_connection.refusal`), not as an unreachable broker.
     """
 
-    def __init__(self, bootstrap_servers: str, client_id: str) -> None:
-        self._bootstrap = bootstrap_servers
+    def __init__(self, settings: Settings, client_id: str) -> None:
+        self._settings = settings
         self._client_id = client_id
         self._client: Any = None
 
@@ -251,11 +261,16 @@ class _MetadataCheck:
         try:
             if self._client is None:
                 self._client = AIOKafkaClient(
-                    bootstrap_servers=self._bootstrap,
+                    **kafka_client_config(self._settings),
                     client_id=self._client_id,
                     request_timeout_ms=int(BROKER_CHECK_TIMEOUT_S * 1000),
                 )
-                await self._client.bootstrap()
+                try:
+                    await self._client.bootstrap()
+                except KafkaConnectionError:
+                    # aiokafka's bootstrap keeps only "unable to bootstrap": ask why once
+                    await probe(self._settings, timeout_s=BROKER_CHECK_TIMEOUT_S)
+                    raise
             cluster = await self._client.fetch_all_metadata()
         except BaseException:
             await self.close()
@@ -361,9 +376,7 @@ class Operations:
         self._app = runtime.app
         self._delivery: DeliveryStatus = delivery or _NoDelivery()
         settings = runtime.settings
-        self._metadata_check = _MetadataCheck(
-            settings.kafka_bootstrap_servers, f"{settings.worker_app_id}-readiness"
-        )
+        self._metadata_check = _MetadataCheck(settings, f"{settings.worker_app_id}-readiness")
         self.broker_probe = BrokerProbe(self._metadata_check)
 
     def inputs(self) -> ReadinessInputs:

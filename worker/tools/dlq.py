@@ -3,6 +3,9 @@
 Every command reads the dead-letter topic (`TOPIC_DEAD_LETTERS`) with a throwaway consumer: no
 consumer group, nothing committed, from the beginning up to the end offsets taken when it
 starts. A dead letter is named `PARTITION@OFFSET` on that topic (`PARTITION:OFFSET` works too).
+It connects as the worker does (the `KAFKA_*` security settings, `kafka_client_config`), waiting
+for Kafka up to `KAFKA_STARTUP_TIMEOUT_S`; a Kafka that does not answer by then, or refuses the
+credentials or the certificates, is one line and exit status 70.
 
     list    [filters] [--json]              one line per dead letter, in the order they failed
     show    PARTITION@OFFSET [--full] [--json]   one dead letter: every header, the key, the value
@@ -56,11 +59,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from worker.errors import FatalError
 from worker.pipeline.dead_letters import DeadLetterHeaders
 from worker.pipeline.logs import message_id_in
 from worker.pipeline.records import OutboundRecord, header
 from worker.pipeline.replay import ReplayTarget, replay_count, replay_headers
-from worker.settings import Settings, get_settings
+from worker.runtime.kafka_connection import kafka_client_config
+from worker.runtime.topic_admin import wait_for_kafka
+from worker.settings import Settings, get_settings, mask, secret_values
 from worker.topics import TopicNames
 
 __all__ = [
@@ -82,6 +88,9 @@ __all__ = [
     "run_dlq",
 ]
 
+#: Exit status when Kafka does not answer within KAFKA_STARTUP_TIMEOUT_S or refuses the
+#: connection (credentials, certificates): the worker's own (EX_SOFTWARE).
+EXIT_REFUSED = 70
 #: How long a read may go without any progress before the command gives up.
 IDLE_TIMEOUT_S = 30.0
 #: `list --since` starts reading at dead letters written this long before `since`.
@@ -589,7 +598,7 @@ def _to_letter(record: Any) -> DeadLetter:
 
 def _consumer(settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_config(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -618,8 +627,7 @@ async def _partitions(settings: Settings, topic: str) -> list[TopicPartition]:
 
 def _admin(settings: Settings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id=f"{settings.worker_app_id}-dlq",
+        **kafka_client_config(settings), client_id=f"{settings.worker_app_id}-dlq"
     )
 
 
@@ -891,7 +899,7 @@ class _RetrySender:
                 "(run `python -m worker topics`)"
             ) from None
         producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            **kafka_client_config(self._settings),
             acks="all",
             enable_idempotence=True,
             client_id=f"{self._settings.worker_app_id}-dlq",
@@ -1061,6 +1069,13 @@ async def run_dlq(
     out = out or sys.stdout
     err = err or sys.stderr
     try:
+        # as the worker does at start: wait for Kafka (KAFKA_STARTUP_TIMEOUT_S), and say at once
+        # in one line when it refuses the credentials or the certificates (exit 70)
+        await wait_for_kafka(settings)
+    except FatalError as exc:
+        err.write(f"dlq: {mask(str(exc), secret_values(settings))}\n")
+        return EXIT_REFUSED
+    try:
         if ns.command == "list":
             return await _list(ns, settings, out, err)
         if ns.command == "show":
@@ -1070,7 +1085,8 @@ async def run_dlq(
         err.write(f"dlq: {exc}\n")
         return 1
     except KafkaError as exc:
-        err.write(f"dlq: Kafka at {settings.kafka_bootstrap_servers}: {exc!r}\n")
+        line = f"dlq: Kafka at {settings.kafka_bootstrap_servers}: {exc!r}"
+        err.write(mask(line, secret_values(settings)) + "\n")
         return 1
 
 

@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 
 from worker.pipeline.dead_letters import DeadLetterHeaders
 from worker.pipeline.records import header
+from worker.runtime.kafka_connection import kafka_client_config
 from worker.settings import Settings, get_settings
 from worker.topics import TopicNames
 
@@ -94,7 +95,7 @@ def record_line(record: Record, *, dead_letters: str, width: int = WIDTH) -> str
 
 async def _partitions(settings: Settings, topics: Sequence[str]) -> list[TopicPartition]:
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_config(settings),
         client_id=f"{settings.worker_app_id}-tail",
     )
     await admin.start()
@@ -130,7 +131,7 @@ async def tail(
     printed; sets `started` once reading from the positions asked for."""
     tps = await _partitions(settings, topics)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_config(settings),
         group_id=None,
         enable_auto_commit=False,
         client_id=f"{settings.worker_app_id}-tail",

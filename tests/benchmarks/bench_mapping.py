@@ -47,7 +47,8 @@ from worker import __version__
 from worker.backends.autopilot import AutopilotBackend, AutopilotConfig
 from worker.destination.mapping import map_destination, precheck_call
 from worker.errors import WorkerError
-from worker.source.mapping import NATIVE, _integration, _received_text, map_source
+from worker.source.mapping import NATIVE, _integration, map_source
+from worker.source.track import received_text
 
 INTEGRATIONS = AutopilotBackend().integration_names
 
@@ -309,7 +310,7 @@ def _source_stages(values: Sequence[bytes]) -> dict[str, float]:
         raws.append(raw)
     native = NATIVE
     assert native is not None, "the native mapper is built by `make install`"
-    received, integration = _received_text(now), _integration(__version__)
+    received, integration = received_text(now), _integration(__version__)
     return {
         "native (NATIVE.map: parse, map, serialise)": _us(
             lambda raw: native.map(raw, None, received, integration), raws
@@ -324,7 +325,7 @@ def _source_stages(values: Sequence[bytes]) -> dict[str, float]:
 def _native_share(values: Sequence[bytes]) -> float:
     """The share of the inputs the native mapper maps itself (the rest take the Python path)."""
     assert NATIVE is not None, "the native mapper is built by `make install`"
-    received, integration = _received_text(datetime.now(UTC)), _integration(__version__)
+    received, integration = received_text(datetime.now(UTC)), _integration(__version__)
     taken = sum(NATIVE.map(raw, None, received, integration) is not None for raw in values)
     return round(taken / len(values), 4)
 

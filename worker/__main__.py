@@ -1,11 +1,11 @@
 """`python -m worker <command>` (also the `worker` console script).
 
-worker [run]              the streaming worker (creates topics, then runs the agents)
-map source|destination    offline mapping: one JSON line in, one JSON line out
-topics                    create every topic and print the topic map
-schemas [--check]         write (or check) the JSON Schemas in schemas/
-fake-autopilot            the stand-in Autopilot API on loopback
-dlq list|show|replay      dead letters: list and filter, show one, replay via the retry topic
+worker [run]                  the streaming worker (creates topics, then runs the agents)
+map source|ortto|destination  offline mapping: one JSON line in, one JSON line out
+topics                        create every topic and print the topic map
+schemas [--check]             write (or check) the JSON Schemas in schemas/
+fake-autopilot                the stand-in Autopilot API on loopback
+dlq list|show|replay          dead letters: list and filter, show one, replay via the retry topic
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the streaming worker")
     run.add_argument("-l", "--loglevel", default="info")
     mapping = sub.add_parser("map", help="offline mapping of JSON lines on stdin")
-    mapping.add_argument("pipeline", choices=["source", "destination"])
+    mapping.add_argument("pipeline", choices=["source", "ortto", "destination"])
     sub.add_parser("topics", help="create every topic and print the topic map")
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the topic values")
     schemas.add_argument("--check", action="store_true", help="fail if schemas/ is stale")

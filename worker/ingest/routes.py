@@ -219,8 +219,8 @@ class Ingest:
             "(Ortto's test deliveries).",
             labels=("path", "reason"),
         )
-        family.add_metric([ORTTO_PATH, "test_delivery"], 0)
-        for (path, reason), count in sorted(self.skipped.items()):
+        counts = {(ORTTO_PATH, "test_delivery"): 0, **self.skipped}  # 0 before the first
+        for (path, reason), count in sorted(counts.items()):
             family.add_metric([path, reason], count)
         return [family]
 

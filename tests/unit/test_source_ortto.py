@@ -1,20 +1,26 @@
-"""Ortto's activity webhook as a source input: its settings, its times, and the source's intake
-and map stages taking it beside the Autopilot format (one source, two formats).
+"""Ortto's activity webhook as a source input: its settings, its times, the source's intake and
+map stages taking it beside the Autopilot format (one source, two formats), and its two ways
+through (the common shape and the worded path) making the same track of every golden input and
+of thousands of mutations of them.
 
 The mapping's rules, case by case, are the golden cases in tests/golden/ortto/.
 """
 
 from __future__ import annotations
 
+import copy
 import io
+import json
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from worker.errors import SkipMessage, ValidationError
+from worker.errors import InvalidInput, SkipMessage, ValidationError
 from worker.identity import KIND_EMAIL_EVENT, KIND_HEADER, KIND_IDENTITY, KIND_ORTTO_ACTIVITY
 from worker.models.ortto_activity import EMAIL_ACTIVITIES
 from worker.pipeline.dead_letters import DeadLetterHeaders
@@ -23,6 +29,7 @@ from worker.pipeline.replay import ReplayTarget, replay_headers
 from worker.runtime.placement import Placement, home_partition
 from worker.runtime.tables import ChangelogTable
 from worker.settings import Settings, SettingsInvalid, configuration_errors
+from worker.source import ortto
 from worker.source.agents import Source
 from worker.source.mapping import map_source
 from worker.source.ortto import (
@@ -33,6 +40,7 @@ from worker.source.ortto import (
     parse_ortto_activity,
     utc_timestamp,
 )
+from worker.source.track import write_track
 from worker.tools.map import run_map
 from worker.topics import TopicNames
 
@@ -348,3 +356,214 @@ def test_map_ortto_writes_one_line_per_line(monkeypatch: pytest.MonkeyPatch) -> 
     assert results[2] == {"skip": "activity_not_mapped"}
     assert results[3]["error"]["status"] == 400
     assert results[4]["output"]["event"] == "Tagged"
+
+
+# --- the two ways through agree ------------------------------------------------------------
+
+GOLDEN = sorted((Path(__file__).parents[1] / "golden" / "ortto").glob("*.json"))
+
+
+def _golden(path: Path) -> dict[str, Any]:
+    case: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return case
+
+
+def _config(case: dict[str, Any]) -> OrttoConfig:
+    config = case.get("config", {})
+    return OrttoConfig.build(config.get("activity_events"), config.get("attribute_properties"))
+
+
+Outcome = tuple[Any, ...]
+
+
+def _written(run: Any) -> Outcome:
+    try:
+        event = run()
+    except UnmappedActivity as skip:
+        return ("skip", skip.reason, skip.field_id, skip.attr_keys)
+    except SkipMessage as skip:
+        return ("skip", skip.reason)
+    except InvalidInput as error:
+        return ("error", type(error).__name__, error.message)
+    if event is None:
+        return ("handed over",)
+    output = write_track(event, "u-learned", "2026-11-20T10:15:05.000Z", "1.0")
+    return ("output", output.key, output.to_json())
+
+
+def _agree(raw: bytes, config: OrttoConfig) -> bool:
+    """Assert that what the common shape makes of `raw`, if anything, is the worded path's;
+    say whether it took `raw` (mapped or skipped it)."""
+    fast = _written(lambda: ortto._common_activity(raw, config))
+    if fast == ("handed over",):
+        return False
+    worded = _written(lambda: ortto._worded_activity(raw, config))
+    if worded[:2] == ("error", "DecodeError") and "number is infinity" in worded[2]:
+        return True  # a number past a double's range in a field nobody reads (module doc)
+    assert fast == worded, raw
+    return True
+
+
+def test_the_common_shape_takes_what_ortto_sends() -> None:
+    taken = {
+        path.stem
+        for path in GOLDEN
+        if isinstance(_golden(path).get("input"), dict)
+        and _agree(orjson.dumps(_golden(path)["input"]), _config(_golden(path)))
+    }
+    assert {"opened_sample_payload", "clicked_with_attribute_properties", "bounced"} <= taken
+    assert {"other_activity_is_skipped", "test_webhook_is_skipped"} <= taken
+    assert "created_with_offset_becomes_utc" not in taken  # an offset: the worded path
+    assert "empty_external_id_is_absent" not in taken  # an empty string: the worded path
+    assert not {path.stem for path in GOLDEN if "error" in _golden(path)["expected"]} & taken
+
+
+_VALUES: tuple[Any, ...] = (
+    None,
+    "",
+    " ",
+    "x",
+    0,
+    1,
+    -1.5,
+    True,
+    [],
+    {},
+    ["x"],
+    {"str::is": "API"},
+    {"a": {"b": 1}},
+    {"n": 2**64},
+    {"n": 2**64 - 1},
+    {"n": -(2**63) - 1},
+    {"n": 123456789012345678901234567890},
+    {"f": 1e300, "g": -0.0, "t": True, "s": "", "z": None},
+    "act::o",
+    "act::c",
+    "act::t",
+    "act::test_webhook",
+    "a@b",
+    "a b@c",
+    "@b",
+    "a@",
+    "a@@b",
+    "é@b.c",
+    "a\u2003b@c",
+    "a\tb@c",
+    "A\x1cb@c",
+    "2026-11-20T10:15:00Z",
+    "2026-11-20T10:15:00.123456789Z",
+    "2026-11-20T10:15:00.5+02:00",
+    "2026-11-20T10:15:00+00:00",
+    "2026-11-20T10:15:00z",
+    "2026-11-20t10:15:00Z",
+    "2026-11-20T10:15:00.Z",
+    "2026-11-20T10:15:00.\u0663Z",
+    "2026-11-20T10:15:00",
+    "2026-02-30T10:15:00Z",
+    "2026-11-20T24:15:00Z",
+    "2026-11-20 10:15:00Z",
+    "0001-01-01T00:00:00+01:00",
+    "x" * 120,
+)
+
+_PATHS: tuple[tuple[str, ...], ...] = (
+    ("id",),
+    ("time",),
+    ("webhook_id",),
+    ("activity",),
+    ("activity", "id"),
+    ("activity", "field_id"),
+    ("activity", "created"),
+    ("activity", "attr"),
+    ("activity", "attr", "str::is"),
+    ("contact",),
+    ("contact", "contact_id"),
+    ("contact", "external_id"),
+    ("contact", "email"),
+    ("contact", "first_name"),
+    ("contact", "last_name"),
+    ("contact", "city"),
+    ("unknown",),
+)
+
+_DELETE = object()
+
+
+def _set(body: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any] | None:
+    body = copy.deepcopy(body)
+    target = body
+    for key in path[:-1]:
+        target = target.get(key)  # type: ignore[assignment]
+        if not isinstance(target, dict):
+            return None
+    if value is _DELETE:
+        if path[-1] not in target:
+            return None
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return body
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    """Compact JSON, as Ortto writes it; integers past 64 bits too (orjson refuses them)."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _mutations() -> Iterator[tuple[bytes, OrttoConfig]]:
+    for path in GOLDEN:
+        case = _golden(path)
+        base, config = case.get("input"), _config(case)
+        if not isinstance(base, dict):
+            continue
+        for field in _PATHS:
+            for value in (_DELETE, *_VALUES):
+                body = _set(base, field, value)
+                if body is not None:
+                    yield _dumps(body), config
+        rest = orjson.dumps(base)[1:]
+        for extra in (
+            b'{"x":"\xff",',  # bad UTF-8 in a field nobody reads: msgspec skips it unread
+            b'{"x":"\xed\xa0\x80",',  # an encoded surrogate
+            b'{"x":"\xc3\xa9",',  # good UTF-8 there
+            b'{"x":"\\ud800",',  # a lone surrogate escaped
+            b'{"x":"\\q",',  # an escape JSON has not
+            b'{"x":"\\u00e9\\/\\n",',
+            b'{"id":"first",',  # a duplicate key: the last one counts, in both
+            b'{"n":NaN,',
+            b'{"n":1e400,',
+            b'{"n":123456789012345678901234567890,',
+            b"\xef\xbb\xbf{",
+            b'{"x":\x01,',
+        ):
+            yield extra + rest, config
+        for depth in (500, 1020, 1023, 1024, 1025, 1100):
+            yield b'{"deep":' + b"[" * depth + b"]" * depth + b"," + rest, config
+            yield b'{"deep":' + b'{"":' * depth + b"1" + b"}" * depth + b"," + rest, config
+        yield orjson.dumps(base) + b"\n ", config
+        yield orjson.dumps(base)[:-1], config
+
+
+def test_mutations_agree() -> None:
+    taken = total = 0
+    for raw, config in _mutations():
+        total += 1
+        taken += _agree(raw, config)
+    assert total > 30_000
+    assert taken > 8_000  # both ways are exercised
+    assert total - taken > 20_000
+
+
+def test_escaped_and_duplicate_keys_agree() -> None:
+    head = '{"id":"d","time":"2026-11-20T10:15:00Z","activity":{"field_id":"act::o"}'
+    for contact in (
+        ',"contact":{"email":"x@y","email":"z@w"}}',
+        ',"contact":{"email":"x@y"},"contact":{"email":"q@r"}}',
+        ',"contact":5,"contact":{"email":"q@r"}}',
+        ',"contact":{"email":"q@r"},"contact":5}',
+        ',"contact":{"external_id":"u","external_id":null,"email":"q@r"}}',
+        ',"contact":{"\\u0065mail":"x@y","first_\\u006eame":"\\u00c9"}}',
+        ',"contact":{"email":"x\\u0040y"}}',
+        ',"contact":{"email":"x\\ty@z"}}',
+    ):
+        _agree((head + contact).encode(), OrttoConfig())

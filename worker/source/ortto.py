@@ -35,17 +35,29 @@ make its track (`worker.source.track`). What it reads, and how:
 Errors (400, dead-lettered with the original bytes), every one found at once, joined by "; ":
 not JSON, not an object, no `id`, no `activity.field_id`, no `contact.email` (or one that is not
 an address), an unreadable time (or none at all), and a field read of the wrong type.
+
+Two ways through, one answer. `_common_activity` takes the shape Ortto sends (every field read
+of its type, no empty strings, a time in UTC with `Z`, a flat `attr`): msgspec decodes it
+straight from the bytes into strict structs, skipping in C the contact fields the worker does not
+read, and Python checks what msgspec cannot (that orjson would take the same bytes, the field
+id, the address, the time, empty strings). Anything else goes to `_worded_activity` (orjson,
+then every check in Python), which alone words errors and reads the rest (offsets, empty
+strings, ...). `tests/unit/test_source_ortto.py` holds the two to the same neutral event on
+every golden input and on thousands of mutations of them. One difference is kept on purpose: a
+number past a double's range (`1e400`) in a field the worker does not read is skipped unread by
+msgspec, where orjson refuses the whole body; such an activity is mapped, not dead-lettered
+(Ortto never writes one: Go's JSON cannot).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import msgspec
 import orjson
@@ -54,7 +66,7 @@ from worker import __version__
 from worker.errors import DecodeError, SkipMessage, ValidationError
 from worker.models.autopilot_event import EMAIL_ADDRESS, TYPE_ALIASES
 from worker.models.ortto_activity import EMAIL_ACTIVITIES, TEST_WEBHOOK_FIELD_ID
-from worker.models.segment_track import INTEGRATION_NAME, ORTTO_INTEGRATION_NAME
+from worker.models.segment_track import INTEGRATION_NAME, ORTTO_INTEGRATION_NAME, SEED_PROPERTIES
 from worker.settings import Settings
 from worker.source.track import (
     MILLIS,
@@ -94,7 +106,47 @@ _TIME: Final = re.compile(
     r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
 )
 _TIME_FORM: Final = "must be an ISO-8601 date-time with a UTC offset"
+_is_address: Final = EMAIL_ADDRESS.fullmatch
+_INT_MIN: Final = -(2**63)
+_INT_END: Final = 2**64
+"""orjson reads a JSON integer outside [-2**63, 2**64) as a float, msgspec as an int."""
+_SHALLOW_SIZE: Final = 2048
+"""Fewer bytes cannot nest past orjson's depth limit (1024), which msgspec's skipping passes."""
+_MAX_OPENINGS: Final = 1000
+_OPEN_BRACKET: Final = ord("[")
+_OPEN_BRACE: Final = ord("{")
+_BACKSLASH: Final = ord("\\")
+_NO_SEEDS: Final = (None,) * len(SEED_PROPERTIES)
 _NOT_SNAKE: Final = re.compile(r"[^a-z0-9]+")
+
+
+# The shape Ortto sends, as msgspec structs: unknown fields skipped, types strict.
+
+
+class _CommonActivity(msgspec.Struct, gc=False):
+    field_id: str
+    id: str | None = None
+    created: str | None = None
+    attr: dict[str, Any] | None = None
+
+
+class _CommonContact(msgspec.Struct, gc=False):
+    email: str
+    contact_id: str | None = None
+    external_id: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+class _CommonDelivery(msgspec.Struct, gc=False):
+    id: str
+    activity: _CommonActivity
+    contact: _CommonContact
+    time: str | None = None
+    webhook_id: str | None = None
+
+
+_decode_common: Final = msgspec.json.Decoder(_CommonDelivery).decode
 
 
 class UnmappedActivity(SkipMessage):
@@ -114,6 +166,15 @@ class OrttoConfig:
 
     events: Mapping[str, tuple[str, str]] = field(default_factory=lambda: EMAIL_ACTIVITIES)
     properties: tuple[tuple[str, str], ...] = ()
+    #: `properties` as (attr key, index among SEED_PROPERTIES, whether it is `transactional`)
+    plan: tuple[tuple[str, int, bool], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        plan = tuple(
+            (key, SEED_PROPERTIES.index(name), name == "transactional")
+            for key, name in self.properties
+        )
+        object.__setattr__(self, "plan", plan)
 
     @classmethod
     def build(
@@ -159,6 +220,107 @@ def map_ortto(
 def parse_ortto_activity(raw: bytes, config: OrttoConfig) -> NeutralEmailEvent:
     """The neutral email event of one activity; `SkipMessage` for a test delivery or an
     activity no event is named for; else one `InvalidInput` saying everything that is wrong."""
+    event = _common_activity(raw, config)
+    if event is not None:
+        return event
+    return _worded_activity(raw, config)
+
+
+def _common_activity(raw: bytes, config: OrttoConfig) -> NeutralEmailEvent | None:
+    """The event of `raw` when it has the shape Ortto sends, else None (see the module doc)."""
+    try:
+        delivery = _decode_common(raw)
+    except (ValueError, RecursionError):  # msgspec's errors, nesting past the stack
+        return None
+    plain = raw.isascii()
+    if not plain:  # msgspec skips unread strings without checking their UTF-8
+        try:
+            raw.decode()
+        except UnicodeDecodeError:
+            return None
+    if len(raw) > _SHALLOW_SIZE and raw.count(_OPEN_BRACKET) + raw.count(_OPEN_BRACE) > (
+        _MAX_OPENINGS
+    ):
+        return None
+    activity, contact = delivery.activity, delivery.contact
+    field_id, event_id, email = activity.field_id, delivery.id, contact.email
+    kind = config.events.get(field_id)
+    if kind is None or field_id == TEST_WEBHOOK_FIELD_ID:
+        if field_id:  # decided by the field id alone, as `_worded_activity` decides
+            _skip(field_id, activity.attr)
+        return None
+    if not event_id:
+        return None
+    if plain and _BACKSLASH not in raw:  # then the only white space it can hold is " "
+        if " " in email or email.count("@") != 1 or email[0] == "@" or email[-1] == "@":
+            return None
+    elif _is_address(email) is None:
+        return None
+    created = activity.created
+    timestamp = _zulu_timestamp(delivery.time if created is None else created)
+    if timestamp is None:
+        return None
+    webhook_id, activity_id = delivery.webhook_id, activity.id
+    contact_id, external_id = contact.contact_id, contact.external_id
+    first_name, last_name = contact.first_name, contact.last_name
+    if (
+        webhook_id == ""
+        or activity_id == ""
+        or contact_id == ""
+        or external_id == ""
+        or first_name == ""
+        or last_name == ""
+    ):
+        return None
+    attr = activity.attr
+    seeds: Sequence[str | bool | None] = _NO_SEEDS
+    if attr:
+        for value in attr.values():
+            if type(value) is int:
+                if not _INT_MIN <= value < _INT_END:
+                    return None
+            elif type(value) is dict or type(value) is list:
+                return None  # left to orjson's reading
+        if config.plan:
+            seeds = _seed_properties(attr, config.plan)
+    properties = _properties(
+        kind[0], seeds, activity_id=activity_id, field_id=field_id, webhook_id=webhook_id, attr=attr
+    )
+    return NeutralEmailEvent(
+        message_id(MESSAGE_ID_PREFIX, event_id),
+        kind[1],
+        timestamp,
+        email,
+        contact_id,
+        external_id,
+        properties,
+        ORTTO_INTEGRATION_NAME,
+        _INTEGRATIONS,
+        first_name,
+        last_name,
+    )
+
+
+def _zulu_timestamp(text: str | None) -> str | None:
+    """`text` as written when it is `YYYY-MM-DDTHH:MM:SS[.f...]Z` (what Ortto sends), else None
+    (`utc_timestamp` then decides)."""
+    if text is None:
+        return None
+    size = len(text)
+    if size < 20 or text[-1] != "Z" or text[4:20:3] != ("--T::Z" if size == 20 else "--T::."):
+        return None
+    fraction = text[20:-1]
+    if size > 20 and not (fraction.isdigit() and fraction.isascii()):
+        return None
+    try:
+        datetime.fromisoformat(text[:19])  # the digits, their ranges and the calendar
+    except ValueError:
+        return None
+    return text[:19] + (MILLIS[int(fraction[:3].ljust(3, "0"))] if fraction else ".000Z")
+
+
+def _worded_activity(raw: bytes, config: OrttoConfig) -> NeutralEmailEvent:
+    """Every input `_common_activity` does not take: its event, its skip, or its errors."""
     body = _decode(raw)
     errors: list[str] = []
     activity = _object(body, "activity", "activity", errors, required=True)
@@ -167,12 +329,10 @@ def parse_ortto_activity(raw: bytes, config: OrttoConfig) -> NeutralEmailEvent:
         field_id = _text(activity, "field_id", "activity.field_id", errors, required=True)
     else:
         activity = {}
-    if field_id is not None:
-        if field_id == TEST_WEBHOOK_FIELD_ID:
-            raise SkipMessage("test_delivery")
-        if field_id not in config.events:
-            attr = activity.get("attr")
-            raise UnmappedActivity(field_id, tuple(attr) if isinstance(attr, dict) else ())
+    if field_id is not None and (
+        field_id == TEST_WEBHOOK_FIELD_ID or field_id not in config.events
+    ):
+        _skip(field_id, activity.get("attr"))
     event_id = _text(body, "id", "id", errors, required=True)
     webhook_id = _text(body, "webhook_id", "webhook_id", errors)
     activity_id = _text(activity, "id", "activity.id", errors)
@@ -199,15 +359,15 @@ def parse_ortto_activity(raw: bytes, config: OrttoConfig) -> NeutralEmailEvent:
     if errors or field_id is None or event_id is None or email is None or timestamp is None:
         raise ValidationError("; ".join(errors))
     canonical, event_name = config.events[field_id]
-    properties = TrackProperties(
+    seeds = _seed_properties(attr, config.plan) if attr else _NO_SEEDS
+    properties = _properties(
         canonical,
+        seeds,
         activity_id=activity_id,
         field_id=field_id,
         webhook_id=webhook_id,
-        attributes=attr,
+        attr=attr,
     )
-    if attr:
-        _fill_seed_properties(properties, attr, config.properties)
     return NeutralEmailEvent(
         message_id(MESSAGE_ID_PREFIX, event_id),
         event_name,
@@ -221,6 +381,13 @@ def parse_ortto_activity(raw: bytes, config: OrttoConfig) -> NeutralEmailEvent:
         first_name=first_name,
         last_name=last_name,
     )
+
+
+def _skip(field_id: str, attr: object) -> NoReturn:
+    """Ortto's test delivery, or an activity no event is named for."""
+    if field_id == TEST_WEBHOOK_FIELD_ID:
+        raise SkipMessage("test_delivery")
+    raise UnmappedActivity(field_id, tuple(attr) if isinstance(attr, dict) else ())
 
 
 def utc_timestamp(text: str) -> str | None:
@@ -309,22 +476,47 @@ def _timestamp(parent: dict[str, Any], name: str, path: str, errors: list[str]) 
     return timestamp
 
 
-def _fill_seed_properties(
-    properties: TrackProperties, attr: dict[str, Any], names: tuple[tuple[str, str], ...]
-) -> None:
-    """Set the seed's properties the configured attr keys fill (see the module doc)."""
-    for key, name in names:
-        if getattr(properties, name) is not None:
-            continue  # an earlier key filled it
+def _properties(
+    canonical: str,
+    seeds: Sequence[str | bool | None],
+    *,
+    activity_id: str | None,
+    field_id: str,
+    webhook_id: str | None,
+    attr: dict[str, Any] | None,
+) -> TrackProperties:
+    """`properties`: `seeds` are `_seed_properties`' (`transactional` the only boolean)."""
+    # one seed per SEED_PROPERTIES, in TrackProperties' order: what mypy cannot count
+    return TrackProperties(
+        canonical,
+        *seeds,  # type: ignore[arg-type]
+        activity_id,  # type: ignore[call-arg]
+        field_id,
+        webhook_id,
+        attr,
+    )
+
+
+def _seed_properties(
+    attr: dict[str, Any], plan: tuple[tuple[str, int, bool], ...]
+) -> list[str | bool | None]:
+    """The seed's properties, in `SEED_PROPERTIES`' order, that the configured attr keys fill
+    (see the module doc); None where none does."""
+    seeds: list[str | bool | None] = [None] * len(SEED_PROPERTIES)
+    for key, index, boolean in plan:
         value = attr.get(key)
-        if name == "transactional":
-            if isinstance(value, bool):
-                properties.transactional = value
-        elif isinstance(value, str):
+        if value is None or seeds[index] is not None:
+            continue  # absent, or an earlier key filled it
+        kind = type(value)
+        if boolean:
+            if kind is bool:
+                seeds[index] = value
+        elif kind is str:
             if value:
-                setattr(properties, name, value)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            setattr(properties, name, json.dumps(value))
+                seeds[index] = value
+        elif kind is int or kind is float:
+            seeds[index] = json.dumps(value)
+    return seeds
 
 
 def _echo(value: object) -> str:

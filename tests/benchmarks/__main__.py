@@ -140,12 +140,12 @@ def _mapping_rows(m: dict[str, Any]) -> list[list[str]]:
     if failed := _failed(m):
         return [["mapping throughput, one core", failed, "", "", "≥ 0.4"]]
     rows = []
-    labels = {
-        "source": "source mapping",
-        "ortto": "source mapping, Ortto webhook activities",
-        "destination": "destination mapping",
+    labels = {  # side -> (row, the issues' goal for the ratio)
+        "source": ("source mapping", "≥ 0.4"),
+        "ortto": ("source mapping, Ortto webhook activities", "none set"),
+        "destination": ("destination mapping", "≥ 0.4"),
     }
-    for side, label in labels.items():
+    for side, (label, goal) in labels.items():
         if side not in m:
             continue
         r = m[side]
@@ -158,7 +158,7 @@ def _mapping_rows(m: dict[str, Any]) -> list[list[str]]:
                 f"orjson loads + dumps {_n(r['floor_events_per_s'])}/s "
                 f"({r['floor_us_per_event']:g} µs)",
                 f"{r['ratio']:.3f}",
-                "≥ 0.4",
+                goal,
             ]
         )
     return rows

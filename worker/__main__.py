@@ -1,13 +1,13 @@
 """`python -m worker <command>` (also the `worker` console script).
 
-worker [run]              the streaming worker (creates topics, then runs the agents)
-map source|destination    offline mapping: one JSON line in, one JSON line out
-topics                    create every topic and print the topic map
-check                     Kafka (TLS, SASL), topics, API key, write keys: one verdict a line
-schemas [--check]         write (or check) the JSON Schemas in schemas/
-fake-autopilot            the stand-in Autopilot API on loopback
-dlq list|show|replay      dead letters: list and filter, show one, replay via the retry topic
-tail [TOPIC ...]          print records as they arrive (default: the outputs, dead letters)
+worker [run]                  the streaming worker (creates topics, then runs the agents)
+map source|ortto|destination  offline mapping: one JSON line in, one JSON line out
+topics                        create every topic and print the topic map
+check                         Kafka (TLS, SASL), topics, API key, write keys: one verdict a line
+schemas [--check]             write (or check) the JSON Schemas in schemas/
+fake-autopilot                the stand-in Autopilot API on loopback
+dlq list|show|replay          dead letters: list and filter, show one, replay via the retry topic
+tail [TOPIC ...]              print records as they arrive (default: the outputs, dead letters)
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the streaming worker")
     run.add_argument("-l", "--loglevel", default="info")
     mapping = sub.add_parser("map", help="offline mapping of JSON lines on stdin")
-    mapping.add_argument("pipeline", choices=["source", "destination"])
+    mapping.add_argument("pipeline", choices=["source", "ortto", "destination"])
     sub.add_parser("topics", help="create every topic and print the topic map")
     sub.add_parser(
         "check", help="check Kafka (with TLS/SASL), the topics, the API key and the write keys"

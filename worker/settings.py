@@ -24,6 +24,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic import ValidationError as SettingsInvalid
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.models.ortto_activity import TEST_WEBHOOK_FIELD_ID
+from worker.models.segment_track import SEED_PROPERTIES
+
 __all__ = [
     "FEATURES",
     "MASK",
@@ -164,6 +167,7 @@ class Settings(BaseSettings):
     topic_autopilot_requests: str = "autopilot.requests"
     topic_autopilot_deliveries: str = "autopilot.deliveries"
     topic_dead_letters: str = "autopilot-worker.dead-letters"
+    topic_ortto_activities: str = "ortto.activities"
 
     # Breaker: pauses a pipeline whose own code fails (UnexpectedError); bad data never counts
     dlq_breaker_window: int = Field(
@@ -223,6 +227,23 @@ class Settings(BaseSettings):
     )
     ingest_kafka_timeout_s: float = Field(
         10.0, gt=0, description="How long a request waits for Kafka's acks before a 503."
+    )
+
+    # Ortto's activity webhook as a source input (worker.ingest, worker.source.ortto)
+    ortto_webhook_token: SecretStr | None = Field(
+        None,
+        description="Token Ortto's webhook must present (basic-auth password, Bearer token or "
+        "X-Ortto-Token); unset: 503.",
+    )
+    ortto_activity_events: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="JSON object: Ortto activity field_id -> Segment event name; adds to or "
+        "overrides the built-in email activities.",
+    )
+    ortto_attribute_properties: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="JSON object: Ortto activity attr key -> the track property it fills "
+        f"({', '.join(SEED_PROPERTIES)}).",
     )
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
@@ -286,6 +307,45 @@ class Settings(BaseSettings):
             value = None
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise ValueError(f"not a JSON object of event name to trigger id; {_TRIGGERS_FORM}")
+        return value
+
+    @field_validator("ortto_activity_events", "ortto_attribute_properties", mode="before")
+    @classmethod
+    def _parse_ortto_tables(cls, raw: object) -> object:
+        """Both are JSON objects of non-empty text to non-empty text."""
+        if not isinstance(raw, str | bytes):
+            return raw
+        if not raw.strip():
+            return {}
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError("not a JSON object")  # noqa: TRY004
+        return value
+
+    @field_validator("ortto_activity_events")
+    @classmethod
+    def _check_activity_events(cls, value: dict[str, str]) -> dict[str, str]:
+        for field_id, event in value.items():
+            if not field_id.strip() or not event.strip():
+                raise ValueError("field ids and event names must not be empty")
+        if TEST_WEBHOOK_FIELD_ID in value:
+            raise ValueError(f"{TEST_WEBHOOK_FIELD_ID} is Ortto's test delivery, never mapped")
+        return value
+
+    @field_validator("ortto_attribute_properties")
+    @classmethod
+    def _check_attribute_properties(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, name in value.items():
+            if not key.strip():
+                raise ValueError("attr keys must not be empty")
+            if name not in SEED_PROPERTIES:
+                raise ValueError(
+                    f"{name!r} is not a property the source fills; expected one of "
+                    f"{', '.join(SEED_PROPERTIES)}"
+                )
         return value
 
 
@@ -377,6 +437,10 @@ _EXPECTED: dict[str, str] = {
     "topic_replication_factor": "expected a whole number of at least 1",
     "autopilot_rate_limit": "expected requests per second above 0, e.g. 5 or 0.5",
     "worker_web_port": "expected a port number from 1 to 65535",
+    "ortto_activity_events": "expected a JSON object of activity field id to event name, e.g. "
+    '{"act:cm:flight-booked": "Flight Booked"}',
+    "ortto_attribute_properties": "expected a JSON object of activity attr key to property "
+    'name, e.g. {"<attr key>": "campaign_id"}',
 }
 
 

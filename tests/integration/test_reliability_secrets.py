@@ -1,7 +1,8 @@
 """No secret ever leaves the worker: a scan of every log line, topic record and response.
 
 The worker runs at log level debug (more than production's info, so more to leak) with
-distinctive values for AUTOPILOT_API_KEY, two SEGMENT_WRITE_KEYS and AUTOPILOT_WEBHOOK_TOKEN,
+distinctive values for AUTOPILOT_API_KEY, two SEGMENT_WRITE_KEYS, AUTOPILOT_WEBHOOK_TOKEN and
+ORTTO_WEBHOOK_TOKEN,
 and traffic goes down every path:
 
 - source: valid and invalid email events on the input topic;
@@ -9,8 +10,10 @@ and traffic goes down every path:
   the API rejects (400, a dead letter with the response body), a trigger for an unknown contact
   (404), and a refused key (401: delivery pauses, probes with the key, resumes);
 - ingest: the Segment HTTP API with a wrong and a right write key, as HTTP Basic and as
-  `writeKey` in the body (which must not reach the topic), and the webhook with a wrong token and
-  the right one in its header, as a Bearer token and in the query string.
+  `writeKey` in the body (which must not reach the topic), the Autopilot webhook with a wrong
+  token and the right one in its header, as a Bearer token and in the query string, and Ortto's
+  webhook with a wrong token and the right one as a basic-auth password, in its header and as a
+  Bearer token.
 
 Then every log line, every record (key, value, header names and values) of every topic the
 broker lists for this worker, the dead letters among them, and every response the worker gave
@@ -47,7 +50,8 @@ API_KEY = "apk-LEAKCHECK-7f3a9c1e5b2d"
 WRITE_KEY = "wk-LEAKCHECK-2d8e4b6a0c1f"
 OTHER_WRITE_KEY = "wk-LEAKCHECK-9a1b3c5d7e0a"
 WEBHOOK_TOKEN = "tok-LEAKCHECK-5e7a9c1d3f8b"
-SECRETS = (API_KEY, WRITE_KEY, OTHER_WRITE_KEY, WEBHOOK_TOKEN)
+ORTTO_TOKEN = "ort-LEAKCHECK-3b5d7f9a1c2e"
+SECRETS = (API_KEY, WRITE_KEY, OTHER_WRITE_KEY, WEBHOOK_TOKEN, ORTTO_TOKEN)
 WRONG = ("wk-WRONGKEY-0b1c2d3e4f5a", "tok-WRONGTOKEN-6a7b8c9d0e1f")
 TRIGGER = "0001"
 
@@ -70,6 +74,7 @@ NEEDLES: dict[bytes, str] = {
         ("SEGMENT_WRITE_KEYS[0]", WRITE_KEY),
         ("SEGMENT_WRITE_KEYS[1]", OTHER_WRITE_KEY),
         ("AUTOPILOT_WEBHOOK_TOKEN", WEBHOOK_TOKEN),
+        ("ORTTO_WEBHOOK_TOKEN", ORTTO_TOKEN),
         ("wrong write key", WRONG[0]),
         ("wrong webhook token", WRONG[1]),
     ]
@@ -81,8 +86,9 @@ def _leaks(where: str, data: bytes) -> list[str]:
     return [f"{NEEDLES[n]} in {where}" for n in NEEDLES if n in data]
 
 
-def _basic(key: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+def _basic(key: str, password: str = "") -> dict[str, str]:
+    credentials = base64.b64encode(f"{key}:{password}".encode()).decode()
+    return {"Authorization": "Basic " + credentials}
 
 
 def _event(event_id: str, email: str) -> bytes:
@@ -95,6 +101,16 @@ def _event(event_id: str, email: str) -> bytes:
             "email": {"id": "email_1"},
         }
     )
+
+
+def _ortto_activity(field_id: str, email: str) -> dict[str, Any]:
+    return {
+        "id": f"ortto-{field_id}",
+        "time": "2026-11-20T10:15:00.123456789Z",
+        "webhook_id": "webhook-1",
+        "activity": {"id": "activity-1", "field_id": field_id, "attr": {}},
+        "contact": {"contact_id": "contact-1", "email": email},
+    }
 
 
 def _call(kind: str, user: str, message_id: str, email: str | None = None) -> dict[str, Any]:
@@ -129,6 +145,8 @@ async def _http_traffic(base_url: str, responses: list[httpx.Response]) -> None:
         "writeKey": WRITE_KEY,
     }
     webhook = orjson.dumps(orjson.loads(_event("evt-hook", "hook@example.com")))
+    ortto = orjson.dumps(_ortto_activity("act::o", "ortto@example.com"))
+    ortto_test = orjson.dumps(_ortto_activity("act::test_webhook", "ortto@example.com"))
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
         sent: list[tuple[str, dict[str, str], bytes, int]] = [
             ("/v1/batch", _basic(WRONG[0]), orjson.dumps(batch), 401),
@@ -141,6 +159,11 @@ async def _http_traffic(base_url: str, responses: list[httpx.Response]) -> None:
             ("/autopilot/events", {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}, webhook, 200),
             (f"/autopilot/events?token={WEBHOOK_TOKEN}", {}, webhook, 200),
             (f"/autopilot/events?token={WRONG[1]}", {}, webhook, 401),
+            ("/ortto/webhook", _basic("ortto", WRONG[1]), ortto, 401),
+            ("/ortto/webhook", {"X-Ortto-Token": WRONG[1]}, ortto, 401),
+            ("/ortto/webhook", _basic("ortto", ORTTO_TOKEN), ortto, 200),
+            ("/ortto/webhook", {"X-Ortto-Token": ORTTO_TOKEN}, ortto, 200),
+            ("/ortto/webhook", {"Authorization": f"Bearer {ORTTO_TOKEN}"}, ortto_test, 200),
         ]
         for path, headers, body, status in sent:
             response = await http.post(path, content=body, headers=headers)
@@ -166,6 +189,7 @@ async def test_no_secret_in_any_log_line_topic_header_or_response(
         AUTOPILOT_BULK_LINGER_MS="100",
         SEGMENT_WRITE_KEYS=f"{WRITE_KEY},{OTHER_WRITE_KEY}",
         AUTOPILOT_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
+        ORTTO_WEBHOOK_TOKEN=ORTTO_TOKEN,
     )
     names = topic_names(env)
     base_url = f"http://127.0.0.1:{env['WORKER_WEB_PORT']}"

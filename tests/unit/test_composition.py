@@ -30,6 +30,13 @@ def test_every_feature_runs_by_default() -> None:
         "destination_audiences",
     }
     assert set(runtime.breakers) == {"source", "destination", "delivery", "replay"}
+    # one source, two input formats: its intake reads both input topics
+    assert runtime.app.agents["source-intake"].channel.topics == (
+        "autopilot.email-events",
+        "ortto.activities",
+    )
+    paths = {r.resource.canonical for r in runtime.app.web.web_app.router.routes()}  # type: ignore[attr-defined]
+    assert {"/autopilot/events", "/ortto/webhook"} <= paths
 
 
 def test_a_delivery_only_process_runs_delivery_and_replay_alone() -> None:

@@ -849,6 +849,7 @@ async def _replay(ns: argparse.Namespace, settings: Settings, out: TextIO, err: 
 def _refuse_shared_retry_topic(names: TopicNames) -> None:
     shared = {
         names.email_events,
+        names.ortto_activities,
         names.segment_calls,
         names.segment_tracks,
         names.autopilot_requests,

@@ -81,7 +81,11 @@ def _fake_port() -> int:
 
 def dev_environment(environ: dict[str, str], *, stand_in: bool) -> dict[str, str]:
     """The development settings `make run` adds where `environ` sets none."""
-    added = {"SEGMENT_WRITE_KEYS": DEV_WRITE_KEY, "AUTOPILOT_WEBHOOK_TOKEN": DEV_WEBHOOK_TOKEN}
+    added = {
+        "SEGMENT_WRITE_KEYS": DEV_WRITE_KEY,
+        "AUTOPILOT_WEBHOOK_TOKEN": DEV_WEBHOOK_TOKEN,
+        "ORTTO_WEBHOOK_TOKEN": DEV_WEBHOOK_TOKEN,
+    }
     if stand_in:
         added["AUTOPILOT_API_KEY"] = DEV_KEY
         if not environ.get("AUTOPILOT_TRIGGERS"):
@@ -149,6 +153,7 @@ def greeting(
     """The block `make run` prints once the worker is ready."""
     write_key = env["SEGMENT_WRITE_KEYS"].split(",")[0].strip()
     token = env["AUTOPILOT_WEBHOOK_TOKEN"]
+    ortto_token = env.get("ORTTO_WEBHOOK_TOKEN", "not set: 503")
     now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     identify = {"userId": "u-1", "traits": {"email": "ada@example.com", "firstName": "Ada"}}
     track = {"userId": "u-1", "event": "Signed Up", "properties": {"plan": "pro"}}
@@ -187,6 +192,7 @@ def greeting(
         f"                      Segment API: POST /v1/identify /v1/track /v1/batch ... "
         f"(write key {write_key})",
         f"                      Autopilot webhook: POST /autopilot/events (token {token})",
+        f"                      Ortto webhook: POST /ortto/webhook (token {ortto_token})",
         api,
         "",
         f"  topics in:   {topics['segment_calls']}, {topics['email_events']}",

@@ -44,7 +44,7 @@ def create_app(settings: Settings) -> WorkerApp:
         consumer_auto_offset_reset="earliest",
         # up to 2 MiB a partition per fetch (faust's default: 1 MiB): with a backlog, the worker
         # waited on fetches (the machine half idle); 2 MiB gave about 1.3 times the events a second
-        # for about 20 MiB more peak RSS, and 4 MiB no more events for 70 MiB more (README)
+        # for about 20 MiB more peak RSS, and 4 MiB no more events for 70 MiB more (docs/FIGURES.md)
         consumer_max_fetch_size=2 * 1024 * 1024,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.broker_session_timeout,

@@ -92,7 +92,7 @@ def test_running_totals_read_the_counters_the_metrics_export() -> None:
     stage.route(
         [InboundMessage("in", 0, n, 0, None, v) for n, v in enumerate([b"ok", b"skip", b"bad"])]
     )
-    totals = running_totals([stage], {("delivered", "200"): 4}, requests=9)
+    totals = running_totals([stage], {("delivered", "200"): 4}, requests=9, waited_ms=250)
     assert totals == {
         ("stage", "source", "intake", "in"): 3,
         ("stage", "source", "intake", "out"): 1,
@@ -100,4 +100,5 @@ def test_running_totals_read_the_counters_the_metrics_export() -> None:
         ("stage", "source", "intake", "dead_lettered", "DecodeError", "400"): 1,
         ("delivery", "delivered", "200"): 4,
         ("requests",): 9,
+        ("rate_limit_waited_ms",): 250,
     }

@@ -24,7 +24,7 @@ __all__ = ["KEEP_MINUTES", "CountHistory", "Key", "Series", "running_totals"]
 
 #: A counter's name: ("stage", pipeline, stage, "in" | "out"), ("stage", pipeline, stage,
 #: "skipped", reason), ("stage", pipeline, stage, "dead_lettered", error class, status),
-#: ("delivery", outcome, status), ("requests",).
+#: ("delivery", outcome, status), ("requests",), ("rate_limit_waited_ms",).
 Key = tuple[str, ...]
 
 #: A day of one-minute buckets, and the minute under way.
@@ -32,7 +32,11 @@ KEEP_MINUTES = 24 * 60 + 1
 
 
 def running_totals(
-    stages: Iterable[Stage], delivery_outcomes: Mapping[tuple[str, str], int], requests: int
+    stages: Iterable[Stage],
+    delivery_outcomes: Mapping[tuple[str, str], int],
+    *,
+    requests: int,
+    waited_ms: int = 0,
 ) -> dict[Key, int]:
     """Every counter's running total now, by `Key`."""
     totals: dict[Key, int] = {}
@@ -47,6 +51,7 @@ def running_totals(
     for (outcome, status), count in delivery_outcomes.items():
         totals["delivery", outcome, status] = count
     totals["requests",] = requests
+    totals["rate_limit_waited_ms",] = waited_ms
     return totals
 
 

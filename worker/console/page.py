@@ -388,7 +388,7 @@ def _failures(data: PageData) -> str:
         )
         + "</form>"
         + (f'<p id="search-note">{_e(data.search_note)}</p>' if data.search_note else "")
-        + f'<form id="failures" method="post" action="{REPLAY_PATH}">'
+        + f'<form id="failures" method="post" action="{REPLAY_PATH}" autocomplete="off">'
         '<div class="toolbar"><button id="replay" type="submit" disabled>Replay selected'
         '</button><span id="replay-status" role="status"></span></div>'
         '<table class="failures"><thead><tr><th></th><th>failed at</th><th>messageId</th>'

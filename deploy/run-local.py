@@ -81,6 +81,8 @@ def main() -> int:
             print(f"stand-in Autopilot API on {env['AUTOPILOT_BASE_URL']}", flush=True)
         worker = [sys.executable, "-m", "worker", "run", "--loglevel", "info"]
         children.append(subprocess.Popen(worker, env=env, start_new_session=True))
+        web_port = env.get("WORKER_WEB_PORT", "6066")
+        print(f"Event Delivery page on http://127.0.0.1:{web_port}/", flush=True)
         print("worker running; Ctrl-C stops it, then the broker", flush=True)
         while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.2)

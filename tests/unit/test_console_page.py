@@ -157,6 +157,14 @@ def test_the_ring_keeps_the_latest_newest_first_and_searches_ids_and_contacts() 
     assert ring.get(LetterRef(0, 0)) is None
 
 
+def test_the_ring_keeps_the_latest_by_failure_time_whatever_order_they_come_in() -> None:
+    ring = FailureRing(size=3)
+    for n in (4, 0, 9, 2, 7, 1):
+        ring.add(_failure(n, email="p@example.com", minute=n))
+    assert [f.ref.offset for f in ring.latest()] == [9, 7, 4]
+    assert [f.ref.offset for f in ring] == [4, 7, 9]
+
+
 def _replay(ref: int, *, target: str = "source/intake", message_id: str = "evt_0") -> Replay:
     return Replay(
         ref=LetterRef(0, ref),
@@ -256,7 +264,6 @@ def _page(failures: list[Failure], replays: list[Replay] | None = None, **change
             lag={},
         ),
         failures=failures,
-        matching=len(failures),
         page=1,
         pages=1,
         query="",

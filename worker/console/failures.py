@@ -4,7 +4,7 @@
 committed): at start it reads at most `RING_SIZE` letters back on each partition, then follows
 the topic. Each letter is kept as a `Failure`, what the page shows of it, already masked of
 every secret and with its payload cut at `PAYLOAD_CHARS`: the ring holds at most `RING_SIZE`
-of them (a few MiB at most), the latest by when they were read. The full letter stays on the
+of them (a few MiB at most), the latest by failure time. The full letter stays on the
 topic (`python -m worker dlq show PARTITION@OFFSET`), and a replay reads it from there.
 
 The ring covers every partition of the topic, so every replica's console lists the same
@@ -14,10 +14,11 @@ letters; searching beyond it reads the whole topic on demand (`search_topic`).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -200,15 +201,25 @@ class Failure:
         return matches(query, self.message_id, self.contact)
 
 
+def _age_key(failure: Failure) -> tuple[datetime, LetterRef]:
+    return failure.failed_at, failure.ref
+
+
 class FailureRing:
-    """The latest `size` failures, with what the page asks of them."""
+    """The `size` latest failures (by failure time, whatever order the partitions are read in),
+    with what the page asks of them."""
 
     def __init__(self, size: int = RING_SIZE) -> None:
-        self._failures: deque[Failure] = deque(maxlen=size)
+        self._failures: list[Failure] = []  # oldest first
         self.size = size
 
     def add(self, failure: Failure) -> None:
-        self._failures.append(failure)
+        failures = self._failures
+        if len(failures) >= self.size and _age_key(failure) <= _age_key(failures[0]):
+            return  # older than every one kept
+        bisect.insort(failures, failure, key=_age_key)
+        if len(failures) > self.size:
+            del failures[0]
 
     def __len__(self) -> int:
         return len(self._failures)
@@ -218,10 +229,8 @@ class FailureRing:
 
     def latest(self, query: str | None = None) -> list[Failure]:
         """Newest first (by failure time); only those matching `query` when given."""
-        chosen: Iterable[Failure] = self._failures
-        if query:
-            chosen = (f for f in chosen if f.matches(query))
-        return sorted(chosen, key=lambda f: (f.failed_at, f.ref), reverse=True)
+        newest_first = reversed(self._failures)
+        return [f for f in newest_first if f.matches(query)] if query else list(newest_first)
 
     def get(self, ref: LetterRef) -> Failure | None:
         return next((f for f in self._failures if f.ref == ref), None)

@@ -97,8 +97,6 @@ class PageData:
     delivery: DeliveryView
     #: the failures on this page, newest first
     failures: list[Failure]
-    #: failures matching (all pages)
-    matching: int
     page: int
     pages: int
     query: str

@@ -224,13 +224,18 @@ class Console:
         topic = self._settings.topic_dead_letters
         search_note = ""
         if scope == "topic":
-            failures, read, complete = await search_topic(self._settings, query, self.mask)
-            search_note = (
-                f"{len(failures)} letter(s) on {topic} match {query!r} (the latest "
-                f"{len(failures)} shown, of {read} read"
-                + ("" if complete else "; the search stopped after 30 s")
-                + ")"
-            )
+            try:
+                failures, read, complete = await search_topic(self._settings, query, self.mask)
+            except Exception as exc:  # noqa: BLE001  (Kafka unreachable, say: the page says so)
+                failures, read, complete = [], 0, False
+                search_note = self.mask(f"searching {topic} failed: {type(exc).__name__}: {exc}")
+            else:
+                search_note = (
+                    f"{len(failures)} letter(s) on {topic} match {query!r} (the latest "
+                    f"{len(failures)} shown, of {read} read"
+                    + ("" if complete else "; the search stopped after 30 s")
+                    + ")"
+                )
         else:
             failures = ring.latest(query or None)
             if query:
@@ -239,7 +244,7 @@ class Console:
                     "'the whole dead-letter topic' to search it all"
                 )
         if self.feed.error is not None:
-            ring_note = f"Reading {topic} fails: {self.feed.error}. Retrying."
+            ring_note = f"Reading {topic} fails: {self.mask(self.feed.error)}. Retrying."
         elif not self.feed.loaded.is_set():
             ring_note = f"Reading the latest dead letters from {topic}..."
         else:
@@ -264,7 +269,6 @@ class Console:
             pipelines=self._pipelines(lags),
             delivery=self._delivery(lags),
             failures=failures[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
-            matching=len(failures),
             page=page,
             pages=pages,
             query=query,
@@ -306,6 +310,10 @@ class Console:
             )
         except DeadLetterTopicError as exc:
             return self._refused(Refusal(400, self.mask(str(exc))), as_json=True)
+        except Exception as exc:  # noqa: BLE001  (Kafka unreachable, say: the worker runs on)
+            log.warning("console: a replay failed: %s", self.mask(f"{type(exc).__name__}: {exc}"))
+            reason = f"the replay failed ({type(exc).__name__}); nothing or part of it was sent"
+            return self._refused(Refusal(503, reason), as_json=True)
         return web.Response(
             body=orjson.dumps(answer),
             content_type="application/json",

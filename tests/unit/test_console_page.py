@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from tests.unit.doubles import RecordingSender
 from worker.console.failures import PAYLOAD_CHARS, Failure, FailureRing, contact_of
 from worker.console.page import DeliveryView, PageData, PipelineView, render
-from worker.console.replays import Replay, ReplayLog, ReplayState
+from worker.console.replays import Replay, ReplayLog, ReplayState, ReplayWatcher
 from worker.console.routes import page_masker
 from worker.errors import DecodeError, DeliveryRejected, WorkerError
 from worker.pipeline.breaker import Breaker
@@ -25,6 +25,7 @@ from worker.pipeline.replay import ReplayTarget
 from worker.pipeline.stage import Stage
 from worker.runtime.history import CountHistory, running_totals
 from worker.settings import MASK, Settings
+from worker.topics import TopicNames
 
 API_KEY = "apk-PAGE-8c1d2e3f4a"
 WRITE_KEY = "wk-PAGE-5b6c7d8e9f"
@@ -328,3 +329,49 @@ def test_a_failure_row_shows_what_its_replay_became() -> None:
     assert 'value="0@0"' in row
     waiting = _replay(0)
     assert 'data-pending="yes"' in _page([failure], [waiting])
+
+
+class _Feed:
+    """The failure feed as the watcher reads it: a ring, end offsets, how far it read."""
+
+    def __init__(self) -> None:
+        self.ring = FailureRing()
+        self.ends = {0: 10}
+        self.read = {0: 9}
+
+    async def end_offsets(self) -> dict[int, int]:
+        return dict(self.ends)
+
+    def read_up_to(self, ends: dict[int, int]) -> bool:
+        return all(self.read.get(p, 0) >= end for p, end in ends.items())
+
+
+async def test_a_replay_is_done_once_committed_past_and_the_dead_letters_read_after_that() -> None:
+    feed = _Feed()
+    log = ReplayLog()
+    watcher = ReplayWatcher(
+        SETTINGS,
+        TopicNames.from_settings(SETTINGS),
+        "app",
+        log,
+        feed,  # type: ignore[arg-type]
+    )
+    committed = {0: 5}
+
+    async def group_committed(partitions: set[int]) -> dict[int, int]:
+        return {p: committed.get(p, -1) for p in partitions}
+
+    watcher._committed = group_committed  # type: ignore[method-assign]
+    log.add(source := _replay(0))  # on the retry topic at 0@5
+    log.add(delivery := _replay(1, target="delivery/deliver", message_id="m-1"))
+    await watcher.check()
+    assert (_state(source), _state(delivery)) == (ReplayState.WAITING, ReplayState.WAITING)
+    committed[0] = 6  # the retry stage committed past both
+    await watcher.check()
+    assert source.dead_letter_ends == {0: 10}
+    assert _state(source) is ReplayState.WAITING  # the dead letters not read that far yet
+    feed.read[0] = 10
+    await watcher.check()
+    assert _state(source) is ReplayState.DONE
+    assert source.detail == "ran through source/intake without failing"
+    assert _state(delivery) is ReplayState.IN_DELIVERY

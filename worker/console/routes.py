@@ -166,7 +166,7 @@ class Console:
             paused = None
             if breaker.tripped is not None:
                 since = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(breaker.paused_since or 0))
-                paused = (
+                paused = self.mask(
                     f"since {since}: {breaker.tripped} (resume: POST "
                     f"/admin/pipelines/{name}/resume)"
                 )

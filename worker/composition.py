@@ -2,7 +2,8 @@
 
 `WORKER_FEATURES` (default: all) names them: `ingest` (the HTTP routes), `source`, `destination`
 and `delivery`; so one pod can only deliver and another only map. The operations endpoints
-(health, metrics, resume) and the replay stage run in every worker. Nothing is registered on
+(health, metrics, resume), the console (`/console`, led to from `/`) and the replay stage run
+in every worker. Nothing is registered on
 import: `compose` builds what is asked, in one visible place.
 """
 
@@ -14,6 +15,7 @@ import faust
 
 from worker.backends.autopilot import AutopilotBackend
 from worker.backends.seam import Backend
+from worker.console.routes import build_console
 from worker.delivery.agents import build_delivery
 from worker.destination.agents import build_destination
 from worker.ingest.routes import build_ingest
@@ -79,7 +81,8 @@ def compose(settings: Settings) -> Runtime:
         delivery = build_delivery(runtime, backend)
     if "ingest" in features:
         build_ingest(runtime)
-    install_operations(runtime, delivery)
+    operations = install_operations(runtime, delivery)
+    build_console(runtime, operations)
     _build_replay(runtime)
     return runtime
 

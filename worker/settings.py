@@ -214,8 +214,8 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(6066, ge=1, le=65535)
     worker_admin_token: SecretStr | None = Field(
         None,
-        description="Token for the admin endpoints (resuming a paused pipeline); unset: they "
-        "answer loopback clients only.",
+        description="Token for the admin endpoints (resuming a paused pipeline) and the Event "
+        "Delivery page (/console); unset: they answer loopback clients only.",
     )
 
     # Ingest: the Segment HTTP API and the Autopilot webhook on the web server (worker.ingest)

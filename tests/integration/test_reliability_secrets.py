@@ -2,7 +2,7 @@
 
 The worker runs at log level debug (more than production's info, so more to leak) with
 distinctive values for AUTOPILOT_API_KEY, two SEGMENT_WRITE_KEYS, AUTOPILOT_WEBHOOK_TOKEN and
-ORTTO_WEBHOOK_TOKEN,
+ORTTO_WEBHOOK_TOKEN, WORKER_ADMIN_TOKEN,
 and traffic goes down every path:
 
 - source: valid and invalid email events on the input topic;
@@ -13,12 +13,15 @@ and traffic goes down every path:
   `writeKey` in the body (which must not reach the topic), the Autopilot webhook with a wrong
   token and the right one in its header, as a Bearer token and in the query string, and Ortto's
   webhook with a wrong token and the right one as a basic-auth password, in its header and as a
-  Bearer token.
+  Bearer token;
+- the console: refused without the admin token and with a wrong one; its page, searches (the
+  recent failures and the whole dead-letter topic) and a replay of the 400's dead letter with
+  it (as a Bearer token and as the Basic password), until the replay shows it failed again.
 
 Then every log line, every record (key, value, header names and values) of every topic the
 broker lists for this worker, the dead letters among them, and every response the worker gave
 are searched for each secret as is, in base64 (an HTTP Basic header is `base64(key + ":")`) and
-percent-encoded. The wrong write key and token are searched for too: a wrong key is often a
+percent-encoded. The wrong write key and tokens are searched for too: a wrong key is often a
 right key with a typo.
 """
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -51,8 +55,9 @@ WRITE_KEY = "wk-LEAKCHECK-2d8e4b6a0c1f"
 OTHER_WRITE_KEY = "wk-LEAKCHECK-9a1b3c5d7e0a"
 WEBHOOK_TOKEN = "tok-LEAKCHECK-5e7a9c1d3f8b"
 ORTTO_TOKEN = "ort-LEAKCHECK-3b5d7f9a1c2e"
-SECRETS = (API_KEY, WRITE_KEY, OTHER_WRITE_KEY, WEBHOOK_TOKEN, ORTTO_TOKEN)
-WRONG = ("wk-WRONGKEY-0b1c2d3e4f5a", "tok-WRONGTOKEN-6a7b8c9d0e1f")
+ADMIN_TOKEN = "adm-LEAKCHECK-3c5e7a9b1d2f"
+SECRETS = (API_KEY, WRITE_KEY, OTHER_WRITE_KEY, WEBHOOK_TOKEN, ORTTO_TOKEN, ADMIN_TOKEN)
+WRONG = ("wk-WRONGKEY-0b1c2d3e4f5a", "tok-WRONGTOKEN-6a7b8c9d0e1f", "adm-WRONGTOKEN-4d6f8a0c2e")
 TRIGGER = "0001"
 
 
@@ -75,8 +80,10 @@ NEEDLES: dict[bytes, str] = {
         ("SEGMENT_WRITE_KEYS[1]", OTHER_WRITE_KEY),
         ("AUTOPILOT_WEBHOOK_TOKEN", WEBHOOK_TOKEN),
         ("ORTTO_WEBHOOK_TOKEN", ORTTO_TOKEN),
+        ("WORKER_ADMIN_TOKEN", ADMIN_TOKEN),
         ("wrong write key", WRONG[0]),
         ("wrong webhook token", WRONG[1]),
+        ("wrong admin token", WRONG[2]),
     ]
     for form in _forms(secret)
 }
@@ -89,6 +96,10 @@ def _leaks(where: str, data: bytes) -> list[str]:
 def _basic(key: str, password: str = "") -> dict[str, str]:
     credentials = base64.b64encode(f"{key}:{password}".encode()).decode()
     return {"Authorization": "Basic " + credentials}
+
+
+def _basic_password(password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()}
 
 
 def _event(event_id: str, email: str) -> bytes:
@@ -173,6 +184,45 @@ async def _http_traffic(base_url: str, responses: list[httpx.Response]) -> None:
             responses.append(await http.get(page))
 
 
+async def _console_traffic(base_url: str, responses: list[httpx.Response]) -> None:
+    """The console: refused without the token or with a wrong one; its page, searches and a
+    replay (of the 400, whose letter carries the API's response body) with it, until the
+    replay's new outcome shows."""
+    bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    basic = _basic_password(ADMIN_TOKEN)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        for headers in ({}, _basic_password(WRONG[2]), {"Authorization": f"Bearer {WRONG[2]}"}):
+            response = await http.get("/console", headers=headers)
+            responses.append(response)
+            assert response.status_code == 401, response.text
+        for query in ("", "?window=day", "?q=example.com", "?q=m-400&scope=topic"):
+            response = await http.get("/console" + query, headers=bearer)
+            responses.append(response)
+            assert response.status_code == 200
+        page = await http.get("/console", headers=basic)
+        responses.append(page)
+        found = re.search(r'data-ref="(\d+@\d+)" data-message-id="m-400"', page.text)
+        csrf = re.search(r'name="console-csrf" content="([^"]+)"', page.text)
+        assert found is not None, "the 400's dead letter is not on the console"
+        assert csrf is not None
+        body = {"refs": [found[1]]}
+        refused = await http.post("/console/replay", json=body, headers=basic)
+        responses.append(refused)
+        assert refused.status_code == 403  # no anti-forgery token
+        replayed = await http.post(
+            "/console/replay", json=body, headers={**basic, "X-Console-Csrf": csrf[1]}
+        )
+        responses.append(replayed)
+        assert replayed.status_code == 200, replayed.text
+
+        async def failed_again() -> bool:
+            response = await http.get("/console", headers=bearer)
+            responses.append(response)
+            return 'data-state="failed again"' in response.text
+
+        await _wait("the console's replay to fail again", failed_again)
+
+
 @pytest.mark.reliability
 async def test_no_secret_in_any_log_line_topic_header_or_response(
     kafka_bootstrap: str, unique: str, tmp_path: Path
@@ -190,6 +240,7 @@ async def test_no_secret_in_any_log_line_topic_header_or_response(
         SEGMENT_WRITE_KEYS=f"{WRITE_KEY},{OTHER_WRITE_KEY}",
         AUTOPILOT_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
         ORTTO_WEBHOOK_TOKEN=ORTTO_TOKEN,
+        WORKER_ADMIN_TOKEN=ADMIN_TOKEN,
     )
     names = topic_names(env)
     base_url = f"http://127.0.0.1:{env['WORKER_WEB_PORT']}"
@@ -266,6 +317,7 @@ async def test_no_secret_in_any_log_line_topic_header_or_response(
                 return {"m-http-batch", "m-http-body"} <= set(ids)
 
             await _wait("the ingested calls' outcomes", ingested)
+            await _console_traffic(base_url, responses)
         log = worker.log_text()
     finally:
         await runner.cleanup()

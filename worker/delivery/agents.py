@@ -39,9 +39,12 @@ MAX_BATCH = 500
 
 @dataclass
 class DeliveryState:
-    """What /readyz and the metrics read: whether delivery runs, and its live Deliverer."""
+    """What /readyz, the metrics and the console read: whether delivery runs, to which API at
+    what rate limit, and its live Deliverer."""
 
     enabled: bool
+    backend_name: str = ""
+    rate_limit: float = 0.0
     deliverer: Deliverer | None = None
 
     @property
@@ -49,8 +52,16 @@ class DeliveryState:
         return self.deliverer is not None and self.deliverer.paused
 
     @property
+    def paused_since(self) -> float | None:
+        return self.deliverer.paused_since if self.deliverer is not None else None
+
+    @property
     def rate_limit_waited_s(self) -> float:
         return self.deliverer.limiter.waited_s if self.deliverer is not None else 0.0
+
+    @property
+    def requests_sent(self) -> int:
+        return self.deliverer.limiter.requests if self.deliverer is not None else 0
 
 
 def parse_descriptor(raw: bytes) -> RequestDescriptor:
@@ -121,7 +132,11 @@ def build_delivery(runtime: Runtime, backend: Backend) -> DeliveryState:
     without an API key)."""
     topics = runtime.topics
     api = backend.api()
-    state = DeliveryState(enabled=api.api_key is not None)
+    state = DeliveryState(
+        enabled=api.api_key is not None,
+        backend_name=backend.display_name,
+        rate_limit=api.rate_limit,
+    )
 
     def to_delivery_replay(message: InboundMessage) -> list[OutboundRecord]:
         """How a replayed dead letter re-enters delivery: via a topic only this worker reads."""

@@ -71,6 +71,8 @@ class StageStats:
     produced: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     dead_lettered: Counter[str] = field(default_factory=Counter)
+    #: the same dead letters by (error class, status): what the console shows
+    dead_lettered_status: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: seconds spent in `Stage.route` (decode, mapping, failure routing; no Kafka I/O)
     mapping_seconds: float = 0.0
 
@@ -193,6 +195,7 @@ class Stage:
         if count_in_breaker:
             self.breaker.record(unexpected=isinstance(error, UnexpectedError))
         self.stats.dead_lettered[type(error).__name__] += 1
+        self.stats.dead_lettered_status[type(error).__name__, str(error.status)] += 1
         unlogged = self.dead_letter_lines.take()
         if unlogged is not None:
             topic, partition, offset, _ = message.origin()  # as the dead letter's headers say

@@ -60,6 +60,7 @@ __all__ = [
     "BrokerProbe",
     "CheckResult",
     "DeliveryStatus",
+    "NoDelivery",
     "Operations",
     "ReadinessInputs",
     "admin_allowed",
@@ -290,24 +291,44 @@ class _MetadataCheck:
 
 
 class DeliveryStatus(Protocol):
-    """What readiness and the metrics read of the delivery feature."""
+    """What readiness, the metrics and the console read of the delivery feature."""
 
     @property
     def enabled(self) -> bool: ...
 
     @property
+    def backend_name(self) -> str:
+        """The destination API's name (`Backend.display_name`)."""
+
+    @property
+    def rate_limit(self) -> float:
+        """Requests a second the API allows this process (AUTOPILOT_RATE_LIMIT)."""
+
+    @property
     def paused(self) -> bool: ...
+
+    @property
+    def paused_since(self) -> float | None:
+        """When the API refused the key (epoch seconds); None while delivery runs."""
 
     @property
     def rate_limit_waited_s(self) -> float: ...
 
+    @property
+    def requests_sent(self) -> int:
+        """Requests the rate limiter let through so far."""
 
-class _NoDelivery:
+
+class NoDelivery:
     """This process does not deliver (`WORKER_FEATURES` leaves it out)."""
 
     enabled = False
+    backend_name = ""
+    rate_limit = 0.0
     paused = False
+    paused_since = None
     rate_limit_waited_s = 0.0
+    requests_sent = 0
 
 
 def _stream_partitions(faust_app: Any) -> list[Any]:
@@ -374,24 +395,28 @@ class Operations:
     def __init__(self, runtime: Runtime, delivery: DeliveryStatus | None = None) -> None:
         self._runtime = runtime
         self._app = runtime.app
-        self._delivery: DeliveryStatus = delivery or _NoDelivery()
+        self.delivery: DeliveryStatus = delivery or NoDelivery()
         settings = runtime.settings
         self._metadata_check = _MetadataCheck(settings, f"{settings.worker_app_id}-readiness")
         self.broker_probe = BrokerProbe(self._metadata_check)
 
     def inputs(self) -> ReadinessInputs:
-        return live_inputs(self._app, self._delivery, self.broker_probe, self._runtime.breakers)
+        return live_inputs(self._app, self.delivery, self.broker_probe, self._runtime.breakers)
 
     # -- metrics sources
 
-    def lag_metrics(self) -> Iterable[Metric]:
+    def lags(self) -> dict[tuple[str, int], int]:
+        """Records not yet committed, per assigned input partition (`consumer_lags`)."""
         consumer: Any = self._app.consumer  # faust's offsets bookkeeping is not on ConsumerT
-        lags = consumer_lags(
+        return consumer_lags(
             _stream_partitions(self._app),  # faust TPs: (topic, partition) tuples
             highwater=consumer.highwater,
             committed=dict(consumer._committed_offset),
             read=dict(consumer._read_offset),
         )
+
+    def lag_metrics(self) -> Iterable[Metric]:
+        lags = self.lags()
         family = GaugeMetricFamily(
             f"{PREFIX}_consumer_lag",
             "Records on an assigned input partition not yet committed by this worker: "
@@ -403,7 +428,7 @@ class Operations:
         yield family
 
     def delivery_metrics(self) -> Iterable[Metric]:
-        delivery = self._delivery
+        delivery = self.delivery
         if not delivery.enabled:
             return
         waited = CounterMetricFamily(

@@ -10,6 +10,10 @@ The broker is chosen once, in this order:
 ``KAFKA_TEST_BROKER=docker`` or ``=local`` restricts the choice to that one (``auto`` is the
 default). When no broker can be had, tests that need one fail under CI (env ``CI`` set) and are
 skipped with the reasons otherwise.
+
+A second broker, ``secured_kafka`` (TLS and SASL listeners, always a local JVM, started only by
+the tests that ask for it), comes from ``tests/integration/secured_kafka.py``, registered here
+as a plugin so that every test module shares the one session fixture.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ import pytest
 
 from tests.kafkautil import LocalBroker
 from tests.prerequisites import unavailable
+
+# The session's secured broker fixture (`secured_kafka`); a plugin is imported once this module
+# is, so its `from tests.conftest import load_localkafka` finds it.
+pytest_plugins = ["tests.integration.secured_kafka"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCALKAFKA_PATH = REPO_ROOT / "deploy" / "local-kafka" / "localkafka.py"

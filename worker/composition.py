@@ -2,7 +2,8 @@
 
 `WORKER_FEATURES` (default: all) names them: `ingest` (the HTTP routes), `source`, `destination`
 and `delivery`; so one pod can only deliver and another only map. The operations endpoints
-(health, metrics, resume) and the replay stage run in every worker. Nothing is registered on
+(health, metrics, resume), the console (`/console`, led to from `/`) and the replay stage run
+in every worker. Nothing is registered on
 import: `compose` builds what is asked, in one visible place.
 
 Which destination APIs (`backends_for`): Ortto when ORTTO_API_KEY is set; Autopilot when
@@ -14,26 +15,69 @@ each of them; each backend with its key gets its own delivery agent.
 
 from __future__ import annotations
 
+import logging
+
 import faust
 from pydantic import SecretStr
 
 from worker.backends.autopilot import AutopilotBackend
 from worker.backends.ortto import OrttoBackend
-from worker.backends.seam import Backend
-from worker.delivery.agents import DeliveryState, build_delivery
+from worker.backends.seam import Backend, qualified
+from worker.console.routes import build_console
+from worker.delivery.agents import build_delivery
 from worker.destination.agents import build_destination
 from worker.ingest.routes import build_ingest
 from worker.pipeline.replay import REPLAY_PIPELINE, REPLAY_STAGE, replay_handler
 from worker.runtime.batches import run_stage
-from worker.runtime.health import install_operations
+from worker.runtime.health import DeliveryStatus, NoDelivery, install_operations
 from worker.runtime.stages import Runtime
 from worker.settings import Settings
 from worker.source.agents import build_source
+from worker.topics import TopicNames
 
-__all__ = ["BACKENDS", "backend_named", "backends_for", "compose"]
+__all__ = ["BACKENDS", "backend_named", "backends_for", "compose", "setup_warnings"]
+
+log = logging.getLogger(__name__)
 
 #: Every destination API the worker can send to, by name (`map destination --backend`).
 BACKENDS = ("autopilot", "ortto")
+
+
+def setup_warnings(settings: Settings) -> list[str]:
+    """One line for each setting whose absence makes the features of this process drop or
+    refuse data without any other sign than a metric or a 503: logged at start-up. The
+    destination's and delivery's lines are per backend this worker maps for (`backends_for`)."""
+    features = settings.worker_features
+    backends = backends_for(settings)
+    lines = []
+    if (
+        "destination" in features
+        and any(b.name == "autopilot" for b in backends)
+        and not (settings.autopilot_trigger_id or settings.autopilot_triggers)
+    ):
+        lines.append(
+            "no journey trigger is configured (AUTOPILOT_TRIGGER_ID, AUTOPILOT_TRIGGERS): track "
+            "calls are skipped (no_trigger_for_event), but for Audience Entered/Exited"
+        )
+    if "delivery" in features:
+        for backend in backends:
+            api = backend.api()
+            if not _has(api.api_key):
+                requests = TopicNames.from_settings(settings).for_backend(backend.name).requests
+                lines.append(
+                    f"{api.api_key_setting} is not set: delivery is off; request descriptors "
+                    f"stay on {requests} until a worker with a key reads them"
+                )
+    if "ingest" in features and settings.segment_write_keys is None:
+        lines.append(
+            "SEGMENT_WRITE_KEYS is not set: the Segment API routes (/v1/..., /b) answer 503"
+        )
+    if "ingest" in features and settings.autopilot_webhook_token is None:
+        lines.append(
+            "AUTOPILOT_WEBHOOK_TOKEN is not set: the Autopilot webhook (/autopilot/events) "
+            "answers 503"
+        )
+    return lines
 
 
 def _has(key: SecretStr | None) -> bool:
@@ -62,6 +106,8 @@ def backend_named(name: str, settings: Settings) -> Backend:
 
 def compose(settings: Settings) -> Runtime:
     """The runtime with every feature `settings.worker_features` names built on it."""
+    for line in setup_warnings(settings):
+        log.warning("%s", line)
     runtime = Runtime.create(settings)
     backends = backends_for(settings)
     features = settings.worker_features
@@ -69,14 +115,28 @@ def compose(settings: Settings) -> Runtime:
         build_source(runtime)
     if "destination" in features:
         build_destination(runtime, backends)
-    deliveries: list[DeliveryState] = []
+    deliveries: list[DeliveryStatus]
     if "delivery" in features:
         deliveries = [build_delivery(runtime, backend) for backend in backends]
+    else:  # the console still names each API this worker maps for
+        deliveries = [_not_delivered(backend) for backend in backends]
     if "ingest" in features:
         build_ingest(runtime)
-    install_operations(runtime, deliveries)
+    operations = install_operations(runtime, deliveries)
+    build_console(runtime, operations)
     _build_replay(runtime)
     return runtime
+
+
+def _not_delivered(backend: Backend) -> NoDelivery:
+    """What the console and readiness read of a backend this process maps for but does not
+    deliver to."""
+    return NoDelivery(
+        name=backend.name,
+        display_name=backend.display_name,
+        pipeline=qualified("delivery", backend),
+        rate_limit=backend.api().rate_limit,
+    )
 
 
 def _build_replay(runtime: Runtime) -> None:

@@ -60,7 +60,7 @@ def test_ortto_is_a_backend_with_what_delivery_asks() -> None:
     assert qualified("delivery", backend) == "delivery-ortto"
     assert memberships_prefix(backend) == "ortto:"
     assert backend.integration_names == ("Ortto", "Ortto (Actions)")
-    assert backend.source_integrations == ("AutopilotHQ",)
+    assert backend.source_integrations == ("AutopilotHQ", "Ortto")
     assert backend.auth_headers("k") == {"X-Api-Key": "k"}
     api = backend.api()
     assert (api.base_url, api.rate_limit, api.api_key_setting) == (

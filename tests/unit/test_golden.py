@@ -1,7 +1,8 @@
 """Golden cases: each file `tests/golden/<pipeline>/<case>.json` is one input and its outcome.
 
-`<pipeline>` is `source` (Autopilot event -> Segment track) or `destination` (Segment call ->
-Autopilot requests); the test id is `<pipeline>/<case>`. Every case holds:
+`<pipeline>` is `source` (Autopilot event -> Segment track), `ortto` (Ortto activity webhook ->
+Segment track) or `destination` (Segment call -> Autopilot or Ortto requests); the test id is
+`<pipeline>/<case>`. Every case holds:
 
 - `description`: one line saying what the case holds and why it matters (required);
 - `input`: a JSON value, sent as its compact UTF-8 JSON bytes; or `input_text`: sent as is,
@@ -10,9 +11,13 @@ Autopilot requests); the test id is `<pipeline>/<case>`. Every case holds:
 - `expected`: `{"output": ...}`, `{"skip": "<reason>"}` or `{"error": {"status", "message"}}`,
   the same lines `python -m worker map <pipeline>` writes.
 
-Source cases may add `learned_user_id`; their output is `{"key", "message"}` (the track).
-Destination cases may add `backend` (`autopilot`, the default, or `ortto`), `config` (that
-backend's config fields: `AutopilotConfig`, `OrttoConfig`), `learned_email` and
+Source and ortto cases may add `learned_user_id`; their output is `{"key", "message"}` (the
+track). Ortto cases may add `config`: `activity_events` and `attribute_properties`, the
+ORTTO_ACTIVITY_EVENTS and ORTTO_ATTRIBUTE_PROPERTIES objects.
+Destination cases may add `backend` (`autopilot`, the default, or `ortto`: the Ortto
+*destination*'s cases, `tests/golden/destination/ortto_*.json`, not to be confused with the
+Ortto *source*'s in `tests/golden/ortto/`), `config` (that backend's config fields:
+`AutopilotConfig`, `OrttoConfig`), `learned_email` and
 `audience_state`; their output is the list of request descriptors as on the wire. Without
 `learned_email` or `audience_state` a destination case runs `map_destination`, as
 `map destination --backend <backend>` does; with either, the prechecked call goes through the
@@ -31,15 +36,19 @@ import orjson
 import pytest
 
 from worker.backends.autopilot import AutopilotBackend, AutopilotConfig
-from worker.backends.ortto import OrttoBackend, OrttoConfig
+from worker.backends.ortto import OrttoBackend
+from worker.backends.ortto import OrttoConfig as OrttoDestinationConfig
 from worker.backends.seam import Backend
 from worker.destination.mapping import map_destination, precheck_call
 from worker.errors import InvalidInput, SkipMessage
 from worker.models.autopilot_event import EmailEventType
+from worker.models.ortto_activity import EMAIL_ACTIVITIES
 from worker.source.mapping import map_source
+from worker.source.ortto import OrttoConfig as OrttoSourceConfig
+from worker.source.ortto import map_ortto
 
 GOLDEN = Path(__file__).parents[1] / "golden"
-PIPELINES = ("source", "destination")
+PIPELINES = ("source", "ortto", "destination")
 CASES = {pipeline: sorted((GOLDEN / pipeline).glob("*.json")) for pipeline in PIPELINES}
 RECEIVED_AT = datetime(2026, 11, 20, 10, 15, 5, tzinfo=UTC)
 INTEGRATION_VERSION = "0.0.0-golden"
@@ -74,9 +83,25 @@ def backend_of(case: dict[str, Any]) -> Backend:
     if case.get("backend", "autopilot") == "ortto":
         if "merge_by" in config:
             config = {**config, "merge_by": tuple(config["merge_by"])}
-        return OrttoBackend(OrttoConfig(**config))
+        return OrttoBackend(OrttoDestinationConfig(**config))
     assert case.get("backend", "autopilot") == "autopilot", case["backend"]
     return AutopilotBackend(AutopilotConfig(**config))
+
+
+def _ortto_output(raw: bytes, case: dict[str, Any]) -> dict[str, Any]:
+    config = case.get("config", {})
+    output = map_ortto(
+        raw,
+        config=OrttoSourceConfig.build(
+            config.get("activity_events"), config.get("attribute_properties")
+        ),
+        received_at=RECEIVED_AT,
+        learned_user_id=case.get("learned_user_id"),
+        integration_version=INTEGRATION_VERSION,
+    )
+    message = output.message.to_dict()
+    assert message == output.track, "the track as written is the model's"
+    return {"key": output.key, "message": message}
 
 
 def _destination_output(raw: bytes, case: dict[str, Any]) -> list[dict[str, Any]]:
@@ -96,6 +121,7 @@ def _destination_output(raw: bytes, case: dict[str, Any]) -> list[dict[str, Any]
 
 MAPPINGS: dict[str, Callable[[bytes, dict[str, Any]], object]] = {
     "source": _source_output,
+    "ortto": _ortto_output,
     "destination": _destination_output,
 }
 
@@ -135,6 +161,15 @@ def test_source_cases_cover_every_event_type() -> None:
         if "output" in case["expected"]
     }
     assert seen == set(EmailEventType)
+
+
+def test_ortto_cases_cover_every_email_activity() -> None:
+    seen = {
+        case["expected"]["output"]["message"]["properties"]["field_id"]
+        for case in map(_load, CASES["ortto"])
+        if "output" in case["expected"] and "activity_events" not in case.get("config", {})
+    }
+    assert seen >= set(EMAIL_ACTIVITIES)
 
 
 def test_destination_cases_exist() -> None:

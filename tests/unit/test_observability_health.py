@@ -189,6 +189,10 @@ class _Delivery:
     enabled: bool
     paused: bool
     rate_limit_waited_s: float = 0.0
+    pipeline: str = "delivery"
+    rate_limit: float = 5.0
+    paused_since: float | None = None
+    requests_sent: int = 0
 
 
 def test_readiness_and_metrics_read_each_backends_delivery() -> None:

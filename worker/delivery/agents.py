@@ -12,12 +12,11 @@ pauses and nothing is acked, skipped or dead-lettered. When a rebalance or a shu
 the batch in hand gets the backend's give-back grace (`AUTOPILOT_GIVE_BACK_AFTER_S`,
 `ORTTO_GIVE_BACK_AFTER_S`) to finish; then it is given back unacked, nothing of it written, and
 the partition's next owner delivers it again (at least once). Without the backend's API key no
-agent is registered, and the worker says so.
+agent is registered (`worker.composition.setup_warnings` says so).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,29 +38,38 @@ from worker.runtime.stages import Runtime
 
 __all__ = ["MAX_BATCH", "DeliveryState", "DeliveryWriter", "build_delivery", "parse_descriptor"]
 
-log = logging.getLogger(__name__)
-
 #: Up to this many descriptors are handed to one `deliver` call (a few bulk requests' worth).
 MAX_BATCH = 500
 
 
 @dataclass
 class DeliveryState:
-    """What /readyz and the metrics read of one backend's delivery: whether it runs, and its
-    live Deliverer."""
+    """What /readyz, the metrics and the console read of one backend's delivery: whether it
+    runs, to which API at what rate limit, and its live Deliverer."""
 
     enabled: bool
-    deliverer: Deliverer | None = None
     name: str = "autopilot"
     display_name: str = "Autopilot"
+    #: the delivery's pipeline and agent (`delivery`, `delivery-ortto`)
+    pipeline: str = "delivery"
+    rate_limit: float = 0.0
+    deliverer: Deliverer | None = None
 
     @property
     def paused(self) -> bool:
         return self.deliverer is not None and self.deliverer.paused
 
     @property
+    def paused_since(self) -> float | None:
+        return self.deliverer.paused_since if self.deliverer is not None else None
+
+    @property
     def rate_limit_waited_s(self) -> float:
         return self.deliverer.limiter.waited_s if self.deliverer is not None else 0.0
+
+    @property
+    def requests_sent(self) -> int:
+        return self.deliverer.limiter.requests if self.deliverer is not None else 0
 
 
 def parse_descriptor(raw: bytes) -> RequestDescriptor:
@@ -132,9 +140,14 @@ def build_delivery(runtime: Runtime, backend: Backend) -> DeliveryState:
     without an API key)."""
     topics = runtime.topics.for_backend(backend.name)
     api = backend.api()
-    enabled = api.api_key is not None and bool(api.api_key.get_secret_value())
-    state = DeliveryState(enabled, name=backend.name, display_name=backend.display_name)
     name = qualified("delivery", backend)
+    state = DeliveryState(
+        enabled=api.api_key is not None and bool(api.api_key.get_secret_value()),
+        name=backend.name,
+        display_name=backend.display_name,
+        pipeline=name,
+        rate_limit=api.rate_limit,
+    )
 
     def to_delivery_replay(message: InboundMessage) -> list[OutboundRecord]:
         """How a replayed dead letter re-enters delivery: via a topic only this worker reads."""
@@ -148,14 +161,7 @@ def build_delivery(runtime: Runtime, backend: Backend) -> DeliveryState:
         ]
 
     stage = runtime.build_stage(name, "deliver", to_delivery_replay)
-    if not state.enabled:
-        log.warning(
-            "%s is not set: the %s delivery agent is not started; request "
-            "descriptors stay on %s until a worker with a key reads them",
-            api.api_key_setting,
-            backend.display_name,
-            topics.requests,
-        )
+    if not state.enabled:  # the composition root's start-up warnings say so
         return state
 
     @runtime.app.agent(runtime.raw_topic(topics.requests, topics.delivery_replay), name=name)

@@ -34,6 +34,7 @@ class RateLimiter:
         self.limit = max(1, math.floor(rate))
         self.window_s = max(1.0, 1.0 / rate)
         self.waited_s = 0.0  # cumulative seconds callers waited for a slot (a metric)
+        self.requests = 0  # requests let through so far (the console's rate in use)
         self._in_flight = 0
         self._finished: deque[float] = deque()  # when each recent request's response came
         self._lock = asyncio.Lock()
@@ -66,3 +67,4 @@ class RateLimiter:
                     self._released.clear()
                     await self._released.wait()
         self.waited_s += time.monotonic() - entered
+        self.requests += 1

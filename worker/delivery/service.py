@@ -85,6 +85,8 @@ class Deliverer:
         )
         self._resumed = asyncio.Event()
         self._resumed.set()
+        #: when the API last refused the key (epoch seconds); None while delivery runs
+        self.paused_since: float | None = None
         self._probe: asyncio.Task[None] | None = None
 
     @property
@@ -175,6 +177,7 @@ class Deliverer:
         if self.paused:
             return
         self._resumed.clear()
+        self.paused_since = time.time()
         log.error(
             "%s: delivery is paused, nothing is dead-lettered; probing every %gs until the key "
             "is accepted. Check %s.",
@@ -195,6 +198,7 @@ class Deliverer:
             if error is None or isinstance(error, DeliveryRejected):
                 break
         self._resumed.set()
+        self.paused_since = None
         log.warning("%s accepts the API key again: delivery resumed", self._backend.display_name)
 
 

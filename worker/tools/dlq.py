@@ -3,14 +3,27 @@
 Every command reads the dead-letter topic (`TOPIC_DEAD_LETTERS`) with a throwaway consumer: no
 consumer group, nothing committed, from the beginning up to the end offsets taken when it
 starts. A dead letter is named `PARTITION@OFFSET` on that topic (`PARTITION:OFFSET` works too).
+It connects as the worker does (the `KAFKA_*` security settings, `kafka_client_config`), waiting
+for Kafka up to `KAFKA_STARTUP_TIMEOUT_S`; a Kafka that does not answer by then, or refuses the
+credentials or the certificates, is one line and exit status 70.
 
-    list    [filters] [--json]              one line per dead letter
-    show    PARTITION@OFFSET [--json]       one dead letter: every header, the key, the value
+    list    [filters] [--json]              one line per dead letter, in the order they failed
+    show    PARTITION@OFFSET [--full] [--json]   one dead letter: every header, the key, the value
     replay  [filters] [PARTITION@OFFSET...] [--dry-run] [--max-replays N]
+
+`list` prints a table, oldest failure first: when it failed, the input it failed on as the logs
+name it (`topic[partition]@offset`, the topic a producer wrote), the stage, the error, the
+input's message id and contact (read from its value: what the logs' `message_id` says, and the
+email, else the userId, else the anonymousId), the replays, the letter's own
+`PARTITION@OFFSET` (what `show` and `replay` take) and the reason. To sort, it keeps one row
+per matching letter (never the values). `show` cuts a value (and any header) longer than
+`SHOW_CHARS` characters unless `--full`; `--json` is always whole.
 
 Filters (each repeatable; a letter must match every kind given, any value of a kind):
 `--topic` (the input topic, header `__autopilot.errors.topic`), `--error-class`,
-`--pipeline` (`source` or `source/intake`), `--since`/`--until` (ISO times, compared with
+`--pipeline` (`source` or `source/intake`), `--message-id` (the input's message id, as
+`list` shows it), `--contact` (an email, userId, anonymousId or Autopilot contact id the input
+names, or its Kafka key; emails in any case), `--since`/`--until` (ISO times, compared with
 `__autopilot.errors.failure.time`; `--since` inclusive, `--until` exclusive). `list --since`
 reads only the dead letters written from a minute before `--since` on (by record timestamp).
 
@@ -38,6 +51,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Seq
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum, auto
+from functools import cached_property
 from typing import Any, TextIO
 
 import orjson
@@ -45,10 +59,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from worker.errors import FatalError
 from worker.pipeline.dead_letters import DeadLetterHeaders
+from worker.pipeline.logs import message_id_in
 from worker.pipeline.records import OutboundRecord, header
 from worker.pipeline.replay import ReplayTarget, replay_count, replay_headers
-from worker.settings import Settings, get_settings
+from worker.runtime.kafka_connection import kafka_client_config
+from worker.runtime.topic_admin import wait_for_kafka
+from worker.settings import Settings, get_settings, mask, secret_values
 from worker.topics import TopicNames
 
 __all__ = [
@@ -63,16 +81,26 @@ __all__ = [
     "ReplayTally",
     "Skip",
     "classify",
+    "contacts_of",
     "main",
+    "parsed_input",
     "plan_replay",
     "run_dlq",
 ]
 
+#: Exit status when Kafka does not answer within KAFKA_STARTUP_TIMEOUT_S or refuses the
+#: connection (credentials, certificates): the worker's own (EX_SOFTWARE).
+EXIT_REFUSED = 70
 #: How long a read may go without any progress before the command gives up.
 IDLE_TIMEOUT_S = 30.0
 #: `list --since` starts reading at dead letters written this long before `since`.
 SINCE_MARGIN = timedelta(minutes=1)
 MESSAGE_CHARS = 100
+#: `show` cuts a value or header longer than this many characters unless `--full`.
+SHOW_CHARS = 4000
+#: Inputs larger than this are not parsed for their message id and contact (1 MiB: Kafka's
+#: default largest record; a letter's value is parsed once, when a filter or a row needs it).
+MAX_SCAN_BYTES = 1024 * 1024
 #: `replay` produces the letters it selected this many at a time, each lot acknowledged by the
 #: broker before it reads the next: what it holds does not grow with the dead-letter topic.
 REPLAY_CHUNK = 1000
@@ -110,7 +138,49 @@ class LetterRef:
         raise ValueError(f"not PARTITION@OFFSET: {text!r}")
 
 
-@dataclass(frozen=True, slots=True)
+def parsed_input(value: bytes) -> object:
+    """The input a dead letter holds, parsed as JSON; None when it is not JSON or over
+    `MAX_SCAN_BYTES`."""
+    if len(value) > MAX_SCAN_BYTES:
+        return None
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def contacts_of(data: object) -> tuple[str, ...]:
+    """Who a parsed input is about, most telling first: the emails, userIds, anonymousIds and
+    Autopilot contact ids a Segment call, an email event or a request descriptor names; none
+    for anything but a JSON object."""
+    if not isinstance(data, dict):
+        return ()
+
+    def at(*path: str) -> object:
+        node: object = data
+        for name in path:
+            node = node.get(name) if isinstance(node, dict) else None
+        return node
+
+    candidates = (
+        at("traits", "email"),
+        at("context", "traits", "email"),
+        at("properties", "email"),
+        at("contact", "email"),
+        at("contact"),  # a request descriptor's (a string; an email event's is an object)
+        at("userId"),
+        at("contact", "user_id"),
+        at("anonymousId"),
+        at("contact", "contact_id"),
+    )
+    found: list[str] = []
+    for candidate in candidates:
+        if isinstance(candidate, str) and candidate and candidate not in found:
+            found.append(candidate[:200])
+    return tuple(found)
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     """One record of the dead-letter topic, with its error headers read out."""
 
@@ -178,6 +248,33 @@ class DeadLetter:
     def target(self) -> ReplayTarget | None:
         return ReplayTarget.of_dead_letter(self.headers)
 
+    @property
+    def input(self) -> str:
+        """The input it failed on as the logs name it: `topic[partition]@offset`."""
+        topic = self._text(DeadLetterHeaders.TOPIC) or "?"
+        partition = self._text(DeadLetterHeaders.PARTITION) or "?"
+        offset = self._text(DeadLetterHeaders.OFFSET) or "?"
+        return f"{topic}[{partition}]@{offset}"
+
+    @cached_property
+    def _parsed(self) -> object:
+        return parsed_input(self.value)
+
+    @cached_property
+    def message_id(self) -> str | None:
+        """The input's message id, as the logs give it (`message_id`)."""
+        return message_id_in(self._parsed)
+
+    @cached_property
+    def contacts(self) -> tuple[str, ...]:
+        """Who the input is about (`contacts_of`), most telling first."""
+        return contacts_of(self._parsed)
+
+    @property
+    def contact(self) -> str | None:
+        """The most telling of `contacts`: an email, else a userId, else an anonymousId."""
+        return self.contacts[0] if self.contacts else None
+
     def summary(self) -> dict[str, Any]:
         """The fields `list --json` prints."""
         return {
@@ -190,6 +287,9 @@ class DeadLetter:
             "topic": self.topic,
             "topic_partition": _int_or_none(self._text(DeadLetterHeaders.PARTITION)),
             "topic_offset": _int_or_none(self._text(DeadLetterHeaders.OFFSET)),
+            "input": self.input,
+            "message_id": self.message_id,
+            "contact": self.contact,
             "error_class": self.error_class,
             "status": _int_or_none(self.status),
             "message": self.message,
@@ -198,24 +298,52 @@ class DeadLetter:
             "value_bytes": len(self.value),
         }
 
-    def line(self) -> str:
-        """The one line `list` prints."""
-        stage = f"{self.pipeline or '?'}/{self.stage or '?'}"
+    def row(self) -> tuple[str, ...]:
+        """The cells of the line `list` prints (`LIST_COLUMNS`)."""
         message = " ".join(self.message.split())
-        if len(message) > MESSAGE_CHARS:
-            message = message[: MESSAGE_CHARS - 3] + "..."
-        return "  ".join(
-            [
-                f"{self.ref!s:>9}",
-                self.failed_at.isoformat(timespec="seconds"),
-                f"{stage:22}",
-                f"{self.error_class or '?':18}",
-                f"{self.status or '?':>3}",
-                f"replays={self.replay_count}",
-                self.topic or "?",
-                message,
-            ]
+        return (
+            self.failed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            self.input,
+            f"{self.pipeline or '?'}/{self.stage or '?'}",
+            f"{self.error_class or '?'} {self.status or '?'}",
+            _cut(self.message_id or "-", 40),
+            _cut(self.contact or "-", 32),
+            str(self.replay_count),
+            str(self.ref),
+            _cut(message, MESSAGE_CHARS),
         )
+
+    def line(self) -> str:
+        """The one line `list` prints (without its table's alignment)."""
+        return "  ".join(self.row())
+
+
+#: The header of `list`'s table.
+LIST_COLUMNS = (
+    "FAILED AT (UTC)",
+    "INPUT",
+    "STAGE",
+    "ERROR",
+    "MESSAGE ID",
+    "CONTACT",
+    "REPLAYS",
+    "LETTER",
+    "REASON",
+)
+
+
+def table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """`list`'s lines: the header, then the rows, each column as wide as its widest cell."""
+    everything = [LIST_COLUMNS, *rows]
+    widths = [max(len(row[n]) for row in everything) for n in range(len(LIST_COLUMNS) - 1)]
+    return [
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]])
+        for row in everything
+    ]
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -225,6 +353,8 @@ class Filters:
     topics: tuple[str, ...] = ()
     error_classes: tuple[str, ...] = ()
     pipelines: tuple[str, ...] = ()
+    message_ids: tuple[str, ...] = ()
+    contacts: tuple[str, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
 
@@ -232,6 +362,10 @@ class Filters:
         if self.topics and letter.topic not in self.topics:
             return False
         if self.error_classes and letter.error_class not in self.error_classes:
+            return False
+        if self.message_ids and letter.message_id not in self.message_ids:
+            return False
+        if self.contacts and not self._names_a_contact(letter):
             return False
         if self.pipelines:
             stage = f"{letter.pipeline}/{letter.stage}"
@@ -241,6 +375,11 @@ class Filters:
         if self.since is not None and failed_at < self.since:
             return False
         return self.until is None or failed_at < self.until
+
+    def _names_a_contact(self, letter: DeadLetter) -> bool:
+        wanted = {contact.casefold() for contact in self.contacts}
+        named = [*letter.contacts, *([letter.key.decode(errors="replace")] if letter.key else [])]
+        return any(name.casefold() in wanted for name in named)
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,7 +598,7 @@ def _to_letter(record: Any) -> DeadLetter:
 
 def _consumer(settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_config(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -488,8 +627,7 @@ async def _partitions(settings: Settings, topic: str) -> list[TopicPartition]:
 
 def _admin(settings: Settings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id=f"{settings.worker_app_id}-dlq",
+        **kafka_client_config(settings), client_id=f"{settings.worker_app_id}-dlq"
     )
 
 
@@ -592,16 +730,26 @@ async def _fetch_one(
 
 async def _list(ns: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
     filters = _filters(ns)
-    seen = matched = 0
+    seen = 0
+    # One row per match, values left behind, sorted once all are read: the topic holds them in
+    # write order per partition only.
+    rows: list[tuple[datetime, LetterRef, dict[str, Any] | tuple[str, ...]]] = []
     # A dead letter is written after it failed, so none that failed since `since` was written
     # before it; a minute's margin covers a broker stamping records by its own, earlier clock.
     written_since = None if filters.since is None else filters.since - SINCE_MARGIN
     async for letter in read_all(settings, written_since=written_since):
         seen += 1
-        if not filters.matches(letter):
-            continue
-        matched += 1
-        out.write(_json_line(letter.summary()) if ns.json else letter.line() + "\n")
+        if filters.matches(letter):
+            rows.append(
+                (letter.failed_at, letter.ref, letter.summary() if ns.json else letter.row())
+            )
+    rows.sort(key=lambda row: (row[0], row[1]))
+    matched = len(rows)
+    if ns.json:
+        out.writelines(_json_line(row) for _, _, row in rows if isinstance(row, dict))
+    elif rows:
+        cells = [row for _, _, row in rows if isinstance(row, tuple)]
+        out.writelines(line.rstrip() + "\n" for line in table(cells))
     read = "" if written_since is None else f" written since {written_since.isoformat()}"
     err.write(f"{matched} of {seen} dead letters{read} on {settings.topic_dead_letters} matched\n")
     return 0
@@ -612,24 +760,37 @@ async def _show(ns: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     if ns.json:
         out.write(_json_line(_full(letter, settings.topic_dead_letters)))
         return 0
+    limit = None if ns.full else SHOW_CHARS
     written = datetime.fromtimestamp(letter.timestamp_ms / 1000, UTC)
     out.write(
         f"dead letter {letter.ref} on {settings.topic_dead_letters}, "
         f"written {written.isoformat(timespec='milliseconds')}\n"
+        f"input {letter.input}, message id {letter.message_id or '-'}, "
+        f"contact {letter.contact or '-'}\n"
     )
     if letter.key is None:
         out.write("key: (none)\n")
     else:
         encoding, text = _render(letter.key)
-        out.write(f"key ({encoding}): {text}\n")
+        out.write(f"key ({encoding}): {_clip(text, limit)}\n")
     out.write("headers:\n")
     for name, value in letter.headers:
         encoding, text = _render(value)
         prefix = "" if encoding == "utf-8" else f"({encoding}) "
-        out.write(f"  {name}: {prefix}{text}\n")
+        out.write(f"  {name}: {prefix}{_clip(text, limit)}\n")
     encoding, text = _render(letter.value)
-    out.write(f"value ({encoding}, {len(letter.value)} bytes):\n{text}\n")
+    out.write(f"value ({encoding}, {len(letter.value)} bytes):\n{_clip(text, limit)}\n")
     return 0
+
+
+def _clip(text: str, limit: int | None) -> str:
+    """`text`, cut after `limit` characters with a note saying how to see the rest."""
+    if limit is None or len(text) <= limit:
+        return text
+    return (
+        f"{text[:limit]}\n... ({len(text) - limit} more characters not shown; "
+        "--full shows them, --json prints the letter whole)"
+    )
 
 
 async def _replay(ns: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
@@ -688,6 +849,7 @@ async def _replay(ns: argparse.Namespace, settings: Settings, out: TextIO, err: 
 def _refuse_shared_retry_topic(names: TopicNames) -> None:
     shared = {
         names.email_events,
+        names.ortto_activities,
         names.segment_calls,
         names.segment_tracks,
         names.autopilot_requests,
@@ -740,7 +902,7 @@ class _RetrySender:
                 "(run `python -m worker topics`)"
             ) from None
         producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            **kafka_client_config(self._settings),
             acks="all",
             enable_idempotence=True,
             client_id=f"{self._settings.worker_app_id}-dlq",
@@ -840,6 +1002,8 @@ def _filters(ns: argparse.Namespace) -> Filters:
         topics=tuple(ns.topic or ()),
         error_classes=tuple(ns.error_class or ()),
         pipelines=tuple(ns.pipeline or ()),
+        message_ids=tuple(ns.message_id or ()),
+        contacts=tuple(ns.contact or ()),
         since=ns.since,
         until=ns.until,
     )
@@ -850,6 +1014,14 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--topic", action="append", help="input topic the message came from")
     group.add_argument("--error-class", action="append", help="e.g. DecodeError")
     group.add_argument("--pipeline", action="append", help="`source` or `source/intake`")
+    group.add_argument(
+        "--message-id", action="append", help="the input's message id, as `list` shows it"
+    )
+    group.add_argument(
+        "--contact",
+        action="append",
+        help="an email (any case), userId, anonymousId or contact id the input names",
+    )
     group.add_argument("--since", type=_iso_time, help="failed at or after this ISO time")
     group.add_argument("--until", type=_iso_time, help="failed before this ISO time")
 
@@ -866,7 +1038,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="JSON lines")
     show = sub.add_parser("show", help="one dead letter with all its headers")
     show.add_argument("ref", type=_ref, metavar="PARTITION@OFFSET")
-    show.add_argument("--json", action="store_true", help="one JSON object")
+    show.add_argument("--json", action="store_true", help="one JSON object, never cut")
+    show.add_argument(
+        "--full", action="store_true", help=f"values over {SHOW_CHARS} characters too, whole"
+    )
     replay = sub.add_parser("replay", help="replay dead letters through the retry topic")
     replay.add_argument("refs", nargs="*", type=_ref, metavar="PARTITION@OFFSET")
     _add_filters(replay)
@@ -897,6 +1072,13 @@ async def run_dlq(
     out = out or sys.stdout
     err = err or sys.stderr
     try:
+        # as the worker does at start: wait for Kafka (KAFKA_STARTUP_TIMEOUT_S), and say at once
+        # in one line when it refuses the credentials or the certificates (exit 70)
+        await wait_for_kafka(settings)
+    except FatalError as exc:
+        err.write(f"dlq: {mask(str(exc), secret_values(settings))}\n")
+        return EXIT_REFUSED
+    try:
         if ns.command == "list":
             return await _list(ns, settings, out, err)
         if ns.command == "show":
@@ -906,7 +1088,8 @@ async def run_dlq(
         err.write(f"dlq: {exc}\n")
         return 1
     except KafkaError as exc:
-        err.write(f"dlq: Kafka at {settings.kafka_bootstrap_servers}: {exc!r}\n")
+        line = f"dlq: Kafka at {settings.kafka_bootstrap_servers}: {exc!r}"
+        err.write(mask(line, secret_values(settings)) + "\n")
         return 1
 
 

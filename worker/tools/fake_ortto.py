@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import math
 import os
 import random
 import re
+import sys
 import time
 import uuid
 from collections import Counter, defaultdict, deque
@@ -57,7 +59,10 @@ from pydantic import ValidationError as PydanticValidationError
 
 from worker.tools.fake_autopilot import HANG_S, LOG_SIZE, Faults
 
-__all__ = ["FakeOrtto", "main", "run_fake_ortto", "start_fake_ortto"]
+__all__ = ["DEFAULT_PORT", "FakeOrtto", "main", "run_fake_ortto", "start_fake_ortto"]
+
+#: Where `python -m worker fake-ortto` and `make run` serve it ($FAKE_ORTTO_PORT moves it).
+DEFAULT_PORT = 8788
 
 MAX_ITEMS: Final = 100
 MAX_PAYLOAD_BYTES: Final = 2_000_000
@@ -511,7 +516,15 @@ def run_fake_ortto(
 ) -> None:
     """Serve the fake until interrupted."""
     app = FakeOrtto(api_keys, rate_limit).app
-    web.run_app(app, host=host, port=port, access_log=None, shutdown_timeout=1.0)
+
+    def serving(_aiohttp_banner: str) -> None:  # once bound
+        print(
+            f"stand-in Ortto API on http://{host}:{port}: GET /_state (what it received), "
+            "POST /_faults, POST /_definitions, POST /_reset; Ctrl-C stops it",
+            flush=True,
+        )
+
+    web.run_app(app, host=host, port=port, access_log=None, shutdown_timeout=1.0, print=serving)
 
 
 def main(argv: list[str]) -> int:
@@ -519,7 +532,12 @@ def main(argv: list[str]) -> int:
         prog="python -m worker fake-ortto", description="Serve a stand-in Ortto API."
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8788)
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("FAKE_ORTTO_PORT") or DEFAULT_PORT),
+        help=f"default $FAKE_ORTTO_PORT, else {DEFAULT_PORT} (as `make run`)",
+    )
     parser.add_argument(
         "--api-key",
         action="append",
@@ -529,5 +547,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate-limit", type=float, default=10.0, help="requests/s per key")
     args = parser.parse_args(argv)
     keys = args.api_keys or [os.environ.get("ORTTO_API_KEY") or "dev-key"]
-    run_fake_ortto(args.port, keys, args.rate_limit, host=args.host)
+    try:
+        run_fake_ortto(args.port, keys, args.rate_limit, host=args.host)
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        print(
+            f"port {args.port} (the stand-in Ortto API) is already in use by another "
+            "process: set FAKE_ORTTO_PORT (or --port) to a free port",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -1,12 +1,14 @@
-"""`python -m worker map source|destination [--backend autopilot|ortto]`: the mapping without
-Kafka, a line at a time.
+"""`python -m worker map source|ortto|destination [--backend autopilot|ortto]`: the mapping
+without Kafka, a line at a time.
 
-Each input line gives exactly one output line, in order: `{"output": ...}`, `{"skip": reason}`
-or `{"error": {"status": 400, "message": ...}}`. No learned identities are available offline.
-A destination output is the request descriptor (or the list of them, when a call gives
-several) for the chosen backend, mapped with the settings in the environment whether or not its
-key is set; its `json` is the body of the one call it stands for (for Ortto, a `people` or
-`activities` array of one: delivery gathers them into bulk calls).
+`source` reads Autopilot email events, `ortto` Ortto's activity webhooks (one activity a line,
+with ORTTO_ACTIVITY_EVENTS and ORTTO_ATTRIBUTE_PROPERTIES from the environment), `destination`
+Segment calls. Each input line gives exactly one output line, in order: `{"output": ...}`,
+`{"skip": reason}` or `{"error": {"status": 400, "message": ...}}`. No learned identities are
+available offline. A destination output is the request descriptor (or the list of them, when a
+call gives several) for the chosen backend (`--backend`), mapped with the settings in the
+environment whether or not its key is set; its `json` is the body of the one call it stands for
+(for Ortto, a `people` or `activities` array of one: delivery gathers them into bulk calls).
 """
 
 from __future__ import annotations
@@ -29,6 +31,18 @@ def _source_mapper() -> Mapper:
 
     def mapper(raw: bytes) -> Any:
         return map_source(raw, received_at=datetime.now(UTC)).track
+
+    return mapper
+
+
+def _ortto_mapper() -> Mapper:
+    from worker.settings import get_settings  # noqa: PLC0415
+    from worker.source.ortto import OrttoConfig, map_ortto  # noqa: PLC0415
+
+    config = OrttoConfig.from_settings(get_settings())
+
+    def mapper(raw: bytes) -> Any:
+        return map_ortto(raw, config=config, received_at=datetime.now(UTC)).track
 
     return mapper
 
@@ -58,7 +72,12 @@ def map_line(mapper: Mapper, raw: bytes) -> dict[str, Any]:
 
 
 def run_map(pipeline: str, stdin: IO[bytes], stdout: IO[str], *, backend: str = "autopilot") -> int:
-    mapper = _source_mapper() if pipeline == "source" else _destination_mapper(backend)
+    if pipeline == "source":
+        mapper = _source_mapper()
+    elif pipeline == "ortto":
+        mapper = _ortto_mapper()
+    else:
+        mapper = _destination_mapper(backend)
     for line in stdin:
         raw = line.rstrip(b"\r\n")
         stdout.write(orjson.dumps(map_line(mapper, raw)).decode() + "\n")

@@ -12,6 +12,7 @@ from worker.backends.ortto.merge_person import merge_person
 from worker.backends.seam import ApiSettings, CallRequests, PlannedCall
 from worker.models.autopilot_request import RequestDescriptor
 from worker.models.parsed_call import ParsedCall
+from worker.models.segment_track import INTEGRATION_NAME, ORTTO_INTEGRATION_NAME
 from worker.settings import Settings
 
 __all__ = ["REGION_HOSTS", "OrttoBackend", "OrttoConfig"]
@@ -61,8 +62,9 @@ class OrttoBackend:
     keeps_original_names: bool = False
     #: Segment's names for the destination (classic and Actions)
     integration_names: tuple[str, ...] = ("Ortto", "Ortto (Actions)")
-    #: the worker's own source: Autopilot's email events never reach Ortto
-    source_integrations: tuple[str, ...] = ("AutopilotHQ",)
+    #: the worker's own source, of either input format: Autopilot's email events and Ortto's
+    #: own activities (its webhook) never reach Ortto, whatever their `integrations` say
+    source_integrations: tuple[str, ...] = (INTEGRATION_NAME, ORTTO_INTEGRATION_NAME)
     probe_path: str = responses.PROBE_PATH
     probe_body: dict[str, Any] | None = field(default_factory=lambda: dict(responses.PROBE_BODY))
 

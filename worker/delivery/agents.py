@@ -110,7 +110,7 @@ def delivery_sink(
 
     return BatchingSink(
         stage=stage,
-        parse=parse_descriptor,
+        parse=lambda message: parse_descriptor(message.value),
         writer=writer,
         flow_control=runtime.app.flow_control,
         grace_s=grace_s,

@@ -1,7 +1,8 @@
 """Golden cases: each file `tests/golden/<pipeline>/<case>.json` is one input and its outcome.
 
-`<pipeline>` is `source` (Autopilot event -> Segment track) or `destination` (Segment call ->
-Autopilot requests); the test id is `<pipeline>/<case>`. Every case holds:
+`<pipeline>` is `source` (Autopilot event -> Segment track), `destination` (Segment call ->
+Autopilot requests) or `warehouse` (Segment message -> warehouse rows); the test id is
+`<pipeline>/<case>`. Every case holds:
 
 - `description`: one line saying what the case holds and why it matters (required);
 - `input`: a JSON value, sent as its compact UTF-8 JSON bytes; or `input_text`: sent as is,
@@ -15,6 +16,9 @@ Destination cases may add `config` (AutopilotConfig fields), `learned_email` and
 `audience_state`; their output is the list of request descriptors as on the wire. Without
 `learned_email` or `audience_state` a destination case runs `map_destination`, as
 `map destination` does; with either, the prechecked call goes through the backend's `requests_for`.
+Warehouse cases name their `topic`: `tracks` (track calls only, schema `autopilothq`) or `calls`
+(every call type, schema `website`); their output is `{"schema", "id", "rows", "discarded"}`,
+each row `{"table", "values"}` (`worker.warehouse.layout`; values as sent, typed at load time).
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ from worker.destination.mapping import map_destination, precheck_call
 from worker.errors import InvalidInput, SkipMessage
 from worker.models.autopilot_event import EmailEventType
 from worker.source.mapping import map_source
+from worker.warehouse.layout import CALL_TYPES, TRACK_TYPES, lay_out
 
 INTEGRATIONS = AutopilotBackend().integration_names
 
 GOLDEN = Path(__file__).parents[1] / "golden"
-PIPELINES = ("source", "destination")
+PIPELINES = ("source", "destination", "warehouse")
 CASES = {pipeline: sorted((GOLDEN / pipeline).glob("*.json")) for pipeline in PIPELINES}
 RECEIVED_AT = datetime(2026, 11, 20, 10, 15, 5, tzinfo=UTC)
 INTEGRATION_VERSION = "0.0.0-golden"
@@ -79,9 +84,25 @@ def _destination_output(raw: bytes, case: dict[str, Any]) -> list[dict[str, Any]
     return [request.model_dump(mode="json", by_alias=True) for request in result.requests]
 
 
+def _warehouse_output(raw: bytes, case: dict[str, Any]) -> dict[str, Any]:
+    calls = case["topic"] == "calls"
+    laid = lay_out(
+        raw,
+        schema="website" if calls else "autopilothq",
+        types=CALL_TYPES if calls else TRACK_TYPES,
+    )
+    return {
+        "schema": laid.schema,
+        "id": laid.id,
+        "rows": [{"table": row.table, "values": row.values} for row in laid.rows],
+        "discarded": list(laid.discarded),
+    }
+
+
 MAPPINGS: dict[str, Callable[[bytes, dict[str, Any]], object]] = {
     "source": _source_output,
     "destination": _destination_output,
+    "warehouse": _warehouse_output,
 }
 
 
@@ -124,3 +145,13 @@ def test_source_cases_cover_every_event_type() -> None:
 
 def test_destination_cases_exist() -> None:
     assert len(CASES["destination"]) >= 40
+
+
+def test_warehouse_cases_cover_every_table_kind() -> None:
+    tables = {
+        row["table"]
+        for case in map(_load, CASES["warehouse"])
+        if "output" in case["expected"]
+        for row in case["expected"]["output"]["rows"]
+    }
+    assert {"tracks", "identifies", "users", "pages", "screens", "groups", "aliases"} <= tables

@@ -1,7 +1,8 @@
 """The composition root: which features run in this process, built on one runtime.
 
-`WORKER_FEATURES` (default: all) names them: `ingest` (the HTTP routes), `source`, `destination`
-and `delivery`; so one pod can only deliver and another only map. The operations endpoints
+`WORKER_FEATURES` (default: all) names them: `ingest` (the HTTP routes), `source`, `destination`,
+`delivery` and `warehouse` (which loads only when WAREHOUSE_URL is set); so one pod can only
+deliver and another only map. The operations endpoints
 (health, metrics, resume) and the replay stage run in every worker. Nothing is registered on
 import: `compose` builds what is asked, in one visible place.
 """
@@ -21,6 +22,7 @@ from worker.runtime.health import DeliveryStatus, install_operations
 from worker.runtime.stages import Runtime
 from worker.settings import Settings
 from worker.source.agents import build_source
+from worker.warehouse.agents import build_warehouse
 
 __all__ = ["backend_for", "compose"]
 
@@ -44,6 +46,8 @@ def compose(settings: Settings) -> Runtime:
         delivery = build_delivery(runtime, backend)
     if "ingest" in features:
         build_ingest(runtime)
+    if "warehouse" in features:
+        build_warehouse(runtime)
     install_operations(runtime, delivery)
     _build_replay(runtime)
     return runtime

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Annotated
+from urllib.parse import unquote, urlsplit
 
 import orjson
 from pydantic import Field, SecretStr, field_validator
@@ -35,7 +36,10 @@ MASK = "**********"
 
 
 #: The features a process can run (`WORKER_FEATURES`), in the order they are built.
-FEATURES = ("source", "destination", "delivery", "ingest")
+FEATURES = ("source", "destination", "delivery", "ingest", "warehouse")
+
+#: How WAREHOUSE_URL names its database: a DuckDB file or a PostgreSQL server.
+WAREHOUSE_SCHEMES = ("duckdb", "postgresql", "postgres")
 
 
 class Settings(BaseSettings):
@@ -123,7 +127,41 @@ class Settings(BaseSettings):
     worker_features: Annotated[frozenset[str], NoDecode] = Field(
         default=frozenset(FEATURES),
         description="Comma-separated features this process runs: ingest, source, destination, "
-        "delivery (default: all).",
+        "delivery, warehouse (default: all).",
+    )
+
+    # Warehouse: tracks (and optionally Segment calls) in Segment's table layout (worker.warehouse)
+    warehouse_url: SecretStr | None = Field(
+        None,
+        description="Where the warehouse loader writes: duckdb:///path/to/file.duckdb or "
+        "postgresql://user:password@host:port/database; unset: no loader.",
+    )
+    warehouse_schema: str = Field(
+        "autopilothq",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        description="Schema of the tracks topic's tables (Segment's <source> schema).",
+    )
+    warehouse_calls_schema: str | None = Field(
+        None,
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        description="When set, the loader also takes the Segment calls topic into this schema "
+        "(identifies, users, pages, screens, groups, aliases, tracks and event tables).",
+    )
+    warehouse_batch_size: int = Field(
+        5000, ge=1, description="Messages the loader writes in one database transaction at most."
+    )
+    warehouse_linger_ms: int = Field(
+        500, ge=0, description="How long the loader waits for a batch to fill."
+    )
+    warehouse_give_back_after_s: float = Field(
+        10.0,
+        gt=0,
+        description="When a rebalance or a shutdown begins, how long the load in hand may still "
+        "take; then it is given back unacked (rolled back, or loaded and deduplicated later).",
     )
 
     # Web
@@ -159,6 +197,27 @@ class Settings(BaseSettings):
             )
         return frozenset(named)
 
+    @field_validator("warehouse_url", mode="before")
+    @classmethod
+    def _empty_warehouse_url(cls, raw: object) -> object:
+        """An empty WAREHOUSE_URL is unset (compose passes `${WAREHOUSE_URL:-}` through)."""
+        if isinstance(raw, str) and not raw.strip():
+            return None
+        return raw
+
+    @field_validator("warehouse_url")
+    @classmethod
+    def _check_warehouse_url(cls, url: SecretStr | None) -> SecretStr | None:
+        """A scheme the loader knows and a place to write; the value is never echoed."""
+        if url is None:
+            return None
+        parts = urlsplit(url.get_secret_value())
+        if parts.scheme not in WAREHOUSE_SCHEMES:
+            raise ValueError(f"unknown database; {_WAREHOUSE_FORM}")
+        if parts.scheme == "duckdb" and not (parts.netloc + parts.path).strip("/"):
+            raise ValueError(f"no DuckDB file named; {_WAREHOUSE_FORM}")
+        return url
+
     @field_validator("autopilot_triggers", mode="before")
     @classmethod
     def _parse_triggers(cls, raw: object) -> object:
@@ -177,6 +236,10 @@ class Settings(BaseSettings):
 
 
 _TRIGGERS_FORM = 'expected e.g. {"Order Completed": "0001", "Signed Up": "0002"}'
+_WAREHOUSE_FORM = (
+    "expected duckdb:///path/to/file.duckdb (duckdb://relative/path.duckdb) or "
+    "postgresql://user:password@host:5432/database"
+)
 
 #: The expected form of settings whose pydantic message alone would not say it.
 _EXPECTED: dict[str, str] = {
@@ -184,6 +247,9 @@ _EXPECTED: dict[str, str] = {
     "topic_replication_factor": "expected a whole number of at least 1",
     "autopilot_rate_limit": "expected requests per second above 0, e.g. 5 or 0.5",
     "worker_web_port": "expected a port number from 1 to 65535",
+    "warehouse_schema": "expected a lowercase SQL name of at most 63 characters, e.g. autopilothq",
+    "warehouse_calls_schema": "expected a lowercase SQL name of at most 63 characters, e.g. "
+    "website",
 }
 
 
@@ -204,7 +270,8 @@ def configuration_errors(error: SettingsInvalid) -> list[str]:
 
 def secret_values(settings: Settings) -> tuple[str, ...]:
     """Every secret value `settings` hold (the API key, each write key, the webhook and admin
-    tokens), so logs, dead letters and errors can be masked of them."""
+    tokens, the warehouse URL and the password in it), so logs, dead letters and errors can be
+    masked of them."""
     values: list[str] = []
     for name, value in settings:
         if isinstance(value, SecretStr):
@@ -212,6 +279,10 @@ def secret_values(settings: Settings) -> tuple[str, ...]:
             values.append(secret)
             if name == "segment_write_keys":
                 values.extend(key.strip() for key in secret.split(","))
+            if name == "warehouse_url":
+                password = urlsplit(secret).password
+                if password:
+                    values.extend((password, unquote(password)))
     return tuple(v for v in values if v)
 
 

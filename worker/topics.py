@@ -50,6 +50,7 @@ class TopicNames:
     destination_by_user: str
     retry: str
     delivery_replay: str
+    warehouse_replay: str
     app_id: str
     dead_letters_retention_days: float = 30.0
     deliveries_retention_days: float = 30.0
@@ -68,6 +69,7 @@ class TopicNames:
             destination_by_user=f"{app_id}.destination-by-user",
             retry=f"{app_id}.retry",
             delivery_replay=f"{app_id}.delivery-replay",
+            warehouse_replay=f"{app_id}.warehouse-replay",
             app_id=app_id,
             dead_letters_retention_days=settings.topic_dead_letters_retention_days,
             deliveries_retention_days=settings.topic_autopilot_deliveries_retention_days,
@@ -99,6 +101,9 @@ class TopicNames:
             TopicSpec(self.destination_by_user, "internal: Segment calls by userId/anonymousId"),
             TopicSpec(self.retry, "internal: dead letters replayed to this worker only"),
             TopicSpec(self.delivery_replay, "internal: replayed request descriptors for delivery"),
+            TopicSpec(
+                self.warehouse_replay, "internal: replayed Segment messages for the warehouse"
+            ),
             *(
                 TopicSpec(self.changelog(table), f"changelog: {what}", compacted=True)
                 for table, what in TABLES.items()

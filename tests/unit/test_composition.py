@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -29,7 +30,7 @@ def test_every_feature_runs_by_default() -> None:
         "destination_email_by_user",
         "destination_audiences",
     }
-    assert set(runtime.breakers) == {"source", "destination", "delivery", "replay"}
+    assert set(runtime.breakers) == {"source", "destination", "delivery", "warehouse", "replay"}
 
 
 def test_a_delivery_only_process_runs_delivery_and_replay_alone() -> None:
@@ -49,7 +50,21 @@ def test_a_mapping_only_process_has_no_delivery_and_no_ingest_routes() -> None:
 
 def test_an_unknown_feature_is_a_configuration_error() -> None:
     with pytest.raises(SettingsInvalid, match="unknown feature"):
-        Settings(worker_features="source,warehouse")
+        Settings(worker_features="source,reporting")
+
+
+def test_the_warehouse_loads_only_with_a_warehouse_url(tmp_path: Path) -> None:
+    without = compose(Settings(worker_features="warehouse"))
+    assert set(without.app.agents) == {"replay-retry"}
+    url = SecretStr(f"duckdb:///{tmp_path}/warehouse.duckdb")
+    runtime = compose(Settings(worker_features="warehouse", warehouse_url=url))
+    assert set(runtime.app.agents) == {"warehouse", "replay-retry"}
+    assert sorted(runtime.stages) == [("replay", "retry"), ("warehouse", "load")]
+    (agent,) = [a for name, a in runtime.app.agents.items() if name == "warehouse"]
+    assert set(agent.channel.topics) == {
+        "segment.tracks",
+        "autopilot-worker.warehouse-replay",
+    }
 
 
 def test_importing_a_feature_registers_nothing_and_imports_no_other_feature() -> None:

@@ -39,7 +39,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from worker.errors import UnexpectedError
 from worker.pipeline.stage import LineBudget
 from worker.runtime.sink import ItemOutcome
-from worker.warehouse.columns import MISFIT, ColumnType, coerce, infer
+from worker.warehouse.columns import MISFIT, ColumnType, coerce, infer, parse_timestamp
 from worker.warehouse.layout import FIXED_COLUMNS, Laid, TableKind
 
 __all__ = [
@@ -364,10 +364,15 @@ def _first_copies(batch: list[Laid]) -> list[Laid]:
 
 
 def _merged_users(rows: list[Mapping[str, object]]) -> list[Mapping[str, object]]:
-    """One row per user id: later values over earlier ones (a value a later identify lacks is
-    kept), the latest `received_at`."""
+    """One row per user id, merged in the order the identifies were received: later values
+    over earlier ones (a value a later identify lacks is kept), the latest `received_at`."""
+
+    def received(values: Mapping[str, object]) -> datetime:
+        at = values.get("received_at")
+        return (parse_timestamp(at) if isinstance(at, str) else None) or datetime.min
+
     merged: dict[object, dict[str, object]] = {}
-    for values in rows:
+    for values in sorted(rows, key=received):
         user = merged.get(values["id"])
         if user is None:
             merged[values["id"]] = dict(values)

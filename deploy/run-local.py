@@ -2,6 +2,9 @@
 
 The broker keeps its data in `.cache/kafka/data` between runs. The stand-in API is started
 only when AUTOPILOT_BASE_URL is not set; with it, delivery goes where that variable says.
+Unless WAREHOUSE_URL is set, the warehouse loader writes the tracks into the DuckDB file
+`.cache/warehouse.duckdb`; DuckDB lets no other process open it while the worker writes, so a
+query to try is printed once the worker stopped.
 On Ctrl-C (or SIGTERM) the worker stops first (a warm shutdown that commits its offsets),
 then the stand-in, then the broker.
 """
@@ -20,6 +23,22 @@ from types import FrameType, ModuleType
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_PORT = int(os.environ.get("FAKE_AUTOPILOT_PORT", "8765"))
 DEV_KEY = "dev-key"
+WAREHOUSE_FILE = ROOT / ".cache" / "warehouse.duckdb"
+TRY_QUERY = (
+    "SELECT event_text, count(*) AS events, max(timestamp) AS latest "
+    "FROM {schema}.tracks GROUP BY 1 ORDER BY 2 DESC"
+)
+
+
+def _query_hint(schema: str) -> str:
+    """How to look into the DuckDB file once the worker let go of it."""
+    path = os.path.relpath(WAREHOUSE_FILE)
+    code = (
+        f"import duckdb; duckdb.connect('{path}', read_only=True)"
+        f".sql('{TRY_QUERY.format(schema=schema)}').show()"
+    )
+    python = os.path.relpath(sys.executable)
+    return f'warehouse: the tracks are in {path} (schema {schema}); try\n  {python} -c "{code}"'
 
 
 def _load_localkafka() -> ModuleType:
@@ -61,6 +80,10 @@ def main() -> int:
     port = int(os.environ.get("LOCAL_KAFKA_PORT", "9092"))
     kafka = localkafka.LocalKafka(port=port, controller_port=port + 1)
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap)
+    embedded_warehouse = not os.environ.get("WAREHOUSE_URL")
+    if embedded_warehouse:
+        env["WAREHOUSE_URL"] = f"duckdb://{WAREHOUSE_FILE}"
+    schema = env.get("WAREHOUSE_SCHEMA") or "autopilothq"
     stopping = False
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -81,6 +104,12 @@ def main() -> int:
             print(f"stand-in Autopilot API on {env['AUTOPILOT_BASE_URL']}", flush=True)
         worker = [sys.executable, "-m", "worker", "run", "--loglevel", "info"]
         children.append(subprocess.Popen(worker, env=env, start_new_session=True))
+        if embedded_warehouse:
+            print(
+                f"warehouse loader: tracks into {os.path.relpath(WAREHOUSE_FILE)} (DuckDB; the "
+                "worker holds the file while it runs: a query to try is printed when it stops)",
+                flush=True,
+            )
         print("worker running; Ctrl-C stops it, then the broker", flush=True)
         while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.2)
@@ -89,6 +118,8 @@ def main() -> int:
             _stop(child)
         kafka.stop()
         print("stopped", flush=True)
+        if embedded_warehouse and WAREHOUSE_FILE.exists():
+            print(_query_hint(schema), flush=True)
     return max((child.returncode or 0 for child in children), default=0)
 
 

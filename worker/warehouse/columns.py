@@ -26,6 +26,7 @@ import math
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Final
 
 import orjson
@@ -72,9 +73,16 @@ _DATE_TIME = re.compile(
 )
 
 
+@lru_cache(maxsize=4096)
 def parse_timestamp(text: str) -> datetime | None:
     """`text` as a naive UTC datetime (no offset: read as UTC), or None if it is no ISO-8601
-    date-time. Fractions beyond microseconds are cut."""
+    date-time. Fractions beyond microseconds are cut. Cached: a track's rows share their
+    times, and a batch's messages often do."""
+    if len(text) == 24 and text[23] == "Z" and text[10] == "T" and text[19] == ".":
+        try:  # the form Segment's libraries and the source write: 2026-11-20T10:15:00.000Z
+            return datetime.fromisoformat(text[:23])
+        except ValueError:
+            pass
     if len(text) > 40 or not _DATE_TIME.fullmatch(text):
         return None
     head, dot, rest = text.partition(".")

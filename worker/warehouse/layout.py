@@ -31,10 +31,9 @@ two names of one message that become the same column (after snake_case or trunca
 from __future__ import annotations
 
 from collections.abc import Mapping, Set
-from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
-from typing import Final
+from typing import Final, NamedTuple
 
 import orjson
 
@@ -78,6 +77,8 @@ class TableKind(StrEnum):
     ALIASES = "aliases"
 
 
+_TRACKS: Final = TableKind.TRACKS.value
+
 #: Tables Segment names itself: no event table may take one of these names.
 RESERVED_TABLES: Final = frozenset(
     {kind.value for kind in TableKind if kind is not TableKind.EVENT} | {"accounts"}
@@ -118,25 +119,24 @@ _COMMON_FIELDS: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
     """One row: its table, the kind of table, and its values by column (JSON scalars, never
-    None: a column without a value is left out)."""
+    None: a column without a value is left out). Named tuples: two or three are made per
+    message, and a frozen dataclass costs several times as much to make."""
 
     table: str
     kind: TableKind
     values: dict[str, object]
 
 
-@dataclass(frozen=True, slots=True)
-class Laid:
+class Laid(NamedTuple):
     """One message laid out: the rows it becomes in `schema` (all but a users row carry the
     message's `id`), and the properties discarded because they named a reserved column."""
 
     schema: str
     id: str
     rows: tuple[Row, ...]
-    discarded: tuple[str, ...] = field(default=())
+    discarded: tuple[str, ...] = ()
 
 
 # --- names ------------------------------------------------------------------------------------
@@ -203,48 +203,63 @@ def table_name(event: str) -> str:
 
 
 class _Columns:
-    """Columns being gathered for one row: the key path each came from, to report collisions."""
+    """Columns being gathered for one row (`values`), and where each came from (`sources`:
+    the source and the key), to name both in a collision."""
 
     __slots__ = ("sources", "values")
 
     def __init__(self) -> None:
         self.values: dict[str, object] = {}
-        self.sources: dict[str, str] = {}
-
-    def put(self, column: str, source: str, value: object) -> None:
-        if not column:
-            raise ValidationError(f"{source}: the name has no letter or digit to name a column")
-        earlier = self.sources.get(column)
-        if earlier is not None:
-            raise ValidationError(f"{earlier} and {source} both become column {column!r}")
-        self.sources[column] = source
-        self.values[column] = value
+        self.sources: dict[str, tuple[str, str]] = {}
 
 
-def _flatten(
+def _collision(into: _Columns, column: str, source: str, key: str) -> ValidationError:
+    where = f"{source}.{key}"
+    if not column:
+        return ValidationError(f"{where}: the name has no letter or digit to name a column")
+    earlier = "{}.{}".format(*into.sources[column])
+    return ValidationError(f"{earlier} and {where} both become column {column!r}")
+
+
+_NONE: Final[Mapping[str, object]] = {}
+
+
+@lru_cache(maxsize=8192)
+def _path_column(prefix: str, key: str) -> tuple[str, str]:
+    """The `_`-joined path of `key` under `prefix`, and the column it names."""
+    path = f"{prefix}_{key}" if prefix else key
+    return path, column_name(path)
+
+
+def _flatten(  # noqa: PLR0917  (recursive: positional arguments are passed on as they are)
     obj: Mapping[str, object],
     prefix: str,
     source: str,
     into: _Columns,
     reserved: Set[str] = frozenset(),
+    taken: Mapping[str, object] = _NONE,
 ) -> list[str]:
     """Put `obj`'s leaves into `into`, nested objects flattened with `_`, arrays as JSON text,
-    nulls left out. A column in `reserved` is not put; the discarded source paths are
-    returned."""
+    nulls left out. A column in `reserved` or `taken` (the row's columns so far) is not put;
+    the discarded source paths are returned."""
     discarded: list[str] = []
+    values, sources = into.values, into.sources
     for key, value in obj.items():
         if value is None:
             continue
-        path = f"{prefix}_{key}" if prefix else key
-        where = f"{source}.{key}"
-        if isinstance(value, dict):
-            discarded += _flatten(value, path, where, into, reserved)
+        path, column = _path_column(prefix, key)
+        if type(value) is dict:
+            discarded += _flatten(value, path, f"{source}.{key}", into, reserved, taken)
             continue
-        column = column_name(path)
-        if column in reserved:
-            discarded.append(where)
+        if column in reserved or column in taken:
+            discarded.append(f"{source}.{key}")
             continue
-        into.put(column, where, orjson.dumps(value).decode() if isinstance(value, list) else value)
+        if column in values or not column:
+            raise _collision(into, column, source, key)
+        if type(value) is list:
+            value = orjson.dumps(value).decode()  # noqa: PLW2901  (stored as JSON text)
+        values[column] = value
+        sources[column] = (source, key)
     return discarded
 
 
@@ -301,9 +316,13 @@ def lay_out_message(message: Mapping[str, object], *, schema: str, types: frozen
     assert message_id is not None
     common: dict[str, object] = {"id": message_id}
     for column, key in _COMMON_FIELDS:
-        value = _text(message, key)
-        if value is not None:
-            common[column] = value
+        value = message.get(key)
+        if type(value) is str and value and "\x00" not in value:
+            common[column] = value  # the common case, without the call
+        elif value is not None:
+            value = _text(message, key)
+            if value is not None:
+                common[column] = value
     context = _Columns()
     _flatten(_object(message, "context"), "context", "context", context)
     common.update(context.values)
@@ -359,17 +378,17 @@ def _track(
         raise ValidationError(f"event: {event_text!r} has no letter or digit to name a table")
     if table in RESERVED_TABLES:
         raise ValidationError(f"event: {event_text!r} would be Segment's own table {table!r}")
-    common = {**common, "event": table, "event_text": event_text}
-    properties = _Columns()
-    reserved = common.keys() | FIXED_COLUMNS[TableKind.EVENT].keys()
-    discarded = _flatten(_object(message, "properties"), "", "properties", properties, reserved)
+    common["event"] = table
+    common["event_text"] = event_text
+    event = _Columns()  # the event row: the common columns, then the properties
+    event.values = common.copy()
+    discarded = _flatten(
+        _object(message, "properties"), "", "properties", event, _EVENT.keys(), common
+    )
     return Laid(
         schema,
         message_id,
-        (
-            Row(TableKind.TRACKS.value, TableKind.TRACKS, common),
-            Row(table, TableKind.EVENT, {**common, **properties.values}),
-        ),
+        (Row(_TRACKS, TableKind.TRACKS, common), Row(table, TableKind.EVENT, event.values)),
         tuple(discarded),
     )
 
@@ -379,8 +398,8 @@ def _identify(
 ) -> Laid:
     traits_obj = _object(message, "traits")
     traits = _Columns()
-    reserved = common.keys() | FIXED_COLUMNS[TableKind.IDENTIFIES].keys()
-    discarded = _flatten(traits_obj, "", "traits", traits, reserved)
+    fixed = FIXED_COLUMNS[TableKind.IDENTIFIES].keys()
+    discarded = _flatten(traits_obj, "", "traits", traits, fixed, common)
     rows = [Row(TableKind.IDENTIFIES.value, TableKind.IDENTIFIES, {**common, **traits.values})]
     user_id = common.get("user_id")
     if user_id is not None:
@@ -407,7 +426,7 @@ def _with_payload(
     discarded: list[str] = []
     if payload is not None:
         columns = _Columns()
-        reserved = values.keys() | FIXED_COLUMNS[kind].keys()
-        discarded = _flatten(_object(message, payload), "", payload, columns, reserved)
+        fixed = FIXED_COLUMNS[kind].keys()
+        discarded = _flatten(_object(message, payload), "", payload, columns, fixed, values)
         values.update(columns.values)
     return Laid(schema, message_id, (Row(kind.value, kind, values),), tuple(discarded))

@@ -313,14 +313,16 @@ class WarehouseWriter:
             for row in laid.rows:
                 key = (laid.schema, row.table)
                 known = self._tables.get(key)
+                if known is not None and row.values.keys() <= known.keys():
+                    continue  # the common case: nothing new
                 change = pending.get(key)
+                if change is None:
+                    new = dict(FIXED_COLUMNS[row.kind]) if known is None else {}
+                    change = pending[key] = (row.kind, known is None, new)
+                columns = change[2]
                 for column, value in row.values.items():
-                    if known is not None and column in known:
-                        continue
-                    if change is None:
-                        new = dict(FIXED_COLUMNS[row.kind]) if known is None else {}
-                        change = pending[key] = (row.kind, known is None, new)
-                    change[2].setdefault(column, infer(value))
+                    if column not in columns and (known is None or column not in known):
+                        columns[column] = infer(value)
         return [
             TableChange(schema, table, kind, create, columns)
             for (schema, table), (kind, create, columns) in sorted(pending.items())
@@ -342,13 +344,10 @@ class WarehouseWriter:
             columns = self._tables[schema, table]
             merge = table == TableKind.USERS.value
             values = _merged_users(table_rows) if merge else table_rows
-            names = tuple(columns)
-            types = tuple(columns.values())
-            label = f"{schema}.{table}"
-            rows = [_fit(v, names, types, now=now, table=label, nulled=nulled) for v in values]
-            id_at = names.index("id")
-            rows.sort(key=lambda row: row[id_at])  # type: ignore[arg-type,return-value]
-            loads.append(TableLoad(schema, table, names, types, rows, merge))
+            fit = _Fitter(columns, now, f"{schema}.{table}", nulled)
+            rows = [fit(v) for v in values]
+            rows.sort(key=fit.id_of)
+            loads.append(TableLoad(schema, table, fit.names, fit.types, rows, merge))
         return _Prepared(loads, nulled, discarded)
 
 
@@ -381,28 +380,53 @@ def _merged_users(rows: list[Mapping[str, object]]) -> list[Mapping[str, object]
     return list(merged.values())
 
 
-def _fit(
-    values: Mapping[str, object],
-    names: tuple[str, ...],
-    types: tuple[ColumnType, ...],
-    *,
-    now: datetime,
-    table: str,
-    nulled: Counter[tuple[str, str, str]],
-) -> tuple[object, ...]:
-    """One row's values in `names`' order, each fitted to its column's type."""
-    out: list[object] = []
-    text = ColumnType.TEXT
-    for name, kind in zip(names, types, strict=True):
-        value = values.get(name)
-        if value is None:
-            out.append(now if name == "uuid_ts" else None)
-        elif kind is text and type(value) is str and "\x00" not in value:
-            out.append(value)  # the common case, without the call
-        else:
+class _Fitter:
+    """Fits rows of one table to its columns: a tuple per row in the columns' order, NULL
+    where a row has no value or its value does not fit (counted in `nulled`).
+
+    Rows of one producer come in few shapes (the same keys in the same order), so the column
+    position and type of each key are looked up once per shape."""
+
+    __slots__ = ("id_at", "index", "label", "names", "nulled", "plans", "template", "types")
+
+    def __init__(
+        self, columns: Columns, now: datetime, label: str, nulled: Counter[tuple[str, str, str]]
+    ) -> None:
+        self.names = tuple(columns)
+        self.types = tuple(columns.values())
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.id_at = self.index["id"]
+        template: list[object] = [None] * len(self.names)
+        if "uuid_ts" in self.index:
+            template[self.index["uuid_ts"]] = now
+        self.template = template
+        self.label = label
+        self.nulled = nulled
+        self.plans: dict[tuple[str, ...], list[tuple[int, ColumnType]]] = {}
+
+    def __call__(self, values: Mapping[str, object]) -> tuple[object, ...]:
+        shape = tuple(values)
+        plan = self.plans.get(shape)
+        if plan is None:
+            plan = self.plans[shape] = [(self.index[n], self.types[self.index[n]]) for n in shape]
+        out = self.template.copy()
+        text, timestamp = ColumnType.TEXT, ColumnType.TIMESTAMP
+        for (at, kind), value in zip(plan, values.values(), strict=True):
+            if type(value) is str:  # the common cases, without the call
+                if kind is text and "\x00" not in value:
+                    out[at] = value
+                    continue
+                if kind is timestamp:
+                    parsed = parse_timestamp(value)
+                    if parsed is not None:
+                        out[at] = parsed
+                        continue
             fitted = coerce(value, kind)
             if fitted is MISFIT:
-                nulled[table, name, kind.value] += 1
+                self.nulled[self.label, self.names[at], kind.value] += 1
                 fitted = None
-            out.append(fitted)
-    return tuple(out)
+            out[at] = fitted
+        return tuple(out)
+
+    def id_of(self, row: tuple[object, ...]) -> str:
+        return str(row[self.id_at])

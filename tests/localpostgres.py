@@ -8,8 +8,10 @@ process that started it and Linux stops it if that process dies, even by SIGKILL
 test run leaves no server behind.
 
 initdb and the server refuse to run as root: run as root, both run as the `postgres` user the
-package creates (the folder is given to it). `.ci/run` installs the package when it is missing;
-`find_bin_dir` finds the newest version's binaries (`/usr/lib/postgresql/<version>/bin`).
+package creates (the folder is given to it, and must be reachable by it: `tempfile.mkdtemp`
+under /tmp is, a folder inside another private temporary folder is not). `.ci/run` installs
+the package when it is missing; `find_bin_dir` finds the newest version's binaries
+(`/usr/lib/postgresql/<version>/bin`).
 """
 
 from __future__ import annotations

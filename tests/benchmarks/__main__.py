@@ -4,12 +4,15 @@ Sections, in this order (progress goes to stderr):
 
 1. mapping throughput on one core, source and destination, against orjson loads + dumps;
 2. delivery against the stand-in Autopilot API (no broker);
-3. on one broker (KAFKA_BOOTSTRAP_SERVERS, else a local JVM broker on free ports in a temp
+3. the warehouse loader into PostgreSQL (a server of Debian's package started for the run)
+   against a plain COPY of the same rows, and into DuckDB against its appender (no broker);
+4. on one broker (KAFKA_BOOTSTRAP_SERVERS, else a local JVM broker on free ports in a temp
    dir): pipeline throughput of the worker, a plain aiokafka loop and quixstreams, with peak
    RSS; end-to-end latency through the worker at a steady 1,000 events/s; ingest over HTTP.
 
-Environment: BENCH_N (inputs per pipeline, default 200000), BENCH_ONLY (comma-separated
-section names: mapping, delivery, pipeline, latency, ingest), BENCH_RESULTS (the JSON path,
+Environment: BENCH_N (inputs per pipeline, default 200000), BENCH_WAREHOUSE_N (tracks the
+warehouse section loads, default 100000), BENCH_ONLY (comma-separated section names: mapping,
+delivery, warehouse, pipeline, latency, ingest), BENCH_RESULTS (the JSON path,
 default bench-results.json at the repository root). A section that fails is reported as failed
 and the others still run; the exit status is then 1.
 """
@@ -31,11 +34,17 @@ from typing import Any
 
 import orjson
 
-from tests.benchmarks import bench_delivery, bench_ingest, bench_mapping, bench_pipeline
+from tests.benchmarks import (
+    bench_delivery,
+    bench_ingest,
+    bench_mapping,
+    bench_pipeline,
+    bench_warehouse,
+)
 from tests.benchmarks.broker import bench_broker
 
 REPO = Path(__file__).resolve().parents[2]
-SECTIONS = ("mapping", "delivery", "pipeline", "latency", "ingest")
+SECTIONS = ("mapping", "delivery", "warehouse", "pipeline", "latency", "ingest")
 
 
 def _log(text: str) -> None:
@@ -105,6 +114,7 @@ def run_all() -> dict[str, Any]:
     started = time.perf_counter()
     _section(results, "mapping", bench_mapping.measure)
     _section(results, "delivery", lambda: asyncio.run(bench_delivery.run()))
+    _section(results, "warehouse", bench_warehouse.measure)
     if _wanted() & {"pipeline", "latency", "ingest"}:
         _log("starting the broker")
         with bench_broker() as broker:
@@ -257,6 +267,44 @@ def _ingest_rows(i: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def _warehouse_rows(w: dict[str, Any]) -> list[list[str]]:
+    if failed := _failed(w):
+        return [["warehouse loader", failed, "", "", "≥ 0.5"]]
+    what = f"{_n(w['tracks'])} tracks, {_n(w['rows'])} rows, batches of {_n(w['batch'])}"
+    return [
+        [
+            f"warehouse loader into PostgreSQL, bytes → committed rows ({what})",
+            f"{_n(w['postgres_loader_rows_per_s'])} rows/s (Python side "
+            f"{w['python_us_per_track']:g} µs a track)",
+            f"plain binary COPY of the same rows {_n(w['postgres_copy_rows_per_s'])} rows/s",
+            f"{w['postgres_ratio']:.3f}",
+            "≥ 0.5",
+        ],
+        [
+            "of which its database side (COPY into a temporary table, INSERT … ON CONFLICT)",
+            f"{_n(w['postgres_loader_database_rows_per_s'])} rows/s",
+            "the same COPY",
+            f"{w['postgres_database_ratio']:.3f}",
+            "",
+        ],
+        [
+            "the loader again over the same tracks (a replay: every id there already)",
+            f"{_n(w['postgres_replay_rows_per_s'])} rows/s",
+            "",
+            "",
+            "",
+        ],
+        [
+            "warehouse loader into DuckDB, bytes → committed rows",
+            f"{_n(w['duckdb_loader_rows_per_s'])} rows/s (database side "
+            f"{_n(w['duckdb_loader_database_rows_per_s'])} rows/s)",
+            f"DuckDB's appender, same rows {_n(w['duckdb_appender_rows_per_s'])} rows/s",
+            f"{w['duckdb_ratio']:.3f} (database side {w['duckdb_database_ratio']:.3f})",
+            "",
+        ],
+    ]
+
+
 def _detail(p: dict[str, Any]) -> list[str]:
     """One line per contender: where the time and the memory went."""
     lines = [
@@ -284,6 +332,8 @@ def table(results: dict[str, Any]) -> str:
         rows += _latency_rows(results["latency"])
     if "delivery" in results:
         rows += _delivery_rows(results["delivery"])
+    if "warehouse" in results:
+        rows += _warehouse_rows(results["warehouse"])
     if "ingest" in results:
         rows += _ingest_rows(results["ingest"])
     machine = results["machine"]

@@ -11,9 +11,10 @@ same server or file; rows/s is table rows written a second, wall time.
   loader (`WarehouseWriter` + `PostgresWarehouse`: bytes -> layout -> fitted values -> COPY into
   a temporary table -> `INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING`, tables created on
   the way) against a plain `COPY ... FROM STDIN` of the loader's own rows (already laid out and
-  typed; the binary format, as the loader's) straight into the same tables, created
-  beforehand. Goal: at least 0.5 of it. The loader's time is also split: its Python side
-  (layout, schema planning, fitting values) and its database side, to set against the COPY.
+  typed; the binary format, as the loader's, and the text format, psycopg's default) straight
+  into tables of their own, created beforehand. Goal: at least 0.5 of it. The loader's time is
+  also split: its Python side (layout, schema planning, fitting values) and its database side,
+  to set against the COPY.
 - **DuckDB** (a file in a temporary folder): the loader (`DuckDBWarehouse`: appender into a
   temporary table, `INSERT ... ON CONFLICT DO NOTHING`) against DuckDB's own bulk insert, its
   appender, straight into the tables.
@@ -141,10 +142,12 @@ def _tables(loads: list[list[TableLoad]]) -> dict[str, TableLoad]:
     return {load.table: load for batch in loads for load in batch}
 
 
-def _postgres_copy(url: str, loads: list[list[TableLoad]]) -> float:
-    """Seconds a plain COPY of the same rows takes, batch by batch, into tables made for it."""
+def _postgres_copy(url: str, loads: list[list[TableLoad]], *, binary: bool) -> float:
+    """Seconds a plain COPY of the same rows takes, batch by batch, into tables made for it:
+    in the binary format, as the loader stages its rows, or in the text format."""
+    schema = "plain_binary" if binary else "plain_text"
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier("plain")))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         for table, load in _tables(loads).items():
             columns = sql.SQL(", ").join(
                 sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(POSTGRES_TYPES[t]))
@@ -152,22 +155,25 @@ def _postgres_copy(url: str, loads: list[list[TableLoad]]) -> float:
             )
             conn.execute(
                 sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY (id))").format(
-                    sql.Identifier("plain", table), columns
+                    sql.Identifier(schema, table), columns
                 )
             )
         conn.execute("SET TIME ZONE 'UTC'")
+        form = sql.SQL(" (FORMAT BINARY)" if binary else "")
         started = time.perf_counter()
         for batch in loads:
             with conn.transaction(), conn.cursor() as cur:
                 for load in batch:
-                    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-                        sql.Identifier("plain", load.table),
+                    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+                        sql.Identifier(schema, load.table),
                         sql.SQL(", ").join(map(sql.Identifier, load.columns)),
+                        form,
                     )
                     with cur.copy(copy_sql) as copy:
-                        # the loader's format; a naive UTC time is the same 8 bytes as a
-                        # `timestamp with time zone` in the binary format
-                        copy.set_types([STAGING_TYPES[t] for t in load.types])
+                        if binary:
+                            # a naive UTC time is the same 8 bytes as a `timestamp with time
+                            # zone` in the binary format
+                            copy.set_types([STAGING_TYPES[t] for t in load.types])
                         for row in load.rows:
                             copy.write_row(row)
         return time.perf_counter() - started
@@ -229,8 +235,10 @@ def measure(count: int | None = None) -> dict[str, Any]:
         _log("the baselines' rows: the loader's own, laid out and typed")
         loads = _prepared(raw)
         rows = sum(len(load.rows) for batch in loads for load in batch)
-        _log("PostgreSQL: a plain COPY")
-        copy_s = _postgres_copy(server.url, loads)
+        _log("PostgreSQL: a plain COPY, binary")
+        copy_s = _postgres_copy(server.url, loads, binary=True)
+        _log("PostgreSQL: a plain COPY, text")
+        text_copy_s = _postgres_copy(server.url, loads, binary=False)
         with psycopg.connect(server.url) as conn:
             loaded = conn.execute(f"SELECT count(*) FROM {SCHEMA}.tracks").fetchone()
         assert loaded == (len(raw),)
@@ -252,6 +260,8 @@ def measure(count: int | None = None) -> dict[str, Any]:
         "postgres_loader_rows_per_s": rate(loader_s),
         "postgres_copy_rows_per_s": rate(copy_s),
         "postgres_ratio": round(copy_s / loader_s, 3),
+        "postgres_text_copy_rows_per_s": rate(text_copy_s),
+        "postgres_text_ratio": round(text_copy_s / loader_s, 3),
         "postgres_loader_database_rows_per_s": rate(loader_db_s),
         "postgres_database_ratio": round(copy_s / loader_db_s, 3),
         "postgres_replay_rows_per_s": rate(replay_s),
@@ -265,6 +275,7 @@ def measure(count: int | None = None) -> dict[str, Any]:
             "postgres_loader": round(loader_s, 2),
             "postgres_loader_database": round(loader_db_s, 2),
             "postgres_copy": round(copy_s, 2),
+            "postgres_text_copy": round(text_copy_s, 2),
             "postgres_replay": round(replay_s, 2),
             "duckdb_loader": round(duck_s, 2),
             "duckdb_loader_database": round(duck_db_s, 2),

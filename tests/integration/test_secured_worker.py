@@ -36,6 +36,8 @@ from tests.integration.standin import state
 from tests.kafkautil import consume_all, produce
 from tests.workerproc import READY, WorkerProcess, worker_env
 from worker.pipeline.dead_letters import DeadLetterHeaders as H
+from worker.settings import Settings
+from worker.topics import TopicNames
 
 pytestmark = pytest.mark.integration
 
@@ -240,7 +242,8 @@ async def test_worker_check_passes(secured_worker: SecuredWorker) -> None:
     security = secured_worker.env["KAFKA_SECURITY_PROTOCOL"]
     assert f"answers and takes the worker's connection ({security}" in lines[0]
     assert any("AUTOPILOT_API_KEY is accepted" in line for line in lines)
-    assert sum("topic " in line for line in lines) == 13
+    every_topic = TopicNames.from_settings(Settings.model_validate({"worker_app_id": "w"}))
+    assert sum("topic " in line for line in lines) == len(every_topic.all_specs())
     for secret in (API_KEY, WRITE_KEY, secured_worker.password):
         assert secret is None or secret not in output
 

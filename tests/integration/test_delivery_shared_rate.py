@@ -182,8 +182,11 @@ async def test_a_replica_leaving_and_another_joining_mid_run_keep_within_the_lim
     await requests_seen(fake_api, since, 20)
 
     leaving = group.running[0]
-    assert await asyncio.to_thread(leaving.stop) == 0  # a warm shutdown: scaled in
-    (joined,) = await group.start(1)  # and out again
+    status, (joined,) = await asyncio.gather(
+        asyncio.to_thread(leaving.stop),  # a warm shutdown: scaled in
+        group.start(1),  # and out again, meanwhile
+    )
+    assert status == 0
     await group.settled()  # the newcomer too: it owns a partition
     await deliver_all(group, ids)
 

@@ -114,7 +114,7 @@ class KeyShare:
         self.clock_margin_s = clock_margin_s
         self._clock = clock or _SystemClock()
         self._history = [_Owned(self._clock.monotonic(), frozenset(), 0)]
-        #: the last assignment: when, its generation and partitions
+        #: the last assignment (when, which partitions) and its generation
         self._assigned: _Owned | None = None
         self._generation: int | None = None
         self._listeners: list[Callable[[], None]] = []
@@ -207,6 +207,7 @@ class KeyShare:
             del history[:drop]
 
     def _changed(self) -> None:
+        self._forget_before(self._clock.monotonic() - self.handover_s)
         for listener in self._listeners:
             listener()
 

@@ -21,6 +21,7 @@ import pydantic
 
 from worker.backends.seam import Backend
 from worker.delivery.service import Deliverer
+from worker.delivery.share import shared_limiter
 from worker.errors import DecodeError, DeliveryRejected, RetryBudgetExhausted, WorkerError
 from worker.models.autopilot_request import RequestDescriptor
 from worker.models.delivery_result import DeliveryResult
@@ -153,11 +154,15 @@ def build_delivery(runtime: Runtime, backend: Backend) -> DeliveryState:
     if not state.enabled:  # the composition root's start-up warnings say so
         return state
 
+    limiter = shared_limiter(
+        runtime.app, topics.autopilot_requests, api, runtime.settings.topic_partitions
+    )
+
     @runtime.app.agent(
         runtime.raw_topic(topics.autopilot_requests, topics.delivery_replay), name="delivery"
     )
     async def deliver_requests(stream: faust.StreamT[bytes]) -> None:
-        async with Deliverer(backend) as deliverer:
+        async with Deliverer(backend, limiter=limiter) as deliverer:
             state.deliverer = deliverer
             sink = delivery_sink(runtime, stage, deliverer, api.give_back_after_s)
             await run_batches(

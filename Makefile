@@ -76,8 +76,8 @@ bench: install ## benchmarks (not tests): prints a Markdown table, writes bench-
 reliability: install ## the whole reliability suite, slow parts included
 	$(VENV)/bin/pytest -q tests/integration -m "slow or reliability"
 
-demo: install ## broker, stand-in API and worker; sends a realistic mix; prints a summary
-	$(PY) deploy/demo.py
+demo: install ## broker, stand-in API and worker; sends a realistic mix; prints a summary (DEMO_ARGS=--secured: over SASL_SSL)
+	$(PY) deploy/demo.py $(DEMO_ARGS)
 
 clean: ## remove the venv and caches (the Kafka jars and data too)
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache tests/browser/node_modules

@@ -15,6 +15,10 @@ The PostgreSQL server (the warehouse tests) is ``POSTGRES_TEST_URL`` if set, els
 Debian's ``postgresql`` package started by ``tests/localpostgres.py`` (initdb on a temporary
 directory, a free port), removed at the end of the session; without the package the tests that
 need it fail under CI and are skipped otherwise, as for the broker.
+
+A second broker, ``secured_kafka`` (TLS and SASL listeners, always a local JVM, started only by
+the tests that ask for it), comes from ``tests/integration/secured_kafka.py``, registered here
+as a plugin so that every test module shares the one session fixture.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ import pytest
 from tests.kafkautil import LocalBroker
 from tests.localpostgres import LocalPostgres, LocalPostgresError, free_port
 from tests.prerequisites import unavailable
+
+# The session's secured broker fixture (`secured_kafka`); a plugin is imported once this module
+# is, so its `from tests.conftest import load_localkafka` finds it.
+pytest_plugins = ["tests.integration.secured_kafka"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCALKAFKA_PATH = REPO_ROOT / "deploy" / "local-kafka" / "localkafka.py"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,12 +61,16 @@ async def create_topics(
     partitions: int = 3,
     *,
     wait_s: float = 30.0,
+    security: Mapping[str, Any] | None = None,
 ) -> None:
     """Create ``names`` (replication factor 1) and wait until every partition has a leader.
 
-    A topic that already exists is fine; any other error raises ``RuntimeError``.
+    A topic that already exists is fine; any other error raises ``RuntimeError``. ``security``
+    as for :func:`produce`.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tests-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="tests-admin", **(security or {})
+    )
     await admin.start()
     try:
         response = await admin.create_topics(
@@ -105,9 +109,15 @@ async def produce(
     records: Sequence[Record],
     *,
     partition: int | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> list[RecordMetadata]:
-    """Send ``records`` in order with acks=all and return once every one is acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id="tests-producer")
+    """Send ``records`` in order with acks=all and return once every one is acknowledged.
+
+    ``security``: more client arguments (``security_protocol``, ``ssl_context``, ``sasl_*``) for
+    a secured listener at ``bootstrap``."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", client_id="tests-producer", **(security or {})
+    )
     await producer.start()
     try:
         futures = [
@@ -127,12 +137,14 @@ async def consume_all(
     expected: int,
     # A collection deadline (return what arrived), not a cancellation: asyncio.timeout won't do.
     timeout: float = 30.0,  # noqa: ASYNC109
+    *,
+    security: Mapping[str, Any] | None = None,
 ) -> list[ConsumerRecord]:
     """Read ``topic`` from the earliest offset without a group (nothing is committed).
 
     Returns as soon as ``expected`` records have arrived, or whatever arrived when ``timeout``
     seconds have passed (the caller asserts on the count). Records are in arrival order, which
-    is offset order within a partition.
+    is offset order within a partition. ``security`` as for :func:`produce`.
     """
     consumer = AIOKafkaConsumer(
         topic,
@@ -141,6 +153,7 @@ async def consume_all(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         client_id="tests-consumer",
+        **(security or {}),
     )
     await consumer.start()
     records: list[ConsumerRecord] = []
@@ -200,9 +213,14 @@ async def wait_until_read(bootstrap: str, group: str, topic: str, *, timeout_s: 
         await asyncio.sleep(0.5)
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """The log-end offset of every partition of ``topic`` (the offset the next record gets)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tests-admin")
+async def end_offsets(
+    bootstrap: str, topic: str, *, security: Mapping[str, Any] | None = None
+) -> dict[int, int]:
+    """The log-end offset of every partition of ``topic`` (the offset the next record gets);
+    ``security`` as for :func:`produce`."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="tests-admin", **(security or {})
+    )
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -213,7 +231,9 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     ]
     if not partitions:
         raise RuntimeError(f"topic {topic!r} does not exist")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="tests-offsets")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, client_id="tests-offsets", **(security or {})
+    )
     await consumer.start()
     try:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])

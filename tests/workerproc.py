@@ -33,6 +33,7 @@ def worker_env(bootstrap: str, suffix: str, **overrides: str) -> dict[str, str]:
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "WORKER_APP_ID": f"worker-{suffix}",
         "TOPIC_EMAIL_EVENTS": f"email-events-{suffix}",
+        "TOPIC_ORTTO_ACTIVITIES": f"ortto-activities-{suffix}",
         "TOPIC_SEGMENT_TRACKS": f"segment-tracks-{suffix}",
         "TOPIC_SEGMENT_CALLS": f"segment-calls-{suffix}",
         "TOPIC_AUTOPILOT_REQUESTS": f"autopilot-requests-{suffix}",
@@ -56,7 +57,11 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> WorkerProcess:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("TOPIC_", "AUTOPILOT_"))}
+        clean = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("TOPIC_", "AUTOPILOT_", "ORTTO_"))
+        }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "worker", "run", "--loglevel", self.loglevel],

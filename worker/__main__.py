@@ -1,38 +1,78 @@
 """`python -m worker <command>` (also the `worker` console script).
 
-worker [run]              the streaming worker (creates topics, then runs the agents)
-map source|destination    offline mapping: one JSON line in, one JSON line out
-topics                    create every topic and print the topic map
-schemas [--check]         write (or check) the JSON Schemas in schemas/
-fake-autopilot            the stand-in Autopilot API on loopback
-dlq list|show|replay      dead letters: list and filter, show one, replay via the retry topic
+worker [run]                  the streaming worker (creates topics, then runs the agents)
+map source|ortto|destination  offline mapping: one JSON line in, one JSON line out
+topics                        create every topic and print the topic map
+check                         Kafka (TLS, SASL), topics, API key, write keys: one verdict a line
+schemas [--check]             write (or check) the JSON Schemas in schemas/
+fake-autopilot                the stand-in Autopilot API on loopback
+dlq list|show|replay          dead letters: list and filter, show one, replay via the retry topic
+tail [TOPIC ...]              print records as they arrive (default: the outputs, dead letters)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
+import socket
 import sys
 
-__all__ = ["EXIT_CONFIG", "main", "settings_problem"]
+__all__ = ["EXIT_CONFIG", "main", "port_in_use", "settings_problem"]
 
 #: Exit status of a misconfigured or unstartable worker (EX_SOFTWARE, as for a FatalError).
 EXIT_CONFIG = 70
 
 
-def settings_problem() -> int | None:
+def settings_problem(*, connects: bool = False) -> int | None:
     """Read the settings once; on an invalid one, print one line per variable to stderr and
-    return the exit status (the commands that read settings call this first)."""
+    return the exit status (the commands that read settings call this first). For a command
+    that `connects` to Kafka, the TLS files and the token provider must load too."""
     from worker.settings import SettingsInvalid, configuration_errors, get_settings  # noqa: PLC0415
 
     try:
-        get_settings()
+        settings = get_settings()
     except SettingsInvalid as error:
         for line in configuration_errors(error):
             print(line, file=sys.stderr)
         return EXIT_CONFIG
+    if connects:
+        from worker.runtime.kafka_connection import connection_problems  # noqa: PLC0415
+
+        problems = connection_problems(settings)
+        for line in problems:
+            print(line, file=sys.stderr)
+        if problems:
+            return EXIT_CONFIG
     return None
+
+
+def port_in_use(port: int, host: str = "0.0.0.0") -> bool:  # noqa: S104  (as faust binds)
+    """True when another process listens on `port` (the worker's web server binds every
+    interface, as faust does by default)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp's server
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
+
+
+def _web_port_problem() -> int | None:
+    """One line and exit 70 when WORKER_WEB_PORT is taken, before anything connects."""
+    from worker.settings import get_settings  # noqa: PLC0415
+
+    port = get_settings().worker_web_port
+    if not port_in_use(port):
+        return None
+    print(
+        f"port {port} (the worker's web server) is already in use by another process: "
+        "set WORKER_WEB_PORT to a free port",
+        file=sys.stderr,
+    )
+    return EXIT_CONFIG
 
 
 def _ensure_topics() -> list[str] | None:
@@ -54,6 +94,9 @@ def _run_worker(loglevel: str) -> int:
 
     from worker.pipeline.logs import logging_config  # noqa: PLC0415
 
+    problem = _web_port_problem()
+    if problem is not None:
+        return problem
     logging.config.dictConfig(logging_config(loglevel))
     created = _ensure_topics()
     if created is None:
@@ -108,12 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the streaming worker")
     run.add_argument("-l", "--loglevel", default="info")
     mapping = sub.add_parser("map", help="offline mapping of JSON lines on stdin")
-    mapping.add_argument("pipeline", choices=["source", "destination"])
+    mapping.add_argument("pipeline", choices=["source", "ortto", "destination"])
     sub.add_parser("topics", help="create every topic and print the topic map")
+    sub.add_parser(
+        "check", help="check Kafka (with TLS/SASL), the topics, the API key and the write keys"
+    )
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the topic values")
     schemas.add_argument("--check", action="store_true", help="fail if schemas/ is stale")
     sub.add_parser("fake-autopilot", help="the stand-in Autopilot API", add_help=False)
     sub.add_parser("dlq", help="list, show and replay dead letters", add_help=False)
+    sub.add_parser("tail", help="print records as they arrive on topics", add_help=False)
 
     if args[:1] == ["fake-autopilot"]:
         from worker.tools.fake_autopilot import main as fake_main  # noqa: PLC0415
@@ -122,12 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["dlq"]:
         from worker.tools.dlq import main as dlq_main  # noqa: PLC0415
 
-        return settings_problem() or dlq_main(args[1:])
+        return settings_problem(connects=True) or dlq_main(args[1:])
+    if args[:1] == ["tail"]:
+        from worker.tools.tail import main as tail_main  # noqa: PLC0415
+
+        return settings_problem(connects=True) or tail_main(args[1:])
     if args[:1] == ["worker"]:  # faust's spelling: `python -m worker worker -l info`
         args[0] = "run"
     ns = parser.parse_args(args or ["run"])
-    if ns.command in (None, "run", "map", "topics"):
-        problem = settings_problem()
+    if ns.command in (None, "run", "map", "topics", "check"):
+        problem = settings_problem(connects=ns.command != "map")
         if problem is not None:
             return problem
     if ns.command in (None, "run"):
@@ -138,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_map(ns.pipeline, sys.stdin.buffer, sys.stdout)
     if ns.command == "topics":
         return _topics()
+    if ns.command == "check":
+        from worker.tools.check import main as check_main  # noqa: PLC0415
+
+        return check_main()
     if ns.command == "schemas":
         from worker.tools.schemas import write_schemas  # noqa: PLC0415
 

@@ -28,14 +28,16 @@ __all__ = [
     "KIND_EMAIL_EVENT",
     "KIND_HEADER",
     "KIND_IDENTITY",
+    "KIND_ORTTO_ACTIVITY",
     "ToldIdentities",
     "identity_record",
     "identity_user_id",
 ]
 
-#: On internal topics, says what a record is (`email-event`, `identity`).
+#: On internal topics, says what a record is (`email-event`, `ortto-activity`, `identity`).
 KIND_HEADER = "__autopilot.kind"
 KIND_EMAIL_EVENT = b"email-event"
+KIND_ORTTO_ACTIVITY = b"ortto-activity"
 KIND_IDENTITY = b"identity"
 
 

@@ -1,7 +1,9 @@
 """Every setting the worker reads, from the environment, frozen once read.
 
 Secrets are `SecretStr`: they print as `**********` and reach the wire only in
-`worker.delivery` (the API key header) and the ingest auth check (write keys).
+`worker.delivery` (the API key header), the ingest auth check (write keys) and the Kafka
+clients' connection arguments (`worker.runtime.kafka_connection`: the SASL password, the client
+key's password).
 `secret_values` lists them for the one masker (logs, dead letters, errors).
 
 An invalid setting is reported by `configuration_errors` as one line per variable, naming it,
@@ -10,23 +12,33 @@ saying what is wrong and the expected form, never the value (it may be a secret)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal, Self
 from urllib.parse import unquote, urlsplit
 
 import orjson
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic import ValidationError as SettingsInvalid
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker.models.ortto_activity import TEST_WEBHOOK_FIELD_ID
+from worker.models.segment_track import SEED_PROPERTIES
 
 __all__ = [
     "FEATURES",
     "MASK",
+    "SASL_MECHANISMS",
+    "SECURITY_PROTOCOLS",
     "Settings",
     "SettingsInvalid",
     "configuration_errors",
+    "files_unchecked",
     "get_settings",
+    "kafka_security_problems",
     "mask",
     "secret_values",
 ]
@@ -35,11 +47,42 @@ __all__ = [
 MASK = "**********"
 
 
+_files_unchecked: ContextVar[bool] = ContextVar("files_unchecked", default=False)
+
+
+@contextmanager
+def files_unchecked() -> Iterator[None]:
+    """Settings validated within do not look for the KAFKA_SSL_*_FILE files: the deploy files
+    name paths that exist in a container, not where they are checked."""
+    token = _files_unchecked.set(True)
+    try:
+        yield
+    finally:
+        _files_unchecked.reset(token)
+
+
 #: The features a process can run (`WORKER_FEATURES`), in the order they are built.
 FEATURES = ("source", "destination", "delivery", "ingest", "warehouse")
 
 #: How WAREHOUSE_URL names its database: a DuckDB file or a PostgreSQL server.
 WAREHOUSE_SCHEMES = ("duckdb", "postgresql", "postgres")
+
+#: `KAFKA_SECURITY_PROTOCOL`, as Kafka's clients name it (`security.protocol`).
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SECURITY_PROTOCOLS: tuple[SecurityProtocol, ...] = (
+    "PLAINTEXT",
+    "SSL",
+    "SASL_PLAINTEXT",
+    "SASL_SSL",
+)
+#: `KAFKA_SASL_MECHANISM` (`sasl.mechanism`): the ones aiokafka speaks, GSSAPI (Kerberos) left out.
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+SASL_MECHANISMS: tuple[SaslMechanism, ...] = (
+    "PLAIN",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-512",
+    "OAUTHBEARER",
+)
 
 
 class Settings(BaseSettings):
@@ -81,6 +124,46 @@ class Settings(BaseSettings):
         "(0: kept for ever).",
     )
 
+    # Kafka security: every client of the worker connects with these
+    # (worker.runtime.kafka_connection); named as Kafka's own clients name them
+    kafka_security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT",
+        description="PLAINTEXT, SSL (TLS; a client certificate when the broker asks for one), "
+        "SASL_PLAINTEXT or SASL_SSL (SASL over TLS: what managed Kafka services use).",
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        None,
+        description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (with a username and password) or "
+        "OAUTHBEARER (with KAFKA_SASL_OAUTH_TOKEN_PROVIDER); required with a SASL protocol.",
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_oauth_token_provider: str | None = Field(
+        None,
+        description="OAUTHBEARER only: `package.module:name` of an aiokafka AbstractTokenProvider "
+        "class (or a function returning one) that gives the worker its tokens, e.g. one "
+        "wrapping Amazon MSK's IAM signer.",
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CA(s) that signed the brokers' certificates; unset: the "
+        "system's CAs (enough for services with publicly signed certificates).",
+    )
+    kafka_ssl_cert_file: Path | None = Field(
+        None, description="PEM client certificate, for brokers that require one (mutual TLS)."
+    )
+    kafka_ssl_key_file: Path | None = Field(
+        None, description="PEM private key of the client certificate (mutual TLS)."
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of KAFKA_SSL_KEY_FILE when the key is encrypted."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True,
+        description="Verify that a broker's certificate names the host connected to; turn off "
+        "only for brokers reached by an address their certificate does not name.",
+    )
+
     # Topics: inputs, outputs, dead letters
     topic_email_events: str = "autopilot.email-events"
     topic_segment_tracks: str = "segment.tracks"
@@ -88,6 +171,7 @@ class Settings(BaseSettings):
     topic_autopilot_requests: str = "autopilot.requests"
     topic_autopilot_deliveries: str = "autopilot.deliveries"
     topic_dead_letters: str = "autopilot-worker.dead-letters"
+    topic_ortto_activities: str = "ortto.activities"
 
     # Breaker: pauses a pipeline whose own code fails (UnexpectedError); bad data never counts
     dlq_breaker_window: int = Field(
@@ -168,8 +252,8 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(6066, ge=1, le=65535)
     worker_admin_token: SecretStr | None = Field(
         None,
-        description="Token for the admin endpoints (resuming a paused pipeline); unset: they "
-        "answer loopback clients only.",
+        description="Token for the admin endpoints (resuming a paused pipeline) and the Event "
+        "Delivery page (/console); unset: they answer loopback clients only.",
     )
 
     # Ingest: the Segment HTTP API and the Autopilot webhook on the web server (worker.ingest)
@@ -182,6 +266,56 @@ class Settings(BaseSettings):
     ingest_kafka_timeout_s: float = Field(
         10.0, gt=0, description="How long a request waits for Kafka's acks before a 503."
     )
+
+    # Ortto's activity webhook as a source input (worker.ingest, worker.source.ortto)
+    ortto_webhook_token: SecretStr | None = Field(
+        None,
+        description="Token Ortto's webhook must present (basic-auth password, Bearer token or "
+        "X-Ortto-Token); unset: 503.",
+    )
+    ortto_activity_events: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="JSON object: Ortto activity field_id -> Segment event name; adds to or "
+        "overrides the built-in email activities.",
+    )
+    ortto_attribute_properties: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="JSON object: Ortto activity attr key -> the track property it fills "
+        f"({', '.join(SEED_PROPERTIES)}).",
+    )
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_case(cls, raw: object) -> object:
+        """`sasl_ssl` and `scram-sha-512` mean what their upper-case spellings mean."""
+        return raw.strip().upper() if isinstance(raw, str) else raw
+
+    @field_validator("kafka_ssl_ca_file", "kafka_ssl_cert_file", "kafka_ssl_key_file")
+    @classmethod
+    def _readable_file(cls, path: Path | None) -> Path | None:
+        """A PEM file setting names a file this process can read (a path is not a secret, so
+        the error names it: a Secret not mounted where the setting says is the usual cause).
+        Deploy files are validated on machines without their certificates: within
+        `files_unchecked()` the files are not looked at."""
+        if path is None or _files_unchecked.get():
+            return path
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as error:
+            raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
+        return path
+
+    @model_validator(mode="after")
+    def _security_settings_agree(self) -> Self:
+        """The KAFKA_* security settings make one consistent client configuration; each
+        problem is one line `VARIABLE: what is wrong` (see `configuration_errors`)."""
+        problems = kafka_security_problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
     @field_validator("worker_features", mode="before")
     @classmethod
@@ -234,12 +368,131 @@ class Settings(BaseSettings):
             raise ValueError(f"not a JSON object of event name to trigger id; {_TRIGGERS_FORM}")
         return value
 
+    @field_validator("ortto_activity_events", "ortto_attribute_properties", mode="before")
+    @classmethod
+    def _parse_ortto_tables(cls, raw: object) -> object:
+        """Both are JSON objects of non-empty text to non-empty text."""
+        if not isinstance(raw, str | bytes):
+            return raw
+        if not raw.strip():
+            return {}
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError("not a JSON object")  # noqa: TRY004
+        return value
+
+    @field_validator("ortto_activity_events")
+    @classmethod
+    def _check_activity_events(cls, value: dict[str, str]) -> dict[str, str]:
+        for field_id, event in value.items():
+            if not field_id.strip() or not event.strip():
+                raise ValueError("field ids and event names must not be empty")
+        if TEST_WEBHOOK_FIELD_ID in value:
+            raise ValueError(f"{TEST_WEBHOOK_FIELD_ID} is Ortto's test delivery, never mapped")
+        return value
+
+    @field_validator("ortto_attribute_properties")
+    @classmethod
+    def _check_attribute_properties(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, name in value.items():
+            if not key.strip():
+                raise ValueError("attr keys must not be empty")
+            if name not in SEED_PROPERTIES:
+                raise ValueError(
+                    f"{name!r} is not a property the source fills; expected one of "
+                    f"{', '.join(SEED_PROPERTIES)}"
+                )
+        return value
+
 
 _TRIGGERS_FORM = 'expected e.g. {"Order Completed": "0001", "Signed Up": "0002"}'
 _WAREHOUSE_FORM = (
     "expected duckdb:///path/to/file.duckdb (duckdb://relative/path.duckdb) or "
     "postgresql://user:password@host:5432/database"
 )
+
+_TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+_SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+
+
+def _given(value: object) -> bool:
+    """Set to something: an empty string or secret counts as unset."""
+    if isinstance(value, SecretStr):
+        return bool(value.get_secret_value())
+    return value is not None and value != ""
+
+
+def kafka_security_problems(settings: Settings) -> list[str]:
+    """Each way the KAFKA_* security settings disagree, as `VARIABLE: what is wrong` (never a
+    value): a SASL protocol without its mechanism or credentials, SASL or TLS settings that the
+    protocol would ignore (a sign that the protocol is not the one meant), a key without its
+    certificate."""
+    protocol = settings.kafka_security_protocol
+    mechanism = settings.kafka_sasl_mechanism
+    problems: list[str] = []
+    sasl_settings = {
+        "KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+        "KAFKA_SASL_PASSWORD": settings.kafka_sasl_password,
+        "KAFKA_SASL_OAUTH_TOKEN_PROVIDER": settings.kafka_sasl_oauth_token_provider,
+    }
+    tls_settings = {
+        "KAFKA_SSL_CA_FILE": settings.kafka_ssl_ca_file,
+        "KAFKA_SSL_CERT_FILE": settings.kafka_ssl_cert_file,
+        "KAFKA_SSL_KEY_FILE": settings.kafka_ssl_key_file,
+        "KAFKA_SSL_KEY_PASSWORD": settings.kafka_ssl_key_password,
+    }
+    if protocol in _SASL_PROTOCOLS:
+        if mechanism is None:
+            problems.append(
+                f"KAFKA_SASL_MECHANISM: required with KAFKA_SECURITY_PROTOCOL={protocol}; "
+                f"expected one of {', '.join(SASL_MECHANISMS)}"
+            )
+        elif mechanism == "OAUTHBEARER":
+            if not _given(settings.kafka_sasl_oauth_token_provider):
+                problems.append(
+                    "KAFKA_SASL_OAUTH_TOKEN_PROVIDER: required with KAFKA_SASL_MECHANISM="
+                    "OAUTHBEARER; expected package.module:name of a token provider"
+                )
+            for name in ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
+                if _given(sasl_settings[name]):
+                    problems.append(
+                        f"{name}: set, but KAFKA_SASL_MECHANISM=OAUTHBEARER takes its tokens "
+                        "from KAFKA_SASL_OAUTH_TOKEN_PROVIDER"
+                    )
+        else:
+            for name in ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
+                if not _given(sasl_settings[name]):
+                    problems.append(f"{name}: required with KAFKA_SASL_MECHANISM={mechanism}")
+            if _given(settings.kafka_sasl_oauth_token_provider):
+                problems.append(
+                    "KAFKA_SASL_OAUTH_TOKEN_PROVIDER: set, but only KAFKA_SASL_MECHANISM="
+                    f"OAUTHBEARER uses it (it is {mechanism})"
+                )
+    else:
+        problems.extend(
+            f"{name}: set, but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL "
+            "(SASL_SSL or SASL_PLAINTEXT do)"
+            for name, value in sasl_settings.items()
+            if _given(value)
+        )
+    if protocol not in _TLS_PROTOCOLS:
+        problems.extend(
+            f"{name}: set, but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
+            "(SSL or SASL_SSL do)"
+            for name, value in tls_settings.items()
+            if _given(value)
+        )
+    else:
+        if _given(settings.kafka_ssl_key_file) and not _given(settings.kafka_ssl_cert_file):
+            problems.append("KAFKA_SSL_KEY_FILE: set without KAFKA_SSL_CERT_FILE, its certificate")
+        if _given(settings.kafka_ssl_key_password) and not _given(settings.kafka_ssl_key_file):
+            problems.append("KAFKA_SSL_KEY_PASSWORD: set without KAFKA_SSL_KEY_FILE, its key")
+    return problems
+
 
 #: The expected form of settings whose pydantic message alone would not say it.
 _EXPECTED: dict[str, str] = {
@@ -250,16 +503,24 @@ _EXPECTED: dict[str, str] = {
     "warehouse_schema": "expected a lowercase SQL name of at most 63 characters, e.g. autopilothq",
     "warehouse_calls_schema": "expected a lowercase SQL name of at most 63 characters, e.g. "
     "website",
+    "ortto_activity_events": "expected a JSON object of activity field id to event name, e.g. "
+    '{"act:cm:flight-booked": "Flight Booked"}',
+    "ortto_attribute_properties": "expected a JSON object of activity attr key to property "
+    'name, e.g. {"<attr key>": "campaign_id"}',
 }
 
 
 def configuration_errors(error: SettingsInvalid) -> list[str]:
     """One line per invalid variable: its name, what is wrong, the expected form; never its
-    value, which may be a secret."""
+    value, which may be a secret. A problem between settings (the model's own check, which has
+    no single field) is already worded `VARIABLE: what`, one line each."""
     lines: list[str] = []
     for problem in error.errors(include_url=False, include_input=False):
-        name = str(problem["loc"][0]) if problem["loc"] else "?"
         what = str(problem["msg"]).removeprefix("Value error, ")
+        if not problem["loc"]:
+            lines.extend(f"configuration error: {line}" for line in what.splitlines())
+            continue
+        name = str(problem["loc"][0])
         line = f"configuration error: {name.upper()}: {what}"
         expected = _EXPECTED.get(name)
         if expected:
@@ -270,8 +531,8 @@ def configuration_errors(error: SettingsInvalid) -> list[str]:
 
 def secret_values(settings: Settings) -> tuple[str, ...]:
     """Every secret value `settings` hold (the API key, each write key, the webhook and admin
-    tokens, the warehouse URL and the password in it), so logs, dead letters and errors can be
-    masked of them."""
+    tokens, Kafka's SASL password and client key password, the warehouse URL and the password
+    in it), so logs, dead letters and errors can be masked of them."""
     values: list[str] = []
     for name, value in settings:
         if isinstance(value, SecretStr):

@@ -41,6 +41,7 @@ class TopicNames:
     """The topic map; the README's topic table is this class, row by row."""
 
     email_events: str
+    ortto_activities: str
     segment_tracks: str
     segment_calls: str
     autopilot_requests: str
@@ -60,6 +61,7 @@ class TopicNames:
         app_id = settings.worker_app_id
         return cls(
             email_events=settings.topic_email_events,
+            ortto_activities=settings.topic_ortto_activities,
             segment_tracks=settings.topic_segment_tracks,
             segment_calls=settings.topic_segment_calls,
             autopilot_requests=settings.topic_autopilot_requests,
@@ -82,6 +84,7 @@ class TopicNames:
         """Every topic to create at start-up, with what it is for."""
         return [
             TopicSpec(self.email_events, "input: raw Autopilot email events (JSON)"),
+            TopicSpec(self.ortto_activities, "input: Ortto activity webhooks, as Ortto sent them"),
             TopicSpec(self.segment_calls, "input: Segment calls (JSON)"),
             TopicSpec(self.segment_tracks, "output: Segment track messages from the source"),
             TopicSpec(self.autopilot_requests, "output/input: Autopilot request descriptors"),

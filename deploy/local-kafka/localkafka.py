@@ -14,7 +14,8 @@ Command line (run it with the project's venv python, which has aiokafka for the 
     localkafka.py status [--secured] [--data-dir DIR]    # exit 0 when the broker of DIR runs
 
 Environment overrides (a command-line flag wins over them): ``LOCAL_KAFKA_PORT``,
-``LOCAL_KAFKA_CONTROLLER_PORT``, ``LOCAL_KAFKA_DATA_DIR``, ``LOCAL_KAFKA_CACHE`` (the folder
+``LOCAL_KAFKA_CONTROLLER_PORT`` (default: ``LOCAL_KAFKA_PORT`` + 1, as ``make run`` has it too;
+:func:`env_ports`), ``LOCAL_KAFKA_DATA_DIR``, ``LOCAL_KAFKA_CACHE`` (the folder
 holding the jars, default ``.cache/kafka/libs`` under the repository root),
 ``LOCAL_KAFKA_JAVA_OPTS`` (extra JVM flags) and ``LOCAL_KAFKA_LOG_LEVEL`` (broker log level,
 default WARN). The port and data-dir variables are for the plaintext broker only: ``--secured``
@@ -25,6 +26,8 @@ What a caller can rely on:
 
 * ``up`` returns (or, with ``--foreground``, prints the bootstrap address) only once an admin
   metadata request has succeeded, so producers and consumers can connect straight away.
+* A port another process holds is one line naming it and the variable (or flag) to set instead
+  (:class:`PortInUse`), before anything is started.
 * Storage is formatted only when the data dir holds no ``meta.properties`` yet: topics and
   records survive ``down``/``up`` and :meth:`LocalKafka.restart`.
 * ``down`` and :meth:`LocalKafka.stop` send SIGTERM (a clean Kafka shutdown), then SIGKILL after
@@ -106,10 +109,12 @@ __all__ = [
     "KafkaSecurity",
     "LocalKafka",
     "LocalKafkaError",
+    "PortInUse",
     "TlsFiles",
     "default_data_dir",
     "default_libs_dir",
     "default_secured_data_dir",
+    "env_ports",
     "fetch_libs",
     "free_port",
     "main",
@@ -161,6 +166,37 @@ class LocalKafkaError(RuntimeError):
     """The local broker could not be fetched, formatted, started or stopped."""
 
 
+#: Where the plaintext broker's ports come from, by the role of the port.
+PORT_VARIABLES = {
+    "client": "LOCAL_KAFKA_PORT",
+    "controller": "LOCAL_KAFKA_CONTROLLER_PORT",
+}
+#: The command line's flag for each role (the secured mode's ports are set by flags only).
+PORT_FLAGS = {
+    "client": "--port",
+    "controller": "--controller-port",
+    "SASL_SSL": "--sasl-ssl-port",
+    "SSL": "--ssl-port",
+}
+
+
+class PortInUse(LocalKafkaError):
+    """A port the broker is to listen on is held by another process; the message says which
+    variable (or flag) moves it."""
+
+    def __init__(self, port: int, role: str, *, secured: bool = False) -> None:
+        self.port = port
+        self.role = role
+        flag = PORT_FLAGS[role]
+        variable = None if secured else PORT_VARIABLES.get(role)
+        how = f"set {variable} (or {flag})" if variable else f"pass {flag}"
+        default = " (default: LOCAL_KAFKA_PORT + 1)" if variable and role == "controller" else ""
+        super().__init__(
+            f"port {port} (the broker's {role} port) is already in use by another process: "
+            f"{how} to a free port{default}"
+        )
+
+
 # --------------------------------------------------------------------------- paths and defaults
 
 
@@ -192,6 +228,14 @@ def _env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise LocalKafkaError(f"{name}={value!r} is not a port number") from None
+
+
+def env_ports() -> tuple[int, int]:
+    """The plaintext broker's (client port, controller port): ``LOCAL_KAFKA_PORT`` (9092) and
+    ``LOCAL_KAFKA_CONTROLLER_PORT``, by default the client port + 1 (9093). ``make kafka-up``
+    and ``make run`` both take them from here."""
+    port = _env_int("LOCAL_KAFKA_PORT", DEFAULT_PORT)
+    return port, _env_int("LOCAL_KAFKA_CONTROLLER_PORT", port + 1)
 
 
 def _pom_kafka_version() -> str:
@@ -846,9 +890,9 @@ class LocalKafka:
             self._wait_ready(time.monotonic())
             return
         self.pid_path.unlink(missing_ok=True)
-        for port in self._ports():
-            if _port_open(port):
-                raise LocalKafkaError(f"{HOST}:{port} is already in use by another process")
+        taken = self.ports_in_use()
+        if taken:
+            raise taken[0]
         fetch_libs(self.libs_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.security is not None:
@@ -865,6 +909,16 @@ class LocalKafka:
         except BaseException:
             self.stop()
             raise
+
+    def ports_in_use(self) -> list[PortInUse]:
+        """The ports of this broker another process listens on (empty while it runs itself)."""
+        if self.is_running():
+            return []
+        return [
+            PortInUse(port, role, secured=self.security is not None)
+            for role, port in self._ports().items()
+            if _port_open(port)
+        ]
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
         """SIGTERM the broker, SIGKILL it after ``grace`` seconds; a no-op when it is not up."""
@@ -907,15 +961,13 @@ class LocalKafka:
 
     # -- internals
 
-    def _ports(self) -> tuple[int, ...]:
-        if self.security is None:
-            return (self.port, self.controller_port)
-        return (
-            self.port,
-            self.controller_port,
-            self.security.sasl_ssl_port,
-            self.security.ssl_port,
-        )
+    def _ports(self) -> dict[str, int]:
+        """Each port by its role (the keys of `PORT_FLAGS`)."""
+        ports = {"client": self.port, "controller": self.controller_port}
+        if self.security is not None:
+            ports[SASL_SSL_LISTENER] = self.security.sasl_ssl_port
+            ports[SSL_LISTENER] = self.security.ssl_port
+        return ports
 
     def _scram_record(self, security: KafkaSecurity) -> dict[str, list[str]]:
         return {m: [u.username, u.password] for m, u in security.scram_users.items()}
@@ -1174,7 +1226,8 @@ def _parser() -> argparse.ArgumentParser:
         "--controller-port",
         type=int,
         default=None,
-        help="KRaft controller port (env LOCAL_KAFKA_CONTROLLER_PORT; 9193 with --secured)",
+        help="KRaft controller port (env LOCAL_KAFKA_CONTROLLER_PORT; default the client port "
+        "+ 1; 9193 with --secured)",
     )
     _add_data_dir(up)
     _add_secured(
@@ -1269,6 +1322,19 @@ def _run_foreground(kafka: LocalKafka) -> int:
     return 0 if stopping.is_set() else code
 
 
+def _plaintext_ports(port: int | None, controller_port: int | None) -> tuple[int, int]:
+    """The flags, else the environment (:func:`env_ports`); the controller port defaults to the
+    client port + 1 whichever way that was given."""
+    env_port, env_controller_port = env_ports()
+    if port is None:
+        port = env_port
+    if controller_port is not None:
+        return port, controller_port
+    if os.environ.get("LOCAL_KAFKA_CONTROLLER_PORT"):
+        return port, env_controller_port
+    return port, port + 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -1310,13 +1376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ssl_port=args.ssl_port or ssl_port,
             )
         else:
-            port = args.port if args.port is not None else _env_int("LOCAL_KAFKA_PORT", 9092)
-            cport = (
-                args.controller_port
-                if args.controller_port is not None
-                else _env_int("LOCAL_KAFKA_CONTROLLER_PORT", DEFAULT_CONTROLLER_PORT)
-            )
+            port, cport = _plaintext_ports(args.port, args.controller_port)
         kafka = LocalKafka(port, cport, data_dir, libs_dir, security=security)
+        taken = kafka.ports_in_use()
+        if taken:  # every one, not only the first
+            print("\n".join(f"localkafka: {error}" for error in taken), file=sys.stderr)
+            return 1
         if args.foreground:
             return _run_foreground(kafka)
         started = time.monotonic()

@@ -2,7 +2,8 @@
 
 Sections, in this order (progress goes to stderr):
 
-1. mapping throughput on one core, source and destination, against orjson loads + dumps;
+1. mapping throughput on one core, source (both formats) and destination, against orjson loads +
+   dumps;
 2. delivery against the stand-in Autopilot API (no broker);
 3. the warehouse loader into PostgreSQL (a server of Debian's package started for the run)
    against a plain COPY of the same rows, and into DuckDB against its appender (no broker);
@@ -149,18 +150,25 @@ def _mapping_rows(m: dict[str, Any]) -> list[list[str]]:
     if failed := _failed(m):
         return [["mapping throughput, one core", failed, "", "", "≥ 0.4"]]
     rows = []
-    for side in ("source", "destination"):
+    labels = {  # side -> (row, the issues' goal for the ratio)
+        "source": ("source mapping", "≥ 0.4"),
+        "ortto": ("source mapping, Ortto webhook activities", "none set"),
+        "destination": ("destination mapping", "≥ 0.4"),
+    }
+    for side, (label, goal) in labels.items():
+        if side not in m:
+            continue
         r = m[side]
         stages = ", ".join(f"{k.split(' ')[0]} {v:g}" for k, v in r["stages_us"].items())
         rows.append(
             [
-                f"{side} mapping, one core, bytes → JSON bytes",
+                f"{label}, one core, bytes → JSON bytes",
                 f"{_n(r['events_per_s'])} events/s ({r['us_per_event']:g} µs; µs by stage: "
                 f"{stages})",
                 f"orjson loads + dumps {_n(r['floor_events_per_s'])}/s "
                 f"({r['floor_us_per_event']:g} µs)",
                 f"{r['ratio']:.3f}",
-                "≥ 0.4",
+                goal,
             ]
         )
     return rows

@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import os
-import shutil
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,27 +60,6 @@ def _bodies() -> list[bytes]:
     return bodies
 
 
-@contextlib.contextmanager
-def _broker() -> Iterator[str]:
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    if bootstrap:
-        yield bootstrap
-        return
-    from tests.conftest import load_localkafka  # noqa: PLC0415
-
-    lk = load_localkafka()
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-ingest-kafka-"))
-    broker: Any = lk.LocalKafka(
-        port=lk.free_port(), controller_port=lk.free_port(), data_dir=data_dir
-    )
-    try:
-        broker.start()
-        yield str(broker.bootstrap)
-    finally:
-        broker.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
 async def _load(base_url: str, bodies: list[bytes], seconds: float) -> tuple[int, list[float]]:
     """Post for `seconds`; (messages accepted, latency of each accepted request in s)."""
     headers = {
@@ -114,6 +90,7 @@ async def _load(base_url: str, bodies: list[bytes], seconds: float) -> tuple[int
 
 def measure(bootstrap: str) -> dict[str, Any]:
     """The figures on the broker at `bootstrap`, as a dict (`main` prints them)."""
+    from tests.benchmarks.broker import client_security  # noqa: PLC0415
     from tests.kafkautil import end_offsets  # noqa: PLC0415
     from tests.workerproc import WorkerProcess, worker_env  # noqa: PLC0415
 
@@ -126,7 +103,8 @@ def measure(bootstrap: str) -> dict[str, Any]:
             base_url = f"http://127.0.0.1:{env['WORKER_WEB_PORT']}"
             warm, _ = asyncio.run(_load(base_url, bodies, WARMUP_S))
             accepted, latencies = asyncio.run(_load(base_url, bodies, MEASURE_S))
-            stored = sum(asyncio.run(end_offsets(bootstrap, env["TOPIC_SEGMENT_CALLS"])).values())
+            ends = end_offsets(bootstrap, env["TOPIC_SEGMENT_CALLS"], security=client_security())
+            stored = sum(asyncio.run(ends).values())
         finally:
             worker.stop()
     if stored < warm + accepted:
@@ -147,9 +125,11 @@ def measure(bootstrap: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    with _broker() as bootstrap:
+    from tests.benchmarks.broker import bench_broker  # noqa: PLC0415
+
+    with bench_broker() as broker:
         try:
-            r = measure(bootstrap)
+            r = measure(broker.bootstrap)
         except RuntimeError as exc:
             raise SystemExit(str(exc)) from None
     print(f"cpus                      {r['cpus']}")

@@ -1,8 +1,9 @@
 """Mapping throughput on one core: bytes in -> JSON bytes out, against the orjson floor.
 
 What is timed is what the map agents do per message, Kafka aside. Source: `map_source`, then
-the key's bytes and `SourceOutput.to_json()`. Destination: `precheck_call`, the backend's
-`requests_for`, then each descriptor's key bytes and `orjson.dumps(descriptor)`. The floor is
+the key's bytes and `SourceOutput.to_json()`; its Ortto format the same with `map_ortto`.
+Destination: `precheck_call`, the backend's `requests_for`, then each descriptor's key bytes and
+`orjson.dumps(descriptor)`. The floor is
 `orjson.dumps(orjson.loads(raw))` of the very same inputs, timed in the same process and
 interleaved round by round with the mapping, so both see the same machine; the ratio is floor
 time / mapping time (the issues' goal: at least 0.4). Time is the process's CPU time.
@@ -14,7 +15,8 @@ Two input sets:
   case's config and memory (learned email, audience state). Best of `ROUNDS` rounds.
 - `measure()` (what `make bench` reports): the production-like mix of `tests.benchmarks.inputs`
   (every event type and call, a few per cent of skips and errors, caught as the agents catch
-  them). Median of `MEASURE_ROUNDS` rounds, with a breakdown by stage.
+  them; for Ortto, activities as its webhook sends them, the contact's locked fields included).
+  Median of `MEASURE_ROUNDS` rounds, with a breakdown by stage.
 
 Run alone: `.venv/bin/python -m tests.benchmarks.bench_mapping` (a Markdown table of `run()`).
 """
@@ -35,7 +37,9 @@ import orjson
 
 from tests.benchmarks.inputs import (
     DESTINATION_BACKEND,
+    ORTTO_CONFIG,
     Input,
+    ortto_inputs,
 )
 from tests.benchmarks.inputs import (
     destination_inputs as mixed_destination_inputs,
@@ -47,7 +51,9 @@ from worker import __version__
 from worker.backends.autopilot import AutopilotBackend, AutopilotConfig
 from worker.destination.mapping import map_destination, precheck_call
 from worker.errors import WorkerError
-from worker.source.mapping import NATIVE, _integration, _received_text, map_source
+from worker.source.mapping import NATIVE, _integration, map_source
+from worker.source.ortto import map_ortto, parse_ortto_activity
+from worker.source.track import received_text, write_track
 
 INTEGRATIONS = AutopilotBackend().integration_names
 
@@ -236,6 +242,36 @@ def _source(raw: bytes) -> object:
     return output.key.encode(), output.to_json()
 
 
+def _ortto(raw: bytes) -> object:
+    try:
+        output = map_ortto(raw, config=ORTTO_CONFIG, received_at=datetime.now(UTC))
+    except WorkerError:
+        return None
+    return output.key.encode(), output.to_json()
+
+
+def _ortto_stages(values: Sequence[bytes]) -> dict[str, float]:
+    """us per event in each stage, over the mapped activities."""
+    now = datetime.now(UTC)
+    received = received_text(now)
+    events = []
+    raws = []
+    for raw in values:
+        try:
+            events.append(parse_ortto_activity(raw, ORTTO_CONFIG))
+        except WorkerError:
+            continue
+        raws.append(raw)
+    return {
+        "parse (parse_ortto_activity: orjson, checks, the neutral event)": _us(
+            lambda raw: parse_ortto_activity(raw, ORTTO_CONFIG), raws
+        ),
+        "write (write_track: the track's bytes)": _us(
+            lambda event: write_track(event, None, received, __version__), events
+        ),
+    }
+
+
 def _destination(raw: bytes) -> object:
     try:
         descriptors = map_destination(raw, backend=DESTINATION_BACKEND).descriptors
@@ -309,7 +345,7 @@ def _source_stages(values: Sequence[bytes]) -> dict[str, float]:
         raws.append(raw)
     native = NATIVE
     assert native is not None, "the native mapper is built by `make install`"
-    received, integration = _received_text(now), _integration(__version__)
+    received, integration = received_text(now), _integration(__version__)
     return {
         "native (NATIVE.map: parse, map, serialise)": _us(
             lambda raw: native.map(raw, None, received, integration), raws
@@ -324,7 +360,7 @@ def _source_stages(values: Sequence[bytes]) -> dict[str, float]:
 def _native_share(values: Sequence[bytes]) -> float:
     """The share of the inputs the native mapper maps itself (the rest take the Python path)."""
     assert NATIVE is not None, "the native mapper is built by `make install`"
-    received, integration = _received_text(datetime.now(UTC)), _integration(__version__)
+    received, integration = received_text(datetime.now(UTC)), _integration(__version__)
     taken = sum(NATIVE.map(raw, None, received, integration) is not None for raw in values)
     return round(taken / len(values), 4)
 
@@ -357,22 +393,28 @@ def _destination_stages(values: Sequence[bytes]) -> dict[str, float]:
 
 
 def measure(
-    source: Sequence[Input] | None = None, destination: Sequence[Input] | None = None
+    source: Sequence[Input] | None = None,
+    destination: Sequence[Input] | None = None,
+    ortto: Sequence[Input] | None = None,
 ) -> dict[str, Any]:
-    """Both mappings against the floor on the production-like mix (`MEASURE_INPUTS` each)."""
+    """The mappings against the floor on the production-like mix (`MEASURE_INPUTS` each)."""
     src = [i.value for i in (source or list(mixed_source_inputs(MEASURE_INPUTS)))]
     dst = [i.value for i in (destination or list(mixed_destination_inputs(MEASURE_INPUTS)))]
-    src, dst = src[:MEASURE_INPUTS], dst[:MEASURE_INPUTS]
+    ort = [i.value for i in (ortto or list(ortto_inputs(MEASURE_INPUTS)))]
+    src, dst, ort = src[:MEASURE_INPUTS], dst[:MEASURE_INPUTS], ort[:MEASURE_INPUTS]
     return {
         "inputs": {
             "source": len(src),
             "destination": len(dst),
+            "ortto": len(ort),
             "source_mean_bytes": round(statistics.mean(map(len, src))),
             "destination_mean_bytes": round(statistics.mean(map(len, dst))),
+            "ortto_mean_bytes": round(statistics.mean(map(len, ort))),
         },
         "rounds": MEASURE_ROUNDS,
         "source": _compare(_source, src)
         | {"stages_us": _source_stages(src), "native_share": _native_share(src)},
+        "ortto": _compare(_ortto, ort) | {"stages_us": _ortto_stages(ort)},
         "destination": _compare(_destination, dst) | {"stages_us": _destination_stages(dst)},
     }
 

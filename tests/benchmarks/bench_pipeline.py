@@ -47,6 +47,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from tests.benchmarks.broker import (
     OffsetWatcher,
     bench_broker,
+    client_security,
     preload,
     proc_status,
     warm_group_coordinator,
@@ -209,7 +210,9 @@ def _run_worker(
         env["TOPIC_AUTOPILOT_REQUESTS"],
         env["TOPIC_DEAD_LETTERS"],
     ]
-    asyncio.run(create_topics(bootstrap, outputs, PARTITIONS))  # so they can be watched at once
+    asyncio.run(
+        create_topics(bootstrap, outputs, PARTITIONS, security=client_security())
+    )  # so they can be watched at once
     log = tmp / "worker-throughput.log"
     run = Run("worker", expected)
     spawned = time.perf_counter()
@@ -243,7 +246,7 @@ async def _internal_records(bootstrap: str, app_id: str, outputs: Sequence[str])
 def _run_loop(kind: str, bootstrap: str, shared: dict[str, str], expected: int, tmp: Path) -> Run:
     suffix = uuid.uuid4().hex[:10]
     outputs = [f"{kind}-tracks-{suffix}", f"{kind}-requests-{suffix}", f"{kind}-dead-{suffix}"]
-    asyncio.run(create_topics(bootstrap, outputs, PARTITIONS))
+    asyncio.run(create_topics(bootstrap, outputs, PARTITIONS, security=client_security()))
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("BENCH_", "Quix__"))},
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -286,7 +289,9 @@ def measure_throughput(bootstrap: str, n: int | None = None) -> dict[str, Any]:
     check_tags(source[:5000], destination[:5000])
     suffix = uuid.uuid4().hex[:10]
     shared = {"source": f"bench-email-events-{suffix}", "destination": f"bench-calls-{suffix}"}
-    asyncio.run(create_topics(bootstrap, list(shared.values()), PARTITIONS))
+    asyncio.run(
+        create_topics(bootstrap, list(shared.values()), PARTITIONS, security=client_security())
+    )
     load_s = asyncio.run(preload(bootstrap, shared["source"], source, PARTITIONS))
     load_s += asyncio.run(preload(bootstrap, shared["destination"], destination, PARTITIONS))
     asyncio.run(warm_group_coordinator(bootstrap, shared["source"]))
@@ -346,7 +351,9 @@ async def _paced_send(
     `acks_ms`, when given, receives each append's acknowledgement time: what a round trip to
     this broker costs at that moment, for comparison with the worker's latency.
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=0, **client_security()
+    )
     await producer.start()
 
     def timed(started: float) -> Callable[[asyncio.Future[Any]], None]:
@@ -385,6 +392,7 @@ async def _output_times(
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        **client_security(),
     )
     await consumer.start()
     found: dict[str, int] = {}

@@ -30,16 +30,19 @@ from worker.backends.autopilot import AutopilotBackend, AutopilotConfig
 from worker.destination.mapping import map_destination
 from worker.errors import SkipMessage, WorkerError
 from worker.source.mapping import map_source
+from worker.source.ortto import OrttoConfig, map_ortto
 
 __all__ = [
     "DESTINATION_BACKEND",
     "DESTINATION_CONFIG",
+    "ORTTO_CONFIG",
     "TRIGGERS",
     "Expect",
     "Input",
     "check_tags",
     "destination_inputs",
     "expected_outputs",
+    "ortto_inputs",
     "source_inputs",
 ]
 
@@ -181,6 +184,103 @@ def source_inputs(count: int, *, seed: int = 3) -> Iterator[Input]:
             event["test"] = True
             expect = Expect.SKIP
         yield Input(event["contact"]["email"].lower().encode(), orjson.dumps(event), expect)
+
+
+#: Ortto activity field id -> weight: Ortto's email activities, and the few others a webhook on
+#: a journey's activities also fires for (tags, a form), skipped.
+_ORTTO_ACTIVITIES: tuple[tuple[str, int], ...] = (
+    ("act::s", 15),
+    ("act::r", 33),
+    ("act::o", 27),
+    ("act::c", 12),
+    ("act::b", 3),
+    ("act::u-all", 2),
+    ("act::t", 2),
+    ("act:cm:form-submitted", 1),
+)
+#: The attr keys of the benchmark's Ortto activities are made up (Ortto publishes none): what
+#: counts is that a few of them fill properties, as ORTTO_ATTRIBUTE_PROPERTIES would say.
+ORTTO_CONFIG = OrttoConfig.build(
+    attribute_properties={
+        "str:cm:campaign-id": "campaign_id",
+        "str:cm:campaign": "campaign_name",
+        "str:cm:subject": "email_subject",
+        "str:cm:url": "link_url",
+    }
+)
+_CITIES = (("Kolkata", "India", 1269750), ("Sydney", "Australia", 2077456), ("Lyon", "France", 0))
+
+
+def _ortto_activity(rng: random.Random, n: int, field_id: str) -> dict[str, Any]:
+    """An activity as Ortto's Webhook (advanced) sends it: the contact's locked fields with it."""
+    created = _BASE + timedelta(seconds=n, milliseconds=rng.randrange(1000))
+    sent = created + timedelta(microseconds=rng.randrange(900_000))
+    journey_id, journey_name = rng.choice(_JOURNEYS)
+    subject, _ = rng.choice(_EMAILS)
+    attr: dict[str, Any] = {
+        "str::is": "Journey",
+        "str:cm:campaign-id": journey_id,
+        "str:cm:campaign": journey_name,
+        "str:cm:subject": subject,
+    }
+    if field_id == "act::c":
+        attr["str:cm:url"] = f"https://acme.io/pricing?utm={n % 7}"
+    city, country, country_id = rng.choice(_CITIES)
+    contact: dict[str, Any] = {
+        "contact_id": f"00651b946baa9be6{n:08x}",
+        "email": _email(rng, n % 50_000),
+        "first_name": _FIRST_NAMES[n % len(_FIRST_NAMES)].title(),
+        "last_name": "Tank",
+        "postal": f"{700001 + n % 90}",
+        "city": {"name": city, "id": 0, "lat": 37751000, "lng": -97822000},
+        "country": {"name": country, "id": country_id},
+        "birthday": {"year": 1980, "month": 12, "day": 11, "timezone": "Australia/Sydney"},
+        "phone_number": {"c": "91", "n": f"40{n % 10_000_000:07d}"},
+    }
+    if rng.random() < 0.4:
+        contact["external_id"] = f"u-{n % 50_000}"
+    return {
+        "id": f"00651b946cef{n:012x}",
+        "time": sent.replace(tzinfo=None).isoformat(timespec="microseconds")
+        + f"{rng.randrange(1000):03d}Z",
+        "webhook_id": "651b8aec8002153e16319fd3",
+        "activity": {
+            "id": f"00651b946bfe{n:012x}",
+            "field_id": field_id,
+            "created": created.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+            "attr": attr,
+        },
+        "contact": contact,
+    }
+
+
+def ortto_inputs(count: int, *, seed: int = 5) -> Iterator[Input]:
+    """Ortto activity webhooks: 97% email activities, 3% other activities (skips), 0.5% test
+    deliveries (skips) and 1% invalid (errors), keyed by lowercased email as the route keys them."""
+    rng = random.Random(seed)
+    kinds = [kind for kind, _ in _ORTTO_ACTIVITIES]
+    weights = [weight for _, weight in _ORTTO_ACTIVITIES]
+    for n in range(count):
+        roll = rng.random()
+        kind = rng.choices(kinds, weights)[0]
+        activity = _ortto_activity(rng, n, kind)
+        expect = Expect.OUTPUT if kind in ORTTO_CONFIG.events else Expect.SKIP
+        if roll < 0.005:
+            activity["activity"]["field_id"] = "act::test_webhook"
+            expect = Expect.SKIP
+        elif roll < 0.015:
+            choice = rng.randrange(3)
+            activity["activity"]["field_id"] = "act::o"
+            if choice == 0:
+                del activity["contact"]["email"]
+            elif choice == 1:
+                activity["activity"]["created"] = "2026-11-20 10:15"
+            else:
+                del activity["id"]
+            yield Input(None, orjson.dumps(activity), Expect.ERROR)
+            continue
+        key = activity["contact"]["email"].lower().encode()
+        yield Input(key, orjson.dumps(activity), expect)
 
 
 def _context(rng: random.Random, n: int) -> dict[str, Any]:
@@ -329,13 +429,25 @@ def expected_outputs(inputs: Sequence[Input]) -> Counter[Expect]:
     return Counter(item.expect for item in inputs)
 
 
-def check_tags(source: Sequence[Input], destination: Sequence[Input]) -> None:
+def check_tags(
+    source: Sequence[Input], destination: Sequence[Input], ortto: Sequence[Input] = ()
+) -> None:
     """Raise if a tag disagrees with what the mapping functions do with the input.
 
     Not a speed assertion: a wrong tag would make a pipeline benchmark wait for records that
     never come (or stop early), so the inputs are checked before anything is timed.
     """
     now = datetime.now(UTC)
+    for item in ortto:
+        try:
+            map_ortto(item.value, config=ORTTO_CONFIG, received_at=now)
+            got = Expect.OUTPUT
+        except SkipMessage:
+            got = Expect.SKIP
+        except WorkerError:
+            got = Expect.ERROR
+        if got is not item.expect:
+            raise RuntimeError(f"ortto input tagged {item.expect} became {got}: {item.value!r}")
     for item in source:
         try:
             map_source(item.value, received_at=now)

@@ -81,6 +81,8 @@ async def run_aiokafka(bootstrap: str, group: str, topics: Topics) -> None:
 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    from tests.benchmarks.broker import client_security  # noqa: PLC0415
+
     consumer = AIOKafkaConsumer(
         topics.source,
         topics.destination,
@@ -89,8 +91,9 @@ async def run_aiokafka(bootstrap: str, group: str, topics: Topics) -> None:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         client_id="bench-aiokafka-loop",
+        **client_security(),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **client_security())
     await consumer.start()
     await producer.start()
     handlers: dict[str, tuple[Callable[[bytes | None, bytes], list[Out]], str]] = {
@@ -127,7 +130,7 @@ def run_quix(bootstrap: str, group: str, topics: Topics) -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-quix-") as state_dir:
         app = Application(
-            broker_address=bootstrap,
+            broker_address=quix_connection(bootstrap),
             consumer_group=group,
             auto_offset_reset="earliest",
             processing_guarantee="at-least-once",
@@ -149,6 +152,40 @@ def run_quix(bootstrap: str, group: str, topics: Topics) -> None:
             sdf = sdf.apply(_with_key(handler), expand=True, metadata=True)
             sdf.to_topic(_router(output, dead), key=lambda out: out.key)
         app.run()
+
+
+def quix_connection(bootstrap: str) -> Any:
+    """quixstreams' (librdkafka's) spelling of the worker's `KAFKA_*` security settings."""
+    from quixstreams.kafka.configuration import ConnectionConfig  # noqa: PLC0415
+
+    from worker.settings import Settings  # noqa: PLC0415
+
+    settings = Settings()
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return bootstrap
+    if settings.kafka_sasl_mechanism == "OAUTHBEARER":
+        raise SystemExit("the quixstreams loop takes no OAUTHBEARER token provider")
+    password = settings.kafka_sasl_password
+    key_password = settings.kafka_ssl_key_password
+
+    def path(value: Any) -> str | None:
+        return str(value) if value is not None else None
+
+    return ConnectionConfig(
+        bootstrap_servers=bootstrap,
+        security_protocol=protocol.lower(),
+        sasl_mechanism=settings.kafka_sasl_mechanism,
+        sasl_username=settings.kafka_sasl_username,
+        sasl_password=password.get_secret_value() if password else None,
+        ssl_ca_location=path(settings.kafka_ssl_ca_file),
+        ssl_certificate_location=path(settings.kafka_ssl_cert_file),
+        ssl_key_location=path(settings.kafka_ssl_key_file),
+        ssl_key_password=key_password.get_secret_value() if key_password else None,
+        ssl_endpoint_identification_algorithm=(
+            "https" if settings.kafka_ssl_check_hostname else "none"
+        ),
+    )
 
 
 def _with_key(

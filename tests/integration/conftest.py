@@ -1,11 +1,15 @@
-"""Shared fixtures of the integration tests: a running worker, the stand-in Autopilot API."""
+"""Shared fixtures of the integration tests: a running worker, the stand-in Autopilot API,
+Debian's headless Chromium."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
+from tests.prerequisites import unavailable
 from tests.workerproc import WorkerProcess, running_worker
 from worker.tools.fake_autopilot import start_fake_autopilot
 
@@ -48,3 +52,24 @@ async def fake_api(request: pytest.FixtureRequest) -> AsyncIterator[str]:
         yield base_url
     finally:
         await runner.cleanup()
+
+
+#: Debian's chromium: the browser tests never download one (`playwright install` is not run).
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+async def chromium() -> AsyncIterator[Any]:
+    """Debian's headless Chromium under playwright (a `playwright.async_api.Browser`)."""
+    if shutil.which(CHROMIUM) is None:
+        unavailable(f"{CHROMIUM} is missing: `apt-get install -y chromium` (.ci/run does)")
+    try:
+        from playwright.async_api import async_playwright  # noqa: PLC0415
+    except ImportError:
+        unavailable("the python package playwright is missing: `make install`")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield browser
+        finally:
+            await browser.close()

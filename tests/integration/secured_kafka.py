@@ -11,8 +11,8 @@ made with ``openssl`` in the broker's throw-away data dir. It is always a local 
 when ``KAFKA_BOOTSTRAP_SERVERS`` or Docker provides the session's plaintext one. When it cannot
 start, tests that need it fail under CI (env ``CI`` set) and are skipped otherwise.
 
-conftest imports the ``secured_kafka`` fixture from here (``from
-tests.integration.secured_kafka import secured_kafka``); :func:`start_secured_kafka` is the same
+tests/conftest.py registers this module as a plugin (``pytest_plugins``), so every test module
+shares the one session fixture ``secured_kafka``; :func:`start_secured_kafka` is the same
 without pytest.
 """
 

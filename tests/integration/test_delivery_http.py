@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -271,14 +272,19 @@ async def test_refused_key_pauses_then_resumes_with_nothing_lost(
             return deliverer.paused
 
         await wait_until(paused)
+        since = deliverer.paused_since
+        assert since is not None
+        assert abs(time.time() - since) < 5  # what the console shows
         await asyncio.sleep(1.0)
         assert not delivery.done()
         probes = routes(await admin(base_url, "/_state"))[1:]
         assert set(probes) == {"GET /v1/contact/{contact}"}
+        assert deliverer.limiter.requests == 1 + len(probes)  # the console's rate in use
         await admin(base_url, "/_faults", {"force_status": None})
         results: list[DeliveryResult] = await delivery
 
     assert not deliverer.paused
+    assert deliverer.paused_since is None
     assert [r.outcome for r in results] == ["delivered"] * 4
     state = await admin(base_url, "/_state")
     assert sorted(state["contacts"]) == ["a@x.io", "b@x.io", "c@x.io"]

@@ -18,7 +18,6 @@ Without chromium, playwright or the npm package the tests are skipped, and fail 
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +38,6 @@ pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = REPO_ROOT / "tests" / "browser" / "node_modules" / "@segment" / "analytics-next"
 UMD_DIR = PACKAGE_DIR / "dist" / "umd"
-CHROMIUM = "/usr/bin/chromium"
 WRITE_KEY = "wk-browser-3c9d"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 CALLS = ("identify", "track", "page", "screen", "group", "alias")
@@ -95,23 +93,6 @@ def analytics_bundle() -> Path:
             "`npm ci --prefix tests/browser` (needs npm)"
         )
     return UMD_DIR
-
-
-@pytest.fixture(scope="module")
-async def chromium() -> AsyncIterator[Any]:
-    """Debian's headless Chromium under playwright (a `playwright.async_api.Browser`)."""
-    if shutil.which(CHROMIUM) is None:
-        unavailable(f"{CHROMIUM} is missing: `apt-get install -y chromium` (.ci/run does)")
-    try:
-        from playwright.async_api import async_playwright  # noqa: PLC0415
-    except ImportError:
-        unavailable("the python package playwright is missing: `make install`")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture(scope="module")

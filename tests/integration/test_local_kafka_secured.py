@@ -17,15 +17,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
 
-from tests.integration import secured_kafka as secured
 from tests.integration.secured_kafka import PLAIN, SCRAM_SHA_256, SCRAM_SHA_512, SecuredKafka
 from tests.kafkautil import committed_offsets, create_topics
 
 pytestmark = pytest.mark.integration
-
-# The session fixture, registered in this module until tests/conftest.py imports it; drop this
-# line then (a second registration here would start a second secured broker for this module).
-secured_kafka = secured.secured_kafka
 
 REFUSAL_TIMEOUT_S = 30.0
 

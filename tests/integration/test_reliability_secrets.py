@@ -1,21 +1,28 @@
 """No secret ever leaves the worker: a scan of every log line, topic record and response.
 
 The worker runs at log level debug (more than production's info, so more to leak) with
-distinctive values for AUTOPILOT_API_KEY, two SEGMENT_WRITE_KEYS and AUTOPILOT_WEBHOOK_TOKEN,
-and traffic goes down every path:
+distinctive values for AUTOPILOT_API_KEY, two SEGMENT_WRITE_KEYS, AUTOPILOT_WEBHOOK_TOKEN and
+ORTTO_WEBHOOK_TOKEN, WORKER_ADMIN_TOKEN, and WAREHOUSE_URL (the session's PostgreSQL server, its
+password in the URL), and traffic goes down every path:
 
-- source: valid and invalid email events on the input topic;
+- source: valid and invalid email events on the input topic (the valid one's track loaded into
+  the warehouse);
 - destination and delivery against the stand-in API: identifies and tracks delivered, a request
   the API rejects (400, a dead letter with the response body), a trigger for an unknown contact
   (404), and a refused key (401: delivery pauses, probes with the key, resumes);
 - ingest: the Segment HTTP API with a wrong and a right write key, as HTTP Basic and as
-  `writeKey` in the body (which must not reach the topic), and the webhook with a wrong token and
-  the right one in its header, as a Bearer token and in the query string.
+  `writeKey` in the body (which must not reach the topic), the Autopilot webhook with a wrong
+  token and the right one in its header, as a Bearer token and in the query string, and Ortto's
+  webhook with a wrong token and the right one as a basic-auth password, in its header and as a
+  Bearer token;
+- the console: refused without the admin token and with a wrong one; its page, searches (the
+  recent failures and the whole dead-letter topic) and a replay of the 400's dead letter with
+  it (as a Bearer token and as the Basic password), until the replay shows it failed again.
 
 Then every log line, every record (key, value, header names and values) of every topic the
 broker lists for this worker, the dead letters among them, and every response the worker gave
 are searched for each secret as is, in base64 (an HTTP Basic header is `base64(key + ":")`) and
-percent-encoded. The wrong write key and token are searched for too: a wrong key is often a
+percent-encoded. The wrong write key and tokens are searched for too: a wrong key is often a
 right key with a typo.
 """
 
@@ -23,13 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 import orjson
+import psycopg
 import pytest
 
 from tests.kafkautil import produce
@@ -47,8 +56,10 @@ API_KEY = "apk-LEAKCHECK-7f3a9c1e5b2d"
 WRITE_KEY = "wk-LEAKCHECK-2d8e4b6a0c1f"
 OTHER_WRITE_KEY = "wk-LEAKCHECK-9a1b3c5d7e0a"
 WEBHOOK_TOKEN = "tok-LEAKCHECK-5e7a9c1d3f8b"
-SECRETS = (API_KEY, WRITE_KEY, OTHER_WRITE_KEY, WEBHOOK_TOKEN)
-WRONG = ("wk-WRONGKEY-0b1c2d3e4f5a", "tok-WRONGTOKEN-6a7b8c9d0e1f")
+ORTTO_TOKEN = "ort-LEAKCHECK-3b5d7f9a1c2e"
+ADMIN_TOKEN = "adm-LEAKCHECK-3c5e7a9b1d2f"
+SECRETS = (API_KEY, WRITE_KEY, OTHER_WRITE_KEY, WEBHOOK_TOKEN, ORTTO_TOKEN, ADMIN_TOKEN)
+WRONG = ("wk-WRONGKEY-0b1c2d3e4f5a", "tok-WRONGTOKEN-6a7b8c9d0e1f", "adm-WRONGTOKEN-4d6f8a0c2e")
 TRIGGER = "0001"
 
 
@@ -70,19 +81,36 @@ NEEDLES: dict[bytes, str] = {
         ("SEGMENT_WRITE_KEYS[0]", WRITE_KEY),
         ("SEGMENT_WRITE_KEYS[1]", OTHER_WRITE_KEY),
         ("AUTOPILOT_WEBHOOK_TOKEN", WEBHOOK_TOKEN),
+        ("ORTTO_WEBHOOK_TOKEN", ORTTO_TOKEN),
+        ("WORKER_ADMIN_TOKEN", ADMIN_TOKEN),
         ("wrong write key", WRONG[0]),
         ("wrong webhook token", WRONG[1]),
+        ("wrong admin token", WRONG[2]),
     ]
     for form in _forms(secret)
 }
+
+
+def _warehouse_needles(url: str) -> dict[bytes, str]:
+    """WAREHOUSE_URL's forms and its password's (a random one of the test server)."""
+    needles = dict.fromkeys(_forms(url), "WAREHOUSE_URL")
+    password = urlsplit(url).password
+    if password:
+        needles |= dict.fromkeys(_forms(unquote(password)), "WAREHOUSE_URL's password")
+    return needles
 
 
 def _leaks(where: str, data: bytes) -> list[str]:
     return [f"{NEEDLES[n]} in {where}" for n in NEEDLES if n in data]
 
 
-def _basic(key: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+def _basic(key: str, password: str = "") -> dict[str, str]:
+    credentials = base64.b64encode(f"{key}:{password}".encode()).decode()
+    return {"Authorization": "Basic " + credentials}
+
+
+def _basic_password(password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()}
 
 
 def _event(event_id: str, email: str) -> bytes:
@@ -95,6 +123,16 @@ def _event(event_id: str, email: str) -> bytes:
             "email": {"id": "email_1"},
         }
     )
+
+
+def _ortto_activity(field_id: str, email: str) -> dict[str, Any]:
+    return {
+        "id": f"ortto-{field_id}",
+        "time": "2026-11-20T10:15:00.123456789Z",
+        "webhook_id": "webhook-1",
+        "activity": {"id": "activity-1", "field_id": field_id, "attr": {}},
+        "contact": {"contact_id": "contact-1", "email": email},
+    }
 
 
 def _call(kind: str, user: str, message_id: str, email: str | None = None) -> dict[str, Any]:
@@ -129,6 +167,8 @@ async def _http_traffic(base_url: str, responses: list[httpx.Response]) -> None:
         "writeKey": WRITE_KEY,
     }
     webhook = orjson.dumps(orjson.loads(_event("evt-hook", "hook@example.com")))
+    ortto = orjson.dumps(_ortto_activity("act::o", "ortto@example.com"))
+    ortto_test = orjson.dumps(_ortto_activity("act::test_webhook", "ortto@example.com"))
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
         sent: list[tuple[str, dict[str, str], bytes, int]] = [
             ("/v1/batch", _basic(WRONG[0]), orjson.dumps(batch), 401),
@@ -141,6 +181,11 @@ async def _http_traffic(base_url: str, responses: list[httpx.Response]) -> None:
             ("/autopilot/events", {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}, webhook, 200),
             (f"/autopilot/events?token={WEBHOOK_TOKEN}", {}, webhook, 200),
             (f"/autopilot/events?token={WRONG[1]}", {}, webhook, 401),
+            ("/ortto/webhook", _basic("ortto", WRONG[1]), ortto, 401),
+            ("/ortto/webhook", {"X-Ortto-Token": WRONG[1]}, ortto, 401),
+            ("/ortto/webhook", _basic("ortto", ORTTO_TOKEN), ortto, 200),
+            ("/ortto/webhook", {"X-Ortto-Token": ORTTO_TOKEN}, ortto, 200),
+            ("/ortto/webhook", {"Authorization": f"Bearer {ORTTO_TOKEN}"}, ortto_test, 200),
         ]
         for path, headers, body, status in sent:
             response = await http.post(path, content=body, headers=headers)
@@ -150,11 +195,51 @@ async def _http_traffic(base_url: str, responses: list[httpx.Response]) -> None:
             responses.append(await http.get(page))
 
 
+async def _console_traffic(base_url: str, responses: list[httpx.Response]) -> None:
+    """The console: refused without the token or with a wrong one; its page, searches and a
+    replay (of the 400, whose letter carries the API's response body) with it, until the
+    replay's new outcome shows."""
+    bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    basic = _basic_password(ADMIN_TOKEN)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        for headers in ({}, _basic_password(WRONG[2]), {"Authorization": f"Bearer {WRONG[2]}"}):
+            response = await http.get("/console", headers=headers)
+            responses.append(response)
+            assert response.status_code == 401, response.text
+        for query in ("", "?window=day", "?q=example.com", "?q=m-400&scope=topic"):
+            response = await http.get("/console" + query, headers=bearer)
+            responses.append(response)
+            assert response.status_code == 200
+        page = await http.get("/console", headers=basic)
+        responses.append(page)
+        found = re.search(r'data-ref="(\d+@\d+)" data-message-id="m-400"', page.text)
+        csrf = re.search(r'name="console-csrf" content="([^"]+)"', page.text)
+        assert found is not None, "the 400's dead letter is not on the console"
+        assert csrf is not None
+        body = {"refs": [found[1]]}
+        refused = await http.post("/console/replay", json=body, headers=basic)
+        responses.append(refused)
+        assert refused.status_code == 403  # no anti-forgery token
+        replayed = await http.post(
+            "/console/replay", json=body, headers={**basic, "X-Console-Csrf": csrf[1]}
+        )
+        responses.append(replayed)
+        assert replayed.status_code == 200, replayed.text
+
+        async def failed_again() -> bool:
+            response = await http.get("/console", headers=bearer)
+            responses.append(response)
+            return 'data-state="failed again"' in response.text
+
+        await _wait("the console's replay to fail again", failed_again)
+
+
 @pytest.mark.reliability
 async def test_no_secret_in_any_log_line_topic_header_or_response(
-    kafka_bootstrap: str, unique: str, tmp_path: Path
+    kafka_bootstrap: str, postgres_url: str, unique: str, tmp_path: Path
 ) -> None:
     started = time.monotonic()
+    NEEDLES.update(_warehouse_needles(postgres_url))
     runner, fake_api = await start_fake_autopilot(api_keys=[API_KEY], rate_limit=5.0)
     env = worker_env(
         kafka_bootstrap,
@@ -166,6 +251,11 @@ async def test_no_secret_in_any_log_line_topic_header_or_response(
         AUTOPILOT_BULK_LINGER_MS="100",
         SEGMENT_WRITE_KEYS=f"{WRITE_KEY},{OTHER_WRITE_KEY}",
         AUTOPILOT_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
+        ORTTO_WEBHOOK_TOKEN=ORTTO_TOKEN,
+        WORKER_ADMIN_TOKEN=ADMIN_TOKEN,
+        WAREHOUSE_URL=postgres_url,
+        WAREHOUSE_SCHEMA=f"leakcheck_{unique}",
+        WAREHOUSE_LINGER_MS="100",
     )
     names = topic_names(env)
     base_url = f"http://127.0.0.1:{env['WORKER_WEB_PORT']}"
@@ -215,6 +305,20 @@ async def test_no_secret_in_any_log_line_topic_header_or_response(
                 return {"m-identify", "m-track", "m-400", "m-404"} <= set(ids)
 
             await _wait("the first outcomes", settled)
+
+            def tracks_loaded() -> int:
+                try:
+                    with psycopg.connect(postgres_url) as conn:
+                        count = conn.execute(f"SELECT count(*) FROM leakcheck_{unique}.tracks")
+                        row = count.fetchone()
+                        return int(row[0]) if row else 0
+                except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+                    return 0
+
+            async def loaded() -> bool:
+                return await asyncio.to_thread(tracks_loaded) == 1
+
+            await _wait("the source's track in the warehouse", loaded)
             # a refused key: delivery pauses, probes with the key, resumes
             async with httpx.AsyncClient(base_url=fake_api) as api:
                 await api.post("/_faults", json={"force_status": 401})
@@ -242,6 +346,7 @@ async def test_no_secret_in_any_log_line_topic_header_or_response(
                 return {"m-http-batch", "m-http-body"} <= set(ids)
 
             await _wait("the ingested calls' outcomes", ingested)
+            await _console_traffic(base_url, responses)
         log = worker.log_text()
     finally:
         await runner.cleanup()

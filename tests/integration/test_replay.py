@@ -13,6 +13,7 @@ import asyncio
 import io
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -24,11 +25,13 @@ from aiokafka import ConsumerRecord
 from tests.kafkautil import Headers, consume_all, end_offsets, produce
 from tests.workerproc import WorkerProcess
 from worker.pipeline.dead_letters import DeadLetterHeaders as H
+from worker.pipeline.letters import DeadLetter, LetterRef
 from worker.pipeline.records import ORIGIN_PREFIX, header
 from worker.pipeline.replay import REPLAY_TARGET
+from worker.runtime import dead_letter_topic
 from worker.settings import Settings
 from worker.tools import dlq as dlqcli
-from worker.tools.dlq import DeadLetter, LetterRef, run_dlq
+from worker.tools.dlq import run_dlq
 
 
 def _settings(env: dict[str, str]) -> Settings:
@@ -77,9 +80,12 @@ async def test_still_bad_letters_come_back_counted_until_refused(worker: WorkerP
     # list: one line each; --json; filters that exclude
     status, out, err = await _dlq(env, "list", "--topic", inputs)
     assert status == 0, err
-    lines = out.splitlines()
+    header, *lines = out.splitlines()
+    assert header.startswith("FAILED AT (UTC)")
     assert len(lines) == 2
-    assert all("source/intake" in line and "replays=0" in line for line in lines)
+    for line in lines:
+        assert "source/intake" in line
+        assert f"{inputs}[" in line  # the input, as the logs name it
     assert "2 of 2 dead letters" in err
     status, out, _ = await _dlq(env, "list", "--json", "--pipeline", "source/intake")
     rows = [orjson.loads(line) for line in out.splitlines()]
@@ -91,6 +97,8 @@ async def test_still_bad_letters_come_back_counted_until_refused(worker: WorkerP
     for excluding in (
         ["--topic", "some-other-topic"],
         ["--error-class", "UnexpectedError"],
+        ["--message-id", "no-such-message"],
+        ["--contact", "nobody@example.com"],
         ["--since", datetime.now(UTC).replace(year=2100).isoformat()],
         ["--until", "2000-01-01T00:00:00Z"],
     ):
@@ -101,7 +109,7 @@ async def test_still_bad_letters_come_back_counted_until_refused(worker: WorkerP
     assert (status, out) == (0, "")
     assert "0 of 0 dead letters written since 2099-12-31T23:59:00+00:00" in err
     status, out, err = await _dlq(env, "list", "--topic", inputs, "--since", "2000-01-01")
-    assert (status, len(out.splitlines())) == (0, 2)
+    assert (status, len(out.splitlines())) == (0, 3)  # the header and two rows
     assert "2 of 2 dead letters written since" in err
 
     # show: every header and the value
@@ -110,6 +118,7 @@ async def test_still_bad_letters_come_back_counted_until_refused(worker: WorkerP
     assert f"{H.TOPIC}: {inputs}" in out
     assert "trace-id: t-1" in out
     assert firsts[0].value.decode() in out
+    assert "input " + f"{inputs}[" in out
     status, _, err = await _dlq(env, "show", "0@999999")
     assert status == 1
     assert "no dead letter at 0@999999" in err
@@ -252,6 +261,73 @@ def _letter_of(
     return headers + ([(H.REPLAY_COUNT, str(replays).encode())] if replays else [])
 
 
+async def test_list_is_in_failure_order_naming_inputs_ids_and_contacts_and_show_cuts(
+    worker: WorkerProcess,
+) -> None:
+    env = worker.env
+    bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
+    letters_topic = env["TOPIC_DEAD_LETTERS"]
+    inputs = f"orders-{uuid.uuid4().hex[:8]}"  # an input topic of this test alone
+
+    def letter(offset: int, failed_at: str) -> Headers:
+        headers = _letter_of(inputs, offset, replays=0)
+        return [*(h for h in headers if h[0] != H.FAILED_AT), (H.FAILED_AT, failed_at.encode())]
+
+    call = orjson.dumps({"type": "track", "messageId": "m-late", "userId": "u-9",
+                         "context": {"traits": {"email": "Late@Example.com"}}})  # fmt: skip
+    big = orjson.dumps({"id": "evt_big", "contact": {"email": "big@example.com"},
+                        "padding": "x" * 200_000})  # fmt: skip
+    # written in one order onto several partitions, failed in another
+    await produce(
+        bootstrap, letters_topic, [(b"u-9", call, letter(3, "2026-11-20T10:00:03+00:00"))]
+    )
+    await produce(
+        bootstrap, letters_topic, [(b"k1", b"{not json", letter(1, "2026-11-20T10:00:01+00:00"))]
+    )
+    (big_meta,) = await produce(
+        bootstrap,
+        letters_topic,
+        [(b"big@example.com", big, letter(2, "2026-11-20T10:00:02+00:00"))],
+    )
+
+    status, out, err = await _dlq(env, "list", "--topic", inputs)
+    assert status == 0, err
+    header, *lines = out.splitlines()
+    assert [line.split("  ")[1].strip() for line in lines] == [
+        f"{inputs}[0]@1",
+        f"{inputs}[0]@2",
+        f"{inputs}[0]@3",
+    ]
+    assert "evt_big" in lines[1]
+    assert "big@example.com" in lines[1]
+    assert "m-late" in lines[2]
+    assert "Late@Example.com" in lines[2]
+    assert header.index("MESSAGE ID") == lines[2].index("m-late")
+
+    status, out, _ = await _dlq(env, "list", "--topic", inputs, "--message-id", "m-late")
+    assert (status, len(out.splitlines())) == (0, 2)
+    status, out, _ = await _dlq(env, "list", "--topic", inputs, "--contact", "late@example.com")
+    assert (status, len(out.splitlines())) == (0, 2)
+    status, out, _ = await _dlq(env, "list", "--topic", inputs, "--contact", "u-9", "--json")
+    (row,) = [orjson.loads(line) for line in out.splitlines()]
+    assert (row["input"], row["message_id"], row["contact"]) == (
+        f"{inputs}[0]@3",
+        "m-late",
+        "Late@Example.com",
+    )
+
+    ref = f"{big_meta.partition}@{big_meta.offset}"
+    status, out, err = await _dlq(env, "show", ref)
+    assert status == 0, err
+    assert len(out) < 10_000
+    assert f"value (utf-8, {len(big)} bytes):" in out
+    assert "more characters not shown; --full shows them" in out
+    assert f"input {inputs}[0]@2, message id evt_big, contact big@example.com" in out
+    status, out, _ = await _dlq(env, "show", ref, "--full")
+    assert status == 0
+    assert big.decode() in out
+
+
 async def test_replay_reads_twice_to_the_same_end_and_streams_what_it_replays(
     worker: WorkerProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -282,7 +358,7 @@ async def test_replay_reads_twice_to_the_same_end_and_streams_what_it_replays(
                 return True
         return False
 
-    real_read_all = dlqcli.read_all
+    real_read_all = dead_letter_topic.read_all  # what the command reads with
     reads: list[list[LetterRef]] = []
     back_during_second_read: list[bool] = []
 

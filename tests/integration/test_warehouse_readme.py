@@ -24,7 +24,7 @@ from worker.warehouse.postgres import PostgresWarehouse
 pytestmark = pytest.mark.integration
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-SECTION = README.split("## Warehouse: ", 1)[1].split("\n## ", 1)[0]
+SECTION = README.split("## Loading the warehouse\n", 1)[1].split("\n## ", 1)[0]
 QUERIES = re.findall(r"```sql\n(.*?)```", SECTION, re.DOTALL)
 
 CALLS = [

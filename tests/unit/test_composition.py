@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from worker.composition import compose
+from worker.composition import compose, setup_warnings
 from worker.settings import Settings, SettingsInvalid
 
 KEY = SecretStr("test-key")
@@ -31,6 +31,13 @@ def test_every_feature_runs_by_default() -> None:
         "destination_audiences",
     }
     assert set(runtime.breakers) == {"source", "destination", "delivery", "warehouse", "replay"}
+    # one source, two input formats: its intake reads both input topics
+    assert runtime.app.agents["source-intake"].channel.topics == (
+        "autopilot.email-events",
+        "ortto.activities",
+    )
+    paths = {r.resource.canonical for r in runtime.app.web.web_app.router.routes()}  # type: ignore[attr-defined]
+    assert {"/autopilot/events", "/ortto/webhook"} <= paths
 
 
 def test_a_delivery_only_process_runs_delivery_and_replay_alone() -> None:
@@ -79,3 +86,43 @@ def test_importing_a_feature_registers_nothing_and_imports_no_other_feature() ->
     assert "worker.source.agents" not in out
     assert "worker.ingest" not in out
     assert "worker.composition" not in out
+
+
+def test_set_ups_that_drop_or_refuse_data_are_one_warning_line_each() -> None:
+    bare = Settings(
+        autopilot_trigger_id=None,
+        autopilot_triggers={},
+        autopilot_api_key=None,
+        segment_write_keys=None,
+        autopilot_webhook_token=None,
+    )
+    lines = setup_warnings(bare)
+    assert len(lines) == 4
+    no_trigger, no_key, no_write_keys, no_token = lines
+    assert no_trigger.startswith("no journey trigger is configured (AUTOPILOT_TRIGGER_ID, ")
+    assert "skipped (no_trigger_for_event)" in no_trigger
+    assert no_key.startswith("AUTOPILOT_API_KEY is not set: delivery is off")
+    assert no_write_keys.startswith("SEGMENT_WRITE_KEYS is not set: ")
+    assert no_token.startswith("AUTOPILOT_WEBHOOK_TOKEN is not set: ")
+    assert all("\n" not in line for line in lines)
+
+
+def test_a_complete_set_up_and_features_not_run_warn_of_nothing() -> None:
+    complete = Settings(
+        autopilot_triggers='{"Signed Up": "0001"}',
+        autopilot_api_key=KEY,
+        segment_write_keys=KEY,
+        autopilot_webhook_token=KEY,
+    )
+    assert setup_warnings(complete) == []
+    assert setup_warnings(Settings(worker_features="source")) == []
+    assert setup_warnings(Settings(worker_features="delivery", autopilot_api_key=KEY)) == []
+
+
+def test_compose_logs_the_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="worker.composition"):
+        compose(Settings(autopilot_api_key=KEY, autopilot_trigger_id="0001"))
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "SEGMENT_WRITE_KEYS is not set",
+        "AUTOPILOT_WEBHOOK_TOKEN is not set",
+    ]

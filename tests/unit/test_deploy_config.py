@@ -22,7 +22,7 @@ import pytest
 from mode.services import Service
 from pydantic import SecretStr
 
-from worker.settings import Settings
+from worker.settings import Settings, files_unchecked
 from worker.topics import TopicNames
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -244,7 +244,19 @@ def read_env(path: Path) -> tuple[dict[str, str], set[str]]:
 
 
 def _settings(values: dict[str, str]) -> Settings:
-    return Settings.model_validate({name.lower(): value for name, value in values.items()})
+    """The settings `values` make; the PEM files they name live in the cluster, not here."""
+    with files_unchecked():
+        return Settings.model_validate({name.lower(): value for name, value in values.items()})
+
+
+def read_env_unset(path: Path) -> dict[str, str]:
+    """NAME -> value of the `# NAME=value` lines of an env file (unset, shown as examples)."""
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        commented = re.fullmatch(r"#\s*([A-Z][A-Z0-9_]*)=(.*)", line.strip())
+        if commented:
+            found[commented.group(1)] = commented.group(2)
+    return found
 
 
 def _interpolated_default(value: str) -> str:
@@ -410,6 +422,7 @@ def test_kustomization_resources(
         "Service",
         "PodDisruptionBudget",
         "ScaledObject",
+        "TriggerAuthentication",
     }
     assert "secret.template.yaml" not in kustomization["resources"], "would overwrite the Secret"
     (image,) = kustomization["images"]
@@ -425,7 +438,9 @@ def test_configmap_holds_every_non_secret_setting(
     _, values, unset = configmap_env
     assert set(values) | unset == PLAIN_SETTINGS
     assert not unset & set(values)
-    names = [spec.name for spec in TopicNames.from_settings(_settings(values)).all_specs()]
+    # the SASL password is the Secret's (the ConfigMap alone would be refused without it)
+    settings = _settings({**values, "KAFKA_SASL_PASSWORD": "from-the-secret"})
+    names = [spec.name for spec in TopicNames.from_settings(settings).all_specs()]
     assert names == DEFAULT_TOPICS
 
 
@@ -504,9 +519,84 @@ def test_scaler_reads_the_workers_consumer_group(
     assert {"WORKER_APP_ID", "KAFKA_BOOTSTRAP_SERVERS"} <= set(values)
     assert "topic" not in metadata, "the lag of every topic the group reads"
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    # a replica beyond the partitions would own none, and so no share of the key's limit
     assert spec["maxReplicaCount"] <= int(values["TOPIC_PARTITIONS"])
-    total_rate = float(values["AUTOPILOT_RATE_LIMIT"]) * spec["maxReplicaCount"]
-    assert total_rate <= PER_KEY_RATE_LIMIT, "replicas together would pass the per-key limit"
+    # the replicas share the key's limit by their partitions: each is given the whole of it
+    assert float(values["AUTOPILOT_RATE_LIMIT"]) <= PER_KEY_RATE_LIMIT
+
+
+# --- Kafka security: the worker's settings, its certificates, KEDA's connection ------------
+
+KAFKA_TLS_SECRET = "kafka-tls.secret.template.yaml"
+#: KEDA's names for KAFKA_SASL_MECHANISM's values (its kafka scaler's `sasl`)
+KEDA_SASL = {
+    "PLAIN": "plaintext",
+    "SCRAM-SHA-256": "scram_sha256",
+    "SCRAM-SHA-512": "scram_sha512",
+    "OAUTHBEARER": "oauthbearer",
+}
+FILE_SETTINGS = ("KAFKA_SSL_CA_FILE", "KAFKA_SSL_CERT_FILE", "KAFKA_SSL_KEY_FILE")
+
+
+def test_the_certificates_are_mounted_where_the_settings_look(
+    resources: dict[str, dict[str, Any]],
+    container: dict[str, Any],
+    configmap_env: tuple[str, dict[str, str], set[str]],
+) -> None:
+    tls_secret = read_yaml(K8S / KAFKA_TLS_SECRET)
+    assert tls_secret["kind"] == "Secret"
+    assert set(tls_secret["stringData"].values()) == {""}
+    pod = resources["Deployment"]["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == tls_secret["metadata"]["name"]
+    assert volume["secret"]["optional"] is True, "a publicly signed service needs no file"
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    # every PEM setting, set or shown commented out, names a key of that Secret in the mount
+    values = {**read_env_unset(K8S / "worker.env"), **configmap_env[1]}
+    paths = {name: Path(values[name]) for name in FILE_SETTINGS}
+    assert {str(path.parent) for path in paths.values()} == {mount["mountPath"]}
+    assert {path.name for path in paths.values()} == set(tls_secret["stringData"])
+
+
+def test_keda_connects_to_kafka_as_the_worker_does(
+    resources: dict[str, dict[str, Any]],
+    configmap_env: tuple[str, dict[str, str], set[str]],
+) -> None:
+    values = configmap_env[1]
+    (trigger,) = resources["ScaledObject"]["spec"]["triggers"]
+    auth = resources["TriggerAuthentication"]
+    assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
+    protocol = values["KAFKA_SECURITY_PROTOCOL"]
+    metadata = trigger["metadata"]
+    assert metadata["tls"] == ("enable" if protocol in ("SSL", "SASL_SSL") else "disable")
+    assert metadata["sasl"] == (
+        KEDA_SASL[values["KAFKA_SASL_MECHANISM"]] if protocol.startswith("SASL_") else "none"
+    )
+    spec = auth["spec"]
+    assert spec["env"] == [
+        {"parameter": "username", "name": "KAFKA_SASL_USERNAME", "containerName": "worker"}
+    ]
+    secret = read_yaml(K8S / "secret.template.yaml")
+    tls_secret = read_yaml(K8S / KAFKA_TLS_SECRET)
+    ca_file = Path(values["KAFKA_SSL_CA_FILE"])
+    assert spec["secretTargetRef"] == [
+        {
+            "parameter": "password",
+            "name": secret["metadata"]["name"],
+            "key": "KAFKA_SASL_PASSWORD",
+        },
+        {"parameter": "ca", "name": tls_secret["metadata"]["name"], "key": ca_file.name},
+    ]
+    assert "KAFKA_SASL_PASSWORD" in secret["stringData"]
+
+
+def test_compose_passes_the_kafka_secrets_to_every_client(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("topic-init", "worker"):
+        environment = services[name]["environment"]
+        for secret in ("KAFKA_SASL_PASSWORD", "KAFKA_SSL_KEY_PASSWORD"):
+            assert _interpolated_default(environment[secret]) == "", (name, secret)
 
 
 # --- Dockerfile ------------------------------------------------------------------------------

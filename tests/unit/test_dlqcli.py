@@ -5,23 +5,15 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from worker.pipeline.dead_letters import DeadLetterHeaders as H
+from worker.pipeline.letters import DeadLetter, Filters, LetterRef, contacts_of, parsed_input
 from worker.pipeline.records import ORIGIN_PREFIX, header
 from worker.pipeline.replay import REPLAY_TARGET, ReplayTarget, replay_headers
-from worker.tools.dlq import (
-    DeadLetter,
-    Filters,
-    LetterRef,
-    Progress,
-    ReplayCensus,
-    ReplayTally,
-    Skip,
-    build_parser,
-    classify,
-    plan_replay,
-)
+from worker.pipeline.replay_plan import ReplayCensus, ReplayTally, Skip, classify, plan_replay
+from worker.tools.dlq import Progress, build_parser, table
 
 FAILED_AT = datetime(2026, 11, 20, 8, 15, 0, 123000, tzinfo=UTC)
 
@@ -120,23 +112,89 @@ def test_failure_time_falls_back_to_the_record_timestamp() -> None:
 
 def test_line_and_summary() -> None:
     letter = _letter(replays=1)
-    line = letter.line()
-    assert line.split()[:2] == ["1@7", "2026-11-20T08:15:00+00:00"]
-    for part in ("source/intake", "DecodeError", "400", "replays=1", "autopilot.email-events"):
-        assert part in line
-    assert "not JSON: unexpected character" in line  # newlines folded
+    row = letter.row()
+    assert row[:4] == (
+        "2026-11-20 08:15:00",
+        "autopilot.email-events[2]@42",  # the input, as the logs name it
+        "source/intake",
+        "DecodeError 400",
+    )
+    assert row[4:8] == ("-", "-", "1", "1@7")  # no message id or contact in "{not json"
+    assert row[8] == "not JSON: unexpected character"  # newlines folded
+    assert letter.line() == "  ".join(row)
     summary = letter.summary()
     assert summary["partition"] == 1
     assert summary["offset"] == 7
     assert summary["topic_offset"] == 42
+    assert summary["input"] == "autopilot.email-events[2]@42"
     assert summary["status"] == 400
     assert summary["replay_count"] == 1
     assert summary["key"] == "k"
+    assert (summary["message_id"], summary["contact"]) == (None, None)
 
 
 def test_long_messages_are_truncated_in_lines() -> None:
     letter = _letter(extra=[(H.MESSAGE, b"x" * 500)])
     assert letter.line().endswith("x" * 97 + "...")
+
+
+_CALL = orjson.dumps(
+    {
+        "type": "track",
+        "messageId": "m-1",
+        "userId": "u-1",
+        "context": {"traits": {"email": "Ada@Example.com"}},
+    }
+)
+_EVENT = orjson.dumps(
+    {
+        "id": "evt_1",
+        "contact": {"contact_id": "person_1", "email": "ada@example.com", "user_id": "u-1"},
+    }
+)
+_DESCRIPTOR = b'{"path": "/v1/contact", "message_id": "api-1", "contact": "ada@example.com"}'
+
+
+@pytest.mark.parametrize(
+    ("value", "message_id", "contacts"),
+    [
+        (_CALL, "m-1", ("Ada@Example.com", "u-1")),
+        (
+            b'{"type": "identify", "anonymousId": "a-1", "traits": {"email": "b@c.d"}}',
+            None,
+            ("b@c.d", "a-1"),
+        ),
+        (_EVENT, "evt_1", ("ada@example.com", "u-1", "person_1")),
+        (_DESCRIPTOR, "api-1", ("ada@example.com",)),
+        (b"{not json", None, ()),
+        (b'["u-1"]', None, ()),
+        (b'{"userId": "' + b"u" * 70_000 + b'"}', None, ("u" * 200,)),  # cut at 200
+        (b'{"userId": "' + b"u" * 1_100_000 + b'"}', None, ()),  # over 1 MiB: not parsed
+    ],
+)
+def test_message_id_and_contacts_come_from_the_value(
+    value: bytes, message_id: str | None, contacts: tuple[str, ...]
+) -> None:
+    letter = DeadLetter(LetterRef(0, 1), 0, None, value, [])
+    assert letter.message_id == message_id
+    assert letter.contacts == contacts == contacts_of(parsed_input(value))
+    assert letter.contact == (contacts[0] if contacts else None)
+
+
+def test_the_list_table_aligns_its_columns_under_a_header() -> None:
+    rows = [
+        DeadLetter(LetterRef(0, 3), 0, b"u-1", _CALL, [(H.TOPIC, b"segment.calls")]).row(),
+        _letter(12).row(),
+    ]
+    header, *lines = table(rows)
+    assert header.split()[:4] == ["FAILED", "AT", "(UTC)", "INPUT"]
+    for column, name in enumerate(("INPUT", "MESSAGE ID", "CONTACT", "LETTER", "REASON")):
+        start = header.index(name)
+        for line, row in zip(lines, rows, strict=True):
+            cell = row[(1, 4, 5, 7, 8)[column]]
+            assert line[start : start + len(cell)] == cell, (name, line)
+    assert "m-1" in lines[0]
+    assert "Ada@Example.com" in lines[0]
 
 
 # --- filters ---------------------------------------------------------------------------------
@@ -167,6 +225,25 @@ def test_empty_filters_match_everything() -> None:
 )
 def test_filters(filters: Filters, expected: bool) -> None:
     assert filters.matches(_letter()) is expected
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (Filters(message_ids=("m-1",)), True),
+        (Filters(message_ids=("m-2", "m-1")), True),
+        (Filters(message_ids=("m-2",)), False),
+        (Filters(contacts=("ada@example.com",)), True),  # emails in any case
+        (Filters(contacts=("u-1",)), True),
+        (Filters(contacts=("the-key",)), True),  # the Kafka key
+        (Filters(contacts=("U-2", "u-1")), True),
+        (Filters(contacts=("u-2",)), False),
+        (Filters(message_ids=("m-1",), contacts=("u-2",)), False),
+    ],
+)
+def test_filters_by_message_id_and_contact(filters: Filters, expected: bool) -> None:
+    letter = DeadLetter(LetterRef(0, 1), 0, b"the-key", _CALL, [(H.TOPIC, b"segment.calls")])
+    assert filters.matches(letter) is expected
 
 
 # --- header rewriting ------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Golden cases: each file `tests/golden/<pipeline>/<case>.json` is one input and its outcome.
 
-`<pipeline>` is `source` (Autopilot event -> Segment track), `destination` (Segment call ->
-Autopilot requests) or `warehouse` (Segment message -> warehouse rows); the test id is
+`<pipeline>` is `source` (Autopilot event -> Segment track), `ortto` (Ortto activity webhook ->
+Segment track), `destination` (Segment call -> Autopilot requests) or `warehouse` (Segment
+message -> warehouse rows); the test id is
 `<pipeline>/<case>`. Every case holds:
 
 - `description`: one line saying what the case holds and why it matters (required);
@@ -11,7 +12,9 @@ Autopilot requests) or `warehouse` (Segment message -> warehouse rows); the test
 - `expected`: `{"output": ...}`, `{"skip": "<reason>"}` or `{"error": {"status", "message"}}`,
   the same lines `python -m worker map <pipeline>` writes.
 
-Source cases may add `learned_user_id`; their output is `{"key", "message"}` (the track).
+Source and ortto cases may add `learned_user_id`; their output is `{"key", "message"}` (the
+track). Ortto cases may add `config`: `activity_events` and `attribute_properties`, the
+ORTTO_ACTIVITY_EVENTS and ORTTO_ATTRIBUTE_PROPERTIES objects.
 Destination cases may add `config` (AutopilotConfig fields), `learned_email` and
 `audience_state`; their output is the list of request descriptors as on the wire. Without
 `learned_email` or `audience_state` a destination case runs `map_destination`, as
@@ -36,13 +39,15 @@ from worker.backends.autopilot import AutopilotBackend, AutopilotConfig
 from worker.destination.mapping import map_destination, precheck_call
 from worker.errors import InvalidInput, SkipMessage
 from worker.models.autopilot_event import EmailEventType
+from worker.models.ortto_activity import EMAIL_ACTIVITIES
 from worker.source.mapping import map_source
+from worker.source.ortto import OrttoConfig, map_ortto
 from worker.warehouse.layout import CALL_TYPES, TRACK_TYPES, lay_out
 
 INTEGRATIONS = AutopilotBackend().integration_names
 
 GOLDEN = Path(__file__).parents[1] / "golden"
-PIPELINES = ("source", "destination", "warehouse")
+PIPELINES = ("source", "ortto", "destination", "warehouse")
 CASES = {pipeline: sorted((GOLDEN / pipeline).glob("*.json")) for pipeline in PIPELINES}
 RECEIVED_AT = datetime(2026, 11, 20, 10, 15, 5, tzinfo=UTC)
 INTEGRATION_VERSION = "0.0.0-golden"
@@ -69,6 +74,20 @@ def _source_output(raw: bytes, case: dict[str, Any]) -> dict[str, Any]:
         integration_version=INTEGRATION_VERSION,
     )
     return {"key": output.key, "message": output.message.to_dict()}
+
+
+def _ortto_output(raw: bytes, case: dict[str, Any]) -> dict[str, Any]:
+    config = case.get("config", {})
+    output = map_ortto(
+        raw,
+        config=OrttoConfig.build(config.get("activity_events"), config.get("attribute_properties")),
+        received_at=RECEIVED_AT,
+        learned_user_id=case.get("learned_user_id"),
+        integration_version=INTEGRATION_VERSION,
+    )
+    message = output.message.to_dict()
+    assert message == output.track, "the track as written is the model's"
+    return {"key": output.key, "message": message}
 
 
 def _destination_output(raw: bytes, case: dict[str, Any]) -> list[dict[str, Any]]:
@@ -101,6 +120,7 @@ def _warehouse_output(raw: bytes, case: dict[str, Any]) -> dict[str, Any]:
 
 MAPPINGS: dict[str, Callable[[bytes, dict[str, Any]], object]] = {
     "source": _source_output,
+    "ortto": _ortto_output,
     "destination": _destination_output,
     "warehouse": _warehouse_output,
 }
@@ -141,6 +161,15 @@ def test_source_cases_cover_every_event_type() -> None:
         if "output" in case["expected"]
     }
     assert seen == set(EmailEventType)
+
+
+def test_ortto_cases_cover_every_email_activity() -> None:
+    seen = {
+        case["expected"]["output"]["message"]["properties"]["field_id"]
+        for case in map(_load, CASES["ortto"])
+        if "output" in case["expected"] and "activity_events" not in case.get("config", {})
+    }
+    assert seen >= set(EMAIL_ACTIVITIES)
 
 
 def test_destination_cases_exist() -> None:

@@ -36,6 +36,7 @@ from worker.source.mapping import (
     map_source,
     parse_email_event,
 )
+from worker.source.track import received_text, write_track
 
 GOLDEN = sorted((Path(__file__).parents[1] / "golden" / "source").glob("*.json"))
 RECEIVED_AT = datetime(2026, 11, 20, 10, 15, 5, 123456, tzinfo=UTC)
@@ -61,15 +62,17 @@ def _fast(raw: bytes, learned: str | None = None) -> Outcome | None:
     if common is None:
         return None
     found = common
-    received, integration = mapping._received_text(RECEIVED_AT), mapping._integration(__version__)
-    return _outcome(lambda: mapping._track(found, learned, received, integration))
+    received = received_text(RECEIVED_AT)
+    return _outcome(
+        lambda: write_track(mapping.autopilot_neutral_event(found), learned, received, __version__)
+    )
 
 
 def _native(raw: bytes, learned: str | None = None) -> Outcome | None:
     """What the compiled path makes of `raw`, or None when it hands the event over."""
     assert mapping.NATIVE is not None, "the native mapper is built by `make install`"
     mapped = mapping.NATIVE.map(
-        raw, learned, mapping._received_text(RECEIVED_AT), mapping._integration(__version__)
+        raw, learned, received_text(RECEIVED_AT), mapping._integration(__version__)
     )
     return None if mapped is None else ("output", *mapped)
 

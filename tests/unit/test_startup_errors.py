@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +70,60 @@ def test_kafka_unreachable_at_start_is_waited_for_then_one_line_and_exit_70() ->
     assert f"127.0.0.1:{port} did not answer within 6 s" in lines[-1]
     assert len(lines) <= 6, result.stderr  # the clients' own errors are held back
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_FILE": "/no/such/ca.pem"},
+            "configuration error: KAFKA_SSL_CA_FILE: no such file: /no/such/ca.pem",
+        ),
+        (
+            {
+                "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                "KAFKA_SASL_USERNAME": "worker",
+            },
+            "configuration error: KAFKA_SASL_PASSWORD: required with "
+            "KAFKA_SASL_MECHANISM=SCRAM-SHA-512",
+        ),
+        (
+            {"KAFKA_SASL_PASSWORD": SECRET},
+            "configuration error: KAFKA_SASL_PASSWORD: set, but KAFKA_SECURITY_PROTOCOL=PLAINTEXT "
+            "does not use SASL (SASL_SSL or SASL_PLAINTEXT do)",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "topics", "check", "dlq"])
+def test_kafka_security_settings_that_disagree_are_one_line_and_exit_70(
+    command: str, settings: dict[str, str], says: str
+) -> None:
+    args = [command, "list"] if command == "dlq" else [command]
+    result = run(*args, **settings)
+    assert result.returncode == 70
+    assert result.stderr.splitlines() == [says]
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_a_tls_file_that_does_not_load_is_one_line_for_the_commands_that_connect(
+    tmp_path: Path,
+) -> None:
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("not a certificate\n")
+    settings = {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_FILE": str(garbage)}
+    result = run("run", **settings)
+    assert result.returncode == 70
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("configuration error: KAFKA_SSL_CA_FILE: no CA certificate could be")
+    # offline mapping connects to nothing: the file is not its concern
+    mapped = subprocess.run(
+        [sys.executable, "-m", "worker", "map", "source"],
+        env={**os.environ, **settings},
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert mapped.returncode == 0, mapped.stderr

@@ -6,12 +6,12 @@ outcomes are on Kafka. While the API refuses the key, `deliver` does not return,
 pauses and nothing is acked, skipped or dead-lettered. When a rebalance or a shutdown begins,
 the batch in hand gets `AUTOPILOT_GIVE_BACK_AFTER_S` to finish; then it is given back unacked,
 nothing of it written, and the partition's next owner delivers it again (at least once).
-Without the backend's API key no agent is registered, and the worker says so.
+Without the backend's API key no agent is registered (`worker.composition.setup_warnings` says
+so).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +21,7 @@ import pydantic
 
 from worker.backends.seam import Backend
 from worker.delivery.service import Deliverer
+from worker.delivery.share import shared_limiter
 from worker.errors import DecodeError, DeliveryRejected, RetryBudgetExhausted, WorkerError
 from worker.models.autopilot_request import RequestDescriptor
 from worker.models.delivery_result import DeliveryResult
@@ -33,17 +34,18 @@ from worker.runtime.stages import Runtime
 
 __all__ = ["MAX_BATCH", "DeliveryState", "DeliveryWriter", "build_delivery", "parse_descriptor"]
 
-log = logging.getLogger(__name__)
-
 #: Up to this many descriptors are handed to one `deliver` call (a few bulk requests' worth).
 MAX_BATCH = 500
 
 
 @dataclass
 class DeliveryState:
-    """What /readyz and the metrics read: whether delivery runs, and its live Deliverer."""
+    """What /readyz, the metrics and the console read: whether delivery runs, to which API at
+    what rate limit, and its live Deliverer."""
 
     enabled: bool
+    backend_name: str = ""
+    rate_limit: float = 0.0
     deliverer: Deliverer | None = None
 
     @property
@@ -51,8 +53,16 @@ class DeliveryState:
         return self.deliverer is not None and self.deliverer.paused
 
     @property
+    def paused_since(self) -> float | None:
+        return self.deliverer.paused_since if self.deliverer is not None else None
+
+    @property
     def rate_limit_waited_s(self) -> float:
         return self.deliverer.limiter.waited_s if self.deliverer is not None else 0.0
+
+    @property
+    def requests_sent(self) -> int:
+        return self.deliverer.limiter.requests if self.deliverer is not None else 0
 
 
 def parse_descriptor(raw: bytes) -> RequestDescriptor:
@@ -123,7 +133,11 @@ def build_delivery(runtime: Runtime, backend: Backend) -> DeliveryState:
     without an API key)."""
     topics = runtime.topics
     api = backend.api()
-    state = DeliveryState(enabled=api.api_key is not None)
+    state = DeliveryState(
+        enabled=api.api_key is not None,
+        backend_name=backend.display_name,
+        rate_limit=api.rate_limit,
+    )
 
     def to_delivery_replay(message: InboundMessage) -> list[OutboundRecord]:
         """How a replayed dead letter re-enters delivery: via a topic only this worker reads."""
@@ -137,20 +151,18 @@ def build_delivery(runtime: Runtime, backend: Backend) -> DeliveryState:
         ]
 
     stage = runtime.build_stage("delivery", "deliver", to_delivery_replay)
-    if not state.enabled:
-        log.warning(
-            "%s is not set: the delivery agent is not started; request "
-            "descriptors stay on %s until a worker with a key reads them",
-            api.api_key_setting,
-            topics.autopilot_requests,
-        )
+    if not state.enabled:  # the composition root's start-up warnings say so
         return state
+
+    limiter = shared_limiter(
+        runtime.app, topics.autopilot_requests, api, runtime.settings.topic_partitions
+    )
 
     @runtime.app.agent(
         runtime.raw_topic(topics.autopilot_requests, topics.delivery_replay), name="delivery"
     )
     async def deliver_requests(stream: faust.StreamT[bytes]) -> None:
-        async with Deliverer(backend) as deliverer:
+        async with Deliverer(backend, limiter=limiter) as deliverer:
             state.deliverer = deliverer
             sink = delivery_sink(runtime, stage, deliverer, api.give_back_after_s)
             await run_batches(

@@ -10,7 +10,8 @@ What a caller (the delivery agent) can rely on:
   on. Paused time does not count against the retry budget. `deliver` does not return meanwhile.
 - A bulk rejected for good is retried item by item (the backend's `split`), so one bad contact
   is the only dead letter.
-- Every request, probes included, waits for the one process-wide rate limiter.
+- Every request, probes included, waits for the rate limiter: in the worker, this process's
+  share of the key's limit (`worker.delivery.share`), so a process without one sends nothing.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ class Deliverer:
             raise ConfigurationError(f"{api.api_key_setting} is not set: delivery cannot start")
         self._backend = backend
         self._api = api
-        self.limiter = limiter or RateLimiter(api.rate_limit)
+        self.limiter = limiter or RateLimiter(
+            api.rate_limit, request_timeout_s=api.request_timeout_s
+        )
         self._backoff = backoff or Backoff(budget_s=api.retry_budget_s)
         self._probe_interval_s = api.auth_probe_interval_s
         self._client = ApiClient(
@@ -83,6 +86,8 @@ class Deliverer:
         )
         self._resumed = asyncio.Event()
         self._resumed.set()
+        #: when the API last refused the key (epoch seconds); None while delivery runs
+        self.paused_since: float | None = None
         self._probe: asyncio.Task[None] | None = None
 
     @property
@@ -171,6 +176,7 @@ class Deliverer:
         if self.paused:
             return
         self._resumed.clear()
+        self.paused_since = time.time()
         log.error(
             "%s: delivery is paused, nothing is dead-lettered; probing every %gs until the key "
             "is accepted. Check %s.",
@@ -187,6 +193,7 @@ class Deliverer:
             if error is None or isinstance(error, DeliveryRejected):
                 break
         self._resumed.set()
+        self.paused_since = None
         log.warning("%s accepts the API key again: delivery resumed", self._backend.display_name)
 
 

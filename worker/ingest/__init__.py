@@ -7,6 +7,8 @@ Real clients feed the worker without a Kafka producer of their own:
                                                             -> settings.topic_segment_calls
     POST /autopilot/events                                  Autopilot webhook
                                                             -> settings.topic_email_events
+    POST /ortto/webhook                                     Ortto's activity webhook
+                                                            -> settings.topic_ortto_activities
 
 Every error answer is JSON, `{"success": false, "code", "message"}`, the router's 404 and 405
 included.
@@ -20,9 +22,11 @@ Modules, one concept each; everything but `routes` is pure and tested without Ka
 
     problems            the closed set of rejections and their JSON bodies (400-503)
     body                reading a capped body, gzip, JSON
-    auth                Segment write keys (Basic or body `writeKey`), the webhook token
+    auth                Segment write keys (Basic or body `writeKey`), the webhook tokens
     segment_api         Segment messages: limits, messageId, receivedAt, timestamp, batch merge
     autopilot_webhook   Autopilot events -> records keyed by lowercased contact email
+    ortto_webhook       Ortto activities -> records of their original bytes, keyed the same;
+                        Ortto's test deliveries answered, counted, not written
     storing             awaiting Kafka's acks within a deadline, failures as 503
     routes              the aiohttp handlers, mounted on faust's web server at import
 """

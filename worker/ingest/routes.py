@@ -19,20 +19,25 @@ Answers a handler returns itself, whatever their status, pass unchanged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
+from prometheus_client.core import CounterMetricFamily, Metric
+from pydantic import SecretStr
 
 from worker.ingest.auth import (
     authenticate_header,
+    check_ortto_token,
     check_webhook_token,
     check_write_key,
     write_keys,
 )
 from worker.ingest.autopilot_webhook import MAX_WEBHOOK_BYTES, webhook_records
 from worker.ingest.body import MAX_REQUEST_BYTES, decode_body, parse_json, read_capped
+from worker.ingest.ortto_webhook import OrttoDelivery, ortto_records
 from worker.ingest.problems import (
     OK_BODY,
     BadRequest,
@@ -44,15 +49,24 @@ from worker.ingest.problems import (
 from worker.ingest.segment_api import PATHS, body_write_key, segment_records
 from worker.ingest.storing import RecordSender, TopicSender, store_all
 from worker.runtime.health import web_application
+from worker.runtime.metrics import PREFIX, metrics
 from worker.runtime.stages import Runtime
 from worker.settings import Settings
 from worker.topics import TopicNames
 
-__all__ = ["WEBHOOK_PATH", "Ingest", "build_ingest", "json_errors", "segment_owned"]
+__all__ = [
+    "ORTTO_PATH",
+    "WEBHOOK_PATH",
+    "Ingest",
+    "build_ingest",
+    "json_errors",
+    "segment_owned",
+]
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/autopilot/events"
+ORTTO_PATH = "/ortto/webhook"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -106,13 +120,15 @@ async def segment_preflight(request: web.Request) -> web.Response:
 
 
 class Ingest:
-    """The ingest routes of one worker: the Segment API and the Autopilot webhook."""
+    """The ingest routes of one worker: the Segment API and the Autopilot and Ortto webhooks."""
 
     def __init__(self, settings: Settings, topics: TopicNames, sender: RecordSender) -> None:
         self.settings = settings
         self.topics = topics
         self.sender = sender
         self.keys = write_keys(settings.segment_write_keys)
+        #: (path, reason) -> messages answered and not written (Ortto's test deliveries)
+        self.skipped: Counter[tuple[str, str]] = Counter()
 
     def segment_handler(self, route: str) -> Handler:
         async def handle(request: web.Request) -> web.Response:
@@ -164,6 +180,50 @@ class Ingest:
             return _answer(rejection, body_read=body_read)
         return _answer(None, body_read=True)
 
+    async def ortto_webhook(self, request: web.Request) -> web.Response:
+        """POST /ortto/webhook: Ortto's activity webhooks onto the Ortto activities topic, each
+        with its original bytes; Ortto's test deliveries are answered and counted, not written."""
+        body_read = False
+        try:
+            check_ortto_token(request.headers, self.settings.ortto_webhook_token)
+            data = await _read_body(request, MAX_WEBHOOK_BYTES)
+            body_read = True
+            delivery = ortto_records(data, parse_json(data), topic=self.topics.ortto_activities)
+            await store_all(
+                self.sender,
+                delivery.records,
+                timeout_s=self.settings.ingest_kafka_timeout_s,
+                what=ORTTO_PATH,
+            )
+        except Rejected as rejection:
+            log.debug("%s: %d %s", ORTTO_PATH, rejection.status, rejection.code)
+            return _answer(rejection, body_read=body_read)
+        self._count_tests(delivery)
+        return _answer(None, body_read=True)
+
+    def _count_tests(self, delivery: OrttoDelivery) -> None:
+        if not delivery.test_webhooks:
+            return
+        self.skipped[ORTTO_PATH, "test_delivery"] += len(delivery.test_webhooks)
+        log.info(
+            "%s: Ortto's test delivery from webhook %s answered 200; nothing written",
+            ORTTO_PATH,
+            ", ".join(delivery.test_webhooks),
+        )
+
+    def skipped_metrics(self) -> Iterable[Metric]:
+        """`autopilot_worker_ingest_skipped_total{path, reason}` (a metrics source)."""
+        family = CounterMetricFamily(
+            f"{PREFIX}_ingest_skipped",
+            "Messages an ingest route answered and did not write, by path and reason "
+            "(Ortto's test deliveries).",
+            labels=("path", "reason"),
+        )
+        counts = {(ORTTO_PATH, "test_delivery"): 0, **self.skipped}  # 0 before the first
+        for (path, reason), count in sorted(counts.items()):
+            family.add_metric([path, reason], count)
+        return [family]
+
     def mount(self, application: web.Application) -> None:
         """Add every ingest route, and `json_errors`, to `application` (before it starts)."""
         router = application.router
@@ -171,6 +231,7 @@ class Ingest:
             router.add_post(path, self.segment_handler(route))
             router.add_route("OPTIONS", path, segment_preflight)
         router.add_post(WEBHOOK_PATH, self.autopilot_events)
+        router.add_post(ORTTO_PATH, self.ortto_webhook)
         application.middlewares.append(json_errors)
 
 
@@ -220,17 +281,22 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 def build_ingest(runtime: Runtime) -> Ingest:
     """The ingest routes on `runtime`'s web server, writing to its input topics."""
     settings, topics = runtime.settings, runtime.topics
-    sender = TopicSender(
-        {name: runtime.raw_topic(name) for name in (topics.segment_calls, topics.email_events)}
-    )
+    inputs = (topics.segment_calls, topics.email_events, topics.ortto_activities)
+    sender = TopicSender({name: runtime.raw_topic(name) for name in inputs})
     ingest = Ingest(settings, topics, sender)
     ingest.mount(web_application(runtime))
-    token = settings.autopilot_webhook_token
+    metrics.add_source("ingest", ingest.skipped_metrics)
     log.info(
-        "ingest: Segment API on %s %s; Autopilot webhook on %s %s",
+        "ingest: Segment API on %s %s; Autopilot webhook on %s %s; Ortto webhook on %s %s",
         ", ".join(PATHS),
         f"({len(ingest.keys)} write key(s))" if ingest.keys else "(not configured: 503)",
         WEBHOOK_PATH,
-        "(token set)" if token and token.get_secret_value() else "(not configured: 503)",
+        _token_state(settings.autopilot_webhook_token),
+        ORTTO_PATH,
+        _token_state(settings.ortto_webhook_token),
     )
     return ingest
+
+
+def _token_state(token: SecretStr | None) -> str:
+    return "(token set)" if token and token.get_secret_value() else "(not configured: 503)"

@@ -4,6 +4,11 @@ Field names are snake_case in Python and camelCase on the wire (`userId`, `messa
 `to_dict` / `to_json` are the one way to serialise it: aliases on, absent fields omitted (never
 null). Timestamps are held in UTC and written as ISO-8601 with milliseconds and a `Z`
 (`2026-11-20T10:15:00.000Z`), the format Segment's own libraries use; finer precision is dropped.
+
+The source writes one track layout whatever its input: the Autopilot email event
+(`context.integration.name` AutopilotHQ) or Ortto's activity webhook (Ortto). Fields only one
+input has are optional and absent from the other's tracks: Ortto's contacts carry `firstName`
+and `lastName`, Ortto's activities `activity_id`, `field_id`, `webhook_id` and `attributes`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from pydantic import (
 
 __all__ = [
     "INTEGRATION_NAME",
+    "ORTTO_INTEGRATION_NAME",
+    "SEED_PROPERTIES",
     "EmailProperties",
     "Integration",
     "TrackContext",
@@ -33,6 +40,7 @@ __all__ = [
 ]
 
 INTEGRATION_NAME: Final = "AutopilotHQ"
+ORTTO_INTEGRATION_NAME: Final = "Ortto"
 
 
 def format_utc(value: datetime) -> str:
@@ -56,13 +64,15 @@ class _Output(BaseModel):
 
 class Traits(_Output):
     email: str
-    contact_id: str
+    contact_id: str | None = Field(None, description="The contact's id in Autopilot or Ortto.")
+    first_name: str | None = Field(None, alias="firstName")
+    last_name: str | None = Field(None, alias="lastName")
 
 
 class Integration(_Output):
     """Which integration produced the message (`context.integration`)."""
 
-    name: Literal["AutopilotHQ"] = INTEGRATION_NAME
+    name: Literal["AutopilotHQ", "Ortto"] = INTEGRATION_NAME
     version: str
 
 
@@ -76,15 +86,35 @@ class TrackContext(_Output):
 class EmailProperties(_Output):
     """The email-spec properties; one whose source is absent stays None and is omitted."""
 
-    event: str = Field(description="The canonical Autopilot type, e.g. email_opened.")
+    event: str = Field(description="The canonical type, e.g. email_opened.")
     campaign_id: str | None = None
     campaign_name: str | None = None
-    email_id: str
+    email_id: str | None = Field(None, description="Always set from an Autopilot email event.")
     email_subject: str | None = None
     email_name: str | None = None
     transactional: bool | None = None
     link_id: str | None = None
     link_url: str | None = None
+    activity_id: str | None = Field(None, description="Ortto: the activity's id.")
+    field_id: str | None = Field(None, description="Ortto: the activity's field id, e.g. act::o.")
+    webhook_id: str | None = Field(None, description="Ortto: the webhook that sent it.")
+    attributes: dict[str, Any] | None = Field(
+        None, description="Ortto: the activity's `attr`, as received."
+    )
+
+
+SEED_PROPERTIES: Final = (
+    "campaign_id",
+    "campaign_name",
+    "email_id",
+    "email_subject",
+    "email_name",
+    "transactional",
+    "link_id",
+    "link_url",
+)
+"""The email-spec properties an input fills from its own fields (`transactional` a boolean,
+the others strings); Ortto's come from the attr keys ORTTO_ATTRIBUTE_PROPERTIES names."""
 
 
 class TrackMessage(_Output):
@@ -102,7 +132,8 @@ class TrackMessage(_Output):
     context: TrackContext
     integrations: dict[str, bool] = Field(
         default_factory=lambda: {INTEGRATION_NAME: False},
-        description="AutopilotHQ off, so our own destination never sends these back to Autopilot.",
+        description="AutopilotHQ (and for Ortto's activities, Ortto) off, so no destination of "
+        "ours sends these back where they came from.",
     )
     properties: EmailProperties
 

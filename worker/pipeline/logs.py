@@ -22,9 +22,12 @@ __all__ = [
     "EXTRA_FIELDS",
     "JsonFormatter",
     "KafkaClientLines",
+    "StartupNoise",
     "json_formatter",
     "log_fields",
     "logging_config",
+    "message_id_in",
+    "message_id_of",
 ]
 
 #: The structured fields a log line may carry besides time, level, logger and message.
@@ -56,6 +59,11 @@ def message_id_of(value: bytes) -> str | None:
         data = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
+    return message_id_in(data)
+
+
+def message_id_in(data: object) -> str | None:
+    """`message_id_of` for an input already parsed: the id it names, if it is an object."""
     if not isinstance(data, dict):
         return None
     for name in _ID_FIELDS:
@@ -164,6 +172,72 @@ class KafkaClientLines(logging.Filter):
         return True
 
 
+#: The logger whose coordinator look-ups fail, harmlessly, while a fresh broker is still creating
+#: its group coordinator (the `__consumer_offsets` topic): aiokafka logs them at error level and
+#: retries every 100 ms.
+GROUP_COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
+_STARTUP_NOISE = ("GroupCoordinatorNotAvailableError", "CoordinatorLoadInProgressError")
+#: What follows on a fresh broker: the first join finds the coordinator not ready yet, and the
+#: client marks it dead (a warning) and looks it up again.
+_STARTUP_FOLLOWERS = ("Marking the coordinator dead",)
+
+#: How long after the first of those lines they count as start-up noise.
+STARTUP_NOISE_GRACE_S = 60.0
+
+
+class StartupNoise(logging.Filter):
+    """Demotes aiokafka's "Group Coordinator Request failed: GroupCoordinatorNotAvailableError"
+    (and the coordinator's load in progress) to one `info` line while a fresh broker sets up its
+    group coordinator: harmless, retried at once, but alarming at error level on a first start.
+
+    The first such line becomes `info`, saying so; the repeats within `grace_s` of it are dropped,
+    and the "Marking the coordinator dead" warnings that follow then are `info` too. Later ones,
+    which mean the coordinator stays unavailable, pass at their own level (and
+    `KafkaClientLines` limits them); a broker that was not fresh logs no such first line, so its
+    coordinator's deaths stay warnings. Attached to the group coordinator's logger, so it runs
+    before the handler's filters.
+    """
+
+    def __init__(
+        self,
+        grace_s: float = STARTUP_NOISE_GRACE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._grace_s = grace_s
+        self._clock = clock
+        self._first: float | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        message = record.getMessage()
+        now = self._clock()
+        within = self._first is not None and now - self._first < self._grace_s
+        if any(noise in message for noise in _STARTUP_FOLLOWERS):
+            return (
+                self._demoted(record, f"{message} (the new broker's coordinator)")
+                if within
+                else True
+            )
+        if not any(noise in message for noise in _STARTUP_NOISE):
+            return True
+        if self._first is not None:
+            return not within  # a repeat within the grace is dropped; after it, it passes as is
+        self._first = now
+        return self._demoted(
+            record,
+            f"{message}: usual while a new broker sets up its group coordinator; retrying "
+            f"(repeats in the next {self._grace_s:.0f} s not logged)",
+        )
+
+    @staticmethod
+    def _demoted(record: logging.LogRecord, message: str) -> bool:
+        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        record.msg, record.args = message, ()
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
 def json_formatter() -> JsonFormatter:
     """The formatter with every secret of the settings to mask (a logging.config factory)."""
     from worker.settings import get_settings, secret_values  # noqa: PLC0415  (read lazily)
@@ -177,7 +251,10 @@ def logging_config(level: str = "info") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": "worker.pipeline.logs.json_formatter"}},
-        "filters": {"kafka_client_lines": {"()": "worker.pipeline.logs.KafkaClientLines"}},
+        "filters": {
+            "kafka_client_lines": {"()": "worker.pipeline.logs.KafkaClientLines"},
+            "startup_noise": {"()": "worker.pipeline.logs.StartupNoise"},
+        },
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
@@ -186,5 +263,6 @@ def logging_config(level: str = "info") -> dict[str, Any]:
                 "stream": "ext://sys.stderr",
             }
         },
+        "loggers": {GROUP_COORDINATOR_LOGGER: {"filters": ["startup_noise"]}},
         "root": {"level": level.upper(), "handlers": ["stderr"]},
     }

@@ -71,6 +71,8 @@ class StageStats:
     produced: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     dead_lettered: Counter[str] = field(default_factory=Counter)
+    #: the same dead letters by (error class, status): what the console shows
+    dead_lettered_status: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: seconds spent in `Stage.route` (decode, mapping, failure routing; no Kafka I/O)
     mapping_seconds: float = 0.0
 
@@ -117,6 +119,9 @@ class Stage:
     dead_letter_lines: LineBudget = field(
         default_factory=lambda: LineBudget(DEAD_LETTER_LINES_PER_S)
     )
+    #: skip reasons this stage has logged once already (each reason's first skip is logged, so
+    #: a set-up that skips everything, such as tracks without a trigger, shows in the logs)
+    skip_reasons_logged: set[str] = field(default_factory=set)
 
     def route(self, messages: Sequence[InboundMessage]) -> list[OutboundRecord]:
         """Every record the batch produces, dead letters included, in input order."""
@@ -170,19 +175,35 @@ class Stage:
             if count_in_breaker:
                 self.breaker.record(unexpected=False)
             self.stats.skipped[error.message] += 1
+            if error.message not in self.skip_reasons_logged:
+                self.skip_reasons_logged.add(error.message)
+                topic, partition, offset, _ = message.origin()
+                log.info(
+                    "skipped %s[%d]@%d in %s/%s: %s (the first skip for this reason; the rest "
+                    "are counted in autopilot_worker_messages_skipped_total, not logged)",
+                    topic,
+                    partition,
+                    offset,
+                    self.name,
+                    self.stage,
+                    error.message,
+                    extra=log_fields(self.name, self.stage, message),
+                )
             return []
         if error.fate is Fate.STOP or error.fate is Fate.GIVE_BACK:
             raise error  # not a message's fate: the whole batch's (see worker.errors)
         if count_in_breaker:
             self.breaker.record(unexpected=isinstance(error, UnexpectedError))
         self.stats.dead_lettered[type(error).__name__] += 1
+        self.stats.dead_lettered_status[type(error).__name__, str(error.status)] += 1
         unlogged = self.dead_letter_lines.take()
         if unlogged is not None:
+            topic, partition, offset, _ = message.origin()  # as the dead letter's headers say
             log.warning(
                 "dead-lettered %s[%d]@%d in %s/%s: %s%s",
-                message.topic,
-                message.partition,
-                message.offset,
+                topic,
+                partition,
+                offset,
                 self.name,
                 self.stage,
                 error.message,

@@ -7,6 +7,7 @@ the features that run in this process on it (`WORKER_FEATURES`).
 from __future__ import annotations
 
 from worker.runtime.faust_overrides import PromptTableManager, QuietMonitor, WorkerApp
+from worker.runtime.kafka_connection import faust_credentials, kafka_client_config
 from worker.runtime.placement import kafka_partitioner
 from worker.runtime.topic_admin import MAX_RECORD_BYTES
 from worker.settings import Settings
@@ -15,10 +16,13 @@ __all__ = ["create_app"]
 
 
 def create_app(settings: Settings) -> WorkerApp:
-    """The worker's faust app: raw bytes in and out, strict commits, acks=all."""
+    """The worker's faust app: raw bytes in and out, strict commits, acks=all; its consumer,
+    producer and table clients connect with the `KAFKA_*` security settings."""
     return WorkerApp(
         settings.worker_app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        # TLS and SASL: faust's aiokafka driver gives every client it makes these arguments
+        broker_credentials=faust_credentials(kafka_client_config(settings)),
         store="memory://",
         autodiscover=False,
         topic_partitions=settings.topic_partitions,
@@ -40,7 +44,7 @@ def create_app(settings: Settings) -> WorkerApp:
         consumer_auto_offset_reset="earliest",
         # up to 2 MiB a partition per fetch (faust's default: 1 MiB): with a backlog, the worker
         # waited on fetches (the machine half idle); 2 MiB gave about 1.3 times the events a second
-        # for about 20 MiB more peak RSS, and 4 MiB no more events for 70 MiB more (README)
+        # for about 20 MiB more peak RSS, and 4 MiB no more events for 70 MiB more (docs/FIGURES.md)
         consumer_max_fetch_size=2 * 1024 * 1024,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.broker_session_timeout,

@@ -103,6 +103,17 @@ class FaustSender:
                 pending.append(await producer.send_batch(batch, topic, partition=partition))
         return asyncio.gather(*pending)
 
+    async def send_each(self, records: Sequence[OutboundRecord]) -> list[tuple[int, int]]:
+        """Produce `records` one request each and return, once Kafka acknowledged them all,
+        where each one landed: (partition, offset). For the few records whose place is
+        followed (the console's replays), not for a stage's output."""
+        producer: AIOKafkaProducer = self._app.producer._ensure_producer()  # type: ignore[attr-defined]
+        futures = [
+            await producer.send(record.topic, record.value, record.key, headers=record.headers)
+            for record in records
+        ]
+        return [(meta.partition, meta.offset) for meta in await asyncio.gather(*futures)]
+
 
 def _append(batch: BatchBuilder, record: OutboundRecord) -> bool:
     """Whether `record` fitted in `batch`."""

@@ -10,7 +10,9 @@ check, whether it passed and why:
 - `assignment`: the consumer has stream partitions assigned (changelog partitions not counted);
 - `recovery`: no rebalance is under way and table recovery has completed;
 - `broker`: a metadata request to Kafka, made every `BROKER_CHECK_INTERVAL_S` by a task of its
-  own, answered within `BROKER_CHECK_TIMEOUT_S`, and the last answer is recent;
+  own over a connection made as every client's is (TLS, SASL), answered within
+  `BROKER_CHECK_TIMEOUT_S`, and the last answer is recent; a Kafka that refuses the worker's
+  credentials or certificate is named as such;
 - `delivery`: delivery is not paused on a refused API key (passes when delivery is not enabled);
 - `pipelines`: no pipeline is paused by its breaker (our own code failing most messages); the
   detail names each paused one, since when, why, and how to resume it.
@@ -42,19 +44,23 @@ from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
+from aiokafka.errors import KafkaConnectionError
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from worker.errors import ConfigurationError
 from worker.pipeline.breaker import Breaker
+from worker.runtime.kafka_connection import KafkaRefused, kafka_client_config, probe
 from worker.runtime.metrics import PREFIX, consumer_lags, metrics
 from worker.runtime.stages import Runtime
+from worker.settings import Settings
 
 __all__ = [
     "CHECKS",
     "BrokerProbe",
     "CheckResult",
     "DeliveryStatus",
+    "NoDelivery",
     "Operations",
     "ReadinessInputs",
     "admin_allowed",
@@ -202,6 +208,8 @@ class BrokerProbe:
             raise
         except TimeoutError:
             result = CheckResult(False, f"no metadata from Kafka within {self._timeout_s:g}s")
+        except KafkaRefused as exc:  # Kafka answers and refuses us: say why, not "unreachable"
+            result = CheckResult(False, str(exc)[:300])
         except Exception as exc:  # noqa: BLE001  (any failure means: not reachable)
             reason = (
                 str(exc)
@@ -237,11 +245,14 @@ class BrokerProbe:
 class _MetadataCheck:
     """One aiokafka client of our own on the worker's loop, asked for cluster metadata.
 
-    Its own client, not faust's: the consumer and producer live on other threads' loops.
+    Its own client, not faust's: the consumer and producer live on other threads' loops. It
+    connects as every client of the worker does (`kafka_client_config`); when it cannot, a
+    refusal (credentials revoked, a certificate expired) is said as such
+    (`kafka_connection.refusal`), not as an unreachable broker.
     """
 
-    def __init__(self, bootstrap_servers: str, client_id: str) -> None:
-        self._bootstrap = bootstrap_servers
+    def __init__(self, settings: Settings, client_id: str) -> None:
+        self._settings = settings
         self._client_id = client_id
         self._client: Any = None
 
@@ -251,11 +262,16 @@ class _MetadataCheck:
         try:
             if self._client is None:
                 self._client = AIOKafkaClient(
-                    bootstrap_servers=self._bootstrap,
+                    **kafka_client_config(self._settings),
                     client_id=self._client_id,
                     request_timeout_ms=int(BROKER_CHECK_TIMEOUT_S * 1000),
                 )
-                await self._client.bootstrap()
+                try:
+                    await self._client.bootstrap()
+                except KafkaConnectionError:
+                    # aiokafka's bootstrap keeps only "unable to bootstrap": ask why once
+                    await probe(self._settings, timeout_s=BROKER_CHECK_TIMEOUT_S)
+                    raise
             cluster = await self._client.fetch_all_metadata()
         except BaseException:
             await self.close()
@@ -275,24 +291,44 @@ class _MetadataCheck:
 
 
 class DeliveryStatus(Protocol):
-    """What readiness and the metrics read of the delivery feature."""
+    """What readiness, the metrics and the console read of the delivery feature."""
 
     @property
     def enabled(self) -> bool: ...
 
     @property
+    def backend_name(self) -> str:
+        """The destination API's name (`Backend.display_name`)."""
+
+    @property
+    def rate_limit(self) -> float:
+        """Requests a second the API allows this process (AUTOPILOT_RATE_LIMIT)."""
+
+    @property
     def paused(self) -> bool: ...
+
+    @property
+    def paused_since(self) -> float | None:
+        """When the API refused the key (epoch seconds); None while delivery runs."""
 
     @property
     def rate_limit_waited_s(self) -> float: ...
 
+    @property
+    def requests_sent(self) -> int:
+        """Requests the rate limiter let through so far."""
 
-class _NoDelivery:
+
+class NoDelivery:
     """This process does not deliver (`WORKER_FEATURES` leaves it out)."""
 
     enabled = False
+    backend_name = ""
+    rate_limit = 0.0
     paused = False
+    paused_since = None
     rate_limit_waited_s = 0.0
+    requests_sent = 0
 
 
 def _stream_partitions(faust_app: Any) -> list[Any]:
@@ -359,26 +395,28 @@ class Operations:
     def __init__(self, runtime: Runtime, delivery: DeliveryStatus | None = None) -> None:
         self._runtime = runtime
         self._app = runtime.app
-        self._delivery: DeliveryStatus = delivery or _NoDelivery()
+        self.delivery: DeliveryStatus = delivery or NoDelivery()
         settings = runtime.settings
-        self._metadata_check = _MetadataCheck(
-            settings.kafka_bootstrap_servers, f"{settings.worker_app_id}-readiness"
-        )
+        self._metadata_check = _MetadataCheck(settings, f"{settings.worker_app_id}-readiness")
         self.broker_probe = BrokerProbe(self._metadata_check)
 
     def inputs(self) -> ReadinessInputs:
-        return live_inputs(self._app, self._delivery, self.broker_probe, self._runtime.breakers)
+        return live_inputs(self._app, self.delivery, self.broker_probe, self._runtime.breakers)
 
     # -- metrics sources
 
-    def lag_metrics(self) -> Iterable[Metric]:
+    def lags(self) -> dict[tuple[str, int], int]:
+        """Records not yet committed, per assigned input partition (`consumer_lags`)."""
         consumer: Any = self._app.consumer  # faust's offsets bookkeeping is not on ConsumerT
-        lags = consumer_lags(
+        return consumer_lags(
             _stream_partitions(self._app),  # faust TPs: (topic, partition) tuples
             highwater=consumer.highwater,
             committed=dict(consumer._committed_offset),
             read=dict(consumer._read_offset),
         )
+
+    def lag_metrics(self) -> Iterable[Metric]:
+        lags = self.lags()
         family = GaugeMetricFamily(
             f"{PREFIX}_consumer_lag",
             "Records on an assigned input partition not yet committed by this worker: "
@@ -390,7 +428,7 @@ class Operations:
         yield family
 
     def delivery_metrics(self) -> Iterable[Metric]:
-        delivery = self._delivery
+        delivery = self.delivery
         if not delivery.enabled:
             return
         waited = CounterMetricFamily(

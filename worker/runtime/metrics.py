@@ -225,6 +225,14 @@ class WorkerMetrics:
                 ),
             )
 
+    def stages(self) -> list[Stage]:
+        """Every stage tracked so far (the console reads their counters, as a scrape does)."""
+        return list(self._pipelines.values())
+
+    def delivery_outcomes(self) -> dict[tuple[str, str], int]:
+        """Final delivery outcomes so far, by (outcome, status)."""
+        return dict(self._delivery_outcomes)
+
     def add_source(self, name: str, source: Source) -> None:
         """Read `source` at every scrape (replacing a source of that name)."""
         self._sources[name] = source

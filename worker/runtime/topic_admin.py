@@ -2,7 +2,10 @@
 
 At start Kafka may not answer yet (a broker restarting, a cluster still coming up): the admin
 connection is retried, with one line every few seconds saying what it waits for, up to
-`KAFKA_STARTUP_TIMEOUT_S`; then `KafkaUnavailable` (exit 70) with one clear line.
+`KAFKA_STARTUP_TIMEOUT_S`; then `KafkaUnavailable` (exit 70) with one clear line. A Kafka that
+answers and refuses the worker (its SASL credentials, its certificates, the mechanism, TLS on a
+plaintext port) is not waited for: `KafkaRefused` at once (exit 70), one line naming the
+setting(s) (`worker.runtime.kafka_connection.probe`).
 
 Retention is a choice said out loud: the dead-letter and delivery-results topics are created
 with the retention their settings name (30 days by default, long enough to fix a cause and
@@ -22,10 +25,11 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from worker.errors import FatalError
+from worker.runtime.kafka_connection import kafka_client_config, outage_hint, probe
 from worker.settings import Settings
 from worker.topics import TopicNames, TopicSpec
 
-__all__ = ["KafkaUnavailable", "connect_admin", "ensure_topics", "retention_ms"]
+__all__ = ["KafkaUnavailable", "connect_admin", "ensure_topics", "retention_ms", "wait_for_kafka"]
 
 log = logging.getLogger(__name__)
 
@@ -48,26 +52,25 @@ def retention_ms(days: float) -> int:
     return -1 if days == 0 else int(days * _DAY_MS)
 
 
-async def connect_admin(
-    settings: Settings, *, clock: Callable[[], float] = time.monotonic
-) -> AIOKafkaAdminClient:
-    """A started admin client; retried until Kafka answers or the start-up timeout passes."""
+async def wait_for_kafka(settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> str:
+    """Return the bootstrap address that answered (the TLS handshake and SASL authentication
+    passed); retried while Kafka does not answer, until the start-up timeout passes
+    (`KafkaUnavailable`). A refusal (`KafkaRefused`) is raised at once: waiting fixes none."""
+    config = kafka_client_config(settings)
     started = clock()
     last_line = -WAIT_LINE_EVERY_S
     attempt = 0
     while True:
         attempt += 1
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
-        )
         try:
-            await admin.start()
-        except (KafkaError, OSError) as error:
-            await _close_quietly(admin)
+            # no aiokafka client yet: its bootstrap would log each failure and hide the cause
+            return await probe(settings, config=config)
+        except (KafkaError, OSError, TimeoutError, asyncio.IncompleteReadError) as error:
             waited = clock() - started
             reason = str(error) or type(error).__name__
             if not reason.startswith(type(error).__name__):
                 reason = f"{type(error).__name__}: {reason}"
+            reason += outage_hint(error, settings)
             if waited >= settings.kafka_startup_timeout_s:
                 raise KafkaUnavailable(
                     f"Kafka at {settings.kafka_bootstrap_servers} did not answer within "
@@ -85,6 +88,27 @@ async def connect_admin(
                     attempt,
                 )
             await asyncio.sleep(min(1.0, max(settings.kafka_startup_timeout_s - waited, 0.05)))
+
+
+async def connect_admin(
+    settings: Settings, *, clock: Callable[[], float] = time.monotonic
+) -> AIOKafkaAdminClient:
+    """A started admin client, once Kafka answers (`wait_for_kafka`); a failure to start after
+    that (Kafka gone again within the second) is retried the same way."""
+    started = clock()
+    while True:
+        await wait_for_kafka(settings, clock=clock)
+        admin = AIOKafkaAdminClient(**kafka_client_config(settings), request_timeout_ms=10_000)
+        try:
+            await admin.start()
+        except (KafkaError, OSError) as error:
+            await _close_quietly(admin)
+            if clock() - started >= settings.kafka_startup_timeout_s:
+                raise KafkaUnavailable(
+                    f"Kafka at {settings.kafka_bootstrap_servers} did not answer within "
+                    f"{settings.kafka_startup_timeout_s:g} s (KAFKA_STARTUP_TIMEOUT_S): {error}"
+                ) from None
+            await asyncio.sleep(1.0)
             continue
         return admin
 

@@ -1,7 +1,8 @@
 """Autopilot email event -> Segment track message. Pure: no Kafka, no clock, no I/O.
 
-The agent supplies what the event cannot: the userId learned for the contact's email and the
-time the event was received. Choices a reader can rely on:
+The Autopilot format's parser: it reads the event into the source's `NeutralEmailEvent`, whose
+track `worker.source.track.write_track` writes with what the event cannot supply (the userId
+learned for the contact's email, the time the event was received). Choices a reader can rely on:
 
 - `timestamp` and `originalTimestamp` are `occurred_at` in UTC: Autopilot's clock is the only
   sender clock there is. `sentAt` and `receivedAt` are both `received_at`, because the worker is
@@ -18,9 +19,9 @@ letters carry; but building its models costs several times the mapping itself. S
 first decodes the bytes with msgspec into `CommonEmailEvent` structs (the shape nearly every
 producer sends), checks in Python what msgspec cannot (that pydantic's parser would take the
 same bytes, the `type` spelling, `occurred_at` a real date-time, the address, a click's URL) and
-encodes the track with msgspec from structs laid out as `TrackMessage` is. The common shape is a
-strict subset of the contract and maps to the very same track; anything else, valid or not,
-goes through `EmailEvent`, which alone words errors.
+the one track writer encodes the track with msgspec. The common shape is a strict subset of the
+contract and maps to the very same track; anything else, valid or not, goes through
+`EmailEvent`, which alone words errors.
 
 Ahead of both, when it is built, goes `NATIVE`: the common shape compiled (`native/src/lib.rs`,
 Rust), a strict subset of the common shape again, which declines (returns None) whatever it is
@@ -33,13 +34,12 @@ mutations, and msgspec's JSON to orjson's.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 import orjson
@@ -61,7 +61,18 @@ from worker.models.autopilot_event import (
     EmailEvent,
     EmailEventType,
 )
-from worker.models.segment_track import INTEGRATION_NAME, TrackMessage, format_utc
+from worker.models.segment_track import INTEGRATION_NAME, format_utc
+from worker.source.track import (
+    MESSAGE_ID_MAX,
+    MILLIS,
+    NeutralEmailEvent,
+    SourceOutput,
+    TrackProperties,
+    integration_text,
+    message_id,
+    received_text,
+    write_track,
+)
 
 try:
     import autopilot_native
@@ -70,6 +81,7 @@ except ImportError:  # `make install` builds it (native/); without it the Python
 
 __all__ = [
     "SourceOutput",
+    "autopilot_neutral_event",
     "email_event_contact",
     "email_event_to_track",
     "map_source",
@@ -77,8 +89,7 @@ __all__ = [
 ]
 
 _MESSAGE_ID_PREFIX = "autopilot-"
-_MESSAGE_ID_MAX = 100
-_PLAIN_ID_MAX = _MESSAGE_ID_MAX - len(_MESSAGE_ID_PREFIX)
+_PLAIN_ID_MAX = MESSAGE_ID_MAX - len(_MESSAGE_ID_PREFIX)
 _ECHO_MAX = 100
 
 _PHRASES: Mapping[str, str] = MappingProxyType(
@@ -111,9 +122,6 @@ _TYPE_TEXTS: Final[dict[str, tuple[str, str]]] = {
 """`type` as producers usually spell it -> (canonical type, Segment event name); any other
 spelling is stripped and casefolded first, as `EmailEvent` does. Read-only."""
 
-_MILLIS: Final = tuple(f".{ms:03d}Z" for ms in range(1000))
-"""`.mmmZ` for each millisecond: the tail of every timestamp written."""
-
 _is_address: Final = EMAIL_ADDRESS.fullmatch
 # Bytes looked for as ints: `int in bytes` is a plain memchr, `bytes in bytes` first fails the
 # int path (raising and clearing a TypeError).
@@ -138,57 +146,6 @@ _SHALLOW_SIZE_WITHOUT_ARRAYS: Final = 5 * _MAX_DEPTH
 _PARSER_SAFE_SIZE: Final = 4096
 """Pydantic's parser refuses numbers of over 4300 digits, which take more bytes than this."""
 
-_ONE_SECOND: Final = timedelta(seconds=1)
-_LAST_SECOND: Final = datetime.max.replace(microsecond=0, tzinfo=UTC)
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_second: tuple[datetime, datetime, str] = (_EPOCH, _EPOCH, "")
-"""The last second `_received_text` wrote: its start, its end and its `YYYY-MM-DDTHH:MM:SS`."""
-
-
-# The track as written: msgspec structs laid out as `TrackMessage` is, so that encoding them
-# gives `TrackMessage.to_json()`'s bytes (absent fields omitted, keys in the model's order).
-
-
-class _Traits(msgspec.Struct, gc=False):
-    email: str
-    contact_id: str
-
-
-class _Context(msgspec.Struct, gc=False, omit_defaults=True, rename={"user_agent": "userAgent"}):
-    traits: _Traits
-    integration: msgspec.Raw
-    ip: str | None = None
-    user_agent: str | None = None
-
-
-class _Properties(msgspec.Struct, gc=False, omit_defaults=True):
-    event: str
-    campaign_id: str | None = None
-    campaign_name: str | None = None
-    email_id: str | None = None
-    email_subject: str | None = None
-    email_name: str | None = None
-    transactional: bool | None = None
-    link_id: str | None = None
-    link_url: str | None = None
-
-
-class _Track(msgspec.Struct, gc=False, rename="camel"):
-    type: str
-    event: str
-    user_id: str | msgspec.UnsetType
-    anonymous_id: str | msgspec.UnsetType
-    message_id: str
-    timestamp: str
-    original_timestamp: str
-    sent_at: str
-    received_at: str
-    context: _Context
-    integrations: msgspec.Raw
-    properties: _Properties
-
-
-_encode_track: Final = msgspec.json.Encoder().encode
 _INTEGRATIONS: Final = orjson.dumps({INTEGRATION_NAME: False})
 _INTEGRATIONS_RAW: Final = msgspec.Raw(_INTEGRATIONS)
 _integration_by_version: dict[str, bytes] = {}
@@ -197,33 +154,7 @@ _NO_LINK: Final = CommonLink()
 
 _Common = tuple[CommonEmailEvent, str, str, str]
 """A valid event in the common shape, with its canonical type, its Segment event name and its
-`timestamp` as the track writes it: what both ways in hand to `_track`."""
-
-
-class SourceOutput(msgspec.Struct, frozen=True, gc=False):
-    """One track message and the Kafka key it is written under.
-
-    `value` is the message as it is written: camelCase, absent fields omitted, keys in
-    `TrackMessage`'s order.
-    """
-
-    key: str
-    value: bytes
-
-    def to_json(self) -> bytes:
-        """The bytes written to Kafka."""
-        return self.value
-
-    @property
-    def track(self) -> dict[str, Any]:
-        """The same message as a dict; for tests and tools, not hot paths."""
-        track: dict[str, Any] = orjson.loads(self.value)
-        return track
-
-    @property
-    def message(self) -> TrackMessage:
-        """The same message as a validated `TrackMessage`; for tests and tools, not hot paths."""
-        return TrackMessage.model_validate(self.track)
+`timestamp` as the track writes it: what both ways in hand to `autopilot_neutral_event`."""
 
 
 def parse_email_event(raw: bytes) -> EmailEvent:
@@ -262,11 +193,11 @@ def email_event_to_track(
     integration_version: str,
 ) -> SourceOutput:
     """The track message for `event`; raises `SkipMessage("test_delivery")` for test events."""
-    return _track(
-        _from_model(event),
+    return write_track(
+        autopilot_neutral_event(_from_model(event)),
         learned_user_id,
-        _received_text(received_at),
-        _integration(integration_version),
+        received_text(received_at),
+        integration_version,
     )
 
 
@@ -278,15 +209,17 @@ def map_source(
     integration_version: str = __version__,
 ) -> SourceOutput:
     """Parse and map one raw event: what the agent, `map source` and the golden tests run."""
-    received, integration = _received_text(received_at), _integration(integration_version)
+    received = received_text(received_at)
     if NATIVE is not None:
-        mapped = NATIVE.map(raw, learned_user_id, received, integration)
+        mapped = NATIVE.map(raw, learned_user_id, received, _integration(integration_version))
         if mapped is not None:
             return SourceOutput(*mapped)
     common = _common_event(raw)
     if common is None:
         common = _from_model(parse_email_event(raw))
-    return _track(common, learned_user_id, received, integration)
+    return write_track(
+        autopilot_neutral_event(common), learned_user_id, received, integration_version
+    )
 
 
 def _from_model(event: EmailEvent) -> _Common:
@@ -319,64 +252,39 @@ def _from_model(event: EmailEvent) -> _Common:
     )
 
 
-def _track(
-    common: _Common, learned_user_id: str | None, received: str, integration: bytes
-) -> SourceOutput:
-    """The one place a track is put together; `SkipMessage` for a test delivery. `received` is
-    `_received_text`'s, `integration` `_integration`'s."""
+def autopilot_neutral_event(common: _Common) -> NeutralEmailEvent:
+    """A valid Autopilot event as the source's neutral email event; `SkipMessage` for a test
+    delivery."""
     event, canonical, event_name, timestamp = common
     if event.test:
         raise SkipMessage("test_delivery")
-    event_id = event.id
-    if len(event_id) <= _PLAIN_ID_MAX:
-        message_id = _MESSAGE_ID_PREFIX + event_id
-    else:
-        message_id = f"{_MESSAGE_ID_PREFIX}sha256-{hashlib.sha256(event_id.encode()).hexdigest()}"
     contact, email, journey, link = event.contact, event.email, event.journey, event.link
-    address = contact.email
-    user_id: str | msgspec.UnsetType | None = contact.user_id or learned_user_id
-    anonymous_id: str | msgspec.UnsetType
-    if user_id:
-        key, anonymous_id = user_id, msgspec.UNSET
-    else:
-        key, user_id, anonymous_id = address.lower(), msgspec.UNSET, address
     if journey is None:
         journey = _NO_JOURNEY
     if link is None:
         link = _NO_LINK
-    return SourceOutput(
-        key,
-        _encode_track(
-            _Track(
-                "track",
-                event_name,
-                user_id,
-                anonymous_id,
-                message_id,
-                timestamp,
-                timestamp,
-                received,
-                received,
-                _Context(
-                    _Traits(address, contact.contact_id),
-                    msgspec.Raw(integration),
-                    event.ip,
-                    event.user_agent,
-                ),
-                _INTEGRATIONS_RAW,
-                _Properties(
-                    canonical,
-                    journey.id,
-                    journey.name,
-                    email.id,
-                    email.subject,
-                    email.name,
-                    email.transactional,
-                    link.id,
-                    link.url,
-                ),
-            )
+    return NeutralEmailEvent(
+        message_id(_MESSAGE_ID_PREFIX, event.id),
+        event_name,
+        timestamp,
+        contact.email,
+        contact.contact_id,
+        contact.user_id,
+        TrackProperties(
+            canonical,
+            journey.id,
+            journey.name,
+            email.id,
+            email.subject,
+            email.name,
+            email.transactional,
+            link.id,
+            link.url,
         ),
+        INTEGRATION_NAME,
+        _INTEGRATIONS_RAW,
+        ip=event.ip,
+        user_agent=event.user_agent,
     )
 
 
@@ -384,7 +292,7 @@ def _integration(version: str) -> bytes:
     """`context.integration` for this version, pre-encoded (and kept, for a few versions)."""
     integration = _integration_by_version.get(version)
     if integration is None:
-        integration = orjson.dumps({"name": INTEGRATION_NAME, "version": version})
+        integration = integration_text(INTEGRATION_NAME, version)
         if len(_integration_by_version) < 16:
             _integration_by_version[version] = integration
     return integration
@@ -401,7 +309,8 @@ NATIVE: Final = (
     )
 )
 """The common shape compiled (`native/src/lib.rs`): it maps what it is sure of exactly as
-`_common_event` and `_track` do, and returns None for the rest, which they then take."""
+`_common_event`, `autopilot_neutral_event` and `write_track` do, and returns None for the rest,
+which they then take."""
 
 
 def _common_event(raw: bytes) -> _Common | None:
@@ -478,7 +387,7 @@ def _offset_timestamp(text: str) -> str | None:
     except ValueError:
         return None
     if text[-5:] == "00:00":
-        return text[:19] + _MILLIS[moment.microsecond // 1000]
+        return text[:19] + MILLIS[moment.microsecond // 1000]
     # shift the wall time by the offset, without formatting an aware datetime (slow)
     offset = moment.utcoffset()
     if offset is None:  # pragma: no cover - the pattern ends every string with an offset
@@ -487,29 +396,7 @@ def _offset_timestamp(text: str) -> str | None:
         wall = datetime.fromisoformat(text[:19]) - offset
     except OverflowError:  # before year 1 or after 9999 in UTC: the model path decides
         return None
-    return wall.isoformat() + _MILLIS[moment.microsecond // 1000]
-
-
-def _received_text(moment: datetime) -> str:
-    """`received_at` as `YYYY-MM-DDTHH:MM:SS.mmmZ` in UTC.
-
-    Formatting a datetime costs about as much as mapping an event, and `received_at` rarely
-    leaves its second from one event to the next, so the text of the last second seen is kept
-    with that second's bounds.
-    """
-    global _second  # noqa: PLW0603 - a memo, replaced whole: a reader never sees half of it
-    if moment.tzinfo is not UTC:
-        if moment.utcoffset() is None:
-            raise ValueError(f"received_at must be timezone-aware, got {moment!r}")
-        return format_utc(moment)
-    start, end, text = _second
-    if not start <= moment < end:
-        start = moment.replace(microsecond=0)
-        if start == _LAST_SECOND:  # its end is past datetime.max
-            return format_utc(moment)
-        text = start.isoformat()[:19]
-        _second = (start, start + _ONE_SECOND, text)
-    return text + _MILLIS[moment.microsecond // 1000]
+    return wall.isoformat() + MILLIS[moment.microsecond // 1000]
 
 
 def _invalid_input(exc: pydantic.ValidationError, raw: bytes) -> InvalidInput:

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import math
 import os
 import random
+import sys
 import time
 import uuid
 from collections import Counter, defaultdict, deque
@@ -43,6 +45,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 __all__ = ["FakeAutopilot", "Faults", "main", "run_fake_autopilot", "start_fake_autopilot"]
 
+DEFAULT_PORT = 8765
 HANG_S = 30.0
 MAX_BULK = 100
 LOG_SIZE = 10_000
@@ -312,7 +315,15 @@ def run_fake_autopilot(
 ) -> None:
     """Serve the fake until interrupted."""
     app = FakeAutopilot(api_keys, rate_limit).app
-    web.run_app(app, host=host, port=port, access_log=None, shutdown_timeout=1.0)
+
+    def serving(_aiohttp_banner: str) -> None:  # once bound
+        print(
+            f"stand-in Autopilot API on http://{host}:{port}: GET /_state (what it received), "
+            "POST /_faults, POST /_reset; Ctrl-C stops it",
+            flush=True,
+        )
+
+    web.run_app(app, host=host, port=port, access_log=None, shutdown_timeout=1.0, print=serving)
 
 
 def main(argv: list[str]) -> int:
@@ -320,7 +331,12 @@ def main(argv: list[str]) -> int:
         prog="python -m worker fake-autopilot", description="Serve a stand-in Autopilot API."
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8787)
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("FAKE_AUTOPILOT_PORT") or DEFAULT_PORT),
+        help=f"default $FAKE_AUTOPILOT_PORT, else {DEFAULT_PORT} (as `make run`)",
+    )
     parser.add_argument(
         "--api-key",
         action="append",
@@ -330,5 +346,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate-limit", type=float, default=5.0, help="requests/s per key")
     args = parser.parse_args(argv)
     keys = args.api_keys or [os.environ.get("AUTOPILOT_API_KEY") or "dev-key"]
-    run_fake_autopilot(args.port, keys, args.rate_limit, host=args.host)
+    try:
+        run_fake_autopilot(args.port, keys, args.rate_limit, host=args.host)
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        print(
+            f"port {args.port} (the stand-in Autopilot API) is already in use by another "
+            "process: set FAKE_AUTOPILOT_PORT (or --port) to a free port",
+            file=sys.stderr,
+        )
+        return 1
     return 0

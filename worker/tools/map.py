@@ -1,7 +1,10 @@
-"""`python -m worker map source|destination`: the mapping without Kafka, a line at a time.
+"""`python -m worker map source|ortto|destination`: the mapping without Kafka, a line at a time.
 
-Each input line gives exactly one output line, in order: `{"output": ...}`, `{"skip": reason}`
-or `{"error": {"status": 400, "message": ...}}`. No learned identities are available offline.
+`source` reads Autopilot email events, `ortto` Ortto's activity webhooks (one activity a line,
+with ORTTO_ACTIVITY_EVENTS and ORTTO_ATTRIBUTE_PROPERTIES from the environment), `destination`
+Segment calls. Each input line gives exactly one output line, in order: `{"output": ...}`,
+`{"skip": reason}` or `{"error": {"status": 400, "message": ...}}`. No learned identities are
+available offline.
 """
 
 from __future__ import annotations
@@ -24,6 +27,18 @@ def _source_mapper() -> Mapper:
 
     def mapper(raw: bytes) -> Any:
         return map_source(raw, received_at=datetime.now(UTC)).track
+
+    return mapper
+
+
+def _ortto_mapper() -> Mapper:
+    from worker.settings import get_settings  # noqa: PLC0415
+    from worker.source.ortto import OrttoConfig, map_ortto  # noqa: PLC0415
+
+    config = OrttoConfig.from_settings(get_settings())
+
+    def mapper(raw: bytes) -> Any:
+        return map_ortto(raw, config=config, received_at=datetime.now(UTC)).track
 
     return mapper
 
@@ -53,7 +68,8 @@ def map_line(mapper: Mapper, raw: bytes) -> dict[str, Any]:
 
 
 def run_map(pipeline: str, stdin: IO[bytes], stdout: IO[str]) -> int:
-    mapper = _source_mapper() if pipeline == "source" else _destination_mapper()
+    mappers = {"source": _source_mapper, "ortto": _ortto_mapper}
+    mapper = mappers.get(pipeline, _destination_mapper)()
     for line in stdin:
         raw = line.rstrip(b"\r\n")
         stdout.write(orjson.dumps(map_line(mapper, raw)).decode() + "\n")

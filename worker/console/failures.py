@@ -1,0 +1,341 @@
+"""The recent failures the console lists: the latest dead letters, held in a bounded ring.
+
+`FailureFeed` is a small consumer of the dead-letter topic (no consumer group, nothing
+committed): at start it reads at most `RING_SIZE` letters back on each partition, then follows
+the topic. Each letter is kept as a `Failure`, what the page shows of it, already masked of
+every secret and with its payload cut at `PAYLOAD_CHARS`: the ring holds at most `RING_SIZE`
+of them (a few MiB at most), the latest by failure time. The full letter stays on the
+topic (`python -m worker dlq show PARTITION@OFFSET`), and a replay reads it from there.
+
+The ring covers every partition of the topic, so every replica's console lists the same
+letters; searching beyond it reads the whole topic on demand (`search_topic`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from worker.pipeline.dead_letters import DeadLetterHeaders
+from worker.pipeline.letters import DeadLetter, LetterRef, Origin, render_bytes
+from worker.pipeline.logs import message_id_in
+from worker.pipeline.records import header
+from worker.runtime.dead_letter_topic import letter_of, partitions_of, read_all
+from worker.runtime.kafka_connection import kafka_client_config
+from worker.settings import Settings
+
+__all__ = [
+    "PAYLOAD_CHARS",
+    "RING_SIZE",
+    "Failure",
+    "FailureFeed",
+    "FailureRing",
+    "contact_of",
+    "identify",
+    "matches",
+    "search_topic",
+]
+
+log = logging.getLogger(__name__)
+
+#: The latest dead letters the console holds.
+RING_SIZE = 500
+#: A payload is kept (and shown) up to this many characters.
+PAYLOAD_CHARS = 4096
+#: A search of the whole topic lists at most this many letters (the latest it found).
+SEARCH_LIMIT = 100
+#: ... and gives up after this long, saying how far it got.
+SEARCH_TIMEOUT_S = 30.0
+#: Payloads larger than this are not parsed for their id and contact.
+_MAX_PARSE_BYTES = 256 * 1024
+_RETRY_AFTER_S = 5.0
+
+Masker = Callable[[str], str]
+
+
+def _email_of(value: object) -> str | None:
+    if isinstance(value, dict):
+        email = value.get("email") or value.get("Email")
+        if isinstance(email, str) and email:
+            return email
+    return None
+
+
+def contact_of(data: object) -> str | None:
+    """Who a payload is about, best effort: a request descriptor's `contact`, an email event's
+    contact email (or id), a Segment call's traits or properties email, else its userId or
+    anonymousId."""
+    if not isinstance(data, dict):
+        return None
+    contact = data.get("contact")
+    if isinstance(contact, str) and contact:
+        return contact
+    if isinstance(contact, dict):
+        found = _email_of(contact) or contact.get("contact_id")
+        if isinstance(found, str) and found:
+            return found
+    context = data.get("context")
+    for holder in (
+        data.get("traits"),
+        data.get("properties"),
+        context.get("traits") if isinstance(context, dict) else None,
+        data,
+    ):
+        email = _email_of(holder)
+        if email:
+            return email
+    for name in ("userId", "anonymousId"):
+        value = data.get(name)
+        if isinstance(value, str | int) and str(value):
+            return str(value)
+    return None
+
+
+def identify(value: bytes) -> tuple[Any, str | None, str | None]:
+    """A payload's parsed JSON (None when it is not JSON or too large to parse), its id (Segment
+    `messageId`, a descriptor's `message_id`, an email event's `id`) and its contact."""
+    if len(value) > _MAX_PARSE_BYTES:
+        return None, None, None
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None, None, None
+    return data, message_id_in(data), contact_of(data)
+
+
+def matches(query: str, *values: str | None) -> bool:
+    """Whether `query` (any case, spaces around it ignored) is in any of `values`."""
+    needle = query.strip().lower()
+    return bool(needle) and any(needle in value.lower() for value in values if value)
+
+
+def _attempts(letter: DeadLetter) -> int | None:
+    raw = header(letter.headers, DeadLetterHeaders.ATTEMPTS)
+    if raw is None:
+        return None
+    try:
+        attempts = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return len(attempts) if isinstance(attempts, list) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One dead letter as the console shows it; every text is masked of every secret."""
+
+    ref: LetterRef
+    failed_at: datetime
+    pipeline: str
+    stage: str
+    error_class: str
+    status: str
+    message: str
+    attempts: int | None
+    replay_count: int
+    origin: Origin | None
+    message_id: str | None
+    contact: str | None
+    #: "json" (pretty-printed), "utf-8" or "base64"
+    payload_encoding: str
+    payload: str
+    payload_bytes: int
+    response_body: str | None
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.payload) >= PAYLOAD_CHARS
+
+    @classmethod
+    def of(
+        cls,
+        letter: DeadLetter,
+        mask: Masker,
+        identified: tuple[Any, str | None, str | None] | None = None,
+    ) -> Failure:
+        """`letter` as the page shows it; `identified` is `identify(letter.value)` when the
+        caller has it already."""
+        data, message_id, contact = identified or identify(letter.value)
+        if data is not None:
+            # re-encoded before masking: a secret written with escapes in the JSON is masked too
+            encoding, text = "json", orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
+        else:
+            encoding, text = render_bytes(letter.value)
+        body = header(letter.headers, DeadLetterHeaders.RESPONSE_BODY)
+        return cls(
+            ref=letter.ref,
+            failed_at=letter.failed_at,
+            pipeline=letter.pipeline or "?",
+            stage=letter.stage or "?",
+            error_class=letter.error_class or "?",
+            status=letter.status or "?",
+            message=mask(letter.message),
+            attempts=_attempts(letter),
+            replay_count=letter.replay_count,
+            origin=letter.origin,
+            message_id=mask(message_id) if message_id else None,
+            contact=mask(contact) if contact else None,
+            payload_encoding=encoding,
+            payload=mask(text)[:PAYLOAD_CHARS],
+            payload_bytes=len(letter.value),
+            response_body=mask(body.decode(errors="replace")) if body else None,
+        )
+
+    def matches(self, query: str) -> bool:
+        """Whether `query` (any case) is in its messageId or its contact."""
+        return matches(query, self.message_id, self.contact)
+
+
+def _age_key(failure: Failure) -> tuple[datetime, LetterRef]:
+    return failure.failed_at, failure.ref
+
+
+class FailureRing:
+    """The `size` latest failures (by failure time, whatever order the partitions are read in),
+    with what the page asks of them."""
+
+    def __init__(self, size: int = RING_SIZE) -> None:
+        self._failures: list[Failure] = []  # oldest first
+        self.size = size
+
+    def add(self, failure: Failure) -> None:
+        failures = self._failures
+        if len(failures) >= self.size and _age_key(failure) <= _age_key(failures[0]):
+            return  # older than every one kept
+        bisect.insort(failures, failure, key=_age_key)
+        if len(failures) > self.size:
+            del failures[0]
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+    def __iter__(self) -> Iterator[Failure]:
+        return iter(self._failures)
+
+    def latest(self, query: str | None = None) -> list[Failure]:
+        """Newest first (by failure time); only those matching `query` when given."""
+        newest_first = reversed(self._failures)
+        return [f for f in newest_first if f.matches(query)] if query else list(newest_first)
+
+    def get(self, ref: LetterRef) -> Failure | None:
+        return next((f for f in self._failures if f.ref == ref), None)
+
+    def later_failures(self) -> dict[Origin, Failure]:
+        """Per input message, its failure with the highest replay count (the latest one)."""
+        latest: dict[Origin, Failure] = {}
+        for failure in self._failures:
+            if failure.origin is None:
+                continue
+            seen = latest.get(failure.origin)
+            if seen is None or (failure.replay_count, failure.failed_at) > (
+                seen.replay_count,
+                seen.failed_at,
+            ):
+                latest[failure.origin] = failure
+        return latest
+
+
+class FailureFeed:
+    """Follows the dead-letter topic into a `FailureRing` (`run`, an app task)."""
+
+    def __init__(self, settings: Settings, mask: Masker, ring: FailureRing | None = None) -> None:
+        self._settings = settings
+        self._mask = mask
+        self.ring = ring or FailureRing()
+        #: set once the letters already on the topic at start are read
+        self.loaded = asyncio.Event()
+        self.error: str | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._positions: dict[int, int] = {}
+        self._last_warning = 0.0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001  (the console must never stop the worker)
+                self.error = f"{type(exc).__name__}: {exc}"[:300]
+                if time.monotonic() - self._last_warning > 60:
+                    self._last_warning = time.monotonic()
+                    log.warning("console: reading the dead-letter topic failed: %s", self.error)
+                await asyncio.sleep(_RETRY_AFTER_S)
+
+    async def _follow(self) -> None:
+        settings = self._settings
+        tps = await partitions_of(settings, settings.topic_dead_letters)
+        consumer = AIOKafkaConsumer(
+            **kafka_client_config(settings),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=f"{settings.worker_app_id}-console",
+        )
+        await consumer.start()
+        self._consumer = consumer
+        try:
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            begins = await consumer.beginning_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, max(begins[tp], ends[tp] - self.ring.size))
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000, max_records=500)
+                for records in batches.values():
+                    for record in records:
+                        self.ring.add(Failure.of(letter_of(record), self._mask))
+                for tp in tps:
+                    self._positions[tp.partition] = await consumer.position(tp)
+                self.error = None
+                if not self.loaded.is_set() and all(
+                    self._positions.get(tp.partition, 0) >= ends[tp] for tp in tps
+                ):
+                    self.loaded.set()
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    async def end_offsets(self) -> dict[int, int] | None:
+        """The topic's end offsets now, by partition; None while not connected."""
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(list(consumer.assignment()))
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    def read_up_to(self, ends: dict[int, int]) -> bool:
+        """Whether every letter below `ends` (by partition) is in the ring already."""
+        return all(self._positions.get(p, 0) >= end for p, end in ends.items())
+
+
+async def search_topic(
+    settings: Settings, query: str, mask: Masker, *, limit: int = SEARCH_LIMIT
+) -> tuple[list[Failure], int, bool]:
+    """The latest `limit` letters on the whole topic whose messageId or contact holds `query`,
+    newest first; how many letters were read; whether the whole topic was (False: it took
+    longer than `SEARCH_TIMEOUT_S`)."""
+    found: deque[Failure] = deque(maxlen=limit)
+    read = 0
+    complete = True
+    try:
+        async with asyncio.timeout(SEARCH_TIMEOUT_S):
+            async for letter in read_all(settings):
+                read += 1
+                identified = identify(letter.value)
+                if matches(query, *identified[1:]):
+                    found.append(Failure.of(letter, mask, identified))
+    except TimeoutError:
+        complete = False
+    ordered = sorted(found, key=lambda f: (f.failed_at, f.ref), reverse=True)
+    return ordered, read, complete

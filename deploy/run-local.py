@@ -13,6 +13,9 @@ key and a journey trigger for every track, and with Ortto its API key (the stand
 `dev-key`). Once the worker answers `/readyz` (not before), a short block says what runs where,
 lists the topics and gives commands to paste: an identify, a track, an email event, a bad
 input, and ways to watch the outputs (each stand-in's `/_state` among them).
+Unless WAREHOUSE_URL is set, the warehouse loader writes the tracks into the DuckDB file
+`.cache/warehouse.duckdb`; DuckDB lets no other process open it while the worker writes, so a
+query to try is printed once the worker stopped.
 
 Every port is checked first: one taken is one line naming the variable that moves it, and
 nothing is started. On Ctrl-C (or SIGTERM) the worker stops first (a warm shutdown that commits
@@ -48,6 +51,22 @@ DEV_WEBHOOK_TOKEN = "dev-webhook-token"  # noqa: S105  (a development token, pri
 DEV_TRIGGER = "dev-trigger"
 #: How long the worker may take to answer /readyz before the block says it is not ready yet.
 READY_TIMEOUT_S = 120.0
+WAREHOUSE_FILE = ROOT / ".cache" / "warehouse.duckdb"
+TRY_QUERY = (
+    "SELECT event_text, count(*) AS events, max(timestamp) AS latest "
+    "FROM {schema}.tracks GROUP BY 1 ORDER BY 2 DESC"
+)
+
+
+def _query_hint(schema: str) -> str:
+    """How to look into the DuckDB file once the worker let go of it."""
+    path = os.path.relpath(WAREHOUSE_FILE)
+    code = (
+        f"import duckdb; duckdb.connect('{path}', read_only=True)"
+        f".sql('{TRY_QUERY.format(schema=schema)}').show()"
+    )
+    python = os.path.relpath(sys.executable)
+    return f'warehouse: the tracks are in {path} (schema {schema}); try\n  {python} -c "{code}"'
 
 
 def _load_localkafka() -> ModuleType:
@@ -171,6 +190,7 @@ def greeting(
     kafka_prefix: str,
     backend: str = "autopilot",
     fake_ortto: str | None = None,
+    warehouse: str | None = None,
 ) -> str:
     """The block `make run` prints once the worker is ready: `fake` and `fake_ortto` are the
     stand-ins' URLs (None: not started), `backend` the `--backend` served."""
@@ -254,6 +274,7 @@ def greeting(
         f"                      Autopilot webhook: POST /autopilot/events (token {token})",
         f"                      Ortto webhook: POST /ortto/webhook (token {ortto_token})",
         *apis,
+        *([f"  warehouse loader    tracks into {warehouse}"] if warehouse else []),
         "",
         f"  topics in:   {topics['segment_calls']}, {topics['email_events']}",
         f"         out:  {', '.join(outputs)}",
@@ -267,7 +288,7 @@ def greeting(
         f"  {post('/v1/identify', identify, segment)}",
         f"  # a track of that user (its email learned from the identify): {entries}",
         f"  {post('/v1/track', track, segment)}",
-        "  # an Autopilot email event: a Segment track on segment.tracks",
+        "  # an Autopilot email event: a Segment track on segment.tracks (and a warehouse row)",
         f"  {post(f'/autopilot/events?token={token}', event, '')}",
         f"  # a bad one: accepted (200), then dead-lettered ({needs})",
         f"  {post('/v1/track', bad, segment)}",
@@ -333,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915  (check, start,
     if added:
         said = ", ".join(f"{name}={value}" for name, value in added.items())
         print(f"development settings (set them to use others): {said}", flush=True)
+    embedded_warehouse = not env.get("WAREHOUSE_URL")
+    if embedded_warehouse:
+        env["WAREHOUSE_URL"] = f"duckdb://{WAREHOUSE_FILE}"
+    schema = env.get("WAREHOUSE_SCHEMA") or "autopilothq"
     stopping = False
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -401,6 +426,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915  (check, start,
                     "dead_letters": names.dead_letters,
                 },
                 python=_python(),
+                warehouse=(
+                    f"{os.path.relpath(WAREHOUSE_FILE)} (DuckDB; the worker holds the file "
+                    "while it runs: a query to try is printed when it stops)"
+                    if embedded_warehouse
+                    else "WAREHOUSE_URL's database"
+                )
+                + f", schema {schema}",
                 kafka_prefix=""
                 if kafka.bootstrap == default
                 else f"KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap} ",
@@ -421,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915  (check, start,
             print("stopped", flush=True)
         else:
             print("stopped; Kafka still runs (make kafka-down stops it)", flush=True)
+        if embedded_warehouse and WAREHOUSE_FILE.exists():
+            print(_query_hint(schema), flush=True)
     return max((child.returncode or 0 for child in children), default=0)
 
 

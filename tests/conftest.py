@@ -1,4 +1,4 @@
-"""Shared fixtures: one real Kafka broker for the whole test session.
+"""Shared fixtures: one real Kafka broker and one real PostgreSQL server for the test session.
 
 The broker is chosen once, in this order:
 
@@ -10,6 +10,11 @@ The broker is chosen once, in this order:
 ``KAFKA_TEST_BROKER=docker`` or ``=local`` restricts the choice to that one (``auto`` is the
 default). When no broker can be had, tests that need one fail under CI (env ``CI`` set) and are
 skipped with the reasons otherwise.
+
+The PostgreSQL server (the warehouse tests) is ``POSTGRES_TEST_URL`` if set, else a server of
+Debian's ``postgresql`` package started by ``tests/localpostgres.py`` (initdb on a temporary
+directory, a free port), removed at the end of the session; without the package the tests that
+need it fail under CI and are skipped otherwise, as for the broker.
 
 A second broker, ``secured_kafka`` (TLS and SASL listeners, always a local JVM, started only by
 the tests that ask for it), comes from ``tests/integration/secured_kafka.py``, registered here
@@ -34,6 +39,7 @@ from typing import Any
 import pytest
 
 from tests.kafkautil import LocalBroker
+from tests.localpostgres import LocalPostgres, LocalPostgresError, free_port
 from tests.prerequisites import unavailable
 
 # The session's secured broker fixture (`secured_kafka`); a plugin is imported once this module
@@ -164,3 +170,25 @@ def local_kafka(kafka_broker: KafkaBroker) -> LocalBroker:
 def unique() -> str:
     """A short random suffix for topic and group names (the broker is shared by the session)."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A URL (password included) of the session's real PostgreSQL server, as the module
+    docstring says; each test keeps to schemas of its own (`unique`)."""
+    env_url = os.environ.get("POSTGRES_TEST_URL", "").strip()
+    if env_url:
+        yield env_url
+        return
+    server: LocalPostgres | None = None
+    try:
+        server = LocalPostgres(Path(tempfile.mkdtemp(prefix="localpostgres-test-")), free_port())
+        server.start()
+    except LocalPostgresError as exc:
+        if server is not None:
+            server.remove()
+        unavailable(f"no PostgreSQL server for the warehouse tests: {exc}")
+    try:
+        yield server.url
+    finally:
+        server.remove()

@@ -111,9 +111,14 @@ def _run_worker(loglevel: str) -> int:
     import faust  # noqa: PLC0415
 
     from worker.composition import compose  # noqa: PLC0415
+    from worker.errors import FatalError  # noqa: PLC0415
     from worker.settings import get_settings  # noqa: PLC0415
 
-    app = compose(get_settings()).app
+    try:
+        app = compose(get_settings()).app
+    except FatalError as error:  # e.g. a DuckDB file another process writes
+        print(f"configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
 
     faust.Worker(
         app, loglevel=loglevel, quiet=True, logging_config=logging_config(loglevel)

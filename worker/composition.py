@@ -1,9 +1,9 @@
 """The composition root: which features run in this process, built on one runtime.
 
-`WORKER_FEATURES` (default: all) names them: `ingest` (the HTTP routes), `source`, `destination`
-and `delivery`; so one pod can only deliver and another only map. The operations endpoints
-(health, metrics, resume), the console (`/console`, led to from `/`) and the replay stage run
-in every worker. Nothing is registered on
+`WORKER_FEATURES` (default: all) names them: `ingest` (the HTTP routes), `source`, `destination`,
+`delivery` and `warehouse` (which loads only when WAREHOUSE_URL is set); so one pod can only
+deliver and another only map. The operations endpoints (health, metrics, resume), the console
+(`/console`, led to from `/`) and the replay stage run in every worker. Nothing is registered on
 import: `compose` builds what is asked, in one visible place.
 
 Which destination APIs (`backends_for`): Ortto when ORTTO_API_KEY is set; Autopilot when
@@ -34,6 +34,7 @@ from worker.runtime.stages import Runtime
 from worker.settings import Settings
 from worker.source.agents import build_source
 from worker.topics import TopicNames
+from worker.warehouse.agents import build_warehouse
 
 __all__ = ["BACKENDS", "backend_named", "backends_for", "compose", "setup_warnings"]
 
@@ -122,6 +123,8 @@ def compose(settings: Settings) -> Runtime:
         deliveries = [_not_delivered(backend) for backend in backends]
     if "ingest" in features:
         build_ingest(runtime)
+    if "warehouse" in features:
+        build_warehouse(runtime)
     operations = install_operations(runtime, deliveries)
     build_console(runtime, operations)
     _build_replay(runtime)

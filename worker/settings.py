@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Final, Literal, Self
+from urllib.parse import unquote, urlsplit
 
 import orjson
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -64,7 +65,10 @@ def files_unchecked() -> Iterator[None]:
 
 
 #: The features a process can run (`WORKER_FEATURES`), in the order they are built.
-FEATURES = ("source", "destination", "delivery", "ingest")
+FEATURES = ("source", "destination", "delivery", "ingest", "warehouse")
+
+#: How WAREHOUSE_URL names its database: a DuckDB file or a PostgreSQL server.
+WAREHOUSE_SCHEMES = ("duckdb", "postgresql", "postgres")
 
 #: `KAFKA_SECURITY_PROTOCOL`, as Kafka's clients name it (`security.protocol`).
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -254,7 +258,41 @@ class Settings(BaseSettings):
     worker_features: Annotated[frozenset[str], NoDecode] = Field(
         default=frozenset(FEATURES),
         description="Comma-separated features this process runs: ingest, source, destination, "
-        "delivery (default: all).",
+        "delivery, warehouse (default: all).",
+    )
+
+    # Warehouse: tracks (and optionally Segment calls) in Segment's table layout (worker.warehouse)
+    warehouse_url: SecretStr | None = Field(
+        None,
+        description="Where the warehouse loader writes: duckdb:///path/to/file.duckdb or "
+        "postgresql://user:password@host:port/database; unset: no loader.",
+    )
+    warehouse_schema: str = Field(
+        "autopilothq",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        description="Schema of the tracks topic's tables (Segment's <source> schema).",
+    )
+    warehouse_calls_schema: str | None = Field(
+        None,
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        description="When set, the loader also takes the Segment calls topic into this schema "
+        "(identifies, users, pages, screens, groups, aliases, tracks and event tables).",
+    )
+    warehouse_batch_size: int = Field(
+        5000, ge=1, description="Messages the loader writes in one database transaction at most."
+    )
+    warehouse_linger_ms: int = Field(
+        500, ge=0, description="How long the loader waits for a batch to fill."
+    )
+    warehouse_give_back_after_s: float = Field(
+        10.0,
+        gt=0,
+        description="When a rebalance or a shutdown begins, how long the load in hand may still "
+        "take; then it is given back unacked (rolled back, or loaded and deduplicated later).",
     )
 
     # Web
@@ -339,6 +377,27 @@ class Settings(BaseSettings):
                 f"comma-separated subset of {', '.join(FEATURES)}"
             )
         return frozenset(named)
+
+    @field_validator("warehouse_url", mode="before")
+    @classmethod
+    def _empty_warehouse_url(cls, raw: object) -> object:
+        """An empty WAREHOUSE_URL is unset (compose passes `${WAREHOUSE_URL:-}` through)."""
+        if isinstance(raw, str) and not raw.strip():
+            return None
+        return raw
+
+    @field_validator("warehouse_url")
+    @classmethod
+    def _check_warehouse_url(cls, url: SecretStr | None) -> SecretStr | None:
+        """A scheme the loader knows and a place to write; the value is never echoed."""
+        if url is None:
+            return None
+        parts = urlsplit(url.get_secret_value())
+        if parts.scheme not in WAREHOUSE_SCHEMES:
+            raise ValueError(f"unknown database; {_WAREHOUSE_FORM}")
+        if parts.scheme == "duckdb" and not (parts.netloc + parts.path).strip("/"):
+            raise ValueError(f"no DuckDB file named; {_WAREHOUSE_FORM}")
+        return url
 
     @field_validator("autopilot_triggers", mode="before")
     @classmethod
@@ -478,6 +537,11 @@ def _json_object_of_text(raw: object, what: str, form: str) -> object:
     return value
 
 
+_WAREHOUSE_FORM = (
+    "expected duckdb:///path/to/file.duckdb (duckdb://relative/path.duckdb) or "
+    "postgresql://user:password@host:5432/database"
+)
+
 _TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 _SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 
@@ -566,6 +630,9 @@ _EXPECTED: dict[str, str] = {
     "ortto_rate_limit": "expected requests per second above 0, e.g. 10 or 2.5",
     "ortto_region": "expected us, au or eu",
     "worker_web_port": "expected a port number from 1 to 65535",
+    "warehouse_schema": "expected a lowercase SQL name of at most 63 characters, e.g. autopilothq",
+    "warehouse_calls_schema": "expected a lowercase SQL name of at most 63 characters, e.g. "
+    "website",
     "ortto_activity_events": "expected a JSON object of activity field id to event name, e.g. "
     '{"act:cm:flight-booked": "Flight Booked"}',
     "ortto_attribute_properties": "expected a JSON object of activity attr key to property "
@@ -594,8 +661,8 @@ def configuration_errors(error: SettingsInvalid) -> list[str]:
 
 def secret_values(settings: Settings) -> tuple[str, ...]:
     """Every secret value `settings` hold (the API key, each write key, the webhook and admin
-    tokens, Kafka's SASL password and client key password), so logs, dead letters and errors
-    can be masked of them."""
+    tokens, Kafka's SASL password and client key password, the warehouse URL and the password
+    in it), so logs, dead letters and errors can be masked of them."""
     values: list[str] = []
     for name, value in settings:
         if isinstance(value, SecretStr):
@@ -603,6 +670,10 @@ def secret_values(settings: Settings) -> tuple[str, ...]:
             values.append(secret)
             if name == "segment_write_keys":
                 values.extend(key.strip() for key in secret.split(","))
+            if name == "warehouse_url":
+                password = urlsplit(secret).password
+                if password:
+                    values.extend((password, unquote(password)))
     return tuple(v for v in values if v)
 
 

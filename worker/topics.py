@@ -62,6 +62,7 @@ class TopicNames:
     destination_by_user: str
     retry: str
     delivery_replay: str
+    warehouse_replay: str
     app_id: str
     ortto_requests: str = "ortto.requests"
     ortto_deliveries: str = "ortto.deliveries"
@@ -85,6 +86,7 @@ class TopicNames:
             destination_by_user=f"{app_id}.destination-by-user",
             retry=f"{app_id}.retry",
             delivery_replay=f"{app_id}.delivery-replay",
+            warehouse_replay=f"{app_id}.warehouse-replay",
             app_id=app_id,
             ortto_requests=settings.topic_ortto_requests,
             ortto_deliveries=settings.topic_ortto_deliveries,
@@ -144,6 +146,9 @@ class TopicNames:
             TopicSpec(
                 self.ortto_delivery_replay,
                 "internal: replayed Ortto request descriptors for Ortto's delivery",
+            ),
+            TopicSpec(
+                self.warehouse_replay, "internal: replayed Segment messages for the warehouse"
             ),
             *(
                 TopicSpec(self.changelog(table), f"changelog: {what}", compacted=True)

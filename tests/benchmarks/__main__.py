@@ -6,12 +6,15 @@ Sections, in this order (progress goes to stderr):
    dumps;
 2. delivery against the stand-in Autopilot API, then against the stand-in Ortto API (no
    broker);
-3. on one broker (KAFKA_BOOTSTRAP_SERVERS, else a local JVM broker on free ports in a temp
+3. the warehouse loader into PostgreSQL (a server of Debian's package started for the run)
+   against a plain COPY of the same rows, and into DuckDB against its appender (no broker);
+4. on one broker (KAFKA_BOOTSTRAP_SERVERS, else a local JVM broker on free ports in a temp
    dir): pipeline throughput of the worker, a plain aiokafka loop and quixstreams, with peak
    RSS; end-to-end latency through the worker at a steady 1,000 events/s; ingest over HTTP.
 
-Environment: BENCH_N (inputs per pipeline, default 200000), BENCH_ONLY (comma-separated
-section names: mapping, delivery, ortto, pipeline, latency, ingest), BENCH_RESULTS (the JSON path,
+Environment: BENCH_N (inputs per pipeline, default 200000), BENCH_WAREHOUSE_N (tracks the
+warehouse section loads, default 100000), BENCH_ONLY (comma-separated section names: mapping,
+delivery, ortto, warehouse, pipeline, latency, ingest), BENCH_RESULTS (the JSON path,
 default bench-results.json at the repository root). A section that fails is reported as failed
 and the others still run; the exit status is then 1.
 """
@@ -39,11 +42,12 @@ from tests.benchmarks import (
     bench_ingest,
     bench_mapping,
     bench_pipeline,
+    bench_warehouse,
 )
 from tests.benchmarks.broker import bench_broker
 
 REPO = Path(__file__).resolve().parents[2]
-SECTIONS = ("mapping", "delivery", "ortto", "pipeline", "latency", "ingest")
+SECTIONS = ("mapping", "delivery", "ortto", "warehouse", "pipeline", "latency", "ingest")
 
 
 def _log(text: str) -> None:
@@ -114,6 +118,7 @@ def run_all() -> dict[str, Any]:
     _section(results, "mapping", bench_mapping.measure)
     _section(results, "delivery", lambda: asyncio.run(bench_delivery.run()))
     _section(results, "ortto", lambda: asyncio.run(bench_delivery_ortto.run()))
+    _section(results, "warehouse", bench_warehouse.measure)
     if _wanted() & {"pipeline", "latency", "ingest"}:
         _log("starting the broker")
         with bench_broker() as broker:
@@ -296,6 +301,45 @@ def _ingest_rows(i: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def _warehouse_rows(w: dict[str, Any]) -> list[list[str]]:
+    if failed := _failed(w):
+        return [["warehouse loader", failed, "", "", "≥ 0.5"]]
+    what = f"{_n(w['tracks'])} tracks, {_n(w['rows'])} rows, batches of {_n(w['batch'])}"
+    return [
+        [
+            f"warehouse loader into PostgreSQL, bytes → committed rows ({what})",
+            f"{_n(w['postgres_loader_rows_per_s'])} rows/s (Python side "
+            f"{w['python_us_per_track']:g} µs a track)",
+            f"plain COPY of the same rows: binary {_n(w['postgres_copy_rows_per_s'])} rows/s, "
+            f"text {_n(w['postgres_text_copy_rows_per_s'])} rows/s",
+            f"{w['postgres_ratio']:.3f} (of the text COPY: {w['postgres_text_ratio']:.3f})",
+            "≥ 0.5",
+        ],
+        [
+            "of which its database side (COPY into a temporary table, INSERT … ON CONFLICT)",
+            f"{_n(w['postgres_loader_database_rows_per_s'])} rows/s",
+            "the binary COPY",
+            f"{w['postgres_database_ratio']:.3f}",
+            "",
+        ],
+        [
+            "the loader again over the same tracks (a replay: every id there already)",
+            f"{_n(w['postgres_replay_rows_per_s'])} rows/s",
+            "",
+            "",
+            "",
+        ],
+        [
+            "warehouse loader into DuckDB, bytes → committed rows",
+            f"{_n(w['duckdb_loader_rows_per_s'])} rows/s (database side "
+            f"{_n(w['duckdb_loader_database_rows_per_s'])} rows/s)",
+            f"DuckDB's appender, same rows {_n(w['duckdb_appender_rows_per_s'])} rows/s",
+            f"{w['duckdb_ratio']:.3f} (database side {w['duckdb_database_ratio']:.3f})",
+            "",
+        ],
+    ]
+
+
 def _detail(p: dict[str, Any]) -> list[str]:
     """One line per contender: where the time and the memory went."""
     lines = [
@@ -325,6 +369,8 @@ def table(results: dict[str, Any]) -> str:
         rows += _delivery_rows(results["delivery"])
     if "ortto" in results:
         rows += _ortto_rows(results["ortto"])
+    if "warehouse" in results:
+        rows += _warehouse_rows(results["warehouse"])
     if "ingest" in results:
         rows += _ingest_rows(results["ingest"])
     machine = results["machine"]

@@ -38,7 +38,16 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCALKAFKA = ROOT / "deploy" / "local-kafka" / "localkafka.py"
 RUN_LOCAL = ROOT / "deploy" / "run-local.py"
 #: Settings of the developer's shell that would change what the scripts do.
-_OURS = ("TOPIC_", "AUTOPILOT_", "SEGMENT_", "KAFKA_", "LOCAL_KAFKA_", "WORKER_", "FAKE_")
+_OURS = (
+    "TOPIC_",
+    "AUTOPILOT_",
+    "SEGMENT_",
+    "KAFKA_",
+    "LOCAL_KAFKA_",
+    "WORKER_",
+    "FAKE_",
+    "WAREHOUSE_",
+)
 
 
 def _env(**overrides: str) -> dict[str, str]:
@@ -225,6 +234,8 @@ def test_make_run_greets_once_ready_and_its_commands_work(tmp_path: Path) -> Non
         LOCAL_KAFKA_DATA_DIR=str(tmp_path / "kafka"),
         WORKER_WEB_PORT=str(web),
         FAKE_AUTOPILOT_PORT=str(fake_port),
+        # a file of its own, not the repository's .cache/warehouse.duckdb a `make run` may hold
+        WAREHOUSE_URL=f"duckdb://{tmp_path / 'warehouse.duckdb'}",
     )
     proc = subprocess.Popen(
         [sys.executable, str(RUN_LOCAL)],
@@ -258,6 +269,7 @@ def test_make_run_greets_once_ready_and_its_commands_work(tmp_path: Path) -> Non
             "autopilot-worker.dead-letters",
             "-m worker tail",
             "-m worker dlq list",
+            "warehouse loader    tracks into WAREHOUSE_URL's database, schema autopilothq",
         ):
             assert part in block, part
         commands = _commands(block)

@@ -212,7 +212,7 @@ async def test_counters_follow_valid_skipped_and_invalid_input(
     ready = {labels["check"] for labels in present(s, "autopilot_worker_ready")}
     assert ready == {"assignment", "recovery", "broker", "delivery", "pipelines"}
     paused = {labels["pipeline"] for labels in present(s, "autopilot_worker_pipeline_paused")}
-    assert paused == {"source", "destination", "delivery", "replay"}
+    assert paused == {"source", "destination", "delivery", "warehouse", "replay"}
     assert value(s, "autopilot_worker_pipeline_paused", pipeline="source") == 0
 
     # every input partition reports its lag, and it drains to 0 once offsets are committed

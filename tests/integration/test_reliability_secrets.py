@@ -2,10 +2,11 @@
 
 The worker runs at log level debug (more than production's info, so more to leak) with
 distinctive values for AUTOPILOT_API_KEY, ORTTO_API_KEY, two SEGMENT_WRITE_KEYS,
-AUTOPILOT_WEBHOOK_TOKEN and ORTTO_WEBHOOK_TOKEN, WORKER_ADMIN_TOKEN,
-and traffic goes down every path:
+AUTOPILOT_WEBHOOK_TOKEN and ORTTO_WEBHOOK_TOKEN, WORKER_ADMIN_TOKEN, and WAREHOUSE_URL (the
+session's PostgreSQL server, its password in the URL), and traffic goes down every path:
 
-- source: valid and invalid email events on the input topic;
+- source: valid and invalid email events on the input topic (the valid one's track loaded into
+  the warehouse);
 - destination and delivery against both stand-in APIs (the worker serves Autopilot and Ortto):
   identifies and tracks delivered to each, a request Autopilot rejects (400, a dead letter with
   the response body), a trigger for an unknown contact (404), and a refused key at both APIs
@@ -34,10 +35,11 @@ import re
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 import orjson
+import psycopg
 import pytest
 
 from tests.kafkautil import produce
@@ -99,6 +101,15 @@ NEEDLES: dict[bytes, str] = {
     ]
     for form in _forms(secret)
 }
+
+
+def _warehouse_needles(url: str) -> dict[bytes, str]:
+    """WAREHOUSE_URL's forms and its password's (a random one of the test server)."""
+    needles = dict.fromkeys(_forms(url), "WAREHOUSE_URL")
+    password = urlsplit(url).password
+    if password:
+        needles |= dict.fromkeys(_forms(unquote(password)), "WAREHOUSE_URL's password")
+    return needles
 
 
 def _leaks(where: str, data: bytes) -> list[str]:
@@ -237,9 +248,10 @@ async def _console_traffic(base_url: str, responses: list[httpx.Response]) -> No
 
 @pytest.mark.reliability
 async def test_no_secret_in_any_log_line_topic_header_or_response(
-    kafka_bootstrap: str, unique: str, tmp_path: Path
+    kafka_bootstrap: str, postgres_url: str, unique: str, tmp_path: Path
 ) -> None:
     started = time.monotonic()
+    NEEDLES.update(_warehouse_needles(postgres_url))
     runner, fake_api = await start_fake_autopilot(api_keys=[API_KEY], rate_limit=5.0)
     ortto_runner, fake_ortto = await start_fake_ortto(api_keys=[ORTTO_API_KEY], rate_limit=10.0)
     env = worker_env(
@@ -258,6 +270,9 @@ async def test_no_secret_in_any_log_line_topic_header_or_response(
         AUTOPILOT_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
         ORTTO_WEBHOOK_TOKEN=ORTTO_TOKEN,
         WORKER_ADMIN_TOKEN=ADMIN_TOKEN,
+        WAREHOUSE_URL=postgres_url,
+        WAREHOUSE_SCHEMA=f"leakcheck_{unique}",
+        WAREHOUSE_LINGER_MS="100",
     )
     names = topic_names(env)
     base_url = f"http://127.0.0.1:{env['WORKER_WEB_PORT']}"
@@ -311,6 +326,20 @@ async def test_no_secret_in_any_log_line_topic_header_or_response(
                 } <= set(ortto)
 
             await _wait("the first outcomes", settled)
+
+            def tracks_loaded() -> int:
+                try:
+                    with psycopg.connect(postgres_url) as conn:
+                        count = conn.execute(f"SELECT count(*) FROM leakcheck_{unique}.tracks")
+                        row = count.fetchone()
+                        return int(row[0]) if row else 0
+                except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+                    return 0
+
+            async def loaded() -> bool:
+                return await asyncio.to_thread(tracks_loaded) == 1
+
+            await _wait("the source's track in the warehouse", loaded)
             # a refused key at both APIs: each delivery pauses, probes with its key, resumes
             async with (
                 httpx.AsyncClient(base_url=fake_api) as api,

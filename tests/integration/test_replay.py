@@ -25,11 +25,13 @@ from aiokafka import ConsumerRecord
 from tests.kafkautil import Headers, consume_all, end_offsets, produce
 from tests.workerproc import WorkerProcess
 from worker.pipeline.dead_letters import DeadLetterHeaders as H
+from worker.pipeline.letters import DeadLetter, LetterRef
 from worker.pipeline.records import ORIGIN_PREFIX, header
 from worker.pipeline.replay import REPLAY_TARGET
+from worker.runtime import dead_letter_topic
 from worker.settings import Settings
 from worker.tools import dlq as dlqcli
-from worker.tools.dlq import DeadLetter, LetterRef, run_dlq
+from worker.tools.dlq import run_dlq
 
 
 def _settings(env: dict[str, str]) -> Settings:
@@ -356,7 +358,7 @@ async def test_replay_reads_twice_to_the_same_end_and_streams_what_it_replays(
                 return True
         return False
 
-    real_read_all = dlqcli.read_all
+    real_read_all = dead_letter_topic.read_all  # what the command reads with
     reads: list[list[LetterRef]] = []
     back_during_second_read: list[bool] = []
 

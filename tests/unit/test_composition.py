@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ def test_every_feature_runs_by_default() -> None:
         "destination_email_by_user",
         "destination_audiences",
     }
-    assert set(runtime.breakers) == {"source", "destination", "delivery", "replay"}
+    assert set(runtime.breakers) == {"source", "destination", "delivery", "warehouse", "replay"}
     # one source, two input formats: its intake reads both input topics
     assert runtime.app.agents["source-intake"].channel.topics == (
         "autopilot.email-events",
@@ -69,6 +70,7 @@ def test_with_both_keys_each_backend_delivers_on_its_own() -> None:
         "destination",
         "delivery",
         "delivery-ortto",
+        "warehouse",
         "replay",
     }
     assert {("destination", "map-autopilot"), ("destination", "map-ortto")} <= set(runtime.stages)
@@ -98,7 +100,21 @@ def test_an_ortto_only_worker_has_no_autopilot_delivery() -> None:
 
 def test_an_unknown_feature_is_a_configuration_error() -> None:
     with pytest.raises(SettingsInvalid, match="unknown feature"):
-        Settings(worker_features="source,warehouse")
+        Settings(worker_features="source,reporting")
+
+
+def test_the_warehouse_loads_only_with_a_warehouse_url(tmp_path: Path) -> None:
+    without = compose(Settings(worker_features="warehouse"))
+    assert set(without.app.agents) == {"replay-retry"}
+    url = SecretStr(f"duckdb:///{tmp_path}/warehouse.duckdb")
+    runtime = compose(Settings(worker_features="warehouse", warehouse_url=url))
+    assert set(runtime.app.agents) == {"warehouse", "replay-retry"}
+    assert sorted(runtime.stages) == [("replay", "retry"), ("warehouse", "load")]
+    (agent,) = [a for name, a in runtime.app.agents.items() if name == "warehouse"]
+    assert set(agent.channel.topics) == {
+        "segment.tracks",
+        "autopilot-worker.warehouse-replay",
+    }
 
 
 def test_importing_a_feature_registers_nothing_and_imports_no_other_feature() -> None:

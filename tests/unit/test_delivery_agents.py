@@ -47,7 +47,7 @@ async def test_a_batch_given_back_is_not_counted_routed_or_sent() -> None:
     stage = Stage("delivery", "deliver", _placeholder, sender, "dlq", breaker)
     sink = BatchingSink(
         stage=stage,
-        parse=parse_descriptor,
+        parse=lambda m: parse_descriptor(m.value),
         writer=DeliveryWriter(cast(Deliverer, StuckDeliverer()), "deliveries"),
         flow_control=flow_control,
         grace_s=0.01,

@@ -9,23 +9,11 @@ import orjson
 import pytest
 
 from worker.pipeline.dead_letters import DeadLetterHeaders as H
+from worker.pipeline.letters import DeadLetter, Filters, LetterRef, contacts_of, parsed_input
 from worker.pipeline.records import ORIGIN_PREFIX, header
 from worker.pipeline.replay import REPLAY_TARGET, ReplayTarget, replay_headers
-from worker.tools.dlq import (
-    DeadLetter,
-    Filters,
-    LetterRef,
-    Progress,
-    ReplayCensus,
-    ReplayTally,
-    Skip,
-    build_parser,
-    classify,
-    contacts_of,
-    parsed_input,
-    plan_replay,
-    table,
-)
+from worker.pipeline.replay_plan import ReplayCensus, ReplayTally, Skip, classify, plan_replay
+from worker.tools.dlq import Progress, build_parser, table
 
 FAILED_AT = datetime(2026, 11, 20, 8, 15, 0, 123000, tzinfo=UTC)
 

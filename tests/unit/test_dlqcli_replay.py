@@ -20,6 +20,7 @@ from worker.errors import (
 from worker.pipeline.breaker import Breaker
 from worker.pipeline.dead_letters import DeadLetterHeaders as H
 from worker.pipeline.dead_letters import dead_letter
+from worker.pipeline.letters import DeadLetter, LetterRef
 from worker.pipeline.records import ORIGIN_PREFIX, InboundMessage, OutboundRecord, header
 from worker.pipeline.replay import (
     REPLAY_PIPELINE,
@@ -27,8 +28,8 @@ from worker.pipeline.replay import (
     REPLAY_TARGET,
     replay_through,
 )
+from worker.pipeline.replay_plan import plan_replay
 from worker.pipeline.stage import Stage
-from worker.tools.dlq import DeadLetter, LetterRef, plan_replay
 
 DLQ = "dead-letters"
 RETRY = "app.retry"

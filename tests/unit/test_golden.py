@@ -1,7 +1,8 @@
 """Golden cases: each file `tests/golden/<pipeline>/<case>.json` is one input and its outcome.
 
 `<pipeline>` is `source` (Autopilot event -> Segment track), `ortto` (Ortto activity webhook ->
-Segment track) or `destination` (Segment call -> Autopilot or Ortto requests); the test id is
+Segment track), `destination` (Segment call -> Autopilot or Ortto requests) or `warehouse`
+(Segment message -> warehouse rows); the test id is
 `<pipeline>/<case>`. Every case holds:
 
 - `description`: one line saying what the case holds and why it matters (required);
@@ -22,6 +23,9 @@ Ortto *source*'s in `tests/golden/ortto/`), `config` (that backend's config fiel
 `learned_email` or `audience_state` a destination case runs `map_destination`, as
 `map destination --backend <backend>` does; with either, the prechecked call goes through the
 backend's `requests_for`.
+Warehouse cases name their `topic`: `tracks` (track calls only, schema `autopilothq`) or `calls`
+(every call type, schema `website`); their output is `{"schema", "id", "rows", "discarded"}`,
+each row `{"table", "values"}` (`worker.warehouse.layout`; values as sent, typed at load time).
 """
 
 from __future__ import annotations
@@ -46,9 +50,10 @@ from worker.models.ortto_activity import EMAIL_ACTIVITIES
 from worker.source.mapping import map_source
 from worker.source.ortto import OrttoConfig as OrttoSourceConfig
 from worker.source.ortto import map_ortto
+from worker.warehouse.layout import CALL_TYPES, TRACK_TYPES, lay_out
 
 GOLDEN = Path(__file__).parents[1] / "golden"
-PIPELINES = ("source", "ortto", "destination")
+PIPELINES = ("source", "ortto", "destination", "warehouse")
 CASES = {pipeline: sorted((GOLDEN / pipeline).glob("*.json")) for pipeline in PIPELINES}
 RECEIVED_AT = datetime(2026, 11, 20, 10, 15, 5, tzinfo=UTC)
 INTEGRATION_VERSION = "0.0.0-golden"
@@ -119,10 +124,26 @@ def _destination_output(raw: bytes, case: dict[str, Any]) -> list[dict[str, Any]
     return [request.model_dump(mode="json", by_alias=True) for request in result.requests]
 
 
+def _warehouse_output(raw: bytes, case: dict[str, Any]) -> dict[str, Any]:
+    calls = case["topic"] == "calls"
+    laid = lay_out(
+        raw,
+        schema="website" if calls else "autopilothq",
+        types=CALL_TYPES if calls else TRACK_TYPES,
+    )
+    return {
+        "schema": laid.schema,
+        "id": laid.id,
+        "rows": [{"table": row.table, "values": row.values} for row in laid.rows],
+        "discarded": list(laid.discarded),
+    }
+
+
 MAPPINGS: dict[str, Callable[[bytes, dict[str, Any]], object]] = {
     "source": _source_output,
     "ortto": _ortto_output,
     "destination": _destination_output,
+    "warehouse": _warehouse_output,
 }
 
 
@@ -176,3 +197,13 @@ def test_destination_cases_exist() -> None:
     backends = [_load(path).get("backend", "autopilot") for path in CASES["destination"]]
     assert backends.count("autopilot") >= 40
     assert backends.count("ortto") >= 40
+
+
+def test_warehouse_cases_cover_every_table_kind() -> None:
+    tables = {
+        row["table"]
+        for case in map(_load, CASES["warehouse"])
+        if "output" in case["expected"]
+        for row in case["expected"]["output"]["rows"]
+    }
+    assert {"tracks", "identifies", "users", "pages", "screens", "groups", "aliases"} <= tables

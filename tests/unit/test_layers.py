@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_import_contracts_are_kept() -> None:
-    lint_imports = shutil.which("lint-imports") or str(Path(ROOT, ".venv/bin/lint-imports"))
+    beside = Path(sys.executable).parent / "lint-imports"  # the venv running the tests
+    lint_imports = str(beside) if beside.exists() else shutil.which("lint-imports")
+    assert lint_imports, "import-linter is not installed (pip install -e '.[dev]')"
     result = subprocess.run(
         [lint_imports, "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False
     )

@@ -1,4 +1,5 @@
-"""The rate limiter, in real time: never more than N arrivals in any one-second window."""
+"""The rate limiter, in real time: never more than N arrivals in any one-second window, and no
+request beyond what its share of the key allows."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from worker.delivery.ratelimit import RateLimiter
+from worker.delivery.share import KeyShare
 
 
 async def test_twelve_requests_at_five_per_second_never_put_six_arrivals_in_one_second() -> None:
@@ -54,3 +56,42 @@ def test_fractional_rates_round_down_per_second(rate: float, limit: int, window_
 def test_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         RateLimiter(0)
+
+
+async def test_a_share_holds_requests_back_until_its_partitions_are_owned_a_handover_long() -> None:
+    share = KeyShare(2, handover_s=0.3, epoch_s=100.0)
+    limiter = RateLimiter(2, share=share)
+    began = time.monotonic()
+    started: list[float] = []
+
+    async def request() -> None:
+        async with limiter.slot():
+            started.append(time.monotonic() - began)
+
+    waiting = asyncio.gather(request(), request(), request())
+    await asyncio.sleep(0.2)
+    assert started == []  # no partition: nothing is sent
+    share.assigned([0, 1, 2], 3, generation=1)  # wakes the limiter, which waits the hand-over
+    await waiting
+    assert 0.5 <= started[0] <= started[1] < 1.0  # two slots after 0.2 + 0.3 s
+    assert started[2] >= started[0] + 1.0  # the third waited for a slot to leave its window
+    share.revoked([0, 1, 2])
+    late = asyncio.ensure_future(request())
+    await asyncio.sleep(1.2)
+    assert not late.done()  # a lost share is lost at once
+    late.cancel()
+
+
+async def test_a_request_cancelled_in_flight_holds_its_slot_a_request_timeout_long() -> None:
+    limiter = RateLimiter(1, request_timeout_s=0.4)
+
+    async def hangs() -> None:
+        async with limiter.slot():
+            await asyncio.sleep(10)
+
+    began = time.monotonic()
+    task = asyncio.ensure_future(hangs())
+    await asyncio.sleep(0.05)
+    task.cancel()  # it may still arrive within the request timeout of its start
+    async with limiter.slot():
+        assert time.monotonic() - began >= 0.4 + 1.0

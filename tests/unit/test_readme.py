@@ -20,4 +20,4 @@ def test_every_topic_the_worker_creates_is_in_the_topic_map() -> None:
     rows = {spec.name.replace("APP", "<app id>") for spec in names.all_specs()}
     missing = [t for t in sorted(rows) if f"| `{t}` |" not in README]
     assert missing == []
-    assert len(rows) == 14 + len(TABLES)
+    assert len(rows) == 15 + len(TABLES)

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from worker.pipeline.dead_letters import DeadLetterHeaders
 from worker.pipeline.letters import DeadLetter, LetterRef, Origin, render_bytes
+from worker.pipeline.logs import message_id_in
 from worker.pipeline.records import header
 from worker.runtime.dead_letter_topic import letter_of, partitions_of, read_all
 from worker.runtime.kafka_connection import kafka_client_config
@@ -109,14 +110,7 @@ def identify(value: bytes) -> tuple[Any, str | None, str | None]:
         data = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None, None, None
-    message_id = None
-    if isinstance(data, dict):
-        for name in ("messageId", "message_id", "id"):
-            found = data.get(name)
-            if isinstance(found, str) and found:
-                message_id = found[:200]
-                break
-    return data, message_id, contact_of(data)
+    return data, message_id_in(data), contact_of(data)
 
 
 def matches(query: str, *values: str | None) -> bool:

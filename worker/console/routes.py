@@ -81,12 +81,18 @@ def page_masker(settings: Settings) -> Callable[[str], str]:
     return masked
 
 
-def _inputs(topics: TopicNames, deliveries: Iterable[DeliveryStatus]) -> dict[str, list[str]]:
+def _inputs(
+    topics: TopicNames, settings: Settings, deliveries: Iterable[DeliveryStatus]
+) -> dict[str, list[str]]:
     """The topics each pipeline reads (the README's topic map): one delivery pipeline per
     backend (`delivery`, `delivery-ortto`), on its own topics."""
+    warehouse = [topics.segment_tracks, topics.warehouse_replay]
+    if settings.warehouse_calls_schema is not None:
+        warehouse.insert(1, topics.segment_calls)
     inputs = {
         "source": [topics.email_events, topics.ortto_activities, topics.source_by_email],
         "destination": [topics.segment_calls, topics.destination_by_user],
+        "warehouse": warehouse,
         "replay": [topics.retry],
     }
     for delivery in deliveries:
@@ -173,7 +179,7 @@ class Console:
         return by_topic
 
     def _pipelines(self, lags: dict[str, int]) -> list[PipelineView]:
-        inputs = _inputs(self._runtime.topics, self._operations.deliveries)
+        inputs = _inputs(self._runtime.topics, self._settings, self._operations.deliveries)
         stages: dict[str, list[str]] = {}
         for stage in self._stages():
             stages.setdefault(stage.name, []).append(stage.stage)
@@ -193,7 +199,7 @@ class Console:
     def _deliveries(self, lags: dict[str, int]) -> list[DeliveryView]:
         """A view of each destination API this worker maps for (`backends_for`)."""
         deliveries = self._operations.deliveries
-        inputs = _inputs(self._runtime.topics, deliveries)
+        inputs = _inputs(self._runtime.topics, self._settings, deliveries)
         hour = self.history.window(HOUR_S)
         return [
             DeliveryView(

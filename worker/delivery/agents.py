@@ -26,6 +26,7 @@ import pydantic
 
 from worker.backends.seam import Backend, qualified
 from worker.delivery.service import Deliverer
+from worker.delivery.share import shared_limiter
 from worker.errors import DecodeError, DeliveryRejected, RetryBudgetExhausted, WorkerError
 from worker.models.autopilot_request import RequestDescriptor
 from worker.models.delivery_result import DeliveryResult
@@ -127,7 +128,7 @@ def delivery_sink(
 
     return BatchingSink(
         stage=stage,
-        parse=parse_descriptor,
+        parse=lambda message: parse_descriptor(message.value),
         writer=writer,
         flow_control=runtime.app.flow_control,
         grace_s=grace_s,
@@ -164,9 +165,11 @@ def build_delivery(runtime: Runtime, backend: Backend) -> DeliveryState:
     if not state.enabled:  # the composition root's start-up warnings say so
         return state
 
+    limiter = shared_limiter(runtime.app, topics.requests, api, runtime.settings.topic_partitions)
+
     @runtime.app.agent(runtime.raw_topic(topics.requests, topics.delivery_replay), name=name)
     async def deliver_requests(stream: faust.StreamT[bytes]) -> None:
-        async with Deliverer(backend) as deliverer:
+        async with Deliverer(backend, limiter=limiter) as deliverer:
             state.deliverer = deliverer
             sink = delivery_sink(
                 runtime, stage, deliverer, api.give_back_after_s, topics.deliveries

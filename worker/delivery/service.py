@@ -12,7 +12,8 @@ What a caller (the delivery agent) can rely on:
   is the only dead letter; an item the API refuses inside a 2xx answer (the backend's
   `item_errors`) is dead-lettered alone (`DeliveryRejected`, status 400), the others delivered.
 - Every result names the backend it was sent to.
-- Every request, probes included, waits for the one process-wide rate limiter.
+- Every request, probes included, waits for the rate limiter: in the worker, this process's
+  share of its key's limit (`worker.delivery.share`), so a process without one sends nothing.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ class Deliverer:
             raise ConfigurationError(f"{api.api_key_setting} is not set: delivery cannot start")
         self._backend = backend
         self._api = api
-        self.limiter = limiter or RateLimiter(api.rate_limit)
+        self.limiter = limiter or RateLimiter(
+            api.rate_limit, request_timeout_s=api.request_timeout_s
+        )
         self._backoff = backoff or Backoff(budget_s=api.retry_budget_s)
         self._probe_interval_s = api.auth_probe_interval_s
         self._client = ApiClient(

@@ -1,5 +1,6 @@
-"""A dead letter read back from the dead-letter topic: where it is, what its headers say, and
-which letters a selection (`Filters`) takes.
+"""A dead letter read back from the dead-letter topic: where it is, what its headers say, which
+input it failed on (its message id and contact, read from its value), and which letters a
+selection (`Filters`) takes.
 
 `python -m worker dlq` and the console (`worker.console`) read letters as these; nothing here
 touches Kafka (`worker.runtime.dead_letter_topic` reads them).
@@ -10,25 +11,36 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
+import orjson
+
 from worker.pipeline.dead_letters import DeadLetterHeaders
+from worker.pipeline.logs import message_id_in
 from worker.pipeline.records import header
 from worker.pipeline.replay import ReplayTarget, replay_count
 
 __all__ = [
+    "LIST_COLUMNS",
+    "MAX_SCAN_BYTES",
     "MESSAGE_CHARS",
     "DeadLetter",
     "Filters",
     "LetterRef",
     "Origin",
     "aware",
+    "contacts_of",
     "int_or_none",
+    "parsed_input",
     "render_bytes",
 ]
 
-#: `DeadLetter.line` shortens the error message to this many characters.
+#: `DeadLetter.row` shortens the error message to this many characters.
 MESSAGE_CHARS = 100
+#: Inputs larger than this are not parsed for their message id and contact (1 MiB: Kafka's
+#: default largest record; a letter's value is parsed once, when a filter or a row needs it).
+MAX_SCAN_BYTES = 1024 * 1024
 
 Origin = tuple[str, str, str]
 """An input message, as (topic, partition, offset) from a dead letter's headers."""
@@ -59,7 +71,49 @@ class LetterRef:
         raise ValueError(f"not PARTITION@OFFSET: {text!r}")
 
 
-@dataclass(frozen=True, slots=True)
+def parsed_input(value: bytes) -> object:
+    """The input a dead letter holds, parsed as JSON; None when it is not JSON or over
+    `MAX_SCAN_BYTES`."""
+    if len(value) > MAX_SCAN_BYTES:
+        return None
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def contacts_of(data: object) -> tuple[str, ...]:
+    """Who a parsed input is about, most telling first: the emails, userIds, anonymousIds and
+    Autopilot contact ids a Segment call, an email event or a request descriptor names; none
+    for anything but a JSON object."""
+    if not isinstance(data, dict):
+        return ()
+
+    def at(*path: str) -> object:
+        node: object = data
+        for name in path:
+            node = node.get(name) if isinstance(node, dict) else None
+        return node
+
+    candidates = (
+        at("traits", "email"),
+        at("context", "traits", "email"),
+        at("properties", "email"),
+        at("contact", "email"),
+        at("contact"),  # a request descriptor's (a string; an email event's is an object)
+        at("userId"),
+        at("contact", "user_id"),
+        at("anonymousId"),
+        at("contact", "contact_id"),
+    )
+    found: list[str] = []
+    for candidate in candidates:
+        if isinstance(candidate, str) and candidate and candidate not in found:
+            found.append(candidate[:200])
+    return tuple(found)
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     """One record of the dead-letter topic, with its error headers read out."""
 
@@ -127,6 +181,33 @@ class DeadLetter:
     def target(self) -> ReplayTarget | None:
         return ReplayTarget.of_dead_letter(self.headers)
 
+    @property
+    def input(self) -> str:
+        """The input it failed on as the logs name it: `topic[partition]@offset`."""
+        topic = self._text(DeadLetterHeaders.TOPIC) or "?"
+        partition = self._text(DeadLetterHeaders.PARTITION) or "?"
+        offset = self._text(DeadLetterHeaders.OFFSET) or "?"
+        return f"{topic}[{partition}]@{offset}"
+
+    @cached_property
+    def _parsed(self) -> object:
+        return parsed_input(self.value)
+
+    @cached_property
+    def message_id(self) -> str | None:
+        """The input's message id, as the logs give it (`message_id`)."""
+        return message_id_in(self._parsed)
+
+    @cached_property
+    def contacts(self) -> tuple[str, ...]:
+        """Who the input is about (`contacts_of`), most telling first."""
+        return contacts_of(self._parsed)
+
+    @property
+    def contact(self) -> str | None:
+        """The most telling of `contacts`: an email, else a userId, else an anonymousId."""
+        return self.contacts[0] if self.contacts else None
+
     def summary(self) -> dict[str, Any]:
         """The fields `list --json` prints."""
         return {
@@ -139,6 +220,9 @@ class DeadLetter:
             "topic": self.topic,
             "topic_partition": int_or_none(self._text(DeadLetterHeaders.PARTITION)),
             "topic_offset": int_or_none(self._text(DeadLetterHeaders.OFFSET)),
+            "input": self.input,
+            "message_id": self.message_id,
+            "contact": self.contact,
             "error_class": self.error_class,
             "status": int_or_none(self.status),
             "message": self.message,
@@ -147,24 +231,38 @@ class DeadLetter:
             "value_bytes": len(self.value),
         }
 
-    def line(self) -> str:
-        """The one line `list` prints."""
-        stage = f"{self.pipeline or '?'}/{self.stage or '?'}"
+    def row(self) -> tuple[str, ...]:
+        """The cells of the line `list` prints (`LIST_COLUMNS`)."""
         message = " ".join(self.message.split())
-        if len(message) > MESSAGE_CHARS:
-            message = message[: MESSAGE_CHARS - 3] + "..."
-        return "  ".join(
-            [
-                f"{self.ref!s:>9}",
-                self.failed_at.isoformat(timespec="seconds"),
-                f"{stage:22}",
-                f"{self.error_class or '?':18}",
-                f"{self.status or '?':>3}",
-                f"replays={self.replay_count}",
-                self.topic or "?",
-                message,
-            ]
+        return (
+            self.failed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            self.input,
+            f"{self.pipeline or '?'}/{self.stage or '?'}",
+            f"{self.error_class or '?'} {self.status or '?'}",
+            _cut(self.message_id or "-", 40),
+            _cut(self.contact or "-", 32),
+            str(self.replay_count),
+            str(self.ref),
+            _cut(message, MESSAGE_CHARS),
         )
+
+    def line(self) -> str:
+        """The one line `list` prints (without its table's alignment)."""
+        return "  ".join(self.row())
+
+
+#: The header of `list`'s table.
+LIST_COLUMNS = (
+    "FAILED AT (UTC)",
+    "INPUT",
+    "STAGE",
+    "ERROR",
+    "MESSAGE ID",
+    "CONTACT",
+    "REPLAYS",
+    "LETTER",
+    "REASON",
+)
 
 
 @dataclass(frozen=True)
@@ -174,6 +272,8 @@ class Filters:
     topics: tuple[str, ...] = ()
     error_classes: tuple[str, ...] = ()
     pipelines: tuple[str, ...] = ()
+    message_ids: tuple[str, ...] = ()
+    contacts: tuple[str, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
 
@@ -181,6 +281,10 @@ class Filters:
         if self.topics and letter.topic not in self.topics:
             return False
         if self.error_classes and letter.error_class not in self.error_classes:
+            return False
+        if self.message_ids and letter.message_id not in self.message_ids:
+            return False
+        if self.contacts and not self._names_a_contact(letter):
             return False
         if self.pipelines:
             stage = f"{letter.pipeline}/{letter.stage}"
@@ -190,6 +294,11 @@ class Filters:
         if self.since is not None and failed_at < self.since:
             return False
         return self.until is None or failed_at < self.until
+
+    def _names_a_contact(self, letter: DeadLetter) -> bool:
+        wanted = {contact.casefold() for contact in self.contacts}
+        named = [*letter.contacts, *([letter.key.decode(errors="replace")] if letter.key else [])]
+        return any(name.casefold() in wanted for name in named)
 
 
 def aware(moment: datetime) -> datetime:
@@ -210,3 +319,7 @@ def render_bytes(data: bytes) -> tuple[str, str]:
         return "utf-8", data.decode()
     except UnicodeDecodeError:
         return "base64", base64.b64encode(data).decode()
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -1,5 +1,8 @@
 """Reading the dead-letter topic: every letter up to given end offsets, or the letters at given
 references. Each read has a throwaway consumer of its own: no consumer group, nothing committed.
+Every client connects as the worker does (the `KAFKA_*` security settings,
+`kafka_client_config`); waiting for Kafka is the caller's (`dlq` waits once at start,
+`wait_for_kafka`).
 
 `python -m worker dlq` reads with these, and so does the console (`worker.console`): its
 replay button reads the selected letters with `read_refs`, as `dlq replay PARTITION@OFFSET`

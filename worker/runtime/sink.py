@@ -1,11 +1,12 @@
 """`BatchingSink`: consume a batch, write it somewhere outside Kafka, settle each item.
 
-The loop delivery runs, made reusable (quix-streams' `BatchingSink` is the model): a stage's
-batch is parsed item by item (a `WorkerError` is that item's dead letter), the valid items are
-written in one call of the `SinkWriter`, and each item's `ItemOutcome` says what it produced
-(outcome records) and whether it failed for good (its dead letter). Only then are the batch's
-records handed to the producer, so an offset is committed after its item is settled and its
-records are on Kafka.
+The loop delivery and the warehouse loader run, made reusable (quix-streams' `BatchingSink` is
+the model): a stage's batch is parsed message by message (`parse` sees the whole message, so an
+item may depend on the topic it came from; a `WorkerError` is that message's dead letter), the
+valid items are written in one call of the `SinkWriter`, and each item's `ItemOutcome` says
+what it produced (outcome records) and whether it failed for good (its dead letter). Only then
+are the batch's records handed to the producer, so an offset is committed after its item is
+settled and its records are on Kafka.
 
 When a rebalance or a shutdown begins and the write is not done within `grace_s`, it is
 cancelled and `BatchGivenBack` raised: nothing of the batch is written to Kafka or acked, and
@@ -56,7 +57,7 @@ class BatchingSink(Generic[T]):
     """Runs one stage's batches through `writer`; `parse` turns a message into an item."""
 
     stage: Stage
-    parse: Callable[[bytes], T]
+    parse: Callable[[InboundMessage], T]
     writer: SinkWriter[T]
     flow_control: FlowControlEvent
     grace_s: float
@@ -71,7 +72,7 @@ class BatchingSink(Generic[T]):
         invalid: list[tuple[InboundMessage, WorkerError]] = []
         for message in messages:
             try:
-                valid.append((message, self.parse(message.value)))
+                valid.append((message, self.parse(message)))
             except WorkerError as error:
                 invalid.append((message, error))
         outcomes = await unless_flow_stops(

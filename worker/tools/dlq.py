@@ -43,293 +43,67 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import sys
-import time
-from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from enum import Enum, auto
-from functools import cached_property
 from typing import Any, TextIO
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from worker.errors import FatalError
-from worker.pipeline.dead_letters import DeadLetterHeaders
-from worker.pipeline.logs import message_id_in
-from worker.pipeline.records import OutboundRecord, header
-from worker.pipeline.replay import ReplayTarget, replay_count, replay_headers
+from worker.pipeline.letters import (
+    LIST_COLUMNS,
+    DeadLetter,
+    Filters,
+    LetterRef,
+    aware,
+    render_bytes,
+)
+from worker.pipeline.records import OutboundRecord
+from worker.pipeline.replay_plan import (
+    DEFAULT_MAX_REPLAYS,
+    ReplayCensus,
+    ReplayTally,
+    plan_replay,
+)
+from worker.runtime.dead_letter_topic import (
+    DeadLetterTopicError,
+    end_offsets,
+    partitions_of,
+    read_all,
+    read_refs,
+)
 from worker.runtime.kafka_connection import kafka_client_config
 from worker.runtime.topic_admin import wait_for_kafka
 from worker.settings import Settings, get_settings, mask, secret_values
 from worker.topics import TopicNames
 
 __all__ = [
-    "DeadLetter",
     "DlqError",
-    "Filters",
-    "LetterRef",
-    "Origin",
     "Progress",
-    "ReplayCensus",
-    "ReplayPlan",
-    "ReplayTally",
-    "Skip",
-    "classify",
-    "contacts_of",
+    "build_parser",
     "main",
-    "parsed_input",
-    "plan_replay",
     "run_dlq",
+    "table",
 ]
 
 #: Exit status when Kafka does not answer within KAFKA_STARTUP_TIMEOUT_S or refuses the
 #: connection (credentials, certificates): the worker's own (EX_SOFTWARE).
 EXIT_REFUSED = 70
-#: How long a read may go without any progress before the command gives up.
-IDLE_TIMEOUT_S = 30.0
 #: `list --since` starts reading at dead letters written this long before `since`.
 SINCE_MARGIN = timedelta(minutes=1)
-MESSAGE_CHARS = 100
 #: `show` cuts a value or header longer than this many characters unless `--full`.
 SHOW_CHARS = 4000
-#: Inputs larger than this are not parsed for their message id and contact (1 MiB: Kafka's
-#: default largest record; a letter's value is parsed once, when a filter or a row needs it).
-MAX_SCAN_BYTES = 1024 * 1024
 #: `replay` produces the letters it selected this many at a time, each lot acknowledged by the
 #: broker before it reads the next: what it holds does not grow with the dead-letter topic.
 REPLAY_CHUNK = 1000
 
-Origin = tuple[str, str, str]
-"""An input message, as (topic, partition, offset) from a dead letter's headers."""
-
 
 class DlqError(Exception):
-    """A reason the command cannot do what was asked; printed, exit status 1."""
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class LetterRef:
-    """Where a dead letter is on the dead-letter topic."""
-
-    partition: int
-    offset: int
-
-    def __str__(self) -> str:
-        return f"{self.partition}@{self.offset}"
-
-    @classmethod
-    def parse(cls, text: str) -> LetterRef:
-        for sep in ("@", ":"):
-            partition, found, offset = text.partition(sep)
-            if found:
-                try:
-                    ref = cls(int(partition), int(offset))
-                except ValueError:
-                    break
-                if ref.partition >= 0 and ref.offset >= 0:
-                    return ref
-                break
-        raise ValueError(f"not PARTITION@OFFSET: {text!r}")
-
-
-def parsed_input(value: bytes) -> object:
-    """The input a dead letter holds, parsed as JSON; None when it is not JSON or over
-    `MAX_SCAN_BYTES`."""
-    if len(value) > MAX_SCAN_BYTES:
-        return None
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-
-
-def contacts_of(data: object) -> tuple[str, ...]:
-    """Who a parsed input is about, most telling first: the emails, userIds, anonymousIds and
-    Autopilot contact ids a Segment call, an email event or a request descriptor names; none
-    for anything but a JSON object."""
-    if not isinstance(data, dict):
-        return ()
-
-    def at(*path: str) -> object:
-        node: object = data
-        for name in path:
-            node = node.get(name) if isinstance(node, dict) else None
-        return node
-
-    candidates = (
-        at("traits", "email"),
-        at("context", "traits", "email"),
-        at("properties", "email"),
-        at("contact", "email"),
-        at("contact"),  # a request descriptor's (a string; an email event's is an object)
-        at("userId"),
-        at("contact", "user_id"),
-        at("anonymousId"),
-        at("contact", "contact_id"),
-    )
-    found: list[str] = []
-    for candidate in candidates:
-        if isinstance(candidate, str) and candidate and candidate not in found:
-            found.append(candidate[:200])
-    return tuple(found)
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """One record of the dead-letter topic, with its error headers read out."""
-
-    ref: LetterRef
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]]
-
-    def _text(self, name: str) -> str | None:
-        raw = header(self.headers, name)
-        return raw.decode(errors="replace") if raw is not None else None
-
-    @property
-    def topic(self) -> str | None:
-        """The input topic the failed message was read from."""
-        return self._text(DeadLetterHeaders.TOPIC)
-
-    @property
-    def pipeline(self) -> str | None:
-        return self._text(DeadLetterHeaders.PIPELINE)
-
-    @property
-    def stage(self) -> str | None:
-        return self._text(DeadLetterHeaders.STAGE)
-
-    @property
-    def error_class(self) -> str | None:
-        return self._text(DeadLetterHeaders.CLASS_NAME)
-
-    @property
-    def status(self) -> str | None:
-        return self._text(DeadLetterHeaders.STATUS)
-
-    @property
-    def message(self) -> str:
-        return self._text(DeadLetterHeaders.MESSAGE) or ""
-
-    @property
-    def replay_count(self) -> int:
-        return replay_count(self.headers)
-
-    @property
-    def failed_at(self) -> datetime:
-        """The failure-time header; the record's timestamp when it is absent or garbled."""
-        text = self._text(DeadLetterHeaders.FAILED_AT)
-        if text:
-            try:
-                return _aware(datetime.fromisoformat(text))
-            except ValueError:
-                pass
-        return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
-
-    @property
-    def origin(self) -> Origin | None:
-        """(topic, partition, offset) of the input message; None when the headers do not say."""
-        topic = self._text(DeadLetterHeaders.TOPIC)
-        partition = self._text(DeadLetterHeaders.PARTITION)
-        offset = self._text(DeadLetterHeaders.OFFSET)
-        if topic is None or partition is None or offset is None:
-            return None
-        return topic, partition, offset
-
-    @property
-    def target(self) -> ReplayTarget | None:
-        return ReplayTarget.of_dead_letter(self.headers)
-
-    @property
-    def input(self) -> str:
-        """The input it failed on as the logs name it: `topic[partition]@offset`."""
-        topic = self._text(DeadLetterHeaders.TOPIC) or "?"
-        partition = self._text(DeadLetterHeaders.PARTITION) or "?"
-        offset = self._text(DeadLetterHeaders.OFFSET) or "?"
-        return f"{topic}[{partition}]@{offset}"
-
-    @cached_property
-    def _parsed(self) -> object:
-        return parsed_input(self.value)
-
-    @cached_property
-    def message_id(self) -> str | None:
-        """The input's message id, as the logs give it (`message_id`)."""
-        return message_id_in(self._parsed)
-
-    @cached_property
-    def contacts(self) -> tuple[str, ...]:
-        """Who the input is about (`contacts_of`), most telling first."""
-        return contacts_of(self._parsed)
-
-    @property
-    def contact(self) -> str | None:
-        """The most telling of `contacts`: an email, else a userId, else an anonymousId."""
-        return self.contacts[0] if self.contacts else None
-
-    def summary(self) -> dict[str, Any]:
-        """The fields `list --json` prints."""
-        return {
-            "partition": self.ref.partition,
-            "offset": self.ref.offset,
-            "failed_at": self.failed_at.isoformat(timespec="milliseconds"),
-            "first_failure_time": self._text(DeadLetterHeaders.FIRST_FAILURE),
-            "pipeline": self.pipeline,
-            "stage": self.stage,
-            "topic": self.topic,
-            "topic_partition": _int_or_none(self._text(DeadLetterHeaders.PARTITION)),
-            "topic_offset": _int_or_none(self._text(DeadLetterHeaders.OFFSET)),
-            "input": self.input,
-            "message_id": self.message_id,
-            "contact": self.contact,
-            "error_class": self.error_class,
-            "status": _int_or_none(self.status),
-            "message": self.message,
-            "replay_count": self.replay_count,
-            "key": _render(self.key)[1] if self.key is not None else None,
-            "value_bytes": len(self.value),
-        }
-
-    def row(self) -> tuple[str, ...]:
-        """The cells of the line `list` prints (`LIST_COLUMNS`)."""
-        message = " ".join(self.message.split())
-        return (
-            self.failed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-            self.input,
-            f"{self.pipeline or '?'}/{self.stage or '?'}",
-            f"{self.error_class or '?'} {self.status or '?'}",
-            _cut(self.message_id or "-", 40),
-            _cut(self.contact or "-", 32),
-            str(self.replay_count),
-            str(self.ref),
-            _cut(message, MESSAGE_CHARS),
-        )
-
-    def line(self) -> str:
-        """The one line `list` prints (without its table's alignment)."""
-        return "  ".join(self.row())
-
-
-#: The header of `list`'s table.
-LIST_COLUMNS = (
-    "FAILED AT (UTC)",
-    "INPUT",
-    "STAGE",
-    "ERROR",
-    "MESSAGE ID",
-    "CONTACT",
-    "REPLAYS",
-    "LETTER",
-    "REASON",
-)
+    """A reason the command cannot do what was asked; printed, exit status 1 (as is a reader's
+    `DeadLetterTopicError`)."""
 
 
 def table(rows: Sequence[tuple[str, ...]]) -> list[str]:
@@ -340,189 +114,6 @@ def table(rows: Sequence[tuple[str, ...]]) -> list[str]:
         "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]])
         for row in everything
     ]
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Which dead letters a command selects; an empty filter selects every one."""
-
-    topics: tuple[str, ...] = ()
-    error_classes: tuple[str, ...] = ()
-    pipelines: tuple[str, ...] = ()
-    message_ids: tuple[str, ...] = ()
-    contacts: tuple[str, ...] = ()
-    since: datetime | None = None
-    until: datetime | None = None
-
-    def matches(self, letter: DeadLetter) -> bool:
-        if self.topics and letter.topic not in self.topics:
-            return False
-        if self.error_classes and letter.error_class not in self.error_classes:
-            return False
-        if self.message_ids and letter.message_id not in self.message_ids:
-            return False
-        if self.contacts and not self._names_a_contact(letter):
-            return False
-        if self.pipelines:
-            stage = f"{letter.pipeline}/{letter.stage}"
-            if letter.pipeline not in self.pipelines and stage not in self.pipelines:
-                return False
-        failed_at = letter.failed_at
-        if self.since is not None and failed_at < self.since:
-            return False
-        return self.until is None or failed_at < self.until
-
-    def _names_a_contact(self, letter: DeadLetter) -> bool:
-        wanted = {contact.casefold() for contact in self.contacts}
-        named = [*letter.contacts, *([letter.key.decode(errors="replace")] if letter.key else [])]
-        return any(name.casefold() in wanted for name in named)
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedReplay:
-    letter: DeadLetter
-    target: ReplayTarget
-    record: OutboundRecord
-
-    @property
-    def replay_number(self) -> int:
-        return self.letter.replay_count + 1
-
-
-class Skip(Enum):
-    """Why `replay` leaves a selected letter alone."""
-
-    AT_MAX_REPLAYS = auto()
-    SUPERSEDED = auto()
-    WITHOUT_TARGET = auto()
-
-
-def classify(
-    letter: DeadLetter,
-    *,
-    max_replays: int,
-    latest_replay: Mapping[Origin, int] | None = None,
-) -> ReplayTarget | Skip:
-    """The stage a selected letter is replayed through, or why it is skipped.
-
-    `latest_replay` maps an input message (topic, partition, offset) to the highest replay
-    count any letter of it carries; a letter below that count is superseded. None: no letter is.
-    """
-    target = letter.target
-    if target is None:
-        return Skip.WITHOUT_TARGET
-    if letter.replay_count >= max_replays:
-        return Skip.AT_MAX_REPLAYS
-    origin = letter.origin
-    if (
-        latest_replay is not None
-        and origin is not None
-        and latest_replay.get(origin, 0) > letter.replay_count
-    ):
-        return Skip.SUPERSEDED
-    return target
-
-
-@dataclass
-class ReplayPlan:
-    """What `replay` writes for some selected letters, and what it skips and why."""
-
-    replays: list[PlannedReplay] = field(default_factory=list)
-    at_max_replays: list[DeadLetter] = field(default_factory=list)
-    superseded: list[DeadLetter] = field(default_factory=list)
-    without_target: list[DeadLetter] = field(default_factory=list)
-
-
-def plan_replay(
-    letters: Iterable[DeadLetter],
-    *,
-    retry_topic: str,
-    max_replays: int,
-    latest_replay: Mapping[Origin, int] | None = None,
-) -> ReplayPlan:
-    """Sort the selected letters into replays and skips, each as `classify` says."""
-    plan = ReplayPlan()
-    for letter in letters:
-        match classify(letter, max_replays=max_replays, latest_replay=latest_replay):
-            case ReplayTarget() as target:
-                record = OutboundRecord(
-                    topic=retry_topic,
-                    key=letter.key,
-                    value=letter.value,
-                    headers=replay_headers(letter.headers, target, key=letter.key),
-                )
-                plan.replays.append(PlannedReplay(letter, target, record))
-            case Skip.AT_MAX_REPLAYS:
-                plan.at_max_replays.append(letter)
-            case Skip.SUPERSEDED:
-                plan.superseded.append(letter)
-            case Skip.WITHOUT_TARGET:
-                plan.without_target.append(letter)
-    return plan
-
-
-@dataclass
-class ReplayTally:
-    """How many letters a `replay` run replayed and skipped, chunk by chunk."""
-
-    replays: int = 0
-    at_max_replays: int = 0
-    superseded: int = 0
-    without_target: int = 0
-
-    def add(self, plan: ReplayPlan) -> None:
-        self.replays += len(plan.replays)
-        self.at_max_replays += len(plan.at_max_replays)
-        self.superseded += len(plan.superseded)
-        self.without_target += len(plan.without_target)
-
-    def skipped_text(self, max_replays: int) -> str:
-        return (
-            f"skipped {self.at_max_replays} at --max-replays {max_replays}, "
-            f"{self.superseded} superseded by a later replay, "
-            f"{self.without_target} without a stage to replay through"
-        )
-
-
-@dataclass
-class ReplayCensus:
-    """The first of `replay`'s two reads: what the superseded check and the progress bar need.
-
-    Fed every dead letter (`add`), it keeps per input message its highest replay count
-    (`latest`, for `classify`) and how many selected letters with each count are due, never a
-    letter: it grows with the number of input messages that failed, not with the size of their
-    letters. `replays` is then how many letters the second read, up to the same end offsets,
-    replays: those due at their input message's latest count. Not `superseding`
-    (`--include-superseded`, or letters named by reference), `latest` stays empty and nothing
-    is superseded.
-    """
-
-    max_replays: int
-    superseding: bool = True
-    latest: dict[Origin, int] = field(default_factory=dict, init=False)
-    _due: Counter[tuple[Origin | None, int]] = field(
-        default_factory=Counter, init=False, repr=False
-    )
-
-    def add(self, letter: DeadLetter, *, selected: bool) -> None:
-        origin, count = letter.origin, letter.replay_count
-        if self.superseding and origin is not None:
-            self.latest[origin] = max(self.latest.get(origin, 0), count)
-        if selected and isinstance(classify(letter, max_replays=self.max_replays), ReplayTarget):
-            self._due[origin, count] += 1
-
-    @property
-    def replays(self) -> int:
-        latest = self.latest
-        return sum(
-            due
-            for (origin, count), due in self._due.items()
-            if origin is None or count >= latest.get(origin, 0)
-        )
 
 
 class Progress:
@@ -583,148 +174,6 @@ class Progress:
         self._stream.flush()
 
 
-# --- reading the dead-letter topic ----------------------------------------------------------
-
-
-def _to_letter(record: Any) -> DeadLetter:
-    return DeadLetter(
-        ref=LetterRef(record.partition, record.offset),
-        timestamp_ms=int(record.timestamp or 0),
-        key=record.key,
-        value=record.value if record.value is not None else b"",
-        headers=[(k, v if v is not None else b"") for k, v in record.headers or ()],
-    )
-
-
-def _consumer(settings: Settings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        **kafka_client_config(settings),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        client_id=f"{settings.worker_app_id}-dlq",
-    )
-
-
-async def _partitions(settings: Settings, topic: str) -> list[TopicPartition]:
-    """Every partition of `topic`; DlqError when the topic does not exist."""
-    admin = _admin(settings)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    found = sorted(
-        part["partition"]
-        for entry in described
-        if entry.get("topic") == topic and entry.get("error_code") == 0
-        for part in entry.get("partitions", ())
-    )
-    if not found:
-        raise DlqError(f"topic {topic!r} does not exist (run `python -m worker topics`)")
-    return [TopicPartition(topic, partition) for partition in found]
-
-
-def _admin(settings: Settings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(
-        **kafka_client_config(settings), client_id=f"{settings.worker_app_id}-dlq"
-    )
-
-
-async def end_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    """The dead-letter topic's end offsets now: where reads that must see the same letters stop."""
-    tps = await _partitions(settings, settings.topic_dead_letters)
-    consumer = _consumer(settings)
-    await consumer.start()
-    try:
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-    return ends
-
-
-async def read_all(
-    settings: Settings,
-    *,
-    written_since: datetime | None = None,
-    upto: Mapping[TopicPartition, int] | None = None,
-) -> AsyncIterator[DeadLetter]:
-    """Every dead letter, partition by partition interleaved, up to the end offsets `upto` (those
-    at start when None); with `written_since`, only those written then or later (by their record
-    timestamps)."""
-    tps = (
-        list(upto) if upto is not None else await _partitions(settings, settings.topic_dead_letters)
-    )
-    consumer = _consumer(settings)
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        ends = dict(upto) if upto is not None else await consumer.end_offsets(tps)
-        if written_since is None:
-            await consumer.seek_to_beginning(*tps)
-        else:
-            millis = int(written_since.timestamp() * 1000)
-            starts = await consumer.offsets_for_times(dict.fromkeys(tps, millis))
-            for tp in tps:
-                start = starts.get(tp)
-                consumer.seek(tp, ends[tp] if start is None else start.offset)
-        remaining = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
-        last_progress = time.monotonic()
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=500)
-            for tp, records in batches.items():
-                for record in records:
-                    if record.offset < ends[tp]:
-                        yield _to_letter(record)
-            if batches:
-                last_progress = time.monotonic()
-            elif time.monotonic() - last_progress > IDLE_TIMEOUT_S:
-                raise DlqError(
-                    f"no progress reading {settings.topic_dead_letters} for {IDLE_TIMEOUT_S:.0f} s"
-                )
-            remaining = [tp for tp in remaining if await consumer.position(tp) < ends[tp]]
-    finally:
-        await consumer.stop()
-
-
-async def read_refs(settings: Settings, refs: Sequence[LetterRef]) -> list[DeadLetter]:
-    """The dead letters at `refs`, in the order given; DlqError if one is not there."""
-    tps = {tp.partition: tp for tp in await _partitions(settings, settings.topic_dead_letters)}
-    missing = sorted({ref.partition for ref in refs} - set(tps))
-    if missing:
-        raise DlqError(f"{settings.topic_dead_letters} has no partition {missing[0]}")
-    consumer = _consumer(settings)
-    await consumer.start()
-    try:
-        consumer.assign(list(tps.values()))
-        letters = []
-        for ref in refs:
-            tp = tps[ref.partition]
-            end = (await consumer.end_offsets([tp]))[tp]
-            if ref.offset >= end:
-                raise DlqError(f"no dead letter at {ref} (partition {ref.partition} ends at {end})")
-            consumer.seek(tp, ref.offset)
-            letters.append(await _fetch_one(consumer, tp, ref, end))
-        return letters
-    finally:
-        await consumer.stop()
-
-
-async def _fetch_one(
-    consumer: AIOKafkaConsumer, tp: TopicPartition, ref: LetterRef, end: int
-) -> DeadLetter:
-    deadline = time.monotonic() + IDLE_TIMEOUT_S
-    while time.monotonic() < deadline:
-        batches = await consumer.getmany(tp, timeout_ms=500, max_records=1)
-        for record in batches.get(tp, []):
-            if record.offset == ref.offset:
-                return _to_letter(record)
-            raise DlqError(f"no dead letter at {ref} (removed by retention?)")
-        if await consumer.position(tp) >= end:
-            break
-    raise DlqError(f"no dead letter at {ref}")
-
-
 # --- commands -------------------------------------------------------------------------------
 
 
@@ -771,14 +220,14 @@ async def _show(ns: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     if letter.key is None:
         out.write("key: (none)\n")
     else:
-        encoding, text = _render(letter.key)
+        encoding, text = render_bytes(letter.key)
         out.write(f"key ({encoding}): {_clip(text, limit)}\n")
     out.write("headers:\n")
     for name, value in letter.headers:
-        encoding, text = _render(value)
+        encoding, text = render_bytes(value)
         prefix = "" if encoding == "utf-8" else f"({encoding}) "
         out.write(f"  {name}: {prefix}{_clip(text, limit)}\n")
-    encoding, text = _render(letter.value)
+    encoding, text = render_bytes(letter.value)
     out.write(f"value ({encoding}, {len(letter.value)} bytes):\n{_clip(text, limit)}\n")
     return 0
 
@@ -895,8 +344,8 @@ class _RetrySender:
 
     async def _start(self) -> AIOKafkaProducer:
         try:
-            await _partitions(self._settings, self._retry_topic)
-        except DlqError:
+            await partitions_of(self._settings, self._retry_topic)
+        except DeadLetterTopicError:
             raise DlqError(
                 f"the retry topic {self._retry_topic!r} does not exist "
                 "(run `python -m worker topics`)"
@@ -916,13 +365,9 @@ class _RetrySender:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _iso_time(text: str) -> datetime:
     try:
-        return _aware(datetime.fromisoformat(text))
+        return aware(datetime.fromisoformat(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO time: {text!r}") from None
 
@@ -944,26 +389,11 @@ def _positive(text: str) -> int:
     return value
 
 
-def _int_or_none(text: str | None) -> int | None:
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
-def _render(data: bytes) -> tuple[str, str]:
-    """(encoding, text): the bytes as text when they are UTF-8, else as base64."""
-    try:
-        return "utf-8", data.decode()
-    except UnicodeDecodeError:
-        return "base64", base64.b64encode(data).decode()
-
-
 def _full(letter: DeadLetter, topic: str) -> dict[str, Any]:
     def rendered(data: bytes | None) -> dict[str, str] | None:
         if data is None:
             return None
-        encoding, text = _render(data)
+        encoding, text = render_bytes(data)
         return {"encoding": encoding, "data": text}
 
     return {
@@ -1049,8 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--max-replays",
         type=_positive,
-        default=3,
-        help="skip letters replayed this many times already (default 3)",
+        default=DEFAULT_MAX_REPLAYS,
+        help=f"skip letters replayed this many times already (default {DEFAULT_MAX_REPLAYS})",
     )
     replay.add_argument(
         "--include-superseded",
@@ -1084,7 +514,7 @@ async def run_dlq(
         if ns.command == "show":
             return await _show(ns, settings, out)
         return await _replay(ns, settings, out, err)
-    except DlqError as exc:
+    except (DlqError, DeadLetterTopicError) as exc:
         err.write(f"dlq: {exc}\n")
         return 1
     except KafkaError as exc:

@@ -1,0 +1,432 @@
+"""The warehouse writer: a batch of laid-out messages into one database, in one transaction.
+
+`WarehouseWriter` is the runtime sink's `SinkWriter` for the loader; the database behind it
+(`worker.warehouse.duckdb`, `worker.warehouse.postgres`) is a `Database`. One `write`:
+
+1. drops the batch's repeated messages (same schema and id): the first copy is kept;
+2. evolves the schema: a table not seen yet is created with its kind's columns, a column not
+   seen yet is added with the type of the batch's first value for it (`columns.infer`); the
+   database's own answer, read back afterwards, is what counts (a replica may have added the
+   column first, with another type);
+3. fits every value to its column's type (`columns.coerce`); what does not fit is loaded as
+   NULL and counted;
+4. loads every table's rows in one transaction: rows whose id is in the table already are left
+   as they are (`ON CONFLICT (id) DO NOTHING`: the first copy wins), users are merged (a value
+   of the latest identify wins, a value it lacks is kept).
+
+The batch's offsets are acked only after `write` returns, so after the transaction committed.
+When the database refuses the batch's data (`RefusedByDatabase`), the batch is halved until
+the messages that cause it are found: each is dead-lettered (`UnexpectedError`: the values were
+fitted to the columns' types, so a refusal is ours to understand) and the others load. When
+the database cannot be written now (`TransientDatabaseError`: unreachable, a lock, a deadlock,
+disk full) the batch is tried again, with backoff, for as long as it takes: nothing is acked
+meanwhile, and a rebalance gives the batch back after the sink's grace. A table or column gone
+from under the loader (`SchemaChanged`) makes it read the schema again and retry once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from worker.errors import UnexpectedError
+from worker.pipeline.stage import LineBudget
+from worker.runtime.sink import ItemOutcome
+from worker.warehouse.columns import MISFIT, ColumnType, coerce, infer, parse_timestamp
+from worker.warehouse.layout import FIXED_COLUMNS, Laid, TableKind
+
+__all__ = [
+    "Database",
+    "RefusedByDatabase",
+    "SchemaChanged",
+    "TableChange",
+    "TableLoad",
+    "TransientDatabaseError",
+    "WarehouseStats",
+    "WarehouseWriter",
+]
+
+log = logging.getLogger(__name__)
+
+#: Columns of one table, in the database's order: name -> type.
+Columns = dict[str, ColumnType]
+TableKey = tuple[str, str]  # (schema, table)
+
+#: Backoff between attempts while the database cannot be written, doubling up to the last.
+RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class TransientDatabaseError(Exception):
+    """The database cannot be written now (unreachable, a lock, a deadlock, disk full): the
+    whole batch is tried again later."""
+
+
+class SchemaChanged(Exception):
+    """A table or column the loader knew of is not there (dropped by someone): the loader reads
+    the schema again."""
+
+
+class RefusedByDatabase(Exception):
+    """The database refused the batch's data (a value, a constraint someone added): the
+    messages that cause it are found by halving the batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class TableChange:
+    """A table to create (`create`: with `columns`, its kind's columns among them) or columns
+    to add to it."""
+
+    schema: str
+    table: str
+    kind: TableKind
+    create: bool
+    columns: Columns
+
+
+@dataclass(frozen=True, slots=True)
+class TableLoad:
+    """One table's rows of a batch: a tuple per row in `columns`' order, sorted by id, one row
+    per id; `merge` for users (update the row of an id already there)."""
+
+    schema: str
+    table: str
+    columns: tuple[str, ...]
+    types: tuple[ColumnType, ...]
+    rows: list[tuple[object, ...]]
+    merge: bool = False
+
+
+class Database(Protocol):
+    """What the writer asks of DuckDB or PostgreSQL. Failures are the three exceptions above."""
+
+    #: "DuckDB" or "PostgreSQL", for log lines and dead letters
+    name: str
+
+    async def read_schema(self, schema: str) -> dict[str, Columns]:
+        """Every table of `schema` and its columns (none when the schema does not exist)."""
+
+    async def evolve(self, changes: Sequence[TableChange]) -> dict[TableKey, Columns]:
+        """Create the tables and add the columns `changes` name (each only if it is not there:
+        a replica may do the same at the same time); the changed tables' columns as they are
+        now."""
+
+    async def load(self, loads: Sequence[TableLoad]) -> list[int]:
+        """Every table's rows in one transaction; how many rows each load inserted (or, when
+        merging, inserted or updated)."""
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class WarehouseStats:
+    """What the loader counts; `families` exports it to /metrics."""
+
+    rows: Counter[tuple[str, str]] = field(default_factory=Counter)  # (table, outcome)
+    values_nulled: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    properties_discarded: int = 0
+    messages_repeated: int = 0
+    tables_created: int = 0
+    columns_added: int = 0
+    transactions: int = 0
+    retries: Counter[str] = field(default_factory=Counter)  # by reason
+
+    def families(self) -> Iterator[Metric]:
+        prefix = "autopilot_worker_warehouse"
+        rows = CounterMetricFamily(
+            f"{prefix}_rows",
+            "Rows written by the warehouse loader, by table (schema.table) and outcome: "
+            "inserted (or merged, users), or duplicate (the id was loaded already).",
+            labels=("table", "outcome"),
+        )
+        for (table, outcome), count in sorted(self.rows.items()):
+            rows.add_metric([table, outcome], count)
+        yield rows
+        nulled = CounterMetricFamily(
+            f"{prefix}_values_nulled",
+            "Values that did not fit their column's type and were loaded as NULL.",
+            labels=("table", "column", "type"),
+        )
+        for (table, column, kind), count in sorted(self.values_nulled.items()):
+            nulled.add_metric([table, column, kind], count)
+        yield nulled
+        for name, value, text in (
+            (
+                "properties_discarded",
+                self.properties_discarded,
+                "Properties not loaded because "
+                "they are named like a reserved column (Segment discards them).",
+            ),
+            (
+                "messages_repeated",
+                self.messages_repeated,
+                "Messages whose id came again in the same batch: the first copy was loaded.",
+            ),
+            ("tables_created", self.tables_created, "Tables the loader asked to create."),
+            ("columns_added", self.columns_added, "Columns the loader asked to add."),
+            ("transactions", self.transactions, "Load transactions committed."),
+        ):
+            family = CounterMetricFamily(f"{prefix}_{name}", text)
+            family.add_metric([], value)
+            yield family
+        retries = CounterMetricFamily(
+            f"{prefix}_retries",
+            "Loads tried again: the database could not be written (transient) or its schema "
+            "changed under the loader (schema).",
+            labels=("reason",),
+        )
+        for reason in ("transient", "schema"):
+            retries.add_metric([reason], self.retries[reason])
+        yield retries
+
+
+_LOADED = ItemOutcome()
+
+
+@dataclass
+class _Prepared:
+    loads: list[TableLoad]
+    nulled: Counter[tuple[str, str, str]]
+    discarded: int
+
+
+class WarehouseWriter:
+    """The loader's `SinkWriter` (see the module docstring)."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        stats: WarehouseStats | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC).replace(tzinfo=None),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.database = database
+        self.stats = stats if stats is not None else WarehouseStats()
+        self._now = now
+        self._sleep = sleep
+        #: what the loader knows of the database: every table of every schema read so far
+        self._tables: dict[TableKey, Columns] = {}
+        self._schemas_read: set[str] = set()
+        self._retry_lines = LineBudget(1)
+        self._nulled_lines = LineBudget(10)
+
+    async def close(self) -> None:
+        await self.database.close()
+
+    async def write(self, items: Sequence[Laid]) -> list[ItemOutcome]:
+        outcomes = [_LOADED] * len(items)
+        await self._write_part(items, list(range(len(items))), outcomes)
+        return outcomes
+
+    async def _write_part(
+        self, items: Sequence[Laid], indices: list[int], outcomes: list[ItemOutcome]
+    ) -> None:
+        try:
+            await self._until_written([items[i] for i in indices])
+        except RefusedByDatabase as refused:
+            if len(indices) == 1:
+                message = f"{self.database.name} refused it: {refused}"
+                outcomes[indices[0]] = ItemOutcome(error=UnexpectedError(message[:2000]))
+                return
+            middle = len(indices) // 2
+            await self._write_part(items, indices[:middle], outcomes)
+            await self._write_part(items, indices[middle:], outcomes)
+
+    async def _until_written(self, batch: list[Laid]) -> None:
+        """One transaction for `batch`, tried until the database takes it or refuses it."""
+        attempt = 0
+        schema_retried = False
+        while True:
+            try:
+                await self._write_once(batch)
+            except TransientDatabaseError as exc:
+                self.stats.retries["transient"] += 1
+                wait = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+                attempt += 1
+                if self._retry_lines.take() is not None:
+                    log.warning(
+                        "warehouse: %s cannot be written (attempt %d), trying again in %g s: %s",
+                        self.database.name,
+                        attempt,
+                        wait,
+                        exc,
+                    )
+                await self._sleep(wait)
+            except SchemaChanged as exc:
+                self.stats.retries["schema"] += 1
+                self._tables.clear()
+                self._schemas_read.clear()
+                if schema_retried:
+                    raise RefusedByDatabase(f"the schema changed twice in a row: {exc}") from exc
+                schema_retried = True
+                log.warning("warehouse: %s: reading the schema again: %s", self.database.name, exc)
+            else:
+                return
+
+    async def _write_once(self, batch: list[Laid]) -> None:
+        first = _first_copies(batch)
+        repeated = len(batch) - len(first)
+        for schema in sorted({laid.schema for laid in first} - self._schemas_read):
+            for table, columns in (await self.database.read_schema(schema)).items():
+                self._tables[schema, table] = columns
+            self._schemas_read.add(schema)
+        changes = self._changes(first)
+        if changes:
+            self._tables.update(await self.database.evolve(changes))
+            self.stats.tables_created += sum(1 for c in changes if c.create)
+            self.stats.columns_added += sum(len(c.columns) for c in changes if not c.create)
+        prepared = self._prepare(first)
+        counts = await self.database.load(prepared.loads)
+        # counted only once the transaction committed
+        stats = self.stats
+        stats.transactions += 1
+        stats.messages_repeated += repeated
+        stats.properties_discarded += prepared.discarded
+        for load, inserted in zip(prepared.loads, counts, strict=True):
+            name = f"{load.schema}.{load.table}"
+            stats.rows[name, "inserted"] += inserted
+            stats.rows[name, "duplicate"] += len(load.rows) - inserted
+        if prepared.nulled:
+            stats.values_nulled.update(prepared.nulled)
+            for (table, column, kind), count in sorted(prepared.nulled.items()):
+                if self._nulled_lines.take() is not None:
+                    log.warning(
+                        "warehouse: %d value(s) of %s.%s did not fit its type %s: loaded as NULL",
+                        count,
+                        table,
+                        column,
+                        kind,
+                    )
+
+    def _changes(self, batch: list[Laid]) -> list[TableChange]:
+        """The tables and columns `batch` needs that the loader does not know of, typed by the
+        batch's first value for each."""
+        pending: dict[TableKey, tuple[TableKind, bool, Columns]] = {}
+        for laid in batch:
+            for row in laid.rows:
+                key = (laid.schema, row.table)
+                known = self._tables.get(key)
+                if known is not None and row.values.keys() <= known.keys():
+                    continue  # the common case: nothing new
+                change = pending.get(key)
+                if change is None:
+                    new = dict(FIXED_COLUMNS[row.kind]) if known is None else {}
+                    change = pending[key] = (row.kind, known is None, new)
+                columns = change[2]
+                for column, value in row.values.items():
+                    if column not in columns and (known is None or column not in known):
+                        columns[column] = infer(value)
+        return [
+            TableChange(schema, table, kind, create, columns)
+            for (schema, table), (kind, create, columns) in sorted(pending.items())
+            if create or columns
+        ]
+
+    def _prepare(self, batch: list[Laid]) -> _Prepared:
+        """Every table's rows, fitted to its columns, sorted by table and by id."""
+        grouped: dict[TableKey, list[Mapping[str, object]]] = {}
+        discarded = 0
+        for laid in batch:
+            discarded += len(laid.discarded)
+            for row in laid.rows:
+                grouped.setdefault((laid.schema, row.table), []).append(row.values)
+        now = self._now()
+        nulled: Counter[tuple[str, str, str]] = Counter()
+        loads: list[TableLoad] = []
+        for (schema, table), table_rows in sorted(grouped.items()):
+            columns = self._tables[schema, table]
+            merge = table == TableKind.USERS.value
+            values = _merged_users(table_rows) if merge else table_rows
+            fit = _Fitter(columns, now, f"{schema}.{table}", nulled)
+            rows = [fit(v) for v in values]
+            rows.sort(key=fit.id_of)
+            loads.append(TableLoad(schema, table, fit.names, fit.types, rows, merge))
+        return _Prepared(loads, nulled, discarded)
+
+
+def _first_copies(batch: list[Laid]) -> list[Laid]:
+    seen: set[tuple[str, str]] = set()
+    first: list[Laid] = []
+    for laid in batch:
+        key = (laid.schema, laid.id)
+        if key not in seen:
+            seen.add(key)
+            first.append(laid)
+    return first
+
+
+def _merged_users(rows: list[Mapping[str, object]]) -> list[Mapping[str, object]]:
+    """One row per user id, merged in the order the identifies were received: later values
+    over earlier ones (a value a later identify lacks is kept), the latest `received_at`."""
+
+    def received(values: Mapping[str, object]) -> datetime:
+        at = values.get("received_at")
+        return (parse_timestamp(at) if isinstance(at, str) else None) or datetime.min
+
+    merged: dict[object, dict[str, object]] = {}
+    for values in sorted(rows, key=received):
+        user = merged.get(values["id"])
+        if user is None:
+            merged[values["id"]] = dict(values)
+        else:
+            user.update(values)
+    return list(merged.values())
+
+
+class _Fitter:
+    """Fits rows of one table to its columns: a tuple per row in the columns' order, NULL
+    where a row has no value or its value does not fit (counted in `nulled`).
+
+    Rows of one producer come in few shapes (the same keys in the same order), so the column
+    position and type of each key are looked up once per shape."""
+
+    __slots__ = ("id_at", "index", "label", "names", "nulled", "plans", "template", "types")
+
+    def __init__(
+        self, columns: Columns, now: datetime, label: str, nulled: Counter[tuple[str, str, str]]
+    ) -> None:
+        self.names = tuple(columns)
+        self.types = tuple(columns.values())
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.id_at = self.index["id"]
+        template: list[object] = [None] * len(self.names)
+        if "uuid_ts" in self.index:
+            template[self.index["uuid_ts"]] = now
+        self.template = template
+        self.label = label
+        self.nulled = nulled
+        self.plans: dict[tuple[str, ...], list[tuple[int, ColumnType]]] = {}
+
+    def __call__(self, values: Mapping[str, object]) -> tuple[object, ...]:
+        shape = tuple(values)
+        plan = self.plans.get(shape)
+        if plan is None:
+            plan = self.plans[shape] = [(self.index[n], self.types[self.index[n]]) for n in shape]
+        out = self.template.copy()
+        text, timestamp = ColumnType.TEXT, ColumnType.TIMESTAMP
+        for (at, kind), value in zip(plan, values.values(), strict=True):
+            if type(value) is str:  # the common cases, without the call
+                if kind is text and "\x00" not in value:
+                    out[at] = value
+                    continue
+                if kind is timestamp:
+                    parsed = parse_timestamp(value)
+                    if parsed is not None:
+                        out[at] = parsed
+                        continue
+            fitted = coerce(value, kind)
+            if fitted is MISFIT:
+                self.nulled[self.label, self.names[at], kind.value] += 1
+                fitted = None
+            out[at] = fitted
+        return tuple(out)
+
+    def id_of(self, row: tuple[object, ...]) -> str:
+        return str(row[self.id_at])

@@ -443,3 +443,10 @@ def test_a_crashed_members_partitions_wait_the_workers_session_timeout_not_faust
     assert Settings.model_fields["broker_session_timeout"].default == 15.0  # faust's: 60
     settings = Settings(broker_session_timeout=12.5)
     assert create_app(settings).conf.broker_session_timeout == 12.5
+
+
+def test_faust_s_table_and_router_views_are_off() -> None:
+    """They would show the tables' emails and userIds to anyone reaching the web port."""
+    conf = create_app(Settings()).conf
+    assert conf.web_tables_enabled is False
+    assert conf.web_router_enabled is False

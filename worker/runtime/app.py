@@ -52,4 +52,8 @@ def create_app(settings: Settings) -> WorkerApp:
         web_port=settings.worker_web_port,
         web_host="127.0.0.1",
         web_in_thread=False,
+        # faust's own views would serve the tables (emails, userIds) and its router to anyone
+        # who reaches the port: the worker serves its own pages, behind its admin token
+        web_tables_enabled=False,
+        web_router_enabled=False,
     )

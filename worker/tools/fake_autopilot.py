@@ -23,13 +23,9 @@ Test routes (no key needed): `GET /_state`; `POST /_faults` with any of `error_r
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import errno
 import math
-import os
 import random
-import sys
 import time
 import uuid
 from collections import Counter, defaultdict, deque
@@ -42,6 +38,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
+
+from worker.tools import standin
 
 __all__ = ["FakeAutopilot", "Faults", "main", "run_fake_autopilot", "start_fake_autopilot"]
 
@@ -170,14 +168,14 @@ class FakeAutopilot:
     # -- the API -------------------------------------------------------------------------------
 
     async def _upsert_one(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        body = await standin.json_body(request)
         contact = body.get("contact")
         if not _valid_contact(contact):
             return _error(400, "A contact object with an Email is required.")
         return _reply(200, {"contact_id": self._upsert(contact)})
 
     async def _upsert_many(self, request: web.Request) -> web.Response:
-        contacts = (await _json_body(request)).get("contacts")
+        contacts = (await standin.json_body(request)).get("contacts")
         if not isinstance(contacts, list) or not 0 < len(contacts) <= MAX_BULK:
             return _error(400, f"contacts must be an array of 1 to {MAX_BULK} contacts.")
         invalid = [n for n, contact in enumerate(contacts) if not _valid_contact(contact)]
@@ -200,7 +198,7 @@ class FakeAutopilot:
         found = self._find(request.match_info["contact"])
         if found is None:
             return _not_found()
-        body = await _json_body(request)
+        body = await standin.json_body(request)
         self.journeys.append(
             {
                 "trigger_id": request.match_info["trigger_id"],
@@ -256,7 +254,7 @@ class FakeAutopilot:
     async def _set_faults(self, request: web.Request) -> web.Response:
         try:
             self.faults = Faults.model_validate(
-                {**self.faults.model_dump(), **await _json_body(request)}
+                {**self.faults.model_dump(), **await standin.json_body(request)}
             )
         except PydanticValidationError as exc:
             return _error(400, str(exc))
@@ -283,14 +281,6 @@ def _not_found() -> web.Response:
     return _error(404, "Contact could not be found.")
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        value = orjson.loads(await request.read() or b"{}")
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 async def start_fake_autopilot(
     *,
     host: str = "127.0.0.1",
@@ -301,60 +291,30 @@ async def start_fake_autopilot(
 ) -> tuple[web.AppRunner, str]:
     """Serve the fake in the running event loop (port 0 picks a free one); returns the runner,
     to `cleanup()` when done, and the base URL."""
-    runner = web.AppRunner(
-        FakeAutopilot(api_keys, rate_limit, seed).app, access_log=None, shutdown_timeout=1.0
-    )
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    bound_host, bound_port = runner.addresses[0][:2]
-    return runner, f"http://{bound_host}:{bound_port}"
+    return await standin.start(FakeAutopilot(api_keys, rate_limit, seed).app, host, port)
 
 
 def run_fake_autopilot(
     port: int, api_keys: Sequence[str], rate_limit: float, host: str = "127.0.0.1"
 ) -> None:
     """Serve the fake until interrupted."""
-    app = FakeAutopilot(api_keys, rate_limit).app
-
-    def serving(_aiohttp_banner: str) -> None:  # once bound
-        print(
-            f"stand-in Autopilot API on http://{host}:{port}: GET /_state (what it received), "
-            "POST /_faults, POST /_reset; Ctrl-C stops it",
-            flush=True,
-        )
-
-    web.run_app(app, host=host, port=port, access_log=None, shutdown_timeout=1.0, print=serving)
+    standin.serve(
+        FakeAutopilot(api_keys, rate_limit).app,
+        host=host,
+        port=port,
+        banner=f"stand-in Autopilot API on http://{host}:{port}: GET /_state (what it received), "
+        "POST /_faults, POST /_reset; Ctrl-C stops it",
+    )
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m worker fake-autopilot", description="Serve a stand-in Autopilot API."
+    return standin.main(
+        argv,
+        command="fake-autopilot",
+        api="Autopilot",
+        port_variable="FAKE_AUTOPILOT_PORT",
+        key_variable="AUTOPILOT_API_KEY",
+        default_port=DEFAULT_PORT,
+        default_rate=5.0,
+        run=run_fake_autopilot,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=int(os.environ.get("FAKE_AUTOPILOT_PORT") or DEFAULT_PORT),
-        help=f"default $FAKE_AUTOPILOT_PORT, else {DEFAULT_PORT} (as `make run`)",
-    )
-    parser.add_argument(
-        "--api-key",
-        action="append",
-        dest="api_keys",
-        help="a key to accept (repeatable; default $AUTOPILOT_API_KEY, else dev-key)",
-    )
-    parser.add_argument("--rate-limit", type=float, default=5.0, help="requests/s per key")
-    args = parser.parse_args(argv)
-    keys = args.api_keys or [os.environ.get("AUTOPILOT_API_KEY") or "dev-key"]
-    try:
-        run_fake_autopilot(args.port, keys, args.rate_limit, host=args.host)
-    except OSError as error:
-        if error.errno != errno.EADDRINUSE:
-            raise
-        print(
-            f"port {args.port} (the stand-in Autopilot API) is already in use by another "
-            "process: set FAKE_AUTOPILOT_PORT (or --port) to a free port",
-            file=sys.stderr,
-        )
-        return 1
-    return 0

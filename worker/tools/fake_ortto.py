@@ -37,14 +37,10 @@ Autopilot stand-in's, `worker.tools.fake_autopilot.Faults`); `POST /_definitions
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import errno
 import math
-import os
 import random
 import re
-import sys
 import time
 import uuid
 from collections import Counter, defaultdict, deque
@@ -57,6 +53,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError as PydanticValidationError
 
+from worker.tools import standin
 from worker.tools.fake_autopilot import HANG_S, LOG_SIZE, Faults
 
 __all__ = ["DEFAULT_PORT", "FakeOrtto", "main", "run_fake_ortto", "start_fake_ortto"]
@@ -452,14 +449,14 @@ class FakeOrtto:
     async def _set_faults(self, request: web.Request) -> web.Response:
         try:
             self.faults = Faults.model_validate(
-                {**self.faults.model_dump(), **await _json_body(request)}
+                {**self.faults.model_dump(), **await standin.json_body(request)}
             )
         except PydanticValidationError as exc:
             return _error(400, "bad-request", str(exc))
         return _reply(200, self.faults.model_dump())
 
     async def _set_definitions(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        body = await standin.json_body(request)
         self.strict = bool(body.get("strict", self.strict))
         self.custom_fields.update(str(f) for f in body.get("fields", []))
         self.activity_ids.update(str(a) for a in body.get("activities", []))
@@ -484,14 +481,6 @@ def _bad(message: str) -> _Rejected:
     return _Rejected(_error(400, "bad-request", message))
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        value = orjson.loads(await request.read() or b"{}")
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 async def start_fake_ortto(
     *,
     host: str = "127.0.0.1",
@@ -502,60 +491,30 @@ async def start_fake_ortto(
 ) -> tuple[web.AppRunner, str]:
     """Serve the fake in the running event loop (port 0 picks a free one); returns the runner,
     to `cleanup()` when done, and the base URL."""
-    runner = web.AppRunner(
-        FakeOrtto(api_keys, rate_limit, seed).app, access_log=None, shutdown_timeout=1.0
-    )
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    bound_host, bound_port = runner.addresses[0][:2]
-    return runner, f"http://{bound_host}:{bound_port}"
+    return await standin.start(FakeOrtto(api_keys, rate_limit, seed).app, host, port)
 
 
 def run_fake_ortto(
     port: int, api_keys: Sequence[str], rate_limit: float, host: str = "127.0.0.1"
 ) -> None:
     """Serve the fake until interrupted."""
-    app = FakeOrtto(api_keys, rate_limit).app
-
-    def serving(_aiohttp_banner: str) -> None:  # once bound
-        print(
-            f"stand-in Ortto API on http://{host}:{port}: GET /_state (what it received), "
-            "POST /_faults, POST /_definitions, POST /_reset; Ctrl-C stops it",
-            flush=True,
-        )
-
-    web.run_app(app, host=host, port=port, access_log=None, shutdown_timeout=1.0, print=serving)
+    standin.serve(
+        FakeOrtto(api_keys, rate_limit).app,
+        host=host,
+        port=port,
+        banner=f"stand-in Ortto API on http://{host}:{port}: GET /_state (what it received), "
+        "POST /_faults, POST /_definitions, POST /_reset; Ctrl-C stops it",
+    )
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m worker fake-ortto", description="Serve a stand-in Ortto API."
+    return standin.main(
+        argv,
+        command="fake-ortto",
+        api="Ortto",
+        port_variable="FAKE_ORTTO_PORT",
+        key_variable="ORTTO_API_KEY",
+        default_port=DEFAULT_PORT,
+        default_rate=10.0,
+        run=run_fake_ortto,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=int(os.environ.get("FAKE_ORTTO_PORT") or DEFAULT_PORT),
-        help=f"default $FAKE_ORTTO_PORT, else {DEFAULT_PORT} (as `make run`)",
-    )
-    parser.add_argument(
-        "--api-key",
-        action="append",
-        dest="api_keys",
-        help="a key to accept (repeatable; default $ORTTO_API_KEY, else dev-key)",
-    )
-    parser.add_argument("--rate-limit", type=float, default=10.0, help="requests/s per key")
-    args = parser.parse_args(argv)
-    keys = args.api_keys or [os.environ.get("ORTTO_API_KEY") or "dev-key"]
-    try:
-        run_fake_ortto(args.port, keys, args.rate_limit, host=args.host)
-    except OSError as error:
-        if error.errno != errno.EADDRINUSE:
-            raise
-        print(
-            f"port {args.port} (the stand-in Ortto API) is already in use by another "
-            "process: set FAKE_ORTTO_PORT (or --port) to a free port",
-            file=sys.stderr,
-        )
-        return 1
-    return 0

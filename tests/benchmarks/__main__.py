@@ -207,6 +207,27 @@ def _pipeline_rows(p: dict[str, Any]) -> list[list[str]]:
                 goal,
             ]
         )
+    if "worker_x2" in p:
+        ratio = p.get("ratio_worker_x2_to_quix_x2")
+        processing = p.get("ratio_worker_x2_to_quix_x2_processing")
+        pair_cpu = p["worker_x2"].get("cpu_us_per_event")
+        quix_cpu = p.get("quix_x2", {}).get("cpu_us_per_event")
+        rows += [
+            [
+                "pipeline throughput (a2) two worker processes, one group",
+                figure(p["worker_x2"]),
+                "",
+                "",
+                "",
+            ],
+            [
+                "pipeline throughput (c2) two quixstreams processes, one group",
+                figure(p.get("quix_x2", {})),
+                f"CPU µs/event: (a2) {_n(pair_cpu, 0)}, (c2) {_n(quix_cpu, 0)}",
+                f"(a2)/(c2) {_n(ratio, 3)} (after first output: {_n(processing, 3)})",
+                "",
+            ],
+        ]
     rss = w.get("peak_rss_mib")
     rows.append(
         [
@@ -347,12 +368,22 @@ def _detail(p: dict[str, Any]) -> list[str]:
         "output | CPU µs/event | peak RSS |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for key, name in (("worker", "(a) worker"), ("aiokafka", "(b) aiokafka"), ("quix", "(c) quix")):
-        r = p.get(key, {})
+    for key, name in (
+        ("worker", "(a) worker"),
+        ("aiokafka", "(b) aiokafka"),
+        ("quix", "(c) quix"),
+        ("worker_x2", "(a2) 2 workers"),
+        ("quix_x2", "(c2) 2 quix"),
+    ):
+        r = p.get(key)
+        if r is None:
+            continue
         lines.append(
             f"| {name} | {_n(r.get('events_per_s'))} | {_n(r.get('processing_events_per_s'))} "
             f"| {_n(r.get('startup_to_first_output_s'), 1)} s | {_n(r.get('cpu_us_per_event'), 0)}"
-            f" | {_n(r.get('peak_rss_mib'), 1)} MiB |"
+            f" | {_n(r.get('peak_rss_mib'), 1)} MiB"
+            + (f" (sum {_n(r['peak_rss_sum_mib'], 1)})" if "peak_rss_sum_mib" in r else "")
+            + " |"
         )
     return lines
 
@@ -397,6 +428,16 @@ def table(results: dict[str, Any]) -> str:
                 f"{pipeline['records_expected'] / pipeline['inputs']:.2f}): "
                 + ", ".join(f"{topic} {_n(n)}" for topic, n in sorted(written.items())),
             ]
+            coalescible = pipeline["worker"].get("changelog_records_coalescible")
+            if coalescible is not None:
+                changelog = sum(n for topic, n in written.items() if topic.endswith("-changelog"))
+                saved = sum(coalescible.values())
+                lines += [
+                    "",
+                    f"Of its {_n(changelog)} changelog records, a cache writing each key's latest "
+                    f"value once per commit interval would have left out {_n(saved)}"
+                    " (a key written again on its partition within the same second).",
+                ]
     return "\n".join(lines)
 
 

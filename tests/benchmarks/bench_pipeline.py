@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tests.benchmarks.broker import (
     OffsetWatcher,
@@ -61,7 +61,7 @@ from tests.benchmarks.inputs import (
     source_inputs,
 )
 from tests.kafkautil import create_topics
-from tests.workerproc import WorkerProcess, worker_env
+from tests.workerproc import WorkerProcess, free_port, worker_env
 
 __all__ = ["default_n", "measure_latency", "measure_throughput"]
 
@@ -74,6 +74,8 @@ LATENCY_RATE = 1000
 LATENCY_SECONDS = 20.0
 LATENCY_WARMUP_S = 3.0
 READY_LINE = "[^Worker]: Ready"
+COMMIT_INTERVAL_S = 1.0
+"""The worker's commit interval (`broker_commit_interval` in `worker.runtime.app`)."""
 
 
 def default_n() -> int:
@@ -92,6 +94,8 @@ class Run:
     spawned_to_ready_s: float | None = None
     status: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    #: changelog records a once-per-commit-interval cache would have left out, by topic
+    coalescible: dict[str, int] | None = None
 
     def figures(self, inputs: int) -> dict[str, Any]:
         done, first = self.spawned_to_done_s, self.spawned_to_first_output_s
@@ -113,8 +117,12 @@ class Run:
             out["startup_to_first_output_s"] = round(first, 2)
         if self.spawned_to_ready_s is not None:
             out["startup_to_ready_s"] = round(self.spawned_to_ready_s, 2)
+        if self.coalescible is not None:
+            out["changelog_records_coalescible"] = self.coalescible
         if self.status:
             out["peak_rss_mib"] = self.status.get("VmHWM")
+            if "VmHWM_sum" in self.status:
+                out["peak_rss_sum_mib"] = self.status["VmHWM_sum"]
             out["rss_at_end_mib"] = self.status.get("VmRSS")
             out["cpu_s"] = self.status.get("cpu_s")
             if "cpu_s" in self.status:
@@ -146,7 +154,7 @@ class _LogTail:
 
 async def _watch(
     run: Run,
-    proc: subprocess.Popen[bytes],
+    procs: Sequence[subprocess.Popen[bytes]],
     spawned: float,
     bootstrap: str,
     outputs: Sequence[str],
@@ -170,14 +178,27 @@ async def _watch(
             if total >= run.expected:
                 run.spawned_to_done_s = now - spawned
                 break
-            if proc.poll() is not None:
-                run.error = f"exited with status {proc.returncode} after {total} records"
+            dead = next((proc for proc in procs if proc.poll() is not None), None)
+            if dead is not None:
+                run.error = f"exited with status {dead.returncode} after {total} records"
                 break
             if now - last_progress > STALL_S:
                 run.error = f"stalled at {total} of {run.expected} records for {STALL_S:.0f} s"
                 break
             await asyncio.sleep(POLL_S)
-    run.status = proc_status(proc.pid)
+    run.status = _combined([proc_status(proc.pid) for proc in procs])
+
+
+def _combined(statuses: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Several processes' /proc figures as one: CPU seconds added up, the largest peak RSS
+    (and, with more than one process, their peaks added up as `VmHWM_sum`)."""
+    if len(statuses) == 1:
+        return statuses[0]
+    out: dict[str, float] = {"cpu_s": round(sum(s.get("cpu_s", 0.0) for s in statuses), 2)}
+    for name in ("VmHWM", "VmRSS"):
+        out[name] = max(s.get(name, 0.0) for s in statuses)
+    out["VmHWM_sum"] = round(sum(s.get("VmHWM", 0.0) for s in statuses), 1)
+    return out
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -195,7 +216,7 @@ def _tail(path: Path, chars: int = 3000) -> str:
 
 
 def _run_worker(
-    bootstrap: str, shared: dict[str, str], expected: int, tmp: Path
+    bootstrap: str, shared: dict[str, str], expected: int, tmp: Path, *, processes: int = 1
 ) -> tuple[Run, dict[str, int]]:
     suffix = uuid.uuid4().hex[:10]
     env = worker_env(
@@ -213,20 +234,30 @@ def _run_worker(
     asyncio.run(
         create_topics(bootstrap, outputs, PARTITIONS, security=client_security())
     )  # so they can be watched at once
-    log = tmp / "worker-throughput.log"
-    run = Run("worker", expected)
+    run = Run("worker" if processes == 1 else f"worker x{processes}", expected)
+    logs, workers = [], []
     spawned = time.perf_counter()
-    worker = WorkerProcess(env, log).start()
-    assert worker.proc is not None
+    for i in range(processes):
+        # each in a folder of its own: faust keeps its data directory where the process runs
+        folder = tmp / f"worker-{processes}-{i}"
+        folder.mkdir()
+        logs.append(folder / "worker-throughput.log")
+        own = env if i == 0 else env | {"WORKER_WEB_PORT": str(free_port())}
+        workers.append(WorkerProcess(own, logs[-1]).start())
+    procs = [worker.proc for worker in workers if worker.proc is not None]
     try:
-        asyncio.run(
-            _watch(run, worker.proc, spawned, bootstrap, outputs, ready=_LogTail(log, READY_LINE))
-        )
+        ready = _LogTail(logs[0], READY_LINE)
+        asyncio.run(_watch(run, procs, spawned, bootstrap, outputs, ready=ready))
         written = asyncio.run(_internal_records(bootstrap, env["WORKER_APP_ID"], outputs))
+        changelogs = [topic for topic in written if topic.endswith("-changelog")]
+        run.coalescible = asyncio.run(
+            _coalescible(bootstrap, changelogs, int(COMMIT_INTERVAL_S * 1000))
+        )
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
     if run.error:
-        run.error += "; log tail: " + _tail(log)
+        run.error += "; log tail: " + " / ".join(_tail(log) for log in logs)
     return run, written
 
 
@@ -243,7 +274,45 @@ async def _internal_records(bootstrap: str, app_id: str, outputs: Sequence[str])
         return await watcher.by_topic()
 
 
-def _run_loop(kind: str, bootstrap: str, shared: dict[str, str], expected: int, tmp: Path) -> Run:
+async def _coalescible(bootstrap: str, topics: Sequence[str], interval_ms: int) -> dict[str, int]:
+    """Per changelog topic: the records a cache writing each key's latest value once per commit
+    interval would have left out, i.e. the records whose key was written again on the same
+    partition within the same `interval_ms` window of CreateTime (issue 26's first lever)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **client_security()
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        seen: dict[str, set[tuple[int, bytes | None, int]]] = {t: set() for t in topics}
+        repeats = dict.fromkeys(topics, 0)
+        left = {tp for tp, end in ends.items() if end > 0}
+        while left:
+            for tp, records in (await consumer.getmany(*left, timeout_ms=1000)).items():
+                for record in records:
+                    window = (tp.partition, record.key, record.timestamp // interval_ms)
+                    if window in seen[tp.topic]:
+                        repeats[tp.topic] += 1
+                    seen[tp.topic].add(window)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+        return repeats
+    finally:
+        await consumer.stop()
+
+
+def _run_loop(
+    kind: str,
+    bootstrap: str,
+    shared: dict[str, str],
+    expected: int,
+    tmp: Path,
+    *,
+    processes: int = 1,
+) -> Run:
     suffix = uuid.uuid4().hex[:10]
     outputs = [f"{kind}-tracks-{suffix}", f"{kind}-requests-{suffix}", f"{kind}-dead-{suffix}"]
     asyncio.run(create_topics(bootstrap, outputs, PARTITIONS, security=client_security()))
@@ -257,21 +326,26 @@ def _run_loop(kind: str, bootstrap: str, shared: dict[str, str], expected: int, 
         "BENCH_REQUESTS": outputs[1],
         "BENCH_DEAD": outputs[2],
     }
-    log = tmp / f"{kind}.log"
-    run = Run(kind, expected)
+    log = tmp / f"{kind}-{processes}.log"
+    run = Run(kind if processes == 1 else f"{kind} x{processes}", expected)
     spawned = time.perf_counter()
+    procs = []
     with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.benchmarks.loops", kind],
-            env=env,
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        for _ in range(processes):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tests.benchmarks.loops", kind],
+                    env=env,
+                    cwd=REPO,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     try:
-        asyncio.run(_watch(run, proc, spawned, bootstrap, outputs, ready=None))
+        asyncio.run(_watch(run, procs, spawned, bootstrap, outputs, ready=None))
     finally:
-        _stop(proc)
+        for proc in procs:
+            _stop(proc)
     if run.error:
         run.error += "; log tail: " + _tail(log)
     return run
@@ -317,11 +391,18 @@ def measure_throughput(bootstrap: str, n: int | None = None) -> dict[str, Any]:
             result["quix"] = {"complete": False, "error": "quixstreams is not installed"}
         else:
             result["quix"] = _run_loop("quix", bootstrap, shared, expected, tmp).figures(inputs)
-    for other in ("aiokafka", "quix"):
+        # two processes in one consumer group each (3 partitions: one process takes two)
+        pair, pair_written = _run_worker(bootstrap, shared, expected, tmp, processes=2)
+        result["worker_x2"] = pair.figures(inputs) | {"records_by_topic": pair_written}
+        if importlib.util.find_spec("quixstreams") is not None:
+            result["quix_x2"] = _run_loop(
+                "quix", bootstrap, shared, expected, tmp, processes=2
+            ).figures(inputs)
+    for ours_name, other in (("worker", "aiokafka"), ("worker", "quix"), ("worker_x2", "quix_x2")):
         for figure, suffix in (("events_per_s", ""), ("processing_events_per_s", "_processing")):
-            ours, theirs = result["worker"].get(figure), result[other].get(figure)
+            ours, theirs = result[ours_name].get(figure), result.get(other, {}).get(figure)
             if ours and theirs:
-                result[f"ratio_worker_to_{other}{suffix}"] = round(ours / theirs, 3)
+                result[f"ratio_{ours_name}_to_{other}{suffix}"] = round(ours / theirs, 3)
     return result
 
 

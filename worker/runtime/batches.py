@@ -123,20 +123,32 @@ def _append(batch: BatchBuilder, record: OutboundRecord) -> bool:
     )
 
 
+_new_tuple = tuple.__new__
+
+
 def to_inbound(event: Any) -> InboundMessage:
     """A faust event as a framework-free message."""
     message = event.message
-    headers = message.headers or []
-    if isinstance(headers, dict):
-        headers = list(headers.items())
-    return InboundMessage(
-        message.topic,
-        message.partition,
-        message.offset,
-        int(message.timestamp * 1000),
-        message.key,
-        message.value if message.value is not None else b"",
-        [(k, v if v is not None else b"") for k, v in headers] if headers else (),
+    headers = message.headers
+    if headers:
+        if isinstance(headers, dict):
+            headers = headers.items()
+        headers = [(k, v if v is not None else b"") for k, v in headers]
+    else:
+        headers = ()
+    value = message.value
+    # the tuple made directly: a named tuple's own `__new__` is a Python-level call per message
+    return _new_tuple(
+        InboundMessage,
+        (
+            message.topic,
+            message.partition,
+            message.offset,
+            int(message.timestamp * 1000),
+            message.key,
+            value if value is not None else b"",
+            headers,
+        ),
     )
 
 

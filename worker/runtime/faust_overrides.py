@@ -495,7 +495,9 @@ def _raw_handler(app: Any, tp: TP, channel: Any) -> Callable[[Any], Awaitable[No
     async def on_message(message: Any) -> None:
         if not flow_control.is_active():
             await flow_control.acquire()
-        message.incref()
+        # `message.incref()` without faust's re-entrant ack lock: the consumer hands messages
+        # over, and the stages ack them, on this one event loop thread
+        message.refcount += 1
         event = new_event(app, message.key, message.value, message.headers, message)
         if queue.full():
             on_topic_buffer_full(tp)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import gc
 import logging
 import socket
 import sys
@@ -120,10 +121,28 @@ def _run_worker(loglevel: str) -> int:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
 
+    _tune_gc()
     faust.Worker(
         app, loglevel=loglevel, quiet=True, logging_config=logging_config(loglevel)
     ).execute_from_commandline()
     return 0  # pragma: no cover  (execute_from_commandline exits)
+
+
+#: Allocations between two collections of the youngest generation (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def _tune_gc() -> None:
+    """Fewer garbage collections while the worker runs: what start-up made (modules, the app)
+    is frozen out of every collection, and the youngest generation is collected every 20,000
+    allocations instead of 700. A message's objects die young, so each collection finds
+    nearly all of them garbage either way; the older generations keep their defaults, so
+    cyclic garbage is still freed at the same pace. Measured in `make bench`: about 10 % less
+    CPU an event, peak RSS the same (docs/FIGURES.md)."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def _topics() -> int:

@@ -63,7 +63,7 @@ from tests.benchmarks.inputs import (
 from tests.kafkautil import create_topics
 from tests.workerproc import WorkerProcess, free_port, worker_env
 
-__all__ = ["default_n", "measure_latency", "measure_throughput"]
+__all__ = ["default_n", "expected_records", "measure_latency", "measure_throughput", "run_worker"]
 
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
@@ -215,7 +215,7 @@ def _tail(path: Path, chars: int = 3000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
-def _run_worker(
+def run_worker(
     bootstrap: str, shared: dict[str, str], expected: int, tmp: Path, *, processes: int = 1
 ) -> tuple[Run, dict[str, int]]:
     suffix = uuid.uuid4().hex[:10]
@@ -351,7 +351,7 @@ def _run_loop(
     return run
 
 
-def _expected(inputs: Sequence[Input]) -> int:
+def expected_records(inputs: Sequence[Input]) -> int:
     return sum(1 for item in inputs if item.expect is not Expect.SKIP)
 
 
@@ -369,7 +369,7 @@ def measure_throughput(bootstrap: str, n: int | None = None) -> dict[str, Any]:
     load_s = asyncio.run(preload(bootstrap, shared["source"], source, PARTITIONS))
     load_s += asyncio.run(preload(bootstrap, shared["destination"], destination, PARTITIONS))
     asyncio.run(warm_group_coordinator(bootstrap, shared["source"]))
-    expected = _expected(source) + _expected(destination)
+    expected = expected_records(source) + expected_records(destination)
     inputs = len(source) + len(destination)
     result: dict[str, Any] = {
         "n_per_pipeline": n,
@@ -384,7 +384,7 @@ def measure_throughput(bootstrap: str, n: int | None = None) -> dict[str, Any]:
     del source, destination
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
         tmp = Path(tmp_name)
-        worker, written = _run_worker(bootstrap, shared, expected, tmp)
+        worker, written = run_worker(bootstrap, shared, expected, tmp)
         result["worker"] = worker.figures(inputs) | {"records_by_topic": written}
         result["aiokafka"] = _run_loop("aiokafka", bootstrap, shared, expected, tmp).figures(inputs)
         if importlib.util.find_spec("quixstreams") is None:
@@ -392,7 +392,7 @@ def measure_throughput(bootstrap: str, n: int | None = None) -> dict[str, Any]:
         else:
             result["quix"] = _run_loop("quix", bootstrap, shared, expected, tmp).figures(inputs)
         # two processes in one consumer group each (3 partitions: one process takes two)
-        pair, pair_written = _run_worker(bootstrap, shared, expected, tmp, processes=2)
+        pair, pair_written = run_worker(bootstrap, shared, expected, tmp, processes=2)
         result["worker_x2"] = pair.figures(inputs) | {"records_by_topic": pair_written}
         if importlib.util.find_spec("quixstreams") is not None:
             result["quix_x2"] = _run_loop(

@@ -82,6 +82,7 @@ class _Timed:
     def __init__(self, database: Database) -> None:
         self.database = database
         self.name = database.name
+        self.takes_copy_data = database.takes_copy_data
         self.seconds = 0.0
 
     async def read_schema(self, schema: str) -> Any:

@@ -1,5 +1,5 @@
-"""The Autopilot Source's common-shape email event mapping and Kafka's murmur2, compiled
-(see src/lib.rs)."""
+"""The Autopilot Source's common-shape email event mapping, Kafka's murmur2 and the warehouse
+loader's track layout and binary COPY rows, compiled (see src/lib.rs, src/warehouse.rs)."""
 
 from collections.abc import Callable, Mapping, Sequence
 
@@ -40,3 +40,11 @@ def copy_rows(
     that did not fit (NULL); None to hand the table to the Python path. `fit(value, position)`
     fits what the common cases leave (None: a misfit); `uuid_ts` (microseconds since
     2000-01-01) goes to column `uuid_ts_at` (-1: none)."""
+
+class TrackLayout:
+    def __init__(self) -> None: ...
+    def track(
+        self, raw: bytes
+    ) -> tuple[str, str, dict[str, object], dict[str, object], list[str]] | None:
+        """`(id, event table, tracks row, event row, discarded)` of the track `raw`, as
+        `worker.warehouse.layout.lay_out` makes them, or None to hand it to the Python path."""

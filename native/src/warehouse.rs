@@ -263,3 +263,458 @@ pub fn copy_rows<'py>(
     out.extend_from_slice(&(-1i16).to_be_bytes());
     Ok(Some((PyBytes::new(py, &out), misfits)))
 }
+
+// --- the layout of a track --------------------------------------------------------------------
+//
+// `worker/warehouse/layout.py`'s `lay_out` is the reference: `TrackLayout.track` lays out the
+// common shape of a track the same way (the same rows, keys in the same order, values of the
+// same types) and declines (None) everything else, which the Python path then lays out or
+// words as an error: input that is not UTF-8 or holds a backslash, a duplicate key (among the
+// keys read; in any object of `context` or `properties`), nesting deeper than `MAX_DEPTH`, an
+// array in `context` or `properties` (stored as orjson's JSON text), a number with an exponent,
+// an integer beyond 64 bits, a fraction of more than 15 digits, a message that is not a track,
+// an id, a name or a time that is not a non-empty string, two names that become one column, an
+// event whose table is empty or one of Segment's own.
+
+use super::Parser;
+use std::collections::HashMap;
+
+const MAX_DEPTH: u32 = 64;
+/// Columns and paths kept between calls; past this many, forgotten (names chosen by senders).
+const MAX_CACHED: usize = 65_536;
+/// PostgreSQL's identifier limit, in bytes (`MAX_NAME_BYTES`); names are ASCII by then.
+const MAX_NAME_BYTES: usize = 63;
+/// Segment's own tables (`RESERVED_TABLES`).
+const RESERVED_TABLES: [&str; 8] = [
+    "tracks",
+    "identifies",
+    "users",
+    "pages",
+    "screens",
+    "groups",
+    "aliases",
+    "accounts",
+];
+/// The columns of an event table's fixed part (`_EVENT`), which properties never overwrite.
+const EVENT_COLUMNS: [&str; 10] = [
+    "id",
+    "anonymous_id",
+    "user_id",
+    "event",
+    "event_text",
+    "received_at",
+    "sent_at",
+    "timestamp",
+    "original_timestamp",
+    "uuid_ts",
+];
+/// Message fields that become common columns, by their column (`_COMMON_FIELDS`), in order.
+const COMMON_FIELDS: [(&str, &str); 6] = [
+    ("anonymous_id", "anonymousId"),
+    ("user_id", "userId"),
+    ("received_at", "receivedAt"),
+    ("sent_at", "sentAt"),
+    ("timestamp", "timestamp"),
+    ("original_timestamp", "originalTimestamp"),
+];
+
+enum Val<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+    Obj(Vec<(&'a str, Val<'a>)>),
+}
+
+/// A JSON value of `context` or `properties`; None to decline.
+fn value<'a>(p: &mut Parser<'a>, depth: u32) -> Option<Val<'a>> {
+    p.ws();
+    match *p.s.get(p.i)? {
+        b'"' => p.string().map(Val::Str),
+        b'{' => {
+            if depth >= MAX_DEPTH {
+                return None;
+            }
+            p.i += 1;
+            let mut members: Vec<(&'a str, Val<'a>)> = Vec::new();
+            p.members(|p, key| {
+                if members.iter().any(|(seen, _)| *seen == key) {
+                    return None;
+                }
+                let member = value(p, depth + 1)?;
+                members.push((key, member));
+                Some(())
+            })?;
+            Some(Val::Obj(members))
+        }
+        b't' => p.literal(b"true").map(|()| Val::Bool(true)),
+        b'f' => p.literal(b"false").map(|()| Val::Bool(false)),
+        b'n' => p.literal(b"null").map(|()| Val::Null),
+        b'-' | b'0'..=b'9' => {
+            let start = p.i;
+            p.number()?;
+            // SAFETY: a number's bytes are ASCII
+            let text = unsafe { std::str::from_utf8_unchecked(&p.s[start..p.i]) };
+            if text.contains('.') {
+                // few enough digits that any correctly rounded parser reads the same double
+                let digits = text.bytes().filter(u8::is_ascii_digit).count();
+                (digits <= 15).then(|| text.parse().ok().map(Val::Float))?
+            } else {
+                text.parse().ok().map(Val::Int)
+            }
+        }
+        _ => None, // an array, or not JSON
+    }
+}
+
+/// `name` in snake_case, as `layout.snake_case` writes it (go-snakecase's rules).
+fn snake_case(name: &str) -> String {
+    let lower_or_digit = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let upper_or_digit = |c: u8| c.is_ascii_uppercase() || c.is_ascii_digit();
+    let s = name.as_bytes();
+    let n = s.len();
+    let mut i = 0;
+    while i < n && (lower_or_digit(s[i]) || (s[i] == b'_' && i < n - 1 && lower_or_digit(s[i + 1])))
+    {
+        i += 1;
+    }
+    if i == n {
+        return name.to_owned();
+    }
+    if i > 0 && s[i - 1].is_ascii_digit() {
+        i -= 1;
+    }
+    let mut out: Vec<u8> = s[..i].to_vec();
+    while i < n {
+        if !s[i].is_ascii_alphanumeric() {
+            i += 1;
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(b'_');
+        }
+        while i < n && upper_or_digit(s[i]) {
+            out.push(s[i].to_ascii_lowercase());
+            i += 1;
+        }
+        while i < n && lower_or_digit(s[i]) {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    // SAFETY: every byte pushed is ASCII, or a prefix of `name` ending before an ASCII byte
+    unsafe { String::from_utf8_unchecked(out) }
+}
+
+/// The column a `_`-joined path becomes (`layout.column_name`): snake_case, at most 63 bytes
+/// ("" when no letter or digit is left). snake_case is ASCII, so 63 bytes are 63 characters.
+fn column_name(path: &str) -> String {
+    let mut column = snake_case(path);
+    column.truncate(MAX_NAME_BYTES);
+    column
+}
+
+/// One row's columns being gathered: column ids and values, in order.
+struct Gathered<'a> {
+    columns: Vec<u32>,
+    values: Vec<PyVal<'a>>,
+}
+
+enum PyVal<'a> {
+    Str(&'a str),
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+}
+
+/// The common shape of a track, laid out as `layout.lay_out` does (see above).
+#[pyclass(module = "autopilot_native")]
+pub struct TrackLayout {
+    /// column names, by id, as Python strings
+    names: Vec<(String, Py<PyString>)>,
+    ids: HashMap<String, u32>,
+    /// path -> column id (`u32::MAX`: a path with no letter or digit)
+    paths: HashMap<String, u32>,
+}
+
+const NO_COLUMN: u32 = u32::MAX;
+
+impl TrackLayout {
+    fn column_id(&mut self, py: Python<'_>, column: &str) -> u32 {
+        if let Some(&id) = self.ids.get(column) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(NO_COLUMN - 1);
+        self.names
+            .push((column.to_owned(), PyString::new(py, column).unbind()));
+        self.ids.insert(column.to_owned(), id);
+        id
+    }
+
+    /// The column id of a path (`NO_COLUMN` when it has no letter or digit).
+    fn path_column(&mut self, py: Python<'_>, path: &str) -> u32 {
+        if let Some(&id) = self.paths.get(path) {
+            return id;
+        }
+        let column = column_name(path);
+        let id = if column.is_empty() {
+            NO_COLUMN
+        } else {
+            self.column_id(py, &column)
+        };
+        self.paths.insert(path.to_owned(), id);
+        id
+    }
+
+    /// `layout._flatten`: `obj`'s leaves into `into`; discarded source paths into `discarded`.
+    #[allow(clippy::too_many_arguments)] // recursive, as the Python path's
+    fn flatten<'a>(
+        &mut self,
+        py: Python<'_>,
+        obj: &[(&'a str, Val<'a>)],
+        prefix: &str,
+        source: &str,
+        into: &mut Gathered<'a>,
+        reserved: &[u32],
+        taken: &[u32],
+        discarded: &mut Vec<String>,
+    ) -> Option<()> {
+        for (key, member) in obj {
+            if matches!(member, Val::Null) {
+                continue;
+            }
+            let path = if prefix.is_empty() {
+                (*key).to_owned()
+            } else {
+                format!("{prefix}_{key}")
+            };
+            let column = self.path_column(py, &path);
+            let value = match member {
+                Val::Obj(inner) => {
+                    let source = format!("{source}.{key}");
+                    self.flatten(py, inner, &path, &source, into, reserved, taken, discarded)?;
+                    continue;
+                }
+                Val::Null => continue,
+                Val::Str(text) => PyVal::Str(text),
+                Val::Bool(flag) => PyVal::Bool(*flag),
+                Val::Int(number) => PyVal::Int(*number),
+                Val::Float(number) => PyVal::Float(*number),
+            };
+            if column != NO_COLUMN && (reserved.contains(&column) || taken.contains(&column)) {
+                discarded.push(format!("{source}.{key}"));
+                continue;
+            }
+            if column == NO_COLUMN || into.columns.contains(&column) {
+                return None; // a collision: the Python path words it
+            }
+            into.columns.push(column);
+            into.values.push(value);
+        }
+        Some(())
+    }
+
+    fn put<'py>(
+        &self,
+        py: Python<'py>,
+        row: &Bound<'py, PyDict>,
+        column: u32,
+        value: &PyVal<'_>,
+    ) -> PyResult<()> {
+        let key = self.names[column as usize].1.bind(py);
+        match value {
+            PyVal::Str(text) => row.set_item(key, PyString::new(py, text)),
+            PyVal::Bool(flag) => row.set_item(key, PyBool::new(py, *flag)),
+            PyVal::Int(number) => row.set_item(key, number),
+            PyVal::Float(number) => row.set_item(key, number),
+        }
+    }
+}
+
+/// A string field of the message: absent, null or "" is None; any other non-string declines.
+fn optional_text<'a>(member: Option<&Val<'a>>) -> Option<Option<&'a str>> {
+    match member {
+        None | Some(Val::Null) => Some(None),
+        Some(Val::Str("")) => Some(None),
+        Some(Val::Str(text)) => Some(Some(text)),
+        Some(_) => None,
+    }
+}
+
+#[pymethods]
+impl TrackLayout {
+    #[new]
+    fn new() -> Self {
+        Self {
+            names: Vec::new(),
+            ids: HashMap::new(),
+            paths: HashMap::new(),
+        }
+    }
+
+    /// `(id, event table, tracks row, event row, discarded)` of the track `raw`, as
+    /// `layout.lay_out` makes them, or None to hand `raw` to the Python path.
+    #[allow(clippy::type_complexity)]
+    fn track<'py>(
+        &mut self,
+        py: Python<'py>,
+        raw: &[u8],
+    ) -> PyResult<
+        Option<(
+            Bound<'py, PyString>,
+            Bound<'py, PyString>,
+            Bound<'py, PyDict>,
+            Bound<'py, PyDict>,
+            Vec<String>,
+        )>,
+    > {
+        if self.names.len() > MAX_CACHED || self.paths.len() > MAX_CACHED {
+            self.names.clear();
+            self.ids.clear();
+            self.paths.clear();
+        }
+        let Some(mut p) = Parser::new(raw) else {
+            return Ok(None);
+        };
+        // the members read; the others are checked and stepped over
+        let mut fields: Vec<(&str, Val<'_>)> = Vec::with_capacity(12);
+        const READ: [&str; 11] = [
+            "type",
+            "event",
+            "messageId",
+            "anonymousId",
+            "userId",
+            "receivedAt",
+            "sentAt",
+            "timestamp",
+            "originalTimestamp",
+            "context",
+            "properties",
+        ];
+        if p.open().is_none() {
+            return Ok(None);
+        }
+        let read = p.members(|p, key| {
+            if READ.contains(&key) {
+                if fields.iter().any(|(seen, _)| *seen == key) {
+                    return None;
+                }
+                let member = value(p, 1)?;
+                fields.push((key, member));
+                Some(())
+            } else {
+                p.skip(1)
+            }
+        });
+        p.ws();
+        if read.is_none() || p.i != raw.len() {
+            return Ok(None);
+        }
+        let field = |name: &str| fields.iter().find(|(key, _)| *key == name).map(|(_, v)| v);
+        if !matches!(field("type"), Some(Val::Str("track"))) {
+            return Ok(None);
+        }
+        let (Some(Some(message_id)), Some(Some(event_text))) = (
+            optional_text(field("messageId")),
+            optional_text(field("event")),
+        ) else {
+            return Ok(None);
+        };
+        let table = column_name(event_text);
+        if table.is_empty() || RESERVED_TABLES.contains(&table.as_str()) {
+            return Ok(None);
+        }
+        // the common columns: id, the common fields, the context, event and event_text
+        let mut common = Gathered {
+            columns: Vec::with_capacity(24),
+            values: Vec::with_capacity(24),
+        };
+        let id_column = self.column_id(py, "id");
+        common.columns.push(id_column);
+        common.values.push(PyVal::Str(message_id));
+        for (column, key) in COMMON_FIELDS {
+            let Some(text) = optional_text(field(key)) else {
+                return Ok(None);
+            };
+            if let Some(text) = text {
+                let id = self.column_id(py, column);
+                common.columns.push(id);
+                common.values.push(PyVal::Str(text));
+            }
+        }
+        let mut discarded: Vec<String> = Vec::new();
+        match field("context") {
+            None | Some(Val::Null) => {}
+            Some(Val::Obj(context)) => {
+                if self
+                    .flatten(
+                        py,
+                        context,
+                        "context",
+                        "context",
+                        &mut common,
+                        &[],
+                        &[],
+                        &mut discarded,
+                    )
+                    .is_none()
+                {
+                    return Ok(None);
+                }
+            }
+            Some(_) => return Ok(None),
+        }
+        for (column, text) in [("event", table.as_str()), ("event_text", event_text)] {
+            let id = self.column_id(py, column);
+            if common.columns.contains(&id) {
+                // a context column cannot be named so (it starts with `context`): never here
+                return Ok(None);
+            }
+            common.columns.push(id);
+            common.values.push(PyVal::Str(text));
+        }
+        let properties = match field("properties") {
+            None | Some(Val::Null) => &[][..],
+            Some(Val::Obj(properties)) => properties.as_slice(),
+            Some(_) => return Ok(None),
+        };
+        let reserved: Vec<u32> = EVENT_COLUMNS
+            .iter()
+            .map(|c| self.column_id(py, c))
+            .collect();
+        let taken = common.columns.clone();
+        let mut event = Gathered {
+            columns: taken.clone(),
+            values: Vec::new(),
+        };
+        if self
+            .flatten(
+                py,
+                properties,
+                "",
+                "properties",
+                &mut event,
+                &reserved,
+                &taken,
+                &mut discarded,
+            )
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let tracks_row = PyDict::new(py);
+        for (column, value) in common.columns.iter().zip(&common.values) {
+            self.put(py, &tracks_row, *column, value)?;
+        }
+        let event_row = tracks_row.copy()?;
+        let properties_columns = &event.columns[taken.len()..];
+        for (column, value) in properties_columns.iter().zip(&event.values) {
+            self.put(py, &event_row, *column, value)?;
+        }
+        let table_id = self.column_id(py, &table);
+        let table = self.names[table_id as usize].1.bind(py).clone();
+        let id = PyString::new(py, message_id);
+        Ok(Some((id, table, tracks_row, event_row, discarded)))
+    }
+}

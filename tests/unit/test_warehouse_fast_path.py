@@ -1,5 +1,10 @@
 """The compiled warehouse paths give exactly what the Python paths give.
 
+The track layout (`autopilot_native.TrackLayout`, used by `layout.lay_out`) must give the
+Python path's `Laid` (rows, keys in the same order, values of the same types, discarded
+properties) for every track it takes, and take none the Python path refuses. Checked on the
+golden cases, the benchmark's tracks, mutations of them and random tracks.
+
 The COPY encoder (`autopilot_native.copy_rows`, used by `_Fitter.copy_data` for PostgreSQL)
 must turn a table's rows into the bytes psycopg's binary COPY makes of the Python fitter's
 tuples (`_Fitter.__call__`, sorted by `id_of`), and count the same values as not fitting; or
@@ -23,14 +28,15 @@ from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
 from worker.errors import WorkerError
-from worker.warehouse import loader
+from worker.warehouse import layout, loader
 from worker.warehouse.columns import ColumnType, infer
-from worker.warehouse.layout import CALL_TYPES, FIXED_COLUMNS, lay_out
+from worker.warehouse.layout import CALL_TYPES, FIXED_COLUMNS, TRACK_TYPES, Laid, lay_out
 from worker.warehouse.loader import TableLoad, _Fitter, _merged_users
 from worker.warehouse.postgres import STAGING_TYPES
 
 pytestmark = pytest.mark.skipif(
-    loader.NATIVE is None, reason="the native module is built by `make install`"
+    loader.NATIVE is None or layout.NATIVE_TRACKS is None,
+    reason="the native module is built by `make install`",
 )
 
 NOW = datetime(2026, 11, 20, 12, 0, 0, 123456)  # naive UTC, as the loader's
@@ -268,3 +274,187 @@ class _NoDatabase:
 
     async def close(self) -> None:
         pass
+
+
+# --- the track layout -------------------------------------------------------------------------
+
+
+def _typed(laid: Laid) -> object:
+    """`laid` with its rows' keys in order and each value's type."""
+    rows = [
+        (row.table, row.kind, [(k, type(v), v) for k, v in row.values.items()]) for row in laid.rows
+    ]
+    return (laid.schema, laid.id, rows, laid.discarded)
+
+
+def _check_layout(raw: bytes) -> bool:
+    """Assert that the compiled layout, if it takes `raw`, gives the Python path's rows; say
+    whether it took it."""
+    assert layout.NATIVE_TRACKS is not None
+    taken = layout.NATIVE_TRACKS.track(raw) is not None
+    for types in (TRACK_TYPES, CALL_TYPES):
+        try:
+            expected = layout.lay_out_python(raw, schema="s", types=types)
+        except WorkerError as error:
+            refused: WorkerError | None = error
+        else:
+            refused = None
+        if refused is not None:
+            assert not taken, f"the native layout took what Python refuses ({refused}): {raw!r}"
+            continue
+        got = lay_out(raw, schema="s", types=types)
+        assert _typed(got) == _typed(expected), raw
+    return taken
+
+
+def _golden_inputs() -> list[bytes]:
+    out = []
+    for path in sorted(GOLDEN.glob("*.json")):
+        case = orjson.loads(path.read_bytes())
+        if "input" in case:
+            out.append(orjson.dumps(case["input"]))
+        else:
+            out.append(case["input_text"].encode("utf-8", "surrogateescape"))
+    return out
+
+
+def _bench_tracks() -> list[bytes]:
+    from tests.benchmarks.bench_warehouse import tracks  # noqa: PLC0415  (slow to import)
+
+    return tracks(400)
+
+
+def test_the_golden_cases_and_the_benchmark_tracks() -> None:
+    golden = _golden_inputs()
+    taken = [_check_layout(raw) for raw in golden]
+    assert sum(taken) >= 8  # the golden tracks of the common shape
+    assert all(_check_layout(raw) for raw in _bench_tracks())
+
+
+NAMES = [
+    "plan",
+    "Camel Case",
+    "camelCase",
+    "HTTPServer",
+    "a1B",
+    "9lives",
+    "ab__cd",
+    "__",
+    "_x",
+    "x_",
+    "!!!",
+    "",
+    "userId",
+    "id",
+    "event",
+    "uuid_ts",
+    "context_ip",
+    "context",
+    "Ünïcode Näme",
+    "日本",
+    "a" * 80,
+    "x" * 62 + "Y",
+    "a_b",
+    "a b",
+]
+PROPERTY_VALUES: list[object] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63 - 1,
+    2**63,
+    -(2**63),
+    1.5,
+    -0.0,
+    123456789.123456,
+    1.0000000000000002,
+    "",
+    "text",
+    "2026-11-20T10:15:00.000Z",
+    {},
+    {"b": 1, "c": {"d": "e"}},
+    {"b": None},
+    [1, 2],
+    [],
+]
+
+
+def _as_object(value: object) -> dict[str, object]:
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _mutations(track: dict[str, object], rng: random.Random) -> list[bytes]:
+    out: list[bytes] = []
+    props = _as_object(track.get("properties"))
+    for name in NAMES:
+        for value in rng.sample(PROPERTY_VALUES, 4):
+            out.append(orjson.dumps({**track, "properties": {**props, name: value}}))
+    for key in ("messageId", "event", "userId", "anonymousId", "timestamp", "type", "context"):
+        for value in ("", None, 12, "x", "tracks", "!!!", "Users", {"a": 1}, "A" * 100):
+            out.append(orjson.dumps({**track, key: value}))
+        out.append(orjson.dumps({k: v for k, v in track.items() if k != key}))
+    context = _as_object(track.get("context"))
+    for name in NAMES:
+        out.append(orjson.dumps({**track, "context": {**context, name: "v"}}))
+    shuffled = list(track.items())
+    rng.shuffle(shuffled)
+    out.append(orjson.dumps(dict(shuffled)))
+    out.append(orjson.dumps(track, option=orjson.OPT_INDENT_2))
+    text = orjson.dumps(track).decode()
+    out.append((text[:-1] + ',"type":"track"}').encode())  # a duplicate key
+    out.append((text[:-1] + ',"integrations":{"a":1,"a":2}}').encode())  # one not read
+    out.append(text.replace('"Email', '"\\u0045mail').encode())  # an escape
+    out.append(text.encode() + b" ")
+    out.append(text.encode() + b"x")
+    out.append(text[:-1].encode())
+    out.append(text.encode("utf-8")[:-2] + b"\xff}")
+    deep: object = "v"
+    for _ in range(70):
+        deep = {"n": deep}
+    out.append(orjson.dumps({**track, "properties": deep}))
+    return out
+
+
+def test_mutations_of_the_tracks() -> None:
+    rng = random.Random(7)
+    tracks = [orjson.loads(raw) for raw in _bench_tracks()[:40]]
+    for raw in _golden_inputs():
+        try:
+            case = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(case, dict) and case.get("type") == "track":
+            tracks.append(case)
+    taken = 0
+    total = 0
+    for track in tracks:
+        for raw in _mutations(track, rng):
+            taken += _check_layout(raw)
+            total += 1
+    assert taken > total // 3  # most mutations stay in the common shape
+
+
+def _random_object(rng: random.Random, depth: int) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for _ in range(rng.randint(0, 5)):
+        name = rng.choice(NAMES) if rng.random() < 0.5 else rng.choice(["a", "b", "A", "a_b", "aB"])
+        if depth < 3 and rng.random() < 0.3:
+            out[name] = _random_object(rng, depth + 1)
+        else:
+            out[name] = rng.choice(PROPERTY_VALUES)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_tracks(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(100):
+        track: dict[str, object] = {"type": "track", "event": rng.choice(NAMES), "messageId": "m"}
+        for key in ("userId", "anonymousId", "receivedAt", "sentAt"):
+            if rng.random() < 0.5:
+                track[key] = rng.choice(["u", "", None, "2026-11-20T10:15:00.000Z"])
+        track["context"] = _random_object(rng, 0)
+        track["properties"] = _random_object(rng, 0)
+        _check_layout(orjson.dumps(track))

@@ -278,6 +278,32 @@ pub fn copy_rows<'py>(
 
 use super::Parser;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// FNV-1a: names are short, and SipHash's defence against chosen collisions costs more than
+/// the lookup (the maps are bounded by `MAX_CACHED` and cleared past it).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &byte in bytes {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+type Names<V> = HashMap<String, V, BuildHasherDefault<Fnv>>;
 
 const MAX_DEPTH: u32 = 64;
 /// Columns and paths kept between calls; past this many, forgotten (names chosen by senders).
@@ -433,14 +459,30 @@ enum PyVal<'a> {
 pub struct TrackLayout {
     /// column names, by id, as Python strings
     names: Vec<(String, Py<PyString>)>,
-    ids: HashMap<String, u32>,
+    ids: Names<u32>,
     /// path -> column id (`u32::MAX`: a path with no letter or digit)
-    paths: HashMap<String, u32>,
+    paths: Names<u32>,
+    /// ids of the columns every track has: id, the common fields, event and event_text, and
+    /// those of an event table's fixed part (see `TrackLayout::fixed`)
+    fixed: Vec<u32>,
 }
 
 const NO_COLUMN: u32 = u32::MAX;
 
 impl TrackLayout {
+    /// The ids of `id`, the six common fields' columns, `event`, `event_text`, then of
+    /// `EVENT_COLUMNS` (made once, and again after the caches were cleared).
+    fn fixed(&mut self, py: Python<'_>) -> Vec<u32> {
+        if self.fixed.is_empty() {
+            let mut names = vec!["id"];
+            names.extend(COMMON_FIELDS.iter().map(|(column, _)| *column));
+            names.extend(["event", "event_text"]);
+            names.extend(EVENT_COLUMNS);
+            self.fixed = names.into_iter().map(|c| self.column_id(py, c)).collect();
+        }
+        self.fixed.clone()
+    }
+
     fn column_id(&mut self, py: Python<'_>, column: &str) -> u32 {
         if let Some(&id) = self.ids.get(column) {
             return id;
@@ -548,8 +590,9 @@ impl TrackLayout {
     fn new() -> Self {
         Self {
             names: Vec::new(),
-            ids: HashMap::new(),
-            paths: HashMap::new(),
+            ids: Names::default(),
+            paths: Names::default(),
+            fixed: Vec::new(),
         }
     }
 
@@ -573,7 +616,9 @@ impl TrackLayout {
             self.names.clear();
             self.ids.clear();
             self.paths.clear();
+            self.fixed.clear();
         }
+        let fixed = self.fixed(py);
         let Some(mut p) = Parser::new(raw) else {
             return Ok(None);
         };
@@ -630,16 +675,14 @@ impl TrackLayout {
             columns: Vec::with_capacity(24),
             values: Vec::with_capacity(24),
         };
-        let id_column = self.column_id(py, "id");
-        common.columns.push(id_column);
+        common.columns.push(fixed[0]);
         common.values.push(PyVal::Str(message_id));
-        for (column, key) in COMMON_FIELDS {
+        for (at, (_, key)) in COMMON_FIELDS.iter().enumerate() {
             let Some(text) = optional_text(field(key)) else {
                 return Ok(None);
             };
             if let Some(text) = text {
-                let id = self.column_id(py, column);
-                common.columns.push(id);
+                common.columns.push(fixed[1 + at]);
                 common.values.push(PyVal::Str(text));
             }
         }
@@ -665,8 +708,7 @@ impl TrackLayout {
             }
             Some(_) => return Ok(None),
         }
-        for (column, text) in [("event", table.as_str()), ("event_text", event_text)] {
-            let id = self.column_id(py, column);
+        for (id, text) in [(fixed[7], table.as_str()), (fixed[8], event_text)] {
             if common.columns.contains(&id) {
                 // a context column cannot be named so (it starts with `context`): never here
                 return Ok(None);
@@ -679,10 +721,7 @@ impl TrackLayout {
             Some(Val::Obj(properties)) => properties.as_slice(),
             Some(_) => return Ok(None),
         };
-        let reserved: Vec<u32> = EVENT_COLUMNS
-            .iter()
-            .map(|c| self.column_id(py, c))
-            .collect();
+        let reserved = &fixed[9..];
         let taken = common.columns.clone();
         let mut event = Gathered {
             columns: taken.clone(),
@@ -695,7 +734,7 @@ impl TrackLayout {
                 "",
                 "properties",
                 &mut event,
-                &reserved,
+                reserved,
                 &taken,
                 &mut discarded,
             )

@@ -1,7 +1,7 @@
-"""The Autopilot Source's common-shape email event mapping and Kafka's murmur2, compiled
-(see src/lib.rs)."""
+"""The Autopilot Source's common-shape email event mapping, Kafka's murmur2 and the warehouse
+loader's track layout and binary COPY rows, compiled (see src/lib.rs, src/warehouse.rs)."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 class EmailEventMapper:
     def __init__(
@@ -25,3 +25,26 @@ def murmur2(data: bytes) -> int:
 
 def home_partition(key: bytes, partitions: int) -> int:
     """`(murmur2(key) & 0x7FFFFFFF) % partitions`; ValueError unless `partitions` > 0."""
+
+def copy_rows(
+    rows: Sequence[Mapping[str, object]],
+    index: Mapping[str, int],
+    kinds: Sequence[int],
+    id_at: int,
+    uuid_ts_at: int,
+    uuid_ts: int,
+    fit: Callable[[object, int], object],
+) -> tuple[bytes, list[int]] | None:
+    """`rows` fitted to the columns `index` numbers, of types `kinds` (0 timestamp, 1 integer,
+    2 float, 3 boolean, 4 text), as PostgreSQL's binary COPY data, and the values of each column
+    that did not fit (NULL); None to hand the table to the Python path. `fit(value, position)`
+    fits what the common cases leave (None: a misfit); `uuid_ts` (microseconds since
+    2000-01-01) goes to column `uuid_ts_at` (-1: none)."""
+
+class TrackLayout:
+    def __init__(self) -> None: ...
+    def track(
+        self, raw: bytes
+    ) -> tuple[str, str, dict[str, object], dict[str, object], list[str]] | None:
+        """`(id, event table, tracks row, event row, discarded)` of the track `raw`, as
+        `worker.warehouse.layout.lay_out` makes them, or None to hand it to the Python path."""

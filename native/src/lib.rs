@@ -22,6 +22,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use std::collections::HashMap;
 
+mod warehouse;
+
 /// Deeper nesting is declined (pydantic's parser refuses past 200; msgspec goes further).
 const MAX_DEPTH: u32 = 64;
 /// Longer numbers are declined (pydantic's parser refuses past 4,300 digits).
@@ -638,5 +640,7 @@ fn home_partition(key: &[u8], partitions: i64) -> PyResult<i64> {
 fn autopilot_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<EmailEventMapper>()?;
     module.add_function(wrap_pyfunction!(murmur2, module)?)?;
-    module.add_function(wrap_pyfunction!(home_partition, module)?)
+    module.add_function(wrap_pyfunction!(home_partition, module)?)?;
+    module.add_function(wrap_pyfunction!(warehouse::copy_rows, module)?)?;
+    module.add_class::<warehouse::TrackLayout>()
 }

@@ -330,7 +330,8 @@ def _warehouse_rows(w: dict[str, Any]) -> list[list[str]]:
         [
             f"warehouse loader into PostgreSQL, bytes → committed rows ({what})",
             f"{_n(w['postgres_loader_rows_per_s'])} rows/s (Python side "
-            f"{w['python_us_per_track']:g} µs a track)",
+            f"{w['python_us_per_track']:g} µs a track; the client's CPU "
+            f"{w['postgres_loader_cpu_us_per_track']:g} µs a track)",
             f"plain COPY of the same rows: binary {_n(w['postgres_copy_rows_per_s'])} rows/s, "
             f"text {_n(w['postgres_text_copy_rows_per_s'])} rows/s",
             f"{w['postgres_ratio']:.3f} (of the text COPY: {w['postgres_text_ratio']:.3f})",

@@ -45,6 +45,7 @@ from psycopg import sql
 
 from tests.benchmarks.inputs import Expect, source_inputs
 from tests.localpostgres import LocalPostgres, free_port
+from worker.__main__ import tune_gc
 from worker.source.mapping import map_source
 from worker.warehouse.duckdb import SQL_TYPES as DUCKDB_TYPES
 from worker.warehouse.duckdb import DuckDBWarehouse
@@ -82,6 +83,7 @@ class _Timed:
     def __init__(self, database: Database) -> None:
         self.database = database
         self.name = database.name
+        self.takes_copy_data = database.takes_copy_data
         self.seconds = 0.0
 
     async def read_schema(self, schema: str) -> Any:
@@ -104,19 +106,22 @@ class _Timed:
             self.seconds += time.perf_counter() - started
 
 
-async def _load(database: Database, raw: Sequence[bytes]) -> tuple[float, float]:
-    """Seconds the loader takes from bytes to committed rows, batch by batch, and of those the
-    seconds spent in the database."""
+async def _load(database: Database, raw: Sequence[bytes]) -> tuple[float, float, float]:
+    """Seconds the loader takes from bytes to committed rows, batch by batch, of those the
+    seconds spent in the database, and the CPU seconds of this process (the client's whole
+    work: layout, fitting, psycopg; steadier than wall time on a shared machine)."""
     timed = _Timed(database)
     writer = WarehouseWriter(timed)
     started = time.perf_counter()
+    cpu = time.process_time()
     for batch in _batches(raw):
         laid = [lay_out(value, schema=SCHEMA, types=TRACK_TYPES) for value in batch]
         outcomes = await writer.write(laid)
         assert all(o.error is None for o in outcomes)
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     await writer.close()
-    return elapsed, timed.seconds
+    return elapsed, timed.seconds, cpu
 
 
 def _prepared(raw: Sequence[bytes]) -> list[list[TableLoad]]:
@@ -217,20 +222,25 @@ def measure(count: int | None = None) -> dict[str, Any]:
     server = LocalPostgres(
         Path(tempfile.mkdtemp(prefix="bench-postgres-")), free_port(), durable=True
     )
+    thresholds = gc.get_threshold()
     try:
         _log("starting PostgreSQL")
         server.start()
         # the loaders run first, while the baselines' rows are not made yet: a heap holding
-        # them (millions of objects) would slow every garbage collection of the loaders
-        gc.collect()
+        # them (millions of objects) would slow every garbage collection of the loaders; what
+        # start-up made is frozen and the collector tuned, as `python -m worker run` does
+        # before its agents start
+        tune_gc()
         _log("PostgreSQL: the loader")
-        loader_s, loader_db_s = asyncio.run(_load(PostgresWarehouse(server.url), raw))
+        loader_s, loader_db_s, loader_cpu_s = asyncio.run(_load(PostgresWarehouse(server.url), raw))
         gc.collect()
         _log("PostgreSQL: the loader again (a replay: every id there already)")
-        replay_s, _ = asyncio.run(_load(PostgresWarehouse(server.url), raw))
+        replay_s, _, _ = asyncio.run(_load(PostgresWarehouse(server.url), raw))
         gc.collect()
         _log("DuckDB: the loader")
-        duck_s, duck_db_s = asyncio.run(_load(DuckDBWarehouse(str(folder / "loader.duckdb")), raw))
+        duck_s, duck_db_s, _ = asyncio.run(
+            _load(DuckDBWarehouse(str(folder / "loader.duckdb")), raw)
+        )
 
         _log("the baselines' rows: the loader's own, laid out and typed")
         loads = _prepared(raw)
@@ -246,6 +256,8 @@ def measure(count: int | None = None) -> dict[str, Any]:
         _log("DuckDB: its appender")
         appender_s = _duckdb_appender(str(folder / "appender.duckdb"), loads)
     finally:
+        gc.unfreeze()  # the other sections of `make bench` run in this process
+        gc.set_threshold(*thresholds)
         server.remove()
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -271,6 +283,7 @@ def measure(count: int | None = None) -> dict[str, Any]:
         "duckdb_loader_database_rows_per_s": rate(duck_db_s),
         "duckdb_database_ratio": round(appender_s / duck_db_s, 3),
         "python_us_per_track": round((loader_s - loader_db_s) / len(raw) * 1e6, 1),
+        "postgres_loader_cpu_us_per_track": round(loader_cpu_s / len(raw) * 1e6, 1),
         "seconds": {
             "postgres_loader": round(loader_s, 2),
             "postgres_loader_database": round(loader_db_s, 2),

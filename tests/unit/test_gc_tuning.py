@@ -1,4 +1,4 @@
-"""The worker's garbage-collector tuning (`worker.__main__._tune_gc`)."""
+"""The worker's garbage-collector tuning (`worker.__main__.tune_gc`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker.__main__ import GC_YOUNG_THRESHOLD, _tune_gc
+from worker.__main__ import GC_YOUNG_THRESHOLD, tune_gc
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def restored_gc() -> Iterator[None]:
 @pytest.mark.usefixtures("restored_gc")
 def test_young_generation_collected_less_often_older_ones_as_before() -> None:
     before = gc.get_threshold()
-    _tune_gc()
+    tune_gc()
     assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
 
 
@@ -29,5 +29,5 @@ def test_young_generation_collected_less_often_older_ones_as_before() -> None:
 def test_what_start_up_made_is_frozen_out_of_collections() -> None:
     gc.unfreeze()
     made_at_start_up: list[list[int]] = [[] for _ in range(1000)]  # lists: tracked by the gc
-    _tune_gc()
+    tune_gc()
     assert gc.get_freeze_count() > len(made_at_start_up)

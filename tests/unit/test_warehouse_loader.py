@@ -36,6 +36,7 @@ class MemoryDatabase:
     """Tables in dicts; failures on demand."""
 
     name: str = "Memory"
+    takes_copy_data: bool = False
     tables: dict[TableKey, Columns] = field(default_factory=dict)
     rows: dict[TableKey, dict[str, dict[str, object]]] = field(default_factory=dict)
     evolved: list[list[TableChange]] = field(default_factory=list)

@@ -30,7 +30,7 @@ from worker.runtime.sink import BatchingSink
 from worker.runtime.stages import Runtime
 from worker.settings import Settings
 from worker.warehouse.duckdb import DuckDBWarehouse
-from worker.warehouse.layout import CALL_TYPES, TRACK_TYPES, Laid, lay_out
+from worker.warehouse.layout import CALL_TYPES, NATIVE_TRACKS, TRACK_TYPES, Laid, lay_out
 from worker.warehouse.loader import Database, WarehouseStats, WarehouseWriter
 from worker.warehouse.postgres import PostgresWarehouse
 
@@ -104,6 +104,11 @@ def build_warehouse(runtime: Runtime) -> WarehouseStats | None:
     if settings.warehouse_url is None:
         log.info("WAREHOUSE_URL is not set: the warehouse loader is not started")
         return None
+    if NATIVE_TRACKS is None:
+        log.warning(
+            "the compiled warehouse layout (native/, built by `make install`) is not installed: "
+            "every track is laid out and fitted by the Python path: the same rows, slower"
+        )
     inputs = warehouse_inputs(settings)
     database = open_database(settings)
     stats = WarehouseStats()

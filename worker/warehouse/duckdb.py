@@ -90,6 +90,7 @@ class DuckDBWarehouse:
     """The loader's `Database` on a DuckDB file."""
 
     name = "DuckDB"
+    takes_copy_data = False
 
     def __init__(self, path: str) -> None:
         self.path = path

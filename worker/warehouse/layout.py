@@ -40,10 +40,16 @@ import orjson
 from worker.errors import DecodeError, UnsupportedType, ValidationError
 from worker.warehouse.columns import ColumnType
 
+try:
+    import autopilot_native
+except ImportError:  # `make install` builds it (native/); without it the Python path lays out all
+    autopilot_native = None  # type: ignore[assignment]
+
 __all__ = [
     "CALL_TYPES",
     "FIXED_COLUMNS",
     "MAX_NAME_BYTES",
+    "NATIVE_TRACKS",
     "RESERVED_TABLES",
     "TRACK_TYPES",
     "Laid",
@@ -52,6 +58,7 @@ __all__ = [
     "column_name",
     "lay_out",
     "lay_out_message",
+    "lay_out_python",
     "snake_case",
     "table_name",
 ]
@@ -294,9 +301,24 @@ def _text(message: Mapping[str, object], key: str, *, required: bool = False) ->
 
 # --- messages ---------------------------------------------------------------------------------
 
+#: The compiled layout of a track's common shape (`native/src/warehouse.rs`: the same rows as
+#: the Python path, which lays out whatever it declines); None without the native module.
+NATIVE_TRACKS: Final = None if autopilot_native is None else autopilot_native.TrackLayout()
+
 
 def lay_out(raw: bytes, *, schema: str, types: frozenset[str]) -> Laid:
     """The rows the message `raw` becomes in `schema`, if it is of one of `types`."""
+    if NATIVE_TRACKS is not None and "track" in types:
+        fast = NATIVE_TRACKS.track(raw)
+        if fast is not None:
+            message_id, table, common, event, discarded = fast
+            rows = (Row(_TRACKS, TableKind.TRACKS, common), Row(table, TableKind.EVENT, event))
+            return Laid(schema, message_id, rows, tuple(discarded))
+    return lay_out_python(raw, schema=schema, types=types)
+
+
+def lay_out_python(raw: bytes, *, schema: str, types: frozenset[str]) -> Laid:
+    """`lay_out` by the Python path alone (the reference of the compiled one)."""
     try:
         message = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

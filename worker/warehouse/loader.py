@@ -31,8 +31,8 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Final, Protocol
 
 from prometheus_client.core import CounterMetricFamily, Metric
 
@@ -42,7 +42,16 @@ from worker.runtime.sink import ItemOutcome
 from worker.warehouse.columns import MISFIT, ColumnType, coerce, infer, parse_timestamp
 from worker.warehouse.layout import FIXED_COLUMNS, Laid, TableKind
 
+try:
+    import autopilot_native
+except ImportError:  # `make install` builds it (native/); without it the Python path fits all
+    autopilot_native = None  # type: ignore[assignment]
+
+#: The compiled encoder's module, None without it (the Python path then fits every table).
+NATIVE: Final = autopilot_native
+
 __all__ = [
+    "NATIVE",
     "Database",
     "RefusedByDatabase",
     "SchemaChanged",
@@ -93,7 +102,12 @@ class TableChange:
 @dataclass(frozen=True, slots=True)
 class TableLoad:
     """One table's rows of a batch: a tuple per row in `columns`' order, sorted by id, one row
-    per id; `merge` for users (update the row of an id already there)."""
+    per id; `merge` for users (update the row of an id already there).
+
+    For a database that takes them (`Database.takes_copy_data`) the rows may come as
+    PostgreSQL's binary COPY data instead (`copy_data`, signature to trailer, the same rows in
+    the same order, encoded as psycopg encodes the tuples): `rows` is then empty and `copied`
+    says how many there are."""
 
     schema: str
     table: str
@@ -101,6 +115,13 @@ class TableLoad:
     types: tuple[ColumnType, ...]
     rows: list[tuple[object, ...]]
     merge: bool = False
+    copy_data: bytes | None = None
+    copied: int = 0
+
+    @property
+    def size(self) -> int:
+        """How many rows the load holds, in either form."""
+        return len(self.rows) if self.copy_data is None else self.copied
 
 
 class Database(Protocol):
@@ -108,6 +129,9 @@ class Database(Protocol):
 
     #: "DuckDB" or "PostgreSQL", for log lines and dead letters
     name: str
+    #: whether `load` takes a `TableLoad`'s rows as binary COPY data (`copy_data`), which the
+    #: writer then makes, when it can, instead of the tuples
+    takes_copy_data: bool
 
     async def read_schema(self, schema: str) -> dict[str, Columns]:
         """Every table of `schema` and its columns (none when the schema does not exist)."""
@@ -282,7 +306,7 @@ class WarehouseWriter:
             self._tables.update(await self.database.evolve(changes))
             self.stats.tables_created += sum(1 for c in changes if c.create)
             self.stats.columns_added += sum(len(c.columns) for c in changes if not c.create)
-        prepared = self._prepare(first)
+        prepared = self._prepare(first, copy_data=self.database.takes_copy_data)
         counts = await self.database.load(prepared.loads)
         # counted only once the transaction committed
         stats = self.stats
@@ -292,7 +316,7 @@ class WarehouseWriter:
         for load, inserted in zip(prepared.loads, counts, strict=True):
             name = f"{load.schema}.{load.table}"
             stats.rows[name, "inserted"] += inserted
-            stats.rows[name, "duplicate"] += len(load.rows) - inserted
+            stats.rows[name, "duplicate"] += load.size - inserted
         if prepared.nulled:
             stats.values_nulled.update(prepared.nulled)
             for (table, column, kind), count in sorted(prepared.nulled.items()):
@@ -329,8 +353,9 @@ class WarehouseWriter:
             if create or columns
         ]
 
-    def _prepare(self, batch: list[Laid]) -> _Prepared:
-        """Every table's rows, fitted to its columns, sorted by table and by id."""
+    def _prepare(self, batch: list[Laid], *, copy_data: bool = False) -> _Prepared:
+        """Every table's rows, fitted to its columns, sorted by table and by id; as binary COPY
+        data where `copy_data` asks for it and the compiled encoder takes the table."""
         grouped: dict[TableKey, list[Mapping[str, object]]] = {}
         discarded = 0
         for laid in batch:
@@ -345,6 +370,11 @@ class WarehouseWriter:
             merge = table == TableKind.USERS.value
             values = _merged_users(table_rows) if merge else table_rows
             fit = _Fitter(columns, now, f"{schema}.{table}", nulled)
+            if copy_data and autopilot_native is not None:
+                load = fit.copy_data(schema, table, values, merge=merge)
+                if load is not None:
+                    loads.append(load)
+                    continue
             rows = [fit(v) for v in values]
             rows.sort(key=fit.id_of)
             loads.append(TableLoad(schema, table, fit.names, fit.types, rows, merge))
@@ -430,3 +460,59 @@ class _Fitter:
 
     def id_of(self, row: tuple[object, ...]) -> str:
         return str(row[self.id_at])
+
+    def fit_one(self, value: object, at: int) -> object:
+        """`value` fitted to column `at`, None when it does not fit (the compiled encoder's
+        answer for what it leaves to Python)."""
+        fitted = coerce(value, self.types[at])
+        return None if fitted is MISFIT else fitted
+
+    def copy_data(
+        self, schema: str, table: str, rows: list[Mapping[str, object]], *, merge: bool
+    ) -> TableLoad | None:
+        """The load of `rows` as binary COPY data, made by the compiled encoder
+        (`native/src/warehouse.rs`: the same rows as `__call__` makes, sorted by id, encoded
+        as psycopg encodes them); None when it declines the table."""
+        assert autopilot_native is not None
+        if self.types[self.id_at] is not ColumnType.TEXT:
+            return None  # rows are sorted by their id as sent, which is its text only here
+        uuid_ts = self.template[self.index["uuid_ts"]] if "uuid_ts" in self.index else None
+        ordered = sorted(rows, key=_id_text)
+        encoded = autopilot_native.copy_rows(
+            ordered,
+            self.index,
+            [_KIND_CODES[kind] for kind in self.types],
+            self.id_at,
+            self.index.get("uuid_ts", -1),
+            0 if uuid_ts is None else _pg_micros(uuid_ts),
+            self.fit_one,
+        )
+        if encoded is None:
+            return None
+        data, misfits = encoded
+        for at, count in enumerate(misfits):
+            if count:
+                self.nulled[self.label, self.names[at], self.types[at].value] += count
+        return TableLoad(schema, table, self.names, self.types, [], merge, data, len(ordered))
+
+
+#: The column types as the compiled encoder numbers them (`native/src/warehouse.rs`).
+_KIND_CODES: Final = {
+    ColumnType.TIMESTAMP: 0,
+    ColumnType.INTEGER: 1,
+    ColumnType.FLOAT: 2,
+    ColumnType.BOOLEAN: 3,
+    ColumnType.TEXT: 4,
+}
+_PG_EPOCH: Final = datetime(2000, 1, 1)  # naive UTC, as the loader's times
+
+
+def _pg_micros(at: object) -> int:
+    assert isinstance(at, datetime)
+    return (at - _PG_EPOCH) // timedelta(microseconds=1)
+
+
+def _id_text(values: Mapping[str, object]) -> str:
+    """The sort key of a row before fitting: its id (a string; the encoder declines any
+    other, so the order is `_Fitter.id_of`'s)."""
+    return str(values["id"])

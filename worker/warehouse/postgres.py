@@ -88,6 +88,7 @@ class PostgresWarehouse:
     """The loader's `Database` on a PostgreSQL server."""
 
     name = "PostgreSQL"
+    takes_copy_data = True
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -107,7 +108,9 @@ class PostgresWarehouse:
                 autocommit=True,
                 application_name=APPLICATION_NAME,
                 connect_timeout=CONNECT_TIMEOUT_S,
-                options="-c TimeZone=UTC",
+                # UTF-8 whatever the database's encoding: the text of binary COPY data made
+                # outside psycopg (`TableLoad.copy_data`) is UTF-8, as psycopg's then is
+                options="-c TimeZone=UTC -c client_encoding=UTF8",
             )
         except psycopg.Error as exc:
             raise TransientDatabaseError(f"cannot connect: {_first_line(exc)}") from exc
@@ -196,9 +199,12 @@ class PostgresWarehouse:
                         sql.Identifier(staging), columns
                     )
                     async with cur.copy(copy_sql) as copy:
-                        copy.set_types([STAGING_TYPES[t] for t in load.types])
-                        for row in load.rows:
-                            await copy.write_row(row)
+                        if load.copy_data is not None:
+                            await copy.write(load.copy_data)
+                        else:
+                            copy.set_types([STAGING_TYPES[t] for t in load.types])
+                            for row in load.rows:
+                                await copy.write_row(row)
                     await cur.execute(_insert_sql(load, staging, columns))
                     counts.append(max(cur.rowcount, 0))
         except psycopg.Error as exc:

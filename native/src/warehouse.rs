@@ -1,0 +1,759 @@
+//! The warehouse loader's rows as PostgreSQL's binary COPY data, compiled.
+//!
+//! `worker/warehouse/loader.py`'s `_Fitter` is the reference: it fits each row's values to its
+//! table's column types, and psycopg encodes the fitted tuples (`write_row`). `copy_rows` does
+//! both at once for the values it is sure of (a string into a text column, an ISO time of the
+//! form `2026-11-20T10:15:00.000Z` into a timestamp column, an int into an integer column, a
+//! float into a float column, a bool into a boolean column) and asks the Python `fit` for any
+//! other value, then encodes what it answers. It declines the whole table (None: the Python path
+//! builds the tuples) for anything it cannot encode exactly as psycopg would: a key that is no
+//! column, a string that is not UTF-8 (a lone surrogate), an id that is not a string, a fitted
+//! value of an unexpected type. `tests/unit/test_warehouse_fast_path.py` holds it to the Python
+//! path's tuples encoded by psycopg, byte for byte.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
+
+/// The column types, as `worker/warehouse/loader.py` numbers them (`_KIND_CODES`).
+const TIMESTAMP: u8 = 0;
+const INTEGER: u8 = 1;
+const FLOAT: u8 = 2;
+const BOOLEAN: u8 = 3;
+const TEXT: u8 = 4;
+
+/// The binary COPY header: signature, flags, header extension length.
+const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// Days from 0001-01-01 (day 1 of the proleptic Gregorian calendar) to 2000-01-01,
+/// PostgreSQL's epoch.
+const PG_EPOCH_ORDINAL: i64 = 730_120;
+
+/// A fitted value, encoded: its bytes (NULL: none).
+enum Field {
+    Null,
+    Bytes(std::ops::Range<usize>),
+}
+
+/// The ordinal of a date (0001-01-01 is 1), as Python's `date.toordinal`.
+fn ordinal(year: i64, month: i64, day: i64) -> i64 {
+    const BEFORE: [i64; 13] = [0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let y = year - 1;
+    let leap = month > 2 && (year % 4 == 0 && (year % 100 != 0 || year % 400 == 0));
+    y * 365 + y / 4 - y / 100 + y / 400 + BEFORE[month as usize] + i64::from(leap) + day
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Microseconds since 2000-01-01 of a naive date and time, as psycopg's binary timestamp.
+fn pg_micros(date: (i64, i64, i64), time: (i64, i64, i64, i64)) -> i64 {
+    let days = ordinal(date.0, date.1, date.2) - PG_EPOCH_ORDINAL;
+    let seconds = days * 86_400 + time.0 * 3_600 + time.1 * 60 + time.2;
+    seconds * 1_000_000 + time.3
+}
+
+/// `2026-11-20T10:15:00.000Z` (what the loader's `parse_timestamp` reads first, as
+/// `datetime.fromisoformat` of all but the `Z`), in microseconds since 2000-01-01; None for
+/// anything else, which the Python path reads.
+fn common_time(text: &[u8]) -> Option<i64> {
+    if text.len() != 24 || text[23] != b'Z' || text[10] != b'T' || text[19] != b'.' {
+        return None;
+    }
+    if text[4] != b'-' || text[7] != b'-' || text[13] != b':' || text[16] != b':' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        text[range].iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let millis = number(20..23)?;
+    let valid = year >= 1
+        && (1..=12).contains(&month)
+        && day >= 1
+        && day <= days_in_month(year, month)
+        && hour < 24
+        && minute < 60
+        && second < 60;
+    valid.then(|| pg_micros((year, month, day), (hour, minute, second, millis * 1000)))
+}
+
+/// The binary encoding of a value the Python `fit` answered, as psycopg dumps it for `kind`
+/// (`STAGING_TYPES`); None when it is not of the type `kind` fits to.
+fn put_fitted(out: &mut Vec<u8>, value: &Bound<'_, PyAny>, kind: u8) -> PyResult<Option<()>> {
+    match kind {
+        TEXT => match value.downcast_exact::<PyString>() {
+            Ok(text) => match text.to_str() {
+                Ok(text) => out.extend_from_slice(text.as_bytes()),
+                Err(_) => return Ok(None),
+            },
+            Err(_) => return Ok(None),
+        },
+        TIMESTAMP => {
+            // a naive datetime (`parse_timestamp` answers UTC without tzinfo)
+            if !value.getattr("tzinfo")?.is_none() || !value.hasattr("hour")? {
+                return Ok(None);
+            }
+            let get = |name: &str| -> PyResult<i64> { value.getattr(name)?.extract() };
+            let date = (get("year")?, get("month")?, get("day")?);
+            let time = (
+                get("hour")?,
+                get("minute")?,
+                get("second")?,
+                get("microsecond")?,
+            );
+            out.extend_from_slice(&pg_micros(date, time).to_be_bytes());
+        }
+        INTEGER => match value.downcast_exact::<PyInt>() {
+            Ok(number) => match number.extract::<i64>() {
+                Ok(number) => out.extend_from_slice(&number.to_be_bytes()),
+                Err(_) => return Ok(None),
+            },
+            Err(_) => return Ok(None),
+        },
+        FLOAT => match value.downcast_exact::<PyFloat>() {
+            Ok(number) => out.extend_from_slice(&number.value().to_be_bytes()),
+            Err(_) => return Ok(None),
+        },
+        BOOLEAN => match value.downcast_exact::<PyBool>() {
+            Ok(flag) => out.push(u8::from(flag.is_true())),
+            Err(_) => return Ok(None),
+        },
+        _ => return Ok(None),
+    }
+    Ok(Some(()))
+}
+
+/// One value into `out` as `kind` wants it, the common cases without Python: `Some(true)` for
+/// a value that fit, `Some(false)` for a misfit (NULL), None to decline.
+fn put_value(
+    out: &mut Vec<u8>,
+    value: &Bound<'_, PyAny>,
+    kind: u8,
+    at: usize,
+    fit: &Bound<'_, PyAny>,
+) -> PyResult<Option<bool>> {
+    if let Ok(text) = value.downcast_exact::<PyString>() {
+        let Ok(text) = text.to_str() else {
+            return Ok(None);
+        };
+        if kind == TEXT {
+            if text.as_bytes().contains(&0) {
+                return Ok(Some(false));
+            }
+            out.extend_from_slice(text.as_bytes());
+            return Ok(Some(true));
+        }
+        if kind == TIMESTAMP {
+            if let Some(micros) = common_time(text.as_bytes()) {
+                out.extend_from_slice(&micros.to_be_bytes());
+                return Ok(Some(true));
+            }
+        }
+    } else if kind == BOOLEAN {
+        if let Ok(flag) = value.downcast_exact::<PyBool>() {
+            out.push(u8::from(flag.is_true()));
+            return Ok(Some(true));
+        }
+    } else if kind == INTEGER {
+        if let Ok(number) = value.downcast_exact::<PyInt>() {
+            if let Ok(number) = number.extract::<i64>() {
+                out.extend_from_slice(&number.to_be_bytes());
+                return Ok(Some(true));
+            }
+        }
+    } else if kind == FLOAT {
+        if let Ok(number) = value.downcast_exact::<PyFloat>() {
+            out.extend_from_slice(&number.value().to_be_bytes());
+            return Ok(Some(true));
+        }
+    }
+    let fitted = fit.call1((value, at))?;
+    if fitted.is_none() {
+        return Ok(Some(false));
+    }
+    Ok(put_fitted(out, &fitted, kind)?.map(|()| true))
+}
+
+/// `rows` (each a dict of column -> value, in id order) fitted to the columns `index` numbers
+/// (name -> position) of types `kinds`, as binary COPY data from signature to trailer, and
+/// how many values of each column did not fit (NULL); None to hand the table to the Python path.
+/// `uuid_ts` is the load's time for column `uuid_ts_at` (-1: none), in microseconds since
+/// 2000-01-01; `fit(value, position)` fits any value the common cases leave, answering None
+/// for a misfit.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)] // a keyword call from one place in Python
+#[pyo3(signature = (rows, index, kinds, id_at, uuid_ts_at, uuid_ts, fit))]
+pub fn copy_rows<'py>(
+    py: Python<'py>,
+    rows: &Bound<'py, PyList>,
+    index: &Bound<'py, PyDict>,
+    kinds: Vec<u8>,
+    id_at: usize,
+    uuid_ts_at: isize,
+    uuid_ts: i64,
+    fit: &Bound<'py, PyAny>,
+) -> PyResult<Option<(Bound<'py, PyBytes>, Vec<u64>)>> {
+    let columns = kinds.len();
+    let Ok(count) = i16::try_from(columns) else {
+        return Ok(None);
+    };
+    if id_at >= columns {
+        return Ok(None);
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(64 + rows.len() * (columns * 12 + 256));
+    out.extend_from_slice(SIGNATURE);
+    let mut misfits = vec![0u64; columns];
+    let mut values: Vec<u8> = Vec::with_capacity(1024);
+    let mut fields: Vec<Field> = Vec::with_capacity(columns);
+    for row in rows.iter() {
+        let row = row.downcast_exact::<PyDict>()?;
+        values.clear();
+        fields.clear();
+        fields.extend((0..columns).map(|_| Field::Null));
+        if let Ok(at) = usize::try_from(uuid_ts_at) {
+            if at < columns {
+                values.extend_from_slice(&uuid_ts.to_be_bytes());
+                fields[at] = Field::Bytes(0..8);
+            }
+        }
+        for (key, value) in row.iter() {
+            let Some(at) = index.get_item(&key)? else {
+                return Ok(None);
+            };
+            let at: usize = at.extract()?;
+            if at >= columns {
+                return Ok(None);
+            }
+            if at == id_at && !value.is_exact_instance_of::<PyString>() {
+                return Ok(None); // the Python path sorts by the fitted id's text
+            }
+            let start = values.len();
+            match put_value(&mut values, &value, kinds[at], at, fit)? {
+                None => return Ok(None),
+                Some(true) => fields[at] = Field::Bytes(start..values.len()),
+                Some(false) if at == id_at => return Ok(None),
+                Some(false) => {
+                    misfits[at] += 1;
+                    fields[at] = Field::Null;
+                }
+            }
+        }
+        out.extend_from_slice(&count.to_be_bytes());
+        for field in &fields {
+            match field {
+                Field::Null => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                Field::Bytes(range) => {
+                    let Ok(size) = i32::try_from(range.len()) else {
+                        return Ok(None);
+                    };
+                    out.extend_from_slice(&size.to_be_bytes());
+                    out.extend_from_slice(&values[range.clone()]);
+                }
+            }
+        }
+    }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    Ok(Some((PyBytes::new(py, &out), misfits)))
+}
+
+// --- the layout of a track --------------------------------------------------------------------
+//
+// `worker/warehouse/layout.py`'s `lay_out` is the reference: `TrackLayout.track` lays out the
+// common shape of a track the same way (the same rows, keys in the same order, values of the
+// same types) and declines (None) everything else, which the Python path then lays out or
+// words as an error: input that is not UTF-8 or holds a backslash, a duplicate key (among the
+// keys read; in any object of `context` or `properties`), nesting deeper than `MAX_DEPTH`, an
+// array in `context` or `properties` (stored as orjson's JSON text), a number with an exponent,
+// an integer beyond 64 bits, a fraction of more than 15 digits, a message that is not a track,
+// an id, a name or a time that is not a non-empty string, two names that become one column, an
+// event whose table is empty or one of Segment's own.
+
+use super::Parser;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// FNV-1a: names are short, and SipHash's defence against chosen collisions costs more than
+/// the lookup (the maps are bounded by `MAX_CACHED` and cleared past it).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &byte in bytes {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+type Names<V> = HashMap<String, V, BuildHasherDefault<Fnv>>;
+
+const MAX_DEPTH: u32 = 64;
+/// Columns and paths kept between calls; past this many, forgotten (names chosen by senders).
+const MAX_CACHED: usize = 65_536;
+/// PostgreSQL's identifier limit, in bytes (`MAX_NAME_BYTES`); names are ASCII by then.
+const MAX_NAME_BYTES: usize = 63;
+/// Segment's own tables (`RESERVED_TABLES`).
+const RESERVED_TABLES: [&str; 8] = [
+    "tracks",
+    "identifies",
+    "users",
+    "pages",
+    "screens",
+    "groups",
+    "aliases",
+    "accounts",
+];
+/// The columns of an event table's fixed part (`_EVENT`), which properties never overwrite.
+const EVENT_COLUMNS: [&str; 10] = [
+    "id",
+    "anonymous_id",
+    "user_id",
+    "event",
+    "event_text",
+    "received_at",
+    "sent_at",
+    "timestamp",
+    "original_timestamp",
+    "uuid_ts",
+];
+/// Message fields that become common columns, by their column (`_COMMON_FIELDS`), in order.
+const COMMON_FIELDS: [(&str, &str); 6] = [
+    ("anonymous_id", "anonymousId"),
+    ("user_id", "userId"),
+    ("received_at", "receivedAt"),
+    ("sent_at", "sentAt"),
+    ("timestamp", "timestamp"),
+    ("original_timestamp", "originalTimestamp"),
+];
+
+enum Val<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+    Obj(Vec<(&'a str, Val<'a>)>),
+}
+
+/// A JSON value of `context` or `properties`; None to decline.
+fn value<'a>(p: &mut Parser<'a>, depth: u32) -> Option<Val<'a>> {
+    p.ws();
+    match *p.s.get(p.i)? {
+        b'"' => p.string().map(Val::Str),
+        b'{' => {
+            if depth >= MAX_DEPTH {
+                return None;
+            }
+            p.i += 1;
+            let mut members: Vec<(&'a str, Val<'a>)> = Vec::new();
+            p.members(|p, key| {
+                if members.iter().any(|(seen, _)| *seen == key) {
+                    return None;
+                }
+                let member = value(p, depth + 1)?;
+                members.push((key, member));
+                Some(())
+            })?;
+            Some(Val::Obj(members))
+        }
+        b't' => p.literal(b"true").map(|()| Val::Bool(true)),
+        b'f' => p.literal(b"false").map(|()| Val::Bool(false)),
+        b'n' => p.literal(b"null").map(|()| Val::Null),
+        b'-' | b'0'..=b'9' => {
+            let start = p.i;
+            p.number()?;
+            // SAFETY: a number's bytes are ASCII
+            let text = unsafe { std::str::from_utf8_unchecked(&p.s[start..p.i]) };
+            if text.contains('.') {
+                // few enough digits that any correctly rounded parser reads the same double
+                let digits = text.bytes().filter(u8::is_ascii_digit).count();
+                (digits <= 15).then(|| text.parse().ok().map(Val::Float))?
+            } else {
+                text.parse().ok().map(Val::Int)
+            }
+        }
+        _ => None, // an array, or not JSON
+    }
+}
+
+/// `name` in snake_case, as `layout.snake_case` writes it (go-snakecase's rules).
+fn snake_case(name: &str) -> String {
+    let lower_or_digit = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let upper_or_digit = |c: u8| c.is_ascii_uppercase() || c.is_ascii_digit();
+    let s = name.as_bytes();
+    let n = s.len();
+    let mut i = 0;
+    while i < n && (lower_or_digit(s[i]) || (s[i] == b'_' && i < n - 1 && lower_or_digit(s[i + 1])))
+    {
+        i += 1;
+    }
+    if i == n {
+        return name.to_owned();
+    }
+    if i > 0 && s[i - 1].is_ascii_digit() {
+        i -= 1;
+    }
+    let mut out: Vec<u8> = s[..i].to_vec();
+    while i < n {
+        if !s[i].is_ascii_alphanumeric() {
+            i += 1;
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(b'_');
+        }
+        while i < n && upper_or_digit(s[i]) {
+            out.push(s[i].to_ascii_lowercase());
+            i += 1;
+        }
+        while i < n && lower_or_digit(s[i]) {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    // SAFETY: every byte pushed is ASCII, or a prefix of `name` ending before an ASCII byte
+    unsafe { String::from_utf8_unchecked(out) }
+}
+
+/// The column a `_`-joined path becomes (`layout.column_name`): snake_case, at most 63 bytes
+/// ("" when no letter or digit is left). snake_case is ASCII, so 63 bytes are 63 characters.
+fn column_name(path: &str) -> String {
+    let mut column = snake_case(path);
+    column.truncate(MAX_NAME_BYTES);
+    column
+}
+
+/// One row's columns being gathered: column ids and values, in order.
+struct Gathered<'a> {
+    columns: Vec<u32>,
+    values: Vec<PyVal<'a>>,
+}
+
+enum PyVal<'a> {
+    Str(&'a str),
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+}
+
+/// The common shape of a track, laid out as `layout.lay_out` does (see above).
+#[pyclass(module = "autopilot_native")]
+pub struct TrackLayout {
+    /// column names, by id, as Python strings
+    names: Vec<(String, Py<PyString>)>,
+    ids: Names<u32>,
+    /// path -> column id (`u32::MAX`: a path with no letter or digit)
+    paths: Names<u32>,
+    /// ids of the columns every track has: id, the common fields, event and event_text, and
+    /// those of an event table's fixed part (see `TrackLayout::fixed`)
+    fixed: Vec<u32>,
+}
+
+const NO_COLUMN: u32 = u32::MAX;
+
+impl TrackLayout {
+    /// The ids of `id`, the six common fields' columns, `event`, `event_text`, then of
+    /// `EVENT_COLUMNS` (made once, and again after the caches were cleared).
+    fn fixed(&mut self, py: Python<'_>) -> Vec<u32> {
+        if self.fixed.is_empty() {
+            let mut names = vec!["id"];
+            names.extend(COMMON_FIELDS.iter().map(|(column, _)| *column));
+            names.extend(["event", "event_text"]);
+            names.extend(EVENT_COLUMNS);
+            self.fixed = names.into_iter().map(|c| self.column_id(py, c)).collect();
+        }
+        self.fixed.clone()
+    }
+
+    fn column_id(&mut self, py: Python<'_>, column: &str) -> u32 {
+        if let Some(&id) = self.ids.get(column) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(NO_COLUMN - 1);
+        self.names
+            .push((column.to_owned(), PyString::new(py, column).unbind()));
+        self.ids.insert(column.to_owned(), id);
+        id
+    }
+
+    /// The column id of a path (`NO_COLUMN` when it has no letter or digit).
+    fn path_column(&mut self, py: Python<'_>, path: &str) -> u32 {
+        if let Some(&id) = self.paths.get(path) {
+            return id;
+        }
+        let column = column_name(path);
+        let id = if column.is_empty() {
+            NO_COLUMN
+        } else {
+            self.column_id(py, &column)
+        };
+        self.paths.insert(path.to_owned(), id);
+        id
+    }
+
+    /// `layout._flatten`: `obj`'s leaves into `into`; discarded source paths into `discarded`.
+    #[allow(clippy::too_many_arguments)] // recursive, as the Python path's
+    fn flatten<'a>(
+        &mut self,
+        py: Python<'_>,
+        obj: &[(&'a str, Val<'a>)],
+        prefix: &str,
+        source: &str,
+        into: &mut Gathered<'a>,
+        reserved: &[u32],
+        taken: &[u32],
+        discarded: &mut Vec<String>,
+    ) -> Option<()> {
+        for (key, member) in obj {
+            if matches!(member, Val::Null) {
+                continue;
+            }
+            let path = if prefix.is_empty() {
+                (*key).to_owned()
+            } else {
+                format!("{prefix}_{key}")
+            };
+            let column = self.path_column(py, &path);
+            let value = match member {
+                Val::Obj(inner) => {
+                    let source = format!("{source}.{key}");
+                    self.flatten(py, inner, &path, &source, into, reserved, taken, discarded)?;
+                    continue;
+                }
+                Val::Null => continue,
+                Val::Str(text) => PyVal::Str(text),
+                Val::Bool(flag) => PyVal::Bool(*flag),
+                Val::Int(number) => PyVal::Int(*number),
+                Val::Float(number) => PyVal::Float(*number),
+            };
+            if column != NO_COLUMN && (reserved.contains(&column) || taken.contains(&column)) {
+                discarded.push(format!("{source}.{key}"));
+                continue;
+            }
+            if column == NO_COLUMN || into.columns.contains(&column) {
+                return None; // a collision: the Python path words it
+            }
+            into.columns.push(column);
+            into.values.push(value);
+        }
+        Some(())
+    }
+
+    fn put<'py>(
+        &self,
+        py: Python<'py>,
+        row: &Bound<'py, PyDict>,
+        column: u32,
+        value: &PyVal<'_>,
+    ) -> PyResult<()> {
+        let key = self.names[column as usize].1.bind(py);
+        match value {
+            PyVal::Str(text) => row.set_item(key, PyString::new(py, text)),
+            PyVal::Bool(flag) => row.set_item(key, PyBool::new(py, *flag)),
+            PyVal::Int(number) => row.set_item(key, number),
+            PyVal::Float(number) => row.set_item(key, number),
+        }
+    }
+}
+
+/// A string field of the message: absent, null or "" is None; any other non-string declines.
+fn optional_text<'a>(member: Option<&Val<'a>>) -> Option<Option<&'a str>> {
+    match member {
+        None | Some(Val::Null) => Some(None),
+        Some(Val::Str("")) => Some(None),
+        Some(Val::Str(text)) => Some(Some(text)),
+        Some(_) => None,
+    }
+}
+
+#[pymethods]
+impl TrackLayout {
+    #[new]
+    fn new() -> Self {
+        Self {
+            names: Vec::new(),
+            ids: Names::default(),
+            paths: Names::default(),
+            fixed: Vec::new(),
+        }
+    }
+
+    /// `(id, event table, tracks row, event row, discarded)` of the track `raw`, as
+    /// `layout.lay_out` makes them, or None to hand `raw` to the Python path.
+    #[allow(clippy::type_complexity)]
+    fn track<'py>(
+        &mut self,
+        py: Python<'py>,
+        raw: &[u8],
+    ) -> PyResult<
+        Option<(
+            Bound<'py, PyString>,
+            Bound<'py, PyString>,
+            Bound<'py, PyDict>,
+            Bound<'py, PyDict>,
+            Vec<String>,
+        )>,
+    > {
+        if self.names.len() > MAX_CACHED || self.paths.len() > MAX_CACHED {
+            self.names.clear();
+            self.ids.clear();
+            self.paths.clear();
+            self.fixed.clear();
+        }
+        let fixed = self.fixed(py);
+        let Some(mut p) = Parser::new(raw) else {
+            return Ok(None);
+        };
+        // the members read; the others are checked and stepped over
+        let mut fields: Vec<(&str, Val<'_>)> = Vec::with_capacity(12);
+        const READ: [&str; 11] = [
+            "type",
+            "event",
+            "messageId",
+            "anonymousId",
+            "userId",
+            "receivedAt",
+            "sentAt",
+            "timestamp",
+            "originalTimestamp",
+            "context",
+            "properties",
+        ];
+        if p.open().is_none() {
+            return Ok(None);
+        }
+        let read = p.members(|p, key| {
+            if READ.contains(&key) {
+                if fields.iter().any(|(seen, _)| *seen == key) {
+                    return None;
+                }
+                let member = value(p, 1)?;
+                fields.push((key, member));
+                Some(())
+            } else {
+                p.skip(1)
+            }
+        });
+        p.ws();
+        if read.is_none() || p.i != raw.len() {
+            return Ok(None);
+        }
+        let field = |name: &str| fields.iter().find(|(key, _)| *key == name).map(|(_, v)| v);
+        if !matches!(field("type"), Some(Val::Str("track"))) {
+            return Ok(None);
+        }
+        let (Some(Some(message_id)), Some(Some(event_text))) = (
+            optional_text(field("messageId")),
+            optional_text(field("event")),
+        ) else {
+            return Ok(None);
+        };
+        let table = column_name(event_text);
+        if table.is_empty() || RESERVED_TABLES.contains(&table.as_str()) {
+            return Ok(None);
+        }
+        // the common columns: id, the common fields, the context, event and event_text
+        let mut common = Gathered {
+            columns: Vec::with_capacity(24),
+            values: Vec::with_capacity(24),
+        };
+        common.columns.push(fixed[0]);
+        common.values.push(PyVal::Str(message_id));
+        for (at, (_, key)) in COMMON_FIELDS.iter().enumerate() {
+            let Some(text) = optional_text(field(key)) else {
+                return Ok(None);
+            };
+            if let Some(text) = text {
+                common.columns.push(fixed[1 + at]);
+                common.values.push(PyVal::Str(text));
+            }
+        }
+        let mut discarded: Vec<String> = Vec::new();
+        match field("context") {
+            None | Some(Val::Null) => {}
+            Some(Val::Obj(context)) => {
+                if self
+                    .flatten(
+                        py,
+                        context,
+                        "context",
+                        "context",
+                        &mut common,
+                        &[],
+                        &[],
+                        &mut discarded,
+                    )
+                    .is_none()
+                {
+                    return Ok(None);
+                }
+            }
+            Some(_) => return Ok(None),
+        }
+        for (id, text) in [(fixed[7], table.as_str()), (fixed[8], event_text)] {
+            if common.columns.contains(&id) {
+                // a context column cannot be named so (it starts with `context`): never here
+                return Ok(None);
+            }
+            common.columns.push(id);
+            common.values.push(PyVal::Str(text));
+        }
+        let properties = match field("properties") {
+            None | Some(Val::Null) => &[][..],
+            Some(Val::Obj(properties)) => properties.as_slice(),
+            Some(_) => return Ok(None),
+        };
+        let reserved = &fixed[9..];
+        let taken = common.columns.clone();
+        let mut event = Gathered {
+            columns: taken.clone(),
+            values: Vec::new(),
+        };
+        if self
+            .flatten(
+                py,
+                properties,
+                "",
+                "properties",
+                &mut event,
+                reserved,
+                &taken,
+                &mut discarded,
+            )
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let tracks_row = PyDict::new(py);
+        for (column, value) in common.columns.iter().zip(&common.values) {
+            self.put(py, &tracks_row, *column, value)?;
+        }
+        let event_row = tracks_row.copy()?;
+        let properties_columns = &event.columns[taken.len()..];
+        for (column, value) in properties_columns.iter().zip(&event.values) {
+            self.put(py, &event_row, *column, value)?;
+        }
+        let table_id = self.column_id(py, &table);
+        let table = self.names[table_id as usize].1.bind(py).clone();
+        let id = PyString::new(py, message_id);
+        Ok(Some((id, table, tracks_row, event_row, discarded)))
+    }
+}

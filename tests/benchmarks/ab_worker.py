@@ -11,24 +11,15 @@ within a round, and over rounds.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 import orjson
 
 from tests.benchmarks import bench_pipeline as bp
-from tests.benchmarks.broker import (
-    bench_broker,
-    client_security,
-    preload,
-    warm_group_coordinator,
-)
-from tests.benchmarks.inputs import destination_inputs, source_inputs
-from tests.kafkautil import create_topics
+from tests.benchmarks.broker import bench_broker
 
 
 def main(argv: list[str]) -> int:
@@ -40,27 +31,19 @@ def main(argv: list[str]) -> int:
     n = bp.default_n()
     with bench_broker() as broker:
         bootstrap = broker.bootstrap
-        source, destination = list(source_inputs(n)), list(destination_inputs(n))
-        suffix = uuid.uuid4().hex[:8]
-        shared = {"source": f"ab-events-{suffix}", "destination": f"ab-calls-{suffix}"}
-        topics = list(shared.values())
-        asyncio.run(create_topics(bootstrap, topics, bp.PARTITIONS, security=client_security()))
-        asyncio.run(preload(bootstrap, shared["source"], source, bp.PARTITIONS))
-        asyncio.run(preload(bootstrap, shared["destination"], destination, bp.PARTITIONS))
-        asyncio.run(warm_group_coordinator(bootstrap, shared["source"]))
-        expected = bp.expected_records(source) + bp.expected_records(destination)
-        inputs = len(source) + len(destination)
-        del source, destination
+        loaded = bp.preload_inputs(bootstrap, n)
         python_path = os.environ.get("PYTHONPATH", "")
         for round_ in range(rounds):
             for name, checkout in variants.items():
                 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (checkout, python_path) if p)
                 try:
                     with tempfile.TemporaryDirectory() as tmp:
-                        run, written = bp.run_worker(bootstrap, shared, expected, Path(tmp))
+                        run, written = bp.run_worker(
+                            bootstrap, loaded.shared, loaded.expected, Path(tmp)
+                        )
                 finally:
                     os.environ["PYTHONPATH"] = python_path
-                figures = run.figures(inputs)
+                figures = run.figures(loaded.inputs)
                 line = {
                     "round": round_,
                     "variant": name,

@@ -63,7 +63,15 @@ from tests.benchmarks.inputs import (
 from tests.kafkautil import create_topics
 from tests.workerproc import WorkerProcess, free_port, worker_env
 
-__all__ = ["default_n", "expected_records", "measure_latency", "measure_throughput", "run_worker"]
+__all__ = [
+    "Preloaded",
+    "default_n",
+    "expected_records",
+    "measure_latency",
+    "measure_throughput",
+    "preload_inputs",
+    "run_worker",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
@@ -94,8 +102,6 @@ class Run:
     spawned_to_ready_s: float | None = None
     status: dict[str, float] = field(default_factory=dict)
     error: str | None = None
-    #: changelog records a once-per-commit-interval cache would have left out, by topic
-    coalescible: dict[str, int] | None = None
 
     def figures(self, inputs: int) -> dict[str, Any]:
         done, first = self.spawned_to_done_s, self.spawned_to_first_output_s
@@ -117,8 +123,6 @@ class Run:
             out["startup_to_first_output_s"] = round(first, 2)
         if self.spawned_to_ready_s is not None:
             out["startup_to_ready_s"] = round(self.spawned_to_ready_s, 2)
-        if self.coalescible is not None:
-            out["changelog_records_coalescible"] = self.coalescible
         if self.status:
             out["peak_rss_mib"] = self.status.get("VmHWM")
             if "VmHWM_sum" in self.status:
@@ -249,10 +253,6 @@ def run_worker(
         ready = _LogTail(logs[0], READY_LINE)
         asyncio.run(_watch(run, procs, spawned, bootstrap, outputs, ready=ready))
         written = asyncio.run(_internal_records(bootstrap, env["WORKER_APP_ID"], outputs))
-        changelogs = [topic for topic in written if topic.endswith("-changelog")]
-        run.coalescible = asyncio.run(
-            _coalescible(bootstrap, changelogs, int(COMMIT_INTERVAL_S * 1000))
-        )
     finally:
         for worker in workers:
             worker.stop()
@@ -355,9 +355,20 @@ def expected_records(inputs: Sequence[Input]) -> int:
     return sum(1 for item in inputs if item.expect is not Expect.SKIP)
 
 
-def measure_throughput(bootstrap: str, n: int | None = None) -> dict[str, Any]:
-    """(a) the worker, (b) aiokafka loop, (c) quixstreams, over the same preloaded inputs."""
-    n = default_n() if n is None else n
+@dataclass
+class Preloaded:
+    """The benchmark's inputs, on two topics every contender reads from the earliest offset."""
+
+    shared: dict[str, str]  # "source", "destination" -> topic
+    inputs: int
+    expected: int  # records the contenders must write
+    load_s: float
+    mix: dict[str, dict[str, int]]
+
+
+def preload_inputs(bootstrap: str, n: int) -> Preloaded:
+    """`n` raw events and `n` Segment calls preloaded onto topics of their own, the group
+    coordinator warmed up."""
     source = list(source_inputs(n))
     destination = list(destination_inputs(n))
     check_tags(source[:5000], destination[:5000])
@@ -369,23 +380,41 @@ def measure_throughput(bootstrap: str, n: int | None = None) -> dict[str, Any]:
     load_s = asyncio.run(preload(bootstrap, shared["source"], source, PARTITIONS))
     load_s += asyncio.run(preload(bootstrap, shared["destination"], destination, PARTITIONS))
     asyncio.run(warm_group_coordinator(bootstrap, shared["source"]))
-    expected = expected_records(source) + expected_records(destination)
-    inputs = len(source) + len(destination)
+    return Preloaded(
+        shared=shared,
+        inputs=len(source) + len(destination),
+        expected=expected_records(source) + expected_records(destination),
+        load_s=load_s,
+        mix={
+            "source": {e.value: sum(1 for i in source if i.expect is e) for e in Expect},
+            "destination": {e.value: sum(1 for i in destination if i.expect is e) for e in Expect},
+        },
+    )
+
+
+def measure_throughput(bootstrap: str, n: int | None = None) -> dict[str, Any]:
+    """(a) the worker, (b) aiokafka loop, (c) quixstreams, over the same preloaded inputs."""
+    n = default_n() if n is None else n
+    loaded = preload_inputs(bootstrap, n)
+    shared, expected, inputs = loaded.shared, loaded.expected, loaded.inputs
     result: dict[str, Any] = {
         "n_per_pipeline": n,
         "inputs": inputs,
         "records_expected": expected,
-        "preload_s": round(load_s, 1),
-        "mix": {
-            "source": {e.value: sum(1 for i in source if i.expect is e) for e in Expect},
-            "destination": {e.value: sum(1 for i in destination if i.expect is e) for e in Expect},
-        },
+        "preload_s": round(loaded.load_s, 1),
+        "mix": loaded.mix,
     }
-    del source, destination
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
         tmp = Path(tmp_name)
         worker, written = run_worker(bootstrap, shared, expected, tmp)
-        result["worker"] = worker.figures(inputs) | {"records_by_topic": written}
+        changelogs = [topic for topic in written if topic.endswith("-changelog")]
+        coalescible = asyncio.run(
+            _coalescible(bootstrap, changelogs, int(COMMIT_INTERVAL_S * 1000))
+        )
+        result["worker"] = worker.figures(inputs) | {
+            "records_by_topic": written,
+            "changelog_records_coalescible": coalescible,
+        }
         result["aiokafka"] = _run_loop("aiokafka", bootstrap, shared, expected, tmp).figures(inputs)
         if importlib.util.find_spec("quixstreams") is None:
             result["quix"] = {"complete": False, "error": "quixstreams is not installed"}

@@ -42,7 +42,12 @@ def copy_rows(
     2000-01-01) goes to column `uuid_ts_at` (-1: none)."""
 
 class TrackLayout:
-    def __init__(self) -> None: ...
+    def __init__(
+        self,
+        reserved_tables: list[str],
+        event_columns: list[str],
+        common_fields: list[tuple[str, str]],
+    ) -> None: ...
     def track(
         self, raw: bytes
     ) -> tuple[str, str, dict[str, object], dict[str, object], list[str]] | None:

@@ -310,39 +310,9 @@ const MAX_DEPTH: u32 = 64;
 const MAX_CACHED: usize = 65_536;
 /// PostgreSQL's identifier limit, in bytes (`MAX_NAME_BYTES`); names are ASCII by then.
 const MAX_NAME_BYTES: usize = 63;
-/// Segment's own tables (`RESERVED_TABLES`).
-const RESERVED_TABLES: [&str; 8] = [
-    "tracks",
-    "identifies",
-    "users",
-    "pages",
-    "screens",
-    "groups",
-    "aliases",
-    "accounts",
-];
-/// The columns of an event table's fixed part (`_EVENT`), which properties never overwrite.
-const EVENT_COLUMNS: [&str; 10] = [
-    "id",
-    "anonymous_id",
-    "user_id",
-    "event",
-    "event_text",
-    "received_at",
-    "sent_at",
-    "timestamp",
-    "original_timestamp",
-    "uuid_ts",
-];
-/// Message fields that become common columns, by their column (`_COMMON_FIELDS`), in order.
-const COMMON_FIELDS: [(&str, &str); 6] = [
-    ("anonymous_id", "anonymousId"),
-    ("user_id", "userId"),
-    ("received_at", "receivedAt"),
-    ("sent_at", "sentAt"),
-    ("timestamp", "timestamp"),
-    ("original_timestamp", "originalTimestamp"),
-];
+/// The message members the layout reads besides the common fields' (the others are checked
+/// and stepped over).
+const READ: [&str; 5] = ["type", "event", "messageId", "context", "properties"];
 
 enum Val<'a> {
     Null,
@@ -465,20 +435,26 @@ pub struct TrackLayout {
     /// ids of the columns every track has: id, the common fields, event and event_text, and
     /// those of an event table's fixed part (see `TrackLayout::fixed`)
     fixed: Vec<u32>,
+    /// Segment's own tables (`layout.RESERVED_TABLES`), given by the Python layout
+    reserved_tables: Vec<String>,
+    /// an event table's fixed columns, which properties never overwrite (`layout._EVENT`)
+    event_columns: Vec<String>,
+    /// (column, message member) of the common fields, in order (`layout._COMMON_FIELDS`)
+    common_fields: Vec<(String, String)>,
 }
 
 const NO_COLUMN: u32 = u32::MAX;
 
 impl TrackLayout {
-    /// The ids of `id`, the six common fields' columns, `event`, `event_text`, then of
-    /// `EVENT_COLUMNS` (made once, and again after the caches were cleared).
+    /// The ids of `id`, the common fields' columns, `event`, `event_text`, then of the event
+    /// table's fixed columns (made once, and again after the caches were cleared).
     fn fixed(&mut self, py: Python<'_>) -> Vec<u32> {
         if self.fixed.is_empty() {
-            let mut names = vec!["id"];
-            names.extend(COMMON_FIELDS.iter().map(|(column, _)| *column));
-            names.extend(["event", "event_text"]);
-            names.extend(EVENT_COLUMNS);
-            self.fixed = names.into_iter().map(|c| self.column_id(py, c)).collect();
+            let mut names = vec!["id".to_owned()];
+            names.extend(self.common_fields.iter().map(|(column, _)| column.clone()));
+            names.extend(["event".to_owned(), "event_text".to_owned()]);
+            names.extend(self.event_columns.iter().cloned());
+            self.fixed = names.iter().map(|c| self.column_id(py, c)).collect();
         }
         self.fixed.clone()
     }
@@ -586,13 +562,22 @@ fn optional_text<'a>(member: Option<&Val<'a>>) -> Option<Option<&'a str>> {
 
 #[pymethods]
 impl TrackLayout {
+    /// The layout with the Python layout's tables: Segment's own table names, an event
+    /// table's fixed columns and the common fields as (column, message member).
     #[new]
-    fn new() -> Self {
+    fn new(
+        reserved_tables: Vec<String>,
+        event_columns: Vec<String>,
+        common_fields: Vec<(String, String)>,
+    ) -> Self {
         Self {
             names: Vec::new(),
             ids: Names::default(),
             paths: Names::default(),
             fixed: Vec::new(),
+            reserved_tables,
+            event_columns,
+            common_fields,
         }
     }
 
@@ -624,24 +609,12 @@ impl TrackLayout {
         };
         // the members read; the others are checked and stepped over
         let mut fields: Vec<(&str, Val<'_>)> = Vec::with_capacity(12);
-        const READ: [&str; 11] = [
-            "type",
-            "event",
-            "messageId",
-            "anonymousId",
-            "userId",
-            "receivedAt",
-            "sentAt",
-            "timestamp",
-            "originalTimestamp",
-            "context",
-            "properties",
-        ];
         if p.open().is_none() {
             return Ok(None);
         }
+        let common_fields = &self.common_fields;
         let read = p.members(|p, key| {
-            if READ.contains(&key) {
+            if READ.contains(&key) || common_fields.iter().any(|(_, member)| member == key) {
                 if fields.iter().any(|(seen, _)| *seen == key) {
                     return None;
                 }
@@ -667,7 +640,7 @@ impl TrackLayout {
             return Ok(None);
         };
         let table = column_name(event_text);
-        if table.is_empty() || RESERVED_TABLES.contains(&table.as_str()) {
+        if table.is_empty() || self.reserved_tables.contains(&table) {
             return Ok(None);
         }
         // the common columns: id, the common fields, the context, event and event_text
@@ -677,7 +650,8 @@ impl TrackLayout {
         };
         common.columns.push(fixed[0]);
         common.values.push(PyVal::Str(message_id));
-        for (at, (_, key)) in COMMON_FIELDS.iter().enumerate() {
+        let n_common = self.common_fields.len();
+        for (at, (_, key)) in self.common_fields.iter().enumerate() {
             let Some(text) = optional_text(field(key)) else {
                 return Ok(None);
             };
@@ -708,7 +682,10 @@ impl TrackLayout {
             }
             Some(_) => return Ok(None),
         }
-        for (id, text) in [(fixed[7], table.as_str()), (fixed[8], event_text)] {
+        for (id, text) in [
+            (fixed[1 + n_common], table.as_str()),
+            (fixed[2 + n_common], event_text),
+        ] {
             if common.columns.contains(&id) {
                 // a context column cannot be named so (it starts with `context`): never here
                 return Ok(None);
@@ -721,7 +698,7 @@ impl TrackLayout {
             Some(Val::Obj(properties)) => properties.as_slice(),
             Some(_) => return Ok(None),
         };
-        let reserved = &fixed[9..];
+        let reserved = &fixed[3 + n_common..];
         let taken = common.columns.clone();
         let mut event = Gathered {
             columns: taken.clone(),

@@ -303,7 +303,12 @@ def _text(message: Mapping[str, object], key: str, *, required: bool = False) ->
 
 #: The compiled layout of a track's common shape (`native/src/warehouse.rs`: the same rows as
 #: the Python path, which lays out whatever it declines); None without the native module.
-NATIVE_TRACKS: Final = None if autopilot_native is None else autopilot_native.TrackLayout()
+#: It is given this module's tables, which stay the only copy.
+NATIVE_TRACKS: Final = (
+    None
+    if autopilot_native is None
+    else autopilot_native.TrackLayout(sorted(RESERVED_TABLES), list(_EVENT), list(_COMMON_FIELDS))
+)
 
 
 def lay_out(raw: bytes, *, schema: str, types: frozenset[str]) -> Laid:

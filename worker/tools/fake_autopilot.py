@@ -16,19 +16,15 @@ Behaviour, modelled on Autopilot's public API documentation:
 - `GET /v1/contact/{email_or_id}` and the unsubscribe call are 404 for unknown contacts.
 
 Test routes (no key needed): `GET /_state`; `POST /_faults` with any of `error_rate`,
-`error_status`, `rate_limited_rate`, `latency_ms`, `timeout_rate` (hang `HANG_S`, then 504),
+`error_status`, `rate_limited_rate`, `latency_ms`, `timeout_rate` (hang `standin.HANG_S`, then 504),
 `force_status` (every /v1 call answers it, e.g. 401 to revoke the keys; null to stop); and
 `POST /_reset`. Faults apply after the key and rate checks, so faulty requests still count.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
-import random
 import time
 import uuid
-from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any, TypeGuard
@@ -36,28 +32,15 @@ from typing import Any, TypeGuard
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from worker.tools import standin
+from worker.tools.standin import Faults
 
 __all__ = ["FakeAutopilot", "Faults", "main", "run_fake_autopilot", "start_fake_autopilot"]
 
 DEFAULT_PORT = 8765
-HANG_S = 30.0
 MAX_BULK = 100
-LOG_SIZE = 10_000
-
-
-class Faults(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    error_rate: float = Field(0.0, ge=0, le=1)
-    error_status: int = Field(503, ge=400, le=599)
-    rate_limited_rate: float = Field(0.0, ge=0, le=1)
-    latency_ms: float = Field(0.0, ge=0)
-    timeout_rate: float = Field(0.0, ge=0, le=1)
-    force_status: int | None = Field(None, ge=100, le=599)
 
 
 def _dumps(value: Any) -> str:
@@ -85,16 +68,11 @@ class FakeAutopilot:
     def __init__(self, api_keys: Sequence[str], rate_limit: float, seed: int | None = None):
         self.rate_limit = rate_limit
         self._labels = {key: f"key-{n}" for n, key in enumerate(api_keys, 1)}
-        self._random = random.Random(seed)
-        self.faults = Faults()
+        self.gate = standin.Gate(
+            rate_limit, seed, refuse=_error, too_many=lambda wait: _too_many(rate_limit, wait)
+        )
         self.contacts: dict[str, dict[str, Any]] = {}
         self.journeys: list[dict[str, Any]] = []
-        self._log: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
-        self._counts: Counter[tuple[str, int]] = Counter()
-        self._windows: defaultdict[str, deque[float]] = defaultdict(deque)
-        self.max_rate: dict[str, int] = {}
-        self.rate_limited = 0
-        self.injected_429 = 0
         self.app = web.Application(middlewares=[self._gate])
         self.app.add_routes(
             [
@@ -116,54 +94,15 @@ class FakeAutopilot:
         if not request.path.startswith("/v1/"):
             return await handler(request)
         label = self._labels.get(request.headers.get("autopilotapikey", ""))
-        response = await self._checked(request, handler, label)
-        self._record(request, label, response.status)
-        return response
-
-    async def _checked(
-        self, request: web.Request, handler: Handler, label: str | None
-    ) -> web.StreamResponse:
+        response: web.StreamResponse | None
         if label is None:
-            return _error(401, "Missing or invalid autopilotapikey header.")
-        now = time.monotonic()
-        window = self._windows[label]
-        while window and window[0] <= now - 1.0:
-            window.popleft()
-        full = len(window) >= self.rate_limit
-        window.append(now)
-        self.max_rate[label] = max(self.max_rate.get(label, 0), len(window))
-        if full:
-            self.rate_limited += 1
-            wait = math.ceil(window[0] + 1.0 - now)
-            return _too_many(self.rate_limit, wait)
-        faults = self.faults
-        if faults.latency_ms:
-            await asyncio.sleep(faults.latency_ms / 1000)
-        if faults.force_status is not None:
-            return _error(faults.force_status, "Fault injected: forced status.")
-        if self._random.random() < faults.timeout_rate:
-            await asyncio.sleep(HANG_S)
-            return _error(504, "Fault injected: timeout.")
-        if self._random.random() < faults.rate_limited_rate:
-            self.injected_429 += 1
-            return _too_many(self.rate_limit, 1)
-        if self._random.random() < faults.error_rate:
-            return _error(faults.error_status, "Fault injected: error.")
-        return await handler(request)
-
-    def _record(self, request: web.Request, label: str | None, status: int) -> None:
-        resource = request.match_info.route.resource
-        route = f"{request.method} {resource.canonical if resource else request.path}"
-        self._counts[(route, status)] += 1
-        self._log.append(
-            {
-                "at": time.time(),
-                "route": route,
-                "path": request.path,
-                "key": label,
-                "status": status,
-            }
-        )
+            response = _error(401, "Missing or invalid autopilotapikey header.")
+        else:
+            response = await self.gate.admit(label, time.monotonic())
+        if response is None:
+            response = await handler(request)
+        self.gate.record(request, label, response.status)
+        return response
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -231,44 +170,31 @@ class FakeAutopilot:
     # -- test routes ---------------------------------------------------------------------------
 
     async def _state(self, _request: web.Request) -> web.Response:
-        by_route: defaultdict[str, dict[str, int]] = defaultdict(dict)
-        for (route, status), count in sorted(self._counts.items()):
-            by_route[route][str(status)] = count
+        gate = self.gate
         return _reply(
             200,
             {
                 "contacts": self.contacts,
                 "journeys": self.journeys,
-                "requests": {
-                    "total": sum(self._counts.values()),
-                    "by_route": by_route,
-                    "log": list(self._log),
-                },
-                "http_429": {"rate_limited": self.rate_limited, "injected": self.injected_429},
+                "requests": gate.requests(),
+                "http_429": {"rate_limited": gate.rate_limited, "injected": gate.injected_429},
                 "rate_limit": self.rate_limit,
-                "max_rate": self.max_rate,
-                "faults": self.faults.model_dump(),
+                "max_rate": gate.max_rate,
+                "faults": gate.faults.model_dump(),
             },
         )
 
     async def _set_faults(self, request: web.Request) -> web.Response:
         try:
-            self.faults = Faults.model_validate(
-                {**self.faults.model_dump(), **await standin.json_body(request)}
-            )
+            faults = self.gate.set_faults(await standin.json_body(request))
         except PydanticValidationError as exc:
             return _error(400, str(exc))
-        return _reply(200, self.faults.model_dump())
+        return _reply(200, faults)
 
     async def _reset(self, _request: web.Request) -> web.Response:
-        self.faults = Faults()
+        self.gate.reset()
         self.contacts.clear()
         self.journeys.clear()
-        self._log.clear()
-        self._counts.clear()
-        self._windows.clear()
-        self.max_rate.clear()
-        self.rate_limited = self.injected_429 = 0
         return _reply(200, {})
 
 

@@ -30,20 +30,18 @@ Behaviour, modelled on Ortto's public API documentation (help.ortto.com/develope
 
 Test routes (no key needed): `GET /_state`; `POST /_faults` with any of `error_rate`,
 `error_status`, `rate_limited_rate`, `latency_ms`, `timeout_rate`, `force_status` (as the
-Autopilot stand-in's, `worker.tools.fake_autopilot.Faults`); `POST /_definitions` with
+Autopilot stand-in's, `worker.tools.standin.Faults`); `POST /_definitions` with
 `strict`, `fields` and `activities` (the custom field ids and activity ids that exist); and
 `POST /_reset`. Faults apply after the ban, key and rate checks, so faulty requests still count.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-import random
 import re
 import time
 import uuid
-from collections import Counter, defaultdict, deque
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, Final
@@ -54,7 +52,6 @@ from aiohttp.typedefs import Handler
 from pydantic import ValidationError as PydanticValidationError
 
 from worker.tools import standin
-from worker.tools.fake_autopilot import HANG_S, LOG_SIZE, Faults
 
 __all__ = ["DEFAULT_PORT", "FakeOrtto", "main", "run_fake_ortto", "start_fake_ortto"]
 
@@ -153,8 +150,12 @@ class FakeOrtto:
     def __init__(self, api_keys: Sequence[str], rate_limit: float, seed: int | None = None):
         self.rate_limit = rate_limit
         self._labels = {key: f"key-{n}" for n, key in enumerate(api_keys, 1)}
-        self._random = random.Random(seed)
-        self.faults = Faults()
+        self.gate = standin.Gate(
+            rate_limit,
+            seed,
+            refuse=lambda status, message: _error(status, "fault", message),
+            too_many=_rate_limited,
+        )
         self._reset_state()
         self.app = web.Application(middlewares=[self._gate], client_max_size=8 * 1024 * 1024)
         self.app.add_routes(
@@ -176,15 +177,11 @@ class FakeOrtto:
         self.strict = False
         self.custom_fields: set[str] = set()
         self.activity_ids: set[str] = set()
-        self._log: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
-        self._counts: Counter[tuple[str, int]] = Counter()
-        self._windows: defaultdict[str, deque[float]] = defaultdict(deque)
         self._bad: defaultdict[str, deque[float]] = defaultdict(deque)
         self._banned_until: dict[str, float] = {}
-        self.max_rate: dict[str, int] = {}
         self.max_items: dict[str, int] = {"people": 0, "activities": 0}
         self.max_payload_bytes = 0
-        self.rate_limited = self.injected_429 = self.banned = self.bans = 0
+        self.banned = self.bans = 0
 
     # -- gate: ban, key, rate limit, faults ------------------------------------------------------
 
@@ -194,7 +191,7 @@ class FakeOrtto:
             return await handler(request)
         label = self._labels.get(request.headers.get("X-Api-Key", ""))
         response = await self._checked(request, handler, label)
-        self._record(request, label, response.status)
+        self.gate.record(request, label, response.status)
         return response
 
     async def _checked(
@@ -217,28 +214,9 @@ class FakeOrtto:
     ) -> web.StreamResponse:
         if label is None:
             return _error(401, "unauthorized", "Missing or invalid X-Api-Key header.")
-        window = self._windows[label]
-        while window and window[0] <= now - 1.0:
-            window.popleft()
-        full = len(window) >= self.rate_limit
-        window.append(now)
-        self.max_rate[label] = max(self.max_rate.get(label, 0), len(window))
-        if full:
-            self.rate_limited += 1
-            return _rate_limited(math.ceil(window[0] + 1.0 - now))
-        faults = self.faults
-        if faults.latency_ms:
-            await asyncio.sleep(faults.latency_ms / 1000)
-        if faults.force_status is not None:
-            return _error(faults.force_status, "fault", "Fault injected: forced status.")
-        if self._random.random() < faults.timeout_rate:
-            await asyncio.sleep(HANG_S)
-            return _error(504, "fault", "Fault injected: timeout.")
-        if self._random.random() < faults.rate_limited_rate:
-            self.injected_429 += 1
-            return _rate_limited(1)
-        if self._random.random() < faults.error_rate:
-            return _error(faults.error_status, "fault", "Fault injected: error.")
+        refused = await self.gate.admit(label, now)
+        if refused is not None:
+            return refused
         try:
             return await handler(request)
         except _Rejected as rejected:
@@ -253,20 +231,6 @@ class FakeOrtto:
             self._banned_until[ip] = now + BAN_S
             self.bans += 1
             bad.clear()
-
-    def _record(self, request: web.Request, label: str | None, status: int) -> None:
-        resource = request.match_info.route.resource
-        route = f"{request.method} {resource.canonical if resource else request.path}"
-        self._counts[(route, status)] += 1
-        self._log.append(
-            {
-                "at": time.time(),
-                "route": route,
-                "path": request.path,
-                "key": label,
-                "status": status,
-            }
-        )
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -414,9 +378,7 @@ class FakeOrtto:
     # -- test routes ---------------------------------------------------------------------------
 
     async def _state(self, _request: web.Request) -> web.Response:
-        by_route: defaultdict[str, dict[str, int]] = defaultdict(dict)
-        for (route, status), count in sorted(self._counts.items()):
-            by_route[route][str(status)] = count
+        gate = self.gate
         return _reply(
             200,
             {
@@ -427,33 +389,27 @@ class FakeOrtto:
                     "fields": sorted(self.custom_fields),
                     "activities": sorted(self.activity_ids),
                 },
-                "requests": {
-                    "total": sum(self._counts.values()),
-                    "by_route": by_route,
-                    "log": list(self._log),
-                },
+                "requests": gate.requests(),
                 "http_429": {
-                    "rate_limited": self.rate_limited,
-                    "injected": self.injected_429,
+                    "rate_limited": gate.rate_limited,
+                    "injected": gate.injected_429,
                     "banned": self.banned,
                 },
                 "bans": self.bans,
                 "rate_limit": self.rate_limit,
-                "max_rate": self.max_rate,
+                "max_rate": gate.max_rate,
                 "max_items": self.max_items,
                 "max_payload_bytes": self.max_payload_bytes,
-                "faults": self.faults.model_dump(),
+                "faults": gate.faults.model_dump(),
             },
         )
 
     async def _set_faults(self, request: web.Request) -> web.Response:
         try:
-            self.faults = Faults.model_validate(
-                {**self.faults.model_dump(), **await standin.json_body(request)}
-            )
+            faults = self.gate.set_faults(await standin.json_body(request))
         except PydanticValidationError as exc:
             return _error(400, "bad-request", str(exc))
-        return _reply(200, self.faults.model_dump())
+        return _reply(200, faults)
 
     async def _set_definitions(self, request: web.Request) -> web.Response:
         body = await standin.json_body(request)
@@ -463,7 +419,7 @@ class FakeOrtto:
         return _reply(200, {"strict": self.strict})
 
     async def _reset(self, _request: web.Request) -> web.Response:
-        self.faults = Faults()
+        self.gate.reset()
         self._reset_state()
         return _reply(200, {})
 

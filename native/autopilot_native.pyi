@@ -53,3 +53,31 @@ class TrackLayout:
     ) -> tuple[str, str, dict[str, object], dict[str, object], list[str]] | None:
         """`(id, event table, tracks row, event row, discarded)` of the track `raw`, as
         `worker.warehouse.layout.lay_out` makes them, or None to hand it to the Python path."""
+    def peek(self, raw: bytes) -> tuple[str, DeferredTrack, list[str]] | None:
+        """`(id, deferred track, discarded)` of the track `raw` when `track` would take it,
+        without its rows (`encode` makes them later, straight into COPY data); None to hand it
+        to the Python path."""
+    def encode(
+        self,
+        tracks: list[DeferredTrack],
+        tracks_table: str,
+        tables: Mapping[str, tuple[Mapping[str, int], Sequence[int], int, int]],
+        uuid_ts: int,
+        fit: Callable[[object, int], object],
+    ) -> tuple[dict[str, tuple[bytes, int, list[int]]], list[int]] | None:
+        """The rows of the deferred `tracks` as binary COPY data, by table, for the tables
+        `tables` names (column -> position, kinds, id's position, uuid_ts's or -1): table ->
+        (COPY data, rows, misfits by position) for each table it took, and the positions of the
+        tracks with a row of a table it did not take; None when a track was
+        deferred before the layout last forgot its names. `fit(value, kind)` fits what the
+        common cases leave (None: a misfit)."""
+
+class DeferredTrack:
+    """A track `TrackLayout.peek` laid out, for `TrackLayout.encode`."""
+
+    @property
+    def raw(self) -> bytes:
+        """The track as it was read."""
+    @property
+    def table(self) -> str:
+        """Its event table."""

@@ -642,5 +642,6 @@ fn autopilot_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(murmur2, module)?)?;
     module.add_function(wrap_pyfunction!(home_partition, module)?)?;
     module.add_function(wrap_pyfunction!(warehouse::copy_rows, module)?)?;
+    module.add_class::<warehouse::DeferredTrack>()?;
     module.add_class::<warehouse::TrackLayout>()
 }

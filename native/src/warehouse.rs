@@ -417,8 +417,22 @@ struct Gathered<'a> {
     values: Vec<PyVal<'a>>,
 }
 
+/// A track laid out, borrowing from its bytes: what `track` makes dicts of and `encode` COPY
+/// rows of. `event` holds the common columns' ids (`taken` of them) and then the properties'
+/// columns and values.
+struct LaidTrack<'a> {
+    message_id: &'a str,
+    table: String,
+    common: Gathered<'a>,
+    event: Gathered<'a>,
+    taken: usize,
+    discarded: Vec<String>,
+}
+
 enum PyVal<'a> {
     Str(&'a str),
+    /// the event's table name (`LaidTrack::table`), the value of column `event`
+    Table,
     Bool(bool),
     Int(i64),
     Float(f64),
@@ -441,11 +455,136 @@ pub struct TrackLayout {
     event_columns: Vec<String>,
     /// (column, message member) of the common fields, in order (`layout._COMMON_FIELDS`)
     common_fields: Vec<(String, String)>,
+    /// how many times the names were forgotten: a `DeferredTrack`'s column ids are of one
+    generation: u64,
 }
 
 const NO_COLUMN: u32 = u32::MAX;
 
 impl TrackLayout {
+    /// Forgets the names and paths once past `MAX_CACHED` (senders choose them).
+    fn clear_if_full(&mut self) {
+        if self.names.len() > MAX_CACHED || self.paths.len() > MAX_CACHED {
+            self.names.clear();
+            self.ids.clear();
+            self.paths.clear();
+            self.fixed.clear();
+            self.generation += 1;
+        }
+    }
+
+    /// The track `raw` laid out (see above), or None to decline it.
+    fn lay_out<'a>(&mut self, py: Python<'_>, raw: &'a [u8]) -> Option<LaidTrack<'a>> {
+        let fixed = self.fixed(py);
+        let mut p = Parser::new(raw)?;
+        // the members read; the others are checked and stepped over
+        let mut fields: Vec<(&str, Val<'_>)> = Vec::with_capacity(12);
+        p.open()?;
+        let common_fields = &self.common_fields;
+        let read = p.members(|p, key| {
+            if READ.contains(&key) || common_fields.iter().any(|(_, member)| member == key) {
+                if fields.iter().any(|(seen, _)| *seen == key) {
+                    return None;
+                }
+                let member = value(p, 1)?;
+                fields.push((key, member));
+                Some(())
+            } else {
+                p.skip(1)
+            }
+        });
+        p.ws();
+        if read.is_none() || p.i != raw.len() {
+            return None;
+        }
+        let field = |name: &str| fields.iter().find(|(key, _)| *key == name).map(|(_, v)| v);
+        if !matches!(field("type"), Some(Val::Str("track"))) {
+            return None;
+        }
+        let (Some(Some(message_id)), Some(Some(event_text))) = (
+            optional_text(field("messageId")),
+            optional_text(field("event")),
+        ) else {
+            return None;
+        };
+        let table = column_name(event_text);
+        if table.is_empty() || self.reserved_tables.contains(&table) {
+            return None;
+        }
+        // the common columns: id, the common fields, the context, event and event_text
+        let mut common = Gathered {
+            columns: Vec::with_capacity(24),
+            values: Vec::with_capacity(24),
+        };
+        common.columns.push(fixed[0]);
+        common.values.push(PyVal::Str(message_id));
+        let n_common = self.common_fields.len();
+        for (at, (_, key)) in self.common_fields.iter().enumerate() {
+            let text = optional_text(field(key))?;
+            if let Some(text) = text {
+                common.columns.push(fixed[1 + at]);
+                common.values.push(PyVal::Str(text));
+            }
+        }
+        let mut discarded: Vec<String> = Vec::new();
+        match field("context") {
+            None | Some(Val::Null) => {}
+            Some(Val::Obj(context)) => {
+                self.flatten(
+                    py,
+                    context,
+                    "context",
+                    "context",
+                    &mut common,
+                    &[],
+                    &[],
+                    &mut discarded,
+                )?;
+            }
+            Some(_) => return None,
+        }
+        for (id, value) in [
+            (fixed[1 + n_common], PyVal::Table),
+            (fixed[2 + n_common], PyVal::Str(event_text)),
+        ] {
+            if common.columns.contains(&id) {
+                // a context column cannot be named so (it starts with `context`): never here
+                return None;
+            }
+            common.columns.push(id);
+            common.values.push(value);
+        }
+        let properties = match field("properties") {
+            None | Some(Val::Null) => &[][..],
+            Some(Val::Obj(properties)) => properties.as_slice(),
+            Some(_) => return None,
+        };
+        let reserved = &fixed[3 + n_common..];
+        let taken = common.columns.clone();
+        let mut event = Gathered {
+            columns: taken.clone(),
+            values: Vec::new(),
+        };
+        self.flatten(
+            py,
+            properties,
+            "",
+            "properties",
+            &mut event,
+            reserved,
+            &taken,
+            &mut discarded,
+        )?;
+        Some(LaidTrack {
+            message_id,
+            table,
+            common,
+            event,
+            taken: taken.len(),
+            discarded,
+        })
+    }
+
     /// The ids of `id`, the common fields' columns, `event`, `event_text`, then of the event
     /// table's fixed columns (made once, and again after the caches were cleared).
     fn fixed(&mut self, py: Python<'_>) -> Vec<u32> {
@@ -539,10 +678,12 @@ impl TrackLayout {
         row: &Bound<'py, PyDict>,
         column: u32,
         value: &PyVal<'_>,
+        table: &str,
     ) -> PyResult<()> {
         let key = self.names[column as usize].1.bind(py);
         match value {
             PyVal::Str(text) => row.set_item(key, PyString::new(py, text)),
+            PyVal::Table => row.set_item(key, PyString::new(py, table)),
             PyVal::Bool(flag) => row.set_item(key, PyBool::new(py, *flag)),
             PyVal::Int(number) => row.set_item(key, number),
             PyVal::Float(number) => row.set_item(key, number),
@@ -578,6 +719,7 @@ impl TrackLayout {
             reserved_tables,
             event_columns,
             common_fields,
+            generation: 0,
         }
     }
 
@@ -597,140 +739,421 @@ impl TrackLayout {
             Vec<String>,
         )>,
     > {
-        if self.names.len() > MAX_CACHED || self.paths.len() > MAX_CACHED {
-            self.names.clear();
-            self.ids.clear();
-            self.paths.clear();
-            self.fixed.clear();
-        }
-        let fixed = self.fixed(py);
-        let Some(mut p) = Parser::new(raw) else {
+        self.clear_if_full();
+        let Some(laid) = self.lay_out(py, raw) else {
             return Ok(None);
         };
-        // the members read; the others are checked and stepped over
-        let mut fields: Vec<(&str, Val<'_>)> = Vec::with_capacity(12);
-        if p.open().is_none() {
-            return Ok(None);
-        }
-        let common_fields = &self.common_fields;
-        let read = p.members(|p, key| {
-            if READ.contains(&key) || common_fields.iter().any(|(_, member)| member == key) {
-                if fields.iter().any(|(seen, _)| *seen == key) {
-                    return None;
-                }
-                let member = value(p, 1)?;
-                fields.push((key, member));
-                Some(())
-            } else {
-                p.skip(1)
-            }
-        });
-        p.ws();
-        if read.is_none() || p.i != raw.len() {
-            return Ok(None);
-        }
-        let field = |name: &str| fields.iter().find(|(key, _)| *key == name).map(|(_, v)| v);
-        if !matches!(field("type"), Some(Val::Str("track"))) {
-            return Ok(None);
-        }
-        let (Some(Some(message_id)), Some(Some(event_text))) = (
-            optional_text(field("messageId")),
-            optional_text(field("event")),
-        ) else {
-            return Ok(None);
-        };
-        let table = column_name(event_text);
-        if table.is_empty() || self.reserved_tables.contains(&table) {
-            return Ok(None);
-        }
-        // the common columns: id, the common fields, the context, event and event_text
-        let mut common = Gathered {
-            columns: Vec::with_capacity(24),
-            values: Vec::with_capacity(24),
-        };
-        common.columns.push(fixed[0]);
-        common.values.push(PyVal::Str(message_id));
-        let n_common = self.common_fields.len();
-        for (at, (_, key)) in self.common_fields.iter().enumerate() {
-            let Some(text) = optional_text(field(key)) else {
-                return Ok(None);
-            };
-            if let Some(text) = text {
-                common.columns.push(fixed[1 + at]);
-                common.values.push(PyVal::Str(text));
-            }
-        }
-        let mut discarded: Vec<String> = Vec::new();
-        match field("context") {
-            None | Some(Val::Null) => {}
-            Some(Val::Obj(context)) => {
-                if self
-                    .flatten(
-                        py,
-                        context,
-                        "context",
-                        "context",
-                        &mut common,
-                        &[],
-                        &[],
-                        &mut discarded,
-                    )
-                    .is_none()
-                {
-                    return Ok(None);
-                }
-            }
-            Some(_) => return Ok(None),
-        }
-        for (id, text) in [
-            (fixed[1 + n_common], table.as_str()),
-            (fixed[2 + n_common], event_text),
-        ] {
-            if common.columns.contains(&id) {
-                // a context column cannot be named so (it starts with `context`): never here
-                return Ok(None);
-            }
-            common.columns.push(id);
-            common.values.push(PyVal::Str(text));
-        }
-        let properties = match field("properties") {
-            None | Some(Val::Null) => &[][..],
-            Some(Val::Obj(properties)) => properties.as_slice(),
-            Some(_) => return Ok(None),
-        };
-        let reserved = &fixed[3 + n_common..];
-        let taken = common.columns.clone();
-        let mut event = Gathered {
-            columns: taken.clone(),
-            values: Vec::new(),
-        };
-        if self
-            .flatten(
-                py,
-                properties,
-                "",
-                "properties",
-                &mut event,
-                reserved,
-                &taken,
-                &mut discarded,
-            )
-            .is_none()
-        {
-            return Ok(None);
-        }
+        let LaidTrack {
+            message_id,
+            table,
+            common,
+            event,
+            taken,
+            discarded,
+        } = laid;
         let tracks_row = PyDict::new(py);
         for (column, value) in common.columns.iter().zip(&common.values) {
-            self.put(py, &tracks_row, *column, value)?;
+            self.put(py, &tracks_row, *column, value, &table)?;
         }
         let event_row = tracks_row.copy()?;
-        let properties_columns = &event.columns[taken.len()..];
+        let properties_columns = &event.columns[taken..];
         for (column, value) in properties_columns.iter().zip(&event.values) {
-            self.put(py, &event_row, *column, value)?;
+            self.put(py, &event_row, *column, value, &table)?;
         }
         let table_id = self.column_id(py, &table);
         let table = self.names[table_id as usize].1.bind(py).clone();
         let id = PyString::new(py, message_id);
         Ok(Some((id, table, tracks_row, event_row, discarded)))
     }
+
+    /// `(id, deferred track, discarded)` of the track `raw` when `track` would take it, without
+    /// its rows: the deferred track keeps what `encode` makes them of, straight into COPY
+    /// data; None to hand `raw` to the Python path.
+    #[allow(clippy::type_complexity)]
+    fn peek<'py>(
+        &mut self,
+        py: Python<'py>,
+        raw: &Bound<'py, PyBytes>,
+    ) -> PyResult<Option<(Bound<'py, PyString>, Bound<'py, DeferredTrack>, Vec<String>)>> {
+        self.clear_if_full();
+        let bytes = raw.as_bytes();
+        let Some(laid) = self.lay_out(py, bytes) else {
+            return Ok(None);
+        };
+        let table_id = self.column_id(py, &laid.table);
+        let table = self.names[table_id as usize].1.clone_ref(py);
+        let base = bytes.as_ptr() as usize;
+        let owned = |columns: &[u32], values: &[PyVal<'_>]| -> Vec<(u32, Owned)> {
+            columns
+                .iter()
+                .zip(values)
+                .map(|(column, value)| (*column, Owned::of(value, base)))
+                .collect()
+        };
+        let common = owned(&laid.common.columns, &laid.common.values);
+        let properties = owned(&laid.event.columns[laid.taken..], &laid.event.values);
+        let deferred = DeferredTrack {
+            raw: raw.clone().unbind(),
+            table,
+            table_text: laid.table,
+            id: Owned::range(laid.message_id, base),
+            generation: self.generation,
+            common,
+            properties,
+        };
+        Ok(Some((
+            PyString::new(py, laid.message_id),
+            Bound::new(py, deferred)?,
+            laid.discarded,
+        )))
+    }
+
+    /// The rows of the deferred tracks `tracks` (made by `peek`) as binary COPY data, table by
+    /// table, for the tables `tables` names: table -> (column -> position, kinds, position of
+    /// id, position of uuid_ts or -1), as `copy_rows` takes them. The tracks table is
+    /// `tracks_table` (each track's tracks row), the others the tracks' event tables (each
+    /// track's event row). Answers table -> (COPY data, rows, misfits by position) for each
+    /// table it took, and the positions of the tracks with a row it did not take: of a table
+    /// not in `tables`, with a column not in its `index`, or with an id that does not fit (the
+    /// Python path lays those tracks out and fits those rows). None
+    /// when a track was deferred before the names were last forgotten (the Python path then
+    /// does all of them).
+    #[allow(clippy::type_complexity)]
+    #[pyo3(signature = (tracks, tracks_table, tables, uuid_ts, fit))]
+    fn encode<'py>(
+        &mut self,
+        py: Python<'py>,
+        tracks: &Bound<'py, PyList>,
+        tracks_table: &str,
+        tables: &Bound<'py, PyDict>,
+        uuid_ts: i64,
+        fit: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<(Bound<'py, PyDict>, Vec<usize>)>> {
+        self.clear_if_full();
+        let mut plans: Names<Plan> = Names::default();
+        for (name, spec) in tables.iter() {
+            let name: String = name.extract()?;
+            let (index, kinds, id_at, uuid_ts_at): (Bound<'py, PyDict>, Vec<u8>, usize, isize) =
+                spec.extract()?;
+            plans.insert(name, Plan::new(self, &index, kinds, id_at, uuid_ts_at)?);
+        }
+        let mut values: Vec<u8> = Vec::with_capacity(1024);
+        let mut fields: Vec<Field> = Vec::with_capacity(64);
+        for track in tracks.iter() {
+            let track = track.downcast_exact::<DeferredTrack>()?;
+            let track = track.get();
+            if track.generation != self.generation {
+                return Ok(None);
+            }
+            let raw = track.raw.bind(py).as_bytes();
+            let message_id = Owned::text(raw, track.id);
+            let table = track.table_text.as_str();
+            if let Some(plan) = plans.get_mut(tracks_table) {
+                let row = track.common.iter().map(|(c, v)| (*c, v.borrowed(raw)));
+                plan.add(
+                    py,
+                    message_id,
+                    table,
+                    row,
+                    uuid_ts,
+                    fit,
+                    &mut values,
+                    &mut fields,
+                )?;
+            }
+            if let Some(plan) = plans.get_mut(table) {
+                let row = track
+                    .common
+                    .iter()
+                    .chain(&track.properties)
+                    .map(|(c, v)| (*c, v.borrowed(raw)));
+                plan.add(
+                    py,
+                    message_id,
+                    table,
+                    row,
+                    uuid_ts,
+                    fit,
+                    &mut values,
+                    &mut fields,
+                )?;
+            }
+        }
+        let taken = |table: &str| plans.get(table).is_some_and(|plan| !plan.declined);
+        let mut left: Vec<usize> = Vec::new();
+        for (at, track) in tracks.iter().enumerate() {
+            let track = track.downcast_exact::<DeferredTrack>()?.get();
+            if !taken(tracks_table) || !taken(&track.table_text) {
+                left.push(at);
+            }
+        }
+        let out = PyDict::new(py);
+        for (name, plan) in plans {
+            if plan.declined || plan.rows.is_empty() {
+                continue;
+            }
+            let count = plan.rows.len();
+            let (data, misfits) = plan.finish();
+            out.set_item(name, (PyBytes::new(py, &data), count, misfits))?;
+        }
+        Ok(Some((out, left)))
+    }
+}
+
+/// A track `TrackLayout::peek` laid out, for `TrackLayout::encode`: its bytes, its event
+/// table, and its columns (ids of the layout's generation) with their values (ranges of the
+/// bytes, which Python keeps unchanged).
+#[pyclass(module = "autopilot_native", frozen)]
+pub struct DeferredTrack {
+    /// the track as it was read
+    #[pyo3(get)]
+    raw: Py<PyBytes>,
+    /// its event table
+    #[pyo3(get)]
+    table: Py<PyString>,
+    table_text: String,
+    id: (u32, u32),
+    generation: u64,
+    /// the tracks row's columns and values (the event row's first ones)
+    common: Vec<(u32, Owned)>,
+    /// the event row's other columns and values
+    properties: Vec<(u32, Owned)>,
+}
+
+/// A value of a deferred track: a string as its range of the track's bytes.
+#[derive(Clone, Copy)]
+enum Owned {
+    Str((u32, u32)),
+    Table,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+}
+
+impl Owned {
+    fn range(text: &str, base: usize) -> (u32, u32) {
+        let start = text.as_ptr() as usize - base;
+        // a track is far smaller than 4 GiB (Kafka's records are)
+        (start as u32, (start + text.len()) as u32)
+    }
+
+    fn of(value: &PyVal<'_>, base: usize) -> Self {
+        match value {
+            PyVal::Str(text) => Self::Str(Self::range(text, base)),
+            PyVal::Table => Self::Table,
+            PyVal::Bool(flag) => Self::Bool(*flag),
+            PyVal::Int(number) => Self::Int(*number),
+            PyVal::Float(number) => Self::Float(*number),
+        }
+    }
+
+    fn text(raw: &[u8], (start, end): (u32, u32)) -> &str {
+        // SAFETY: the range was taken of a `&str` borrowed from these bytes (UTF-8 as a whole,
+        // see `Parser::new`), and Python's bytes do not change
+        unsafe { std::str::from_utf8_unchecked(&raw[start as usize..end as usize]) }
+    }
+
+    fn borrowed<'a>(&self, raw: &'a [u8]) -> PyVal<'a> {
+        match *self {
+            Self::Str(range) => PyVal::Str(Self::text(raw, range)),
+            Self::Table => PyVal::Table,
+            Self::Bool(flag) => PyVal::Bool(flag),
+            Self::Int(number) => PyVal::Int(number),
+            Self::Float(number) => PyVal::Float(number),
+        }
+    }
+}
+
+/// One table's rows being encoded by `TrackLayout::encode`.
+struct Plan {
+    /// position of each column id of the layout (-1: not a column of the table)
+    positions: Vec<i32>,
+    kinds: Vec<u8>,
+    id_at: usize,
+    uuid_ts_at: Option<usize>,
+    /// (id, the row's encoded fields), sorted by id at the end
+    rows: Vec<(Vec<u8>, Vec<u8>)>,
+    misfits: Vec<u64>,
+    declined: bool,
+}
+
+impl Plan {
+    fn new(
+        layout: &TrackLayout,
+        index: &Bound<'_, PyDict>,
+        kinds: Vec<u8>,
+        id_at: usize,
+        uuid_ts_at: isize,
+    ) -> PyResult<Self> {
+        let mut positions = vec![-1i32; layout.names.len()];
+        let mut declined = i16::try_from(kinds.len()).is_err() || id_at >= kinds.len();
+        declined |= kinds.get(id_at) != Some(&TEXT);
+        for (name, at) in index.iter() {
+            let name = name.downcast_exact::<PyString>()?;
+            let at: usize = at.extract()?;
+            if at >= kinds.len() {
+                declined = true;
+            }
+            if let Some(&column) = layout.ids.get(name.to_str()?) {
+                positions[column as usize] = i32::try_from(at).unwrap_or(-1);
+            }
+        }
+        let uuid_ts_at = usize::try_from(uuid_ts_at)
+            .ok()
+            .filter(|&at| at < kinds.len());
+        Ok(Self {
+            positions,
+            misfits: vec![0; kinds.len()],
+            kinds,
+            id_at,
+            uuid_ts_at,
+            rows: Vec::new(),
+            declined,
+        })
+    }
+
+    /// One row of `laid`, (column id, value) pairs, encoded; the table is declined at the
+    /// first column it does not have or an id that does not fit.
+    #[allow(clippy::too_many_arguments)]
+    fn add<'a>(
+        &mut self,
+        py: Python<'_>,
+        message_id: &str,
+        table: &str,
+        row: impl Iterator<Item = (u32, PyVal<'a>)>,
+        uuid_ts: i64,
+        fit: &Bound<'_, PyAny>,
+        values: &mut Vec<u8>,
+        fields: &mut Vec<Field>,
+    ) -> PyResult<()> {
+        if self.declined {
+            return Ok(());
+        }
+        values.clear();
+        fields.clear();
+        fields.extend((0..self.kinds.len()).map(|_| Field::Null));
+        if let Some(at) = self.uuid_ts_at {
+            values.extend_from_slice(&uuid_ts.to_be_bytes());
+            fields[at] = Field::Bytes(0..8);
+        }
+        let mut misfits: Vec<usize> = Vec::new();
+        for (column, value) in row {
+            let at = self.positions.get(column as usize).copied().unwrap_or(-1);
+            let Ok(at) = usize::try_from(at) else {
+                self.declined = true;
+                return Ok(());
+            };
+            let start = values.len();
+            match put_val(py, values, &value, table, self.kinds[at], fit)? {
+                None => {
+                    self.declined = true;
+                    return Ok(());
+                }
+                Some(true) => fields[at] = Field::Bytes(start..values.len()),
+                Some(false) if at == self.id_at => {
+                    self.declined = true;
+                    return Ok(());
+                }
+                Some(false) => {
+                    misfits.push(at);
+                    fields[at] = Field::Null;
+                }
+            }
+        }
+        let mut encoded: Vec<u8> = Vec::with_capacity(values.len() + 4 * fields.len() + 2);
+        let Ok(count) = i16::try_from(fields.len()) else {
+            self.declined = true;
+            return Ok(());
+        };
+        encoded.extend_from_slice(&count.to_be_bytes());
+        for field in fields.iter() {
+            match field {
+                Field::Null => encoded.extend_from_slice(&(-1i32).to_be_bytes()),
+                Field::Bytes(range) => {
+                    let Ok(size) = i32::try_from(range.len()) else {
+                        self.declined = true;
+                        return Ok(());
+                    };
+                    encoded.extend_from_slice(&size.to_be_bytes());
+                    encoded.extend_from_slice(&values[range.clone()]);
+                }
+            }
+        }
+        for at in misfits {
+            self.misfits[at] += 1;
+        }
+        self.rows.push((message_id.as_bytes().to_vec(), encoded));
+        Ok(())
+    }
+
+    /// The COPY data, rows in id order, and the misfits by position.
+    fn finish(mut self) -> (Vec<u8>, Vec<u64>) {
+        self.rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let size: usize = self.rows.iter().map(|(_, row)| row.len()).sum();
+        let mut out = Vec::with_capacity(SIGNATURE.len() + size + 2);
+        out.extend_from_slice(SIGNATURE);
+        for (_, row) in &self.rows {
+            out.extend_from_slice(row);
+        }
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+        (out, self.misfits)
+    }
+}
+
+/// `put_value` for a value of a laid-out track (the same bytes as for the value `track`
+/// puts in its dicts), asking `fit(value, kind)` for what the common cases leave: `Some(true)`
+/// for a value that fit, `Some(false)` for a misfit (NULL), None to decline.
+fn put_val(
+    py: Python<'_>,
+    out: &mut Vec<u8>,
+    value: &PyVal<'_>,
+    table: &str,
+    kind: u8,
+    fit: &Bound<'_, PyAny>,
+) -> PyResult<Option<bool>> {
+    let text = match value {
+        PyVal::Str(text) => Some(*text),
+        PyVal::Table => Some(table),
+        _ => None,
+    };
+    match (text, value, kind) {
+        (Some(text), _, TEXT) => {
+            if text.as_bytes().contains(&0) {
+                return Ok(Some(false));
+            }
+            out.extend_from_slice(text.as_bytes());
+            return Ok(Some(true));
+        }
+        (Some(text), _, TIMESTAMP) => {
+            if let Some(micros) = common_time(text.as_bytes()) {
+                out.extend_from_slice(&micros.to_be_bytes());
+                return Ok(Some(true));
+            }
+        }
+        (None, PyVal::Bool(flag), BOOLEAN) => {
+            out.push(u8::from(*flag));
+            return Ok(Some(true));
+        }
+        (None, PyVal::Int(number), INTEGER) => {
+            out.extend_from_slice(&number.to_be_bytes());
+            return Ok(Some(true));
+        }
+        (None, PyVal::Float(number), FLOAT) => {
+            out.extend_from_slice(&number.to_be_bytes());
+            return Ok(Some(true));
+        }
+        _ => {}
+    }
+    let object: Bound<'_, PyAny> = match (text, value) {
+        (Some(text), _) => PyString::new(py, text).into_any(),
+        (None, PyVal::Bool(flag)) => PyBool::new(py, *flag).to_owned().into_any(),
+        (None, PyVal::Int(number)) => number.into_pyobject(py)?.into_any(),
+        (None, PyVal::Float(number)) => PyFloat::new(py, *number).into_any(),
+        (None, _) => return Ok(None),
+    };
+    let fitted = fit.call1((object, kind))?;
+    if fitted.is_none() {
+        return Ok(Some(false));
+    }
+    Ok(put_fitted(out, &fitted, kind)?.map(|()| true))
 }

@@ -114,8 +114,9 @@ async def _load(database: Database, raw: Sequence[bytes]) -> tuple[float, float,
     writer = WarehouseWriter(timed)
     started = time.perf_counter()
     cpu = time.process_time()
+    defer = database.takes_copy_data  # as the loader's parse does (`agents.parser`)
     for batch in _batches(raw):
-        laid = [lay_out(value, schema=SCHEMA, types=TRACK_TYPES) for value in batch]
+        laid = [lay_out(value, schema=SCHEMA, types=TRACK_TYPES, defer=defer) for value in batch]
         outcomes = await writer.write(laid)
         assert all(o.error is None for o in outcomes)
     elapsed = time.perf_counter() - started

@@ -70,15 +70,19 @@ def open_database(settings: Settings) -> Database:
     return PostgresWarehouse(url)
 
 
-def parser(inputs: dict[str, WarehouseInput]) -> Callable[[InboundMessage], Laid]:
-    """The sink's `parse`: a message's rows, in the schema of the topic it first came from."""
+def parser(
+    inputs: dict[str, WarehouseInput], *, defer: bool = False
+) -> Callable[[InboundMessage], Laid]:
+    """The sink's `parse`: a message's rows, in the schema of the topic it first came from;
+    with `defer`, a track's rows are made by the writer (`lay_out`'s `defer`: for a database
+    that takes COPY data)."""
 
     def parse(message: InboundMessage) -> Laid:
         topic = message.origin()[0]  # a replayed message names the topic it came from
         source = inputs.get(topic)
         if source is None:
             raise ValidationError(f"came from {topic}, a topic the warehouse loader does not read")
-        return lay_out(message.value, schema=source.schema, types=source.types)
+        return lay_out(message.value, schema=source.schema, types=source.types, defer=defer)
 
     return parse
 
@@ -113,7 +117,7 @@ def build_warehouse(runtime: Runtime) -> WarehouseStats | None:
     database = open_database(settings)
     stats = WarehouseStats()
     metrics.add_source("warehouse", stats.families)
-    parse = parser(inputs)
+    parse = parser(inputs, defer=database.takes_copy_data)
     log.info(
         "warehouse loader: %s into %s, one transaction per batch of up to %d messages",
         ", ".join(f"{i.topic} -> {i.schema}" for i in inputs.values()),

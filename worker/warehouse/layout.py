@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 from enum import StrEnum
 from functools import lru_cache
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 import orjson
 
@@ -44,6 +44,9 @@ try:
     import autopilot_native
 except ImportError:  # `make install` builds it (native/); without it the Python path lays out all
     autopilot_native = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from autopilot_native import DeferredTrack
 
 __all__ = [
     "CALL_TYPES",
@@ -59,6 +62,7 @@ __all__ = [
     "lay_out",
     "lay_out_message",
     "lay_out_python",
+    "rows_of",
     "snake_case",
     "table_name",
 ]
@@ -138,12 +142,17 @@ class Row(NamedTuple):
 
 class Laid(NamedTuple):
     """One message laid out: the rows it becomes in `schema` (all but a users row carry the
-    message's `id`), and the properties discarded because they named a reserved column."""
+    message's `id`), and the properties discarded because they named a reserved column.
+
+    A track laid out with `defer` carries the compiled layout's `DeferredTrack` instead of its
+    rows: the compiled encoder makes them straight into COPY data, and `rows_of` makes them
+    when wanted."""
 
     schema: str
     id: str
     rows: tuple[Row, ...]
     discarded: tuple[str, ...] = ()
+    deferred: DeferredTrack | None = None
 
 
 # --- names ------------------------------------------------------------------------------------
@@ -311,15 +320,38 @@ NATIVE_TRACKS: Final = (
 )
 
 
-def lay_out(raw: bytes, *, schema: str, types: frozenset[str]) -> Laid:
-    """The rows the message `raw` becomes in `schema`, if it is of one of `types`."""
+def lay_out(raw: bytes, *, schema: str, types: frozenset[str], defer: bool = False) -> Laid:
+    """The rows the message `raw` becomes in `schema`, if it is of one of `types`; with
+    `defer`, a track the compiled layout takes is checked now and its rows made later (see
+    `Laid`)."""
+    if defer and NATIVE_TRACKS is not None and "track" in types:
+        peeked = NATIVE_TRACKS.peek(raw)
+        if peeked is not None:
+            message_id, deferred, discarded = peeked
+            return _new_tuple(Laid, (schema, message_id, (), tuple(discarded), deferred))
     if NATIVE_TRACKS is not None and "track" in types:
         fast = NATIVE_TRACKS.track(raw)
         if fast is not None:
             message_id, table, common, event, discarded = fast
-            rows = (Row(_TRACKS, TableKind.TRACKS, common), Row(table, TableKind.EVENT, event))
-            return Laid(schema, message_id, rows, tuple(discarded))
+            # the tuples made directly: a named tuple's own `__new__` is a Python-level call
+            rows = (
+                _new_tuple(Row, (_TRACKS, _TRACKS_KIND, common)),
+                _new_tuple(Row, (table, _EVENT_KIND, event)),
+            )
+            return _new_tuple(Laid, (schema, message_id, rows, tuple(discarded), None))
     return lay_out_python(raw, schema=schema, types=types)
+
+
+def rows_of(laid: Laid) -> tuple[Row, ...]:
+    """The rows of `laid`, made now when it was laid out with `defer`."""
+    if laid.deferred is None:
+        return laid.rows
+    return lay_out(laid.deferred.raw, schema=laid.schema, types=TRACK_TYPES).rows
+
+
+_new_tuple: Final = tuple.__new__
+_TRACKS_KIND: Final = TableKind.TRACKS
+_EVENT_KIND: Final = TableKind.EVENT
 
 
 def lay_out_python(raw: bytes, *, schema: str, types: frozenset[str]) -> Laid:

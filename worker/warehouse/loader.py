@@ -40,7 +40,7 @@ from worker.errors import UnexpectedError
 from worker.pipeline.stage import LineBudget
 from worker.runtime.sink import ItemOutcome
 from worker.warehouse.columns import MISFIT, ColumnType, coerce, infer, parse_timestamp
-from worker.warehouse.layout import FIXED_COLUMNS, Laid, TableKind
+from worker.warehouse.layout import FIXED_COLUMNS, NATIVE_TRACKS, Laid, TableKind, rows_of
 
 try:
     import autopilot_native
@@ -240,6 +240,8 @@ class WarehouseWriter:
         self._schemas_read: set[str] = set()
         self._retry_lines = LineBudget(1)
         self._nulled_lines = LineBudget(10)
+        #: what the compiled encoder is told of each table, by its columns' identity
+        self._specs: dict[int, tuple[Columns, _Spec | None]] = {}
 
     async def close(self) -> None:
         await self.database.close()
@@ -301,25 +303,42 @@ class WarehouseWriter:
             for table, columns in (await self.database.read_schema(schema)).items():
                 self._tables[schema, table] = columns
             self._schemas_read.add(schema)
-        changes = self._changes(first)
+        now = self._now()
+        nulled: Counter[tuple[str, str, str]] = Counter()
+        copy_data = self.database.takes_copy_data and autopilot_native is not None
+        # the common case first: every row's table and columns known, so the compiled encoder
+        # takes the table (it declines a column it is not given); only the rest is checked.
+        # Deferred tracks (`lay_out(defer=True)`) go from their bytes straight to COPY data;
+        # their rows are made only for the tables it leaves.
+        eager, deferred, discarded = _split(first)
+        encoded, left = self._encoded_tracks(eager, deferred, now, nulled, copy_data=copy_data)
+        grouped = _grouped(eager + left, encoded)
+        if copy_data:
+            encoded.update(self._encoded(grouped, now, nulled))
+        changes = self._changes({k: v for k, v in grouped.items() if k not in encoded})
         if changes:
             self._tables.update(await self.database.evolve(changes))
             self.stats.tables_created += sum(1 for c in changes if c.create)
             self.stats.columns_added += sum(len(c.columns) for c in changes if not c.create)
-        prepared = self._prepare(first, copy_data=self.database.takes_copy_data)
-        counts = await self.database.load(prepared.loads)
+        changed = {(c.schema, c.table) for c in changes}
+        loads = [
+            encoded.get(key)
+            or self._fitted(key, grouped[key], now, nulled, copy_data=copy_data and key in changed)
+            for key in sorted(encoded.keys() | grouped.keys())
+        ]
+        counts = await self.database.load(loads)
         # counted only once the transaction committed
         stats = self.stats
         stats.transactions += 1
         stats.messages_repeated += repeated
-        stats.properties_discarded += prepared.discarded
-        for load, inserted in zip(prepared.loads, counts, strict=True):
+        stats.properties_discarded += discarded
+        for load, inserted in zip(loads, counts, strict=True):
             name = f"{load.schema}.{load.table}"
             stats.rows[name, "inserted"] += inserted
             stats.rows[name, "duplicate"] += load.size - inserted
-        if prepared.nulled:
-            stats.values_nulled.update(prepared.nulled)
-            for (table, column, kind), count in sorted(prepared.nulled.items()):
+        if nulled:
+            stats.values_nulled.update(nulled)
+            for (table, column, kind), count in sorted(nulled.items()):
                 if self._nulled_lines.take() is not None:
                     log.warning(
                         "warehouse: %d value(s) of %s.%s did not fit its type %s: loaded as NULL",
@@ -329,56 +348,186 @@ class WarehouseWriter:
                         kind,
                     )
 
-    def _changes(self, batch: list[Laid]) -> list[TableChange]:
-        """The tables and columns `batch` needs that the loader does not know of, typed by the
-        batch's first value for each."""
-        pending: dict[TableKey, tuple[TableKind, bool, Columns]] = {}
-        for laid in batch:
-            for row in laid.rows:
-                key = (laid.schema, row.table)
-                known = self._tables.get(key)
-                if known is not None and row.values.keys() <= known.keys():
+    def _changes(self, grouped: Mapping[TableKey, _TableRows]) -> list[TableChange]:
+        """The tables and columns the rows of `grouped` need that the loader does not know of,
+        typed by the batch's first value for each."""
+        result: list[TableChange] = []
+        for (schema, table), (kind, rows) in sorted(grouped.items()):
+            known = self._tables.get((schema, table))
+            columns: Columns = dict(FIXED_COLUMNS[kind]) if known is None else {}
+            for values in rows:
+                if known is not None and values.keys() <= known.keys():
                     continue  # the common case: nothing new
-                change = pending.get(key)
-                if change is None:
-                    new = dict(FIXED_COLUMNS[row.kind]) if known is None else {}
-                    change = pending[key] = (row.kind, known is None, new)
-                columns = change[2]
-                for column, value in row.values.items():
+                for column, value in values.items():
                     if column not in columns and (known is None or column not in known):
                         columns[column] = infer(value)
-        return [
-            TableChange(schema, table, kind, create, columns)
-            for (schema, table), (kind, create, columns) in sorted(pending.items())
-            if create or columns
-        ]
+            if known is None or columns:
+                result.append(TableChange(schema, table, kind, known is None, columns))
+        return result
+
+    def _encoded(
+        self,
+        grouped: Mapping[TableKey, _TableRows],
+        now: datetime,
+        nulled: Counter[tuple[str, str, str]],
+    ) -> dict[TableKey, TableLoad]:
+        """The loads the compiled encoder makes of the tables it takes as they are known."""
+        encoded: dict[TableKey, TableLoad] = {}
+        for key, (_, rows) in grouped.items():
+            columns = self._tables.get(key)
+            if columns is not None:
+                fit = _Fitter(columns, now, f"{key[0]}.{key[1]}", nulled)
+                merge = key[1] == _USERS
+                load = fit.copy_data(*key, _merged_users(rows) if merge else rows, merge=merge)
+                if load is not None:
+                    encoded[key] = load
+        return encoded
+
+    def _encoded_tracks(
+        self,
+        eager: list[Laid],
+        deferred: Mapping[str, list[Laid]],
+        now: datetime,
+        nulled: Counter[tuple[str, str, str]],
+        *,
+        copy_data: bool,
+    ) -> tuple[dict[TableKey, TableLoad], list[Laid]]:
+        """The loads the compiled encoder makes straight from the `deferred` tracks (by
+        schema), for the known tables none of the `eager` messages has rows for; and the
+        deferred tracks with rows it left (their rows are to be made)."""
+        if not deferred:
+            return {}, []
+        if NATIVE_TRACKS is None or not copy_data:
+            return {}, [laid for laids in deferred.values() for laid in laids]
+        others = {(laid.schema, row.table) for laid in eager for row in laid.rows}
+        encoded: dict[TableKey, TableLoad] = {}
+        left: list[Laid] = []
+        uuid_ts = _pg_micros(now)
+        for schema, laids in deferred.items():
+            specs = {
+                table: spec
+                for (at, table), columns in self._tables.items()
+                if at == schema and table != _USERS and (at, table) not in others
+                for spec in (self._spec(columns),)
+                if spec is not None
+            }
+            tracks = [laid.deferred for laid in laids if laid.deferred is not None]
+            answer = NATIVE_TRACKS.encode(tracks, _TRACKS, specs, uuid_ts, _fit_kind)
+            if answer is None:
+                left.extend(laids)
+                continue
+            tables, positions = answer
+            left.extend(laids[at] for at in positions)
+            for table, (data, count, misfits) in tables.items():
+                columns = self._tables[schema, table]
+                names, types = tuple(columns), tuple(columns.values())
+                for at, misfit in enumerate(misfits):
+                    if misfit:
+                        nulled[f"{schema}.{table}", names[at], types[at].value] += misfit
+                encoded[schema, table] = TableLoad(
+                    schema, table, names, types, [], False, data, count
+                )
+        return encoded, left
+
+    def _spec(self, columns: Columns) -> _Spec | None:
+        """What the compiled encoder is told of a table of `columns` (None for an id column
+        that is not text); made once per table's columns."""
+        cached = self._specs.get(id(columns))
+        if cached is not None and cached[0] is columns:
+            return cached[1]
+        names = tuple(columns)
+        index = {name: at for at, name in enumerate(names)}
+        kinds = [_KIND_CODES[kind] for kind in columns.values()]
+        id_at = index["id"]
+        spec: _Spec | None = (index, kinds, id_at, index.get("uuid_ts", -1))
+        if columns["id"] is not ColumnType.TEXT:
+            spec = None  # rows are sorted by their id as sent, which is its text only here
+        self._specs[id(columns)] = (columns, spec)
+        return spec
+
+    def _fitted(
+        self,
+        key: TableKey,
+        table_rows: _TableRows,
+        now: datetime,
+        nulled: Counter[tuple[str, str, str]],
+        *,
+        copy_data: bool,
+    ) -> TableLoad:
+        """One table's rows fitted to its columns, sorted by id; as binary COPY data where
+        `copy_data` asks for it and the compiled encoder takes the table."""
+        rows = table_rows[1]
+        schema, table = key
+        fit = _Fitter(self._tables[key], now, f"{schema}.{table}", nulled)
+        merge = table == _USERS
+        values = _merged_users(rows) if merge else rows
+        if copy_data:
+            load = fit.copy_data(schema, table, values, merge=merge)
+            if load is not None:
+                return load
+        fitted = [fit(v) for v in values]
+        fitted.sort(key=fit.id_of)
+        return TableLoad(schema, table, fit.names, fit.types, fitted, merge)
 
     def _prepare(self, batch: list[Laid], *, copy_data: bool = False) -> _Prepared:
-        """Every table's rows, fitted to its columns, sorted by table and by id; as binary COPY
-        data where `copy_data` asks for it and the compiled encoder takes the table."""
-        grouped: dict[TableKey, list[Mapping[str, object]]] = {}
-        discarded = 0
-        for laid in batch:
-            discarded += len(laid.discarded)
-            for row in laid.rows:
-                grouped.setdefault((laid.schema, row.table), []).append(row.values)
+        """Every table's rows of `batch` (whose tables and columns are known), fitted to its
+        columns, sorted by table and by id; as binary COPY data where `copy_data` asks for it
+        and the compiled encoder takes the table."""
+        _, _, discarded = _split(batch)
+        grouped = _grouped(batch, _NONE)
         now = self._now()
         nulled: Counter[tuple[str, str, str]] = Counter()
-        loads: list[TableLoad] = []
-        for (schema, table), table_rows in sorted(grouped.items()):
-            columns = self._tables[schema, table]
-            merge = table == TableKind.USERS.value
-            values = _merged_users(table_rows) if merge else table_rows
-            fit = _Fitter(columns, now, f"{schema}.{table}", nulled)
-            if copy_data and autopilot_native is not None:
-                load = fit.copy_data(schema, table, values, merge=merge)
-                if load is not None:
-                    loads.append(load)
-                    continue
-            rows = [fit(v) for v in values]
-            rows.sort(key=fit.id_of)
-            loads.append(TableLoad(schema, table, fit.names, fit.types, rows, merge))
+        native = copy_data and autopilot_native is not None
+        loads = [
+            self._fitted(key, rows, now, nulled, copy_data=native)
+            for key, rows in sorted(grouped.items())
+        ]
         return _Prepared(loads, nulled, discarded)
+
+
+_USERS: Final = TableKind.USERS.value  # merged: a user's rows of a batch become one
+_TRACKS: Final = TableKind.TRACKS.value
+_NONE: Final[Mapping[TableKey, object]] = {}
+
+#: What the compiled encoder is told of a table: column -> position, kinds, id's position,
+#: uuid_ts's (-1: none).
+_Spec = tuple[dict[str, int], list[int], int, int]
+
+#: One table's rows of a batch: its kind and each row's values, in the batch's order.
+_TableRows = tuple[TableKind, list[Mapping[str, object]]]
+
+
+def _split(batch: list[Laid]) -> tuple[list[Laid], dict[str, list[Laid]], int]:
+    """The messages of `batch` laid out at once, the deferred tracks by schema, and how many
+    properties the batch discarded."""
+    eager: list[Laid] = []
+    deferred: dict[str, list[Laid]] = {}
+    discarded = 0
+    for laid in batch:
+        if laid.discarded:
+            discarded += len(laid.discarded)
+        if laid.deferred is None:
+            eager.append(laid)
+        else:
+            deferred.setdefault(laid.schema, []).append(laid)
+    return eager, deferred, discarded
+
+
+def _grouped(batch: list[Laid], encoded: Mapping[TableKey, object]) -> dict[TableKey, _TableRows]:
+    """The rows of `batch` by table, but those of tables `encoded` already (a deferred
+    track's rows are made now)."""
+    grouped: dict[TableKey, _TableRows] = {}
+    for laid in batch:
+        schema = laid.schema
+        for row in rows_of(laid):
+            key = (schema, row.table)
+            if key in encoded:
+                continue
+            table_rows = grouped.get(key)
+            if table_rows is None:
+                table_rows = grouped[key] = (row.kind, [])
+            table_rows[1].append(row.values)
+    return grouped
 
 
 def _first_copies(batch: list[Laid]) -> list[Laid]:
@@ -516,3 +665,13 @@ def _id_text(values: Mapping[str, object]) -> str:
     """The sort key of a row before fitting: its id (a string; the encoder declines any
     other, so the order is `_Fitter.id_of`'s)."""
     return str(values["id"])
+
+
+_KINDS_BY_CODE: Final = {code: kind for kind, code in _KIND_CODES.items()}
+
+
+def _fit_kind(value: object, code: int) -> object:
+    """`value` fitted to the column type the compiled encoder numbers `code`, None when it
+    does not fit (what it asks of Python for the values it leaves)."""
+    fitted = coerce(value, _KINDS_BY_CODE[code])
+    return None if fitted is MISFIT else fitted

@@ -1,12 +1,23 @@
 """PostgreSQL, with psycopg 3 (`WAREHOUSE_URL=postgresql://user:password@host:5432/database`).
 
-A load copies each table's rows into a temporary table of the session (`COPY ... FROM STDIN`
-in the binary format: each value's type is known, and formatting text costs the client several
-times as much), then runs one `INSERT ... SELECT ... ORDER BY id ON CONFLICT (id) DO NOTHING`
-per table, all in one transaction; the temporary tables empty themselves at commit. Tables
-are loaded in name order and rows in id order, so two replicas loading the same ids (a
-rebalance hands a batch over) wait on each other instead of deadlocking; a deadlock or a
-serialization failure all the same is tried again.
+A load is one transaction, tables in name order and rows in id order, so two replicas loading
+the same ids (a rebalance hands a batch over) wait on each other instead of deadlocking; a
+deadlock or a serialization failure all the same is tried again. Rows travel in PostgreSQL's
+binary COPY format (`COPY ... FROM STDIN`: each value's type is known, and formatting text
+costs the client several times as much), in one of two ways:
+
+- **straight** (the common case: ids not loaded yet): each table's rows are copied straight
+  into it. An id already there makes the COPY fail with a unique violation; the transaction is
+  then rolled back and the load done again the careful way, which the next
+  `CAREFUL_AFTER_CONFLICT` loads also take (a replay, or the overlap after a restart, is
+  likely to go on meeting loaded ids). This writes each row once, where the careful way
+  writes it twice and checks every id on the way (about twice the server's time).
+- **careful**: each table's rows are copied into a temporary table of the session, then one
+  `INSERT ... SELECT ... ORDER BY id ON CONFLICT (id) DO NOTHING` per table moves them (users
+  `ON CONFLICT ... DO UPDATE`: users always go this way); the temporary tables empty
+  themselves at commit.
+
+Either way an id already in a table keeps its row: the first copy wins.
 
 Schema changes run in a short transaction of their own, before the load, under a transaction
 advisory lock per schema: two replicas that meet the same new table or column take turns, the
@@ -45,6 +56,8 @@ __all__ = ["APPLICATION_NAME", "PostgresWarehouse", "column_type"]
 
 APPLICATION_NAME = "autopilot-worker warehouse"
 CONNECT_TIMEOUT_S = 10
+#: How many loads after a straight COPY met a loaded id go the careful way before trying again.
+CAREFUL_AFTER_CONFLICT = 20
 
 SQL_TYPES = {
     ColumnType.TIMESTAMP: "timestamp with time zone",
@@ -96,6 +109,11 @@ class PostgresWarehouse:
         #: staging table of this session per target table: (its columns and types, its name)
         self._staging: dict[TableKey, tuple[tuple[tuple[str, ColumnType], ...], str]] = {}
         self._staged = 0
+        #: loads left to go the careful way (see the module docstring)
+        self._careful_left = 0
+        #: loads that went straight, and straight COPYs that met a loaded id
+        self.straight_loads = 0
+        self.conflicts = 0
 
     async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         conn = self._conn
@@ -186,32 +204,66 @@ class PostgresWarehouse:
         return result
 
     async def load(self, loads: Sequence[TableLoad]) -> list[int]:
-        counts: list[int] = []
         try:
             conn = await self._connection()
-            for load in loads:  # outside the transaction, so a rollback keeps them
-                await self._staging_for(conn, load)
-            async with conn.transaction(), conn.cursor() as cur:
-                for load in loads:
-                    staging = self._staging[load.schema, load.table][1]
-                    columns = sql.SQL(", ").join(map(sql.Identifier, load.columns))
-                    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-                        sql.Identifier(staging), columns
-                    )
-                    async with cur.copy(copy_sql) as copy:
-                        if load.copy_data is not None:
-                            await copy.write(load.copy_data)
-                        else:
-                            copy.set_types([STAGING_TYPES[t] for t in load.types])
-                            for row in load.rows:
-                                await copy.write_row(row)
-                    await cur.execute(_insert_sql(load, staging, columns))
-                    counts.append(max(cur.rowcount, 0))
+            if self._careful_left > 0:
+                self._careful_left -= 1
+            else:
+                try:
+                    counts = await self._load(conn, loads, straight=True)
+                except pg_errors.UniqueViolation:
+                    self.conflicts += 1
+                    self._careful_left = CAREFUL_AFTER_CONFLICT
+                else:
+                    self.straight_loads += 1
+                    return counts
+            return await self._load(conn, loads, straight=False)
         except psycopg.Error as exc:
             raise self._translated(exc) from exc
         except BaseException:
             self._forget()  # cancelled (a rebalance): the session may be mid-way through a command
             raise
+
+    async def _load(
+        self,
+        conn: psycopg.AsyncConnection[tuple[object, ...]],
+        loads: Sequence[TableLoad],
+        *,
+        straight: bool,
+    ) -> list[int]:
+        """One transaction for `loads`: `straight` into the tables, merges excepted (a unique
+        violation when an id is there already), or through the staging tables."""
+        counts: list[int] = []
+        for load in loads:  # outside the transaction, so a rollback keeps them
+            if not (straight and not load.merge):
+                await self._staging_for(conn, load)
+        async with conn.transaction(), conn.cursor() as cur:
+            for load in loads:
+                columns = sql.SQL(", ").join(map(sql.Identifier, load.columns))
+                into_table = straight and not load.merge
+                staging = "" if into_table else self._staging[load.schema, load.table][1]
+                target = (
+                    sql.Identifier(load.schema, load.table)
+                    if into_table
+                    else sql.Identifier(staging)
+                )
+                copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                    target, columns
+                )
+                async with cur.copy(copy_sql) as copy:
+                    if load.copy_data is not None:
+                        await copy.write(load.copy_data)
+                    else:
+                        # a naive UTC time is the same 8 bytes in the binary format whether
+                        # the column is `timestamp` (staging) or `timestamp with time zone`
+                        copy.set_types([STAGING_TYPES[t] for t in load.types])
+                        for row in load.rows:
+                            await copy.write_row(row)
+                if into_table:
+                    counts.append(load.size)
+                    continue
+                await cur.execute(_insert_sql(load, staging, columns))
+                counts.append(max(cur.rowcount, 0))
         return counts
 
     async def _staging_for(

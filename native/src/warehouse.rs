@@ -333,7 +333,7 @@ fn value<'a>(p: &mut Parser<'a>, depth: u32) -> Option<Val<'a>> {
                 return None;
             }
             p.i += 1;
-            let mut members: Vec<(&'a str, Val<'a>)> = Vec::new();
+            let mut members: Vec<(&'a str, Val<'a>)> = Vec::with_capacity(8);
             p.members(|p, key| {
                 if members.iter().any(|(seen, _)| *seen == key) {
                     return None;
@@ -533,8 +533,8 @@ impl TrackLayout {
                 self.flatten(
                     py,
                     context,
-                    "context",
-                    "context",
+                    &mut String::from("context"),
+                    &mut String::from("context"),
                     &mut common,
                     &[],
                     &[],
@@ -568,8 +568,8 @@ impl TrackLayout {
         self.flatten(
             py,
             properties,
-            "",
-            "properties",
+            &mut String::new(),
+            &mut String::from("properties"),
             &mut event,
             reserved,
             &taken,
@@ -626,31 +626,37 @@ impl TrackLayout {
 
     /// `layout._flatten`: `obj`'s leaves into `into`; discarded source paths into `discarded`.
     #[allow(clippy::too_many_arguments)] // recursive, as the Python path's
+    /// `path` holds the prefix (the `_`-joined path of `obj`, "" at the top of `properties`)
+    /// and `source` the `.`-joined path of `obj` in the message; each member's is written
+    /// after them in place, and both are left as they were.
     fn flatten<'a>(
         &mut self,
         py: Python<'_>,
         obj: &[(&'a str, Val<'a>)],
-        prefix: &str,
-        source: &str,
+        path: &mut String,
+        source: &mut String,
         into: &mut Gathered<'a>,
         reserved: &[u32],
         taken: &[u32],
         discarded: &mut Vec<String>,
     ) -> Option<()> {
+        let prefix = path.len();
         for (key, member) in obj {
             if matches!(member, Val::Null) {
                 continue;
             }
-            let path = if prefix.is_empty() {
-                (*key).to_owned()
-            } else {
-                format!("{prefix}_{key}")
-            };
-            let column = self.path_column(py, &path);
+            path.truncate(prefix);
+            if prefix > 0 {
+                path.push('_');
+            }
+            path.push_str(key);
             let value = match member {
                 Val::Obj(inner) => {
-                    let source = format!("{source}.{key}");
-                    self.flatten(py, inner, &path, &source, into, reserved, taken, discarded)?;
+                    let within = source.len();
+                    source.push('.');
+                    source.push_str(key);
+                    self.flatten(py, inner, path, source, into, reserved, taken, discarded)?;
+                    source.truncate(within);
                     continue;
                 }
                 Val::Null => continue,
@@ -659,6 +665,7 @@ impl TrackLayout {
                 Val::Int(number) => PyVal::Int(*number),
                 Val::Float(number) => PyVal::Float(*number),
             };
+            let column = self.path_column(py, path);
             if column != NO_COLUMN && (reserved.contains(&column) || taken.contains(&column)) {
                 discarded.push(format!("{source}.{key}"));
                 continue;
@@ -669,6 +676,7 @@ impl TrackLayout {
             into.columns.push(column);
             into.values.push(value);
         }
+        path.truncate(prefix);
         Some(())
     }
 

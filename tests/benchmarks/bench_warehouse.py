@@ -20,6 +20,11 @@ same server or file; rows/s is table rows written a second, wall time.
   appender, straight into the tables.
 - A replay: the loader given the same tracks again (every id already loaded, nothing written).
 
+PostgreSQL's loader and binary COPY alternate, `BENCH_WAREHOUSE_ROUNDS` rounds (default 3),
+each into tables of its own, and the ratio given is the median of the rounds' ratios: a
+machine whose load drifts (two cores shared with whatever else runs) moves both sides of a
+round alike, where one run of each minutes apart can be off by a third.
+
 Run alone: `.venv/bin/python -m tests.benchmarks.bench_warehouse` (BENCH_WAREHOUSE_N tracks,
 default 100,000; about a minute).
 """
@@ -106,7 +111,9 @@ class _Timed:
             self.seconds += time.perf_counter() - started
 
 
-async def _load(database: Database, raw: Sequence[bytes]) -> tuple[float, float, float]:
+async def _load(
+    database: Database, raw: Sequence[bytes], schema: str = SCHEMA
+) -> tuple[float, float, float]:
     """Seconds the loader takes from bytes to committed rows, batch by batch, of those the
     seconds spent in the database, and the CPU seconds of this process (the client's whole
     work: layout, fitting, psycopg; steadier than wall time on a shared machine)."""
@@ -116,7 +123,7 @@ async def _load(database: Database, raw: Sequence[bytes]) -> tuple[float, float,
     cpu = time.process_time()
     defer = database.takes_copy_data  # as the loader's parse does (`agents.parser`)
     for batch in _batches(raw):
-        laid = [lay_out(value, schema=SCHEMA, types=TRACK_TYPES, defer=defer) for value in batch]
+        laid = [lay_out(value, schema=schema, types=TRACK_TYPES, defer=defer) for value in batch]
         outcomes = await writer.write(laid)
         assert all(o.error is None for o in outcomes)
     elapsed = time.perf_counter() - started
@@ -148,10 +155,12 @@ def _tables(loads: list[list[TableLoad]]) -> dict[str, TableLoad]:
     return {load.table: load for batch in loads for load in batch}
 
 
-def _postgres_copy(url: str, loads: list[list[TableLoad]], *, binary: bool) -> float:
+def _postgres_copy(
+    url: str, loads: list[list[TableLoad]], *, binary: bool, round_: int = 0
+) -> float:
     """Seconds a plain COPY of the same rows takes, batch by batch, into tables made for it:
     in the binary format, as the loader stages its rows, or in the text format."""
-    schema = "plain_binary" if binary else "plain_text"
+    schema = f"plain_{'binary' if binary else 'text'}_{round_}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         for table, load in _tables(loads).items():
@@ -216,6 +225,7 @@ def _log(text: str) -> None:
 def measure(count: int | None = None) -> dict[str, Any]:
     """The figures, as a dict (`make bench` tabulates them)."""
     count = count or int(os.environ.get("BENCH_WAREHOUSE_N", "100000"))
+    rounds = max(1, int(os.environ.get("BENCH_WAREHOUSE_ROUNDS", "3")))
     _log(f"making {count:,} tracks")
     raw = tracks(count)  # bytes, which the garbage collector does not walk
     folder = Path(tempfile.mkdtemp(prefix="bench-warehouse-"))
@@ -225,35 +235,42 @@ def measure(count: int | None = None) -> dict[str, Any]:
     )
     thresholds = gc.get_threshold()
     try:
+        _log("the baselines' rows: the loader's own, laid out and typed")
+        loads = _prepared(raw)
+        rows = sum(len(load.rows) for batch in loads for load in batch)
         _log("starting PostgreSQL")
         server.start()
-        # the loaders run first, while the baselines' rows are not made yet: a heap holding
-        # them (millions of objects) would slow every garbage collection of the loaders; what
-        # start-up made is frozen and the collector tuned, as `python -m worker run` does
-        # before its agents start
+        # what start-up made, and the baselines' rows (millions of objects), are frozen out of
+        # the garbage collector's walks and the collector tuned, as `python -m worker run`
+        # does before its agents start
         tune_gc()
-        _log("PostgreSQL: the loader")
-        loader_s, loader_db_s, loader_cpu_s = asyncio.run(_load(PostgresWarehouse(server.url), raw))
-        gc.collect()
+        loader: list[tuple[float, float, float]] = []
+        copy: list[float] = []
+        for round_ in range(rounds):
+            _log(f"PostgreSQL, round {round_ + 1} of {rounds}: the loader")
+            loader.append(
+                asyncio.run(_load(PostgresWarehouse(server.url), raw, f"{SCHEMA}_{round_}"))
+            )
+            gc.collect()
+            _log(f"PostgreSQL, round {round_ + 1} of {rounds}: a plain COPY, binary")
+            copy.append(_postgres_copy(server.url, loads, binary=True, round_=round_))
+        ratios = [c / run[0] for c, run in zip(copy, loader, strict=True)]
+        middle = sorted(range(rounds), key=lambda r: ratios[r])[rounds // 2]
+        loader_s, loader_db_s, loader_cpu_s = loader[middle]
+        copy_s = copy[middle]
         _log("PostgreSQL: the loader again (a replay: every id there already)")
-        replay_s, _, _ = asyncio.run(_load(PostgresWarehouse(server.url), raw))
+        replay_s, _, _ = asyncio.run(_load(PostgresWarehouse(server.url), raw, f"{SCHEMA}_0"))
         gc.collect()
+        _log("PostgreSQL: a plain COPY, text")
+        text_copy_s = _postgres_copy(server.url, loads, binary=False)
+        with psycopg.connect(server.url) as conn:
+            loaded = conn.execute(f"SELECT count(*) FROM {SCHEMA}_0.tracks").fetchone()
+        assert loaded == (len(raw),)
+        server.remove()
         _log("DuckDB: the loader")
         duck_s, duck_db_s, _ = asyncio.run(
             _load(DuckDBWarehouse(str(folder / "loader.duckdb")), raw)
         )
-
-        _log("the baselines' rows: the loader's own, laid out and typed")
-        loads = _prepared(raw)
-        rows = sum(len(load.rows) for batch in loads for load in batch)
-        _log("PostgreSQL: a plain COPY, binary")
-        copy_s = _postgres_copy(server.url, loads, binary=True)
-        _log("PostgreSQL: a plain COPY, text")
-        text_copy_s = _postgres_copy(server.url, loads, binary=False)
-        with psycopg.connect(server.url) as conn:
-            loaded = conn.execute(f"SELECT count(*) FROM {SCHEMA}.tracks").fetchone()
-        assert loaded == (len(raw),)
-        server.remove()
         _log("DuckDB: its appender")
         appender_s = _duckdb_appender(str(folder / "appender.duckdb"), loads)
     finally:
@@ -270,6 +287,8 @@ def measure(count: int | None = None) -> dict[str, Any]:
         "rows": rows,
         "batch": BATCH,
         "tables": len(_tables(loads)),
+        "rounds": rounds,
+        "postgres_ratios": [round(r, 3) for r in ratios],
         "postgres_loader_rows_per_s": rate(loader_s),
         "postgres_copy_rows_per_s": rate(copy_s),
         "postgres_ratio": round(copy_s / loader_s, 3),

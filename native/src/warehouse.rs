@@ -979,8 +979,11 @@ struct Plan {
     kinds: Vec<u8>,
     id_at: usize,
     uuid_ts_at: Option<usize>,
-    /// (id, the row's encoded fields), sorted by id at the end
-    rows: Vec<(Vec<u8>, Vec<u8>)>,
+    /// the rows' ids and encoded fields, one after the other
+    ids: Vec<u8>,
+    data: Vec<u8>,
+    /// each row's id and fields (ranges of `ids` and `data`), sorted by id at the end
+    rows: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
     misfits: Vec<u64>,
     declined: bool,
 }
@@ -1015,6 +1018,8 @@ impl Plan {
             kinds,
             id_at,
             uuid_ts_at,
+            ids: Vec::new(),
+            data: Vec::new(),
             rows: Vec::new(),
             declined,
         })
@@ -1068,40 +1073,45 @@ impl Plan {
                 }
             }
         }
-        let mut encoded: Vec<u8> = Vec::with_capacity(values.len() + 4 * fields.len() + 2);
         let Ok(count) = i16::try_from(fields.len()) else {
             self.declined = true;
             return Ok(());
         };
-        encoded.extend_from_slice(&count.to_be_bytes());
+        let start = self.data.len();
+        let data = &mut self.data;
+        data.extend_from_slice(&count.to_be_bytes());
         for field in fields.iter() {
             match field {
-                Field::Null => encoded.extend_from_slice(&(-1i32).to_be_bytes()),
+                Field::Null => data.extend_from_slice(&(-1i32).to_be_bytes()),
                 Field::Bytes(range) => {
                     let Ok(size) = i32::try_from(range.len()) else {
                         self.declined = true;
                         return Ok(());
                     };
-                    encoded.extend_from_slice(&size.to_be_bytes());
-                    encoded.extend_from_slice(&values[range.clone()]);
+                    data.extend_from_slice(&size.to_be_bytes());
+                    data.extend_from_slice(&values[range.clone()]);
                 }
             }
         }
         for at in misfits {
             self.misfits[at] += 1;
         }
-        self.rows.push((message_id.as_bytes().to_vec(), encoded));
+        let id_start = self.ids.len();
+        self.ids.extend_from_slice(message_id.as_bytes());
+        self.rows
+            .push((id_start..self.ids.len(), start..self.data.len()));
         Ok(())
     }
 
     /// The COPY data, rows in id order, and the misfits by position.
     fn finish(mut self) -> (Vec<u8>, Vec<u64>) {
-        self.rows.sort_by(|a, b| a.0.cmp(&b.0));
-        let size: usize = self.rows.iter().map(|(_, row)| row.len()).sum();
-        let mut out = Vec::with_capacity(SIGNATURE.len() + size + 2);
+        let ids = &self.ids;
+        self.rows
+            .sort_by(|a, b| ids[a.0.clone()].cmp(&ids[b.0.clone()]));
+        let mut out = Vec::with_capacity(SIGNATURE.len() + self.data.len() + 2);
         out.extend_from_slice(SIGNATURE);
         for (_, row) in &self.rows {
-            out.extend_from_slice(row);
+            out.extend_from_slice(&self.data[row.clone()]);
         }
         out.extend_from_slice(&(-1i16).to_be_bytes());
         (out, self.misfits)

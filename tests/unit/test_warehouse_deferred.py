@@ -24,6 +24,7 @@ import pytest
 from tests.unit.test_warehouse_fast_path import _bench_tracks, _golden_inputs, _mutations
 from worker.errors import WorkerError
 from worker.warehouse import layout, loader
+from worker.warehouse.columns import ColumnType
 from worker.warehouse.layout import CALL_TYPES, TRACK_TYPES, Laid, lay_out
 from worker.warehouse.loader import Columns, TableChange, TableKey, TableLoad, WarehouseWriter
 
@@ -206,3 +207,20 @@ def test_known_tables_take_no_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     last = database.loads[-1]
     assert all(load.copy_data for load in last)
     assert sum(load.size for load in last) == 2 * len(bench)
+
+
+def test_a_new_column_takes_the_type_of_the_batch_s_first_value() -> None:
+    """A deferred track before a track the compiled layout declines (an array): the column
+    both meet is typed by the first one's value, as when every row is made at once."""
+
+    def event(message_id: str, properties: dict[str, object]) -> bytes:
+        return orjson.dumps(
+            {"type": "track", "event": "Typed", "messageId": message_id, "properties": properties}
+        )
+
+    batch = [event("a", {"x": 1}), event("b", {"x": "one", "list": [1, 2]})]
+    laid = _laid(batch, defer=True)
+    assert [item.deferred is not None for item in laid] == [True, False]
+    deferred = _load_all([batch], defer=True)
+    assert deferred == _load_all([batch], defer=False)
+    assert dict(deferred[1])["s", "typed"]["x"] is ColumnType.INTEGER

@@ -297,9 +297,10 @@ class WarehouseWriter:
                 return
 
     async def _write_once(self, batch: list[Laid]) -> None:
-        first = _first_copies(batch)
+        first, eager, deferred, discarded = _split(batch)
         repeated = len(batch) - len(first)
-        for schema in sorted({laid.schema for laid in first} - self._schemas_read):
+        schemas = deferred.keys() | {laid.schema for laid in eager}
+        for schema in sorted(schemas - self._schemas_read):
             for table, columns in (await self.database.read_schema(schema)).items():
                 self._tables[schema, table] = columns
             self._schemas_read.add(schema)
@@ -310,9 +311,12 @@ class WarehouseWriter:
         # takes the table (it declines a column it is not given); only the rest is checked.
         # Deferred tracks (`lay_out(defer=True)`) go from their bytes straight to COPY data;
         # their rows are made only for the tables it leaves.
-        eager, deferred, discarded = _split(first)
         encoded, left = self._encoded_tracks(eager, deferred, now, nulled, copy_data=copy_data)
-        grouped = _grouped(eager + left, encoded)
+        # the batch's order: a new column's type is its first value's
+        left_ids = {id(laid) for laid in left}
+        grouped = _grouped(
+            [laid for laid in first if laid.deferred is None or id(laid) in left_ids], encoded
+        )
         if copy_data:
             encoded.update(self._encoded(grouped, now, nulled))
         changes = self._changes({k: v for k, v in grouped.items() if k not in encoded})
@@ -473,7 +477,7 @@ class WarehouseWriter:
         """Every table's rows of `batch` (whose tables and columns are known), fitted to its
         columns, sorted by table and by id; as binary COPY data where `copy_data` asks for it
         and the compiled encoder takes the table."""
-        _, _, discarded = _split(batch)
+        _, _, _, discarded = _split(batch)
         grouped = _grouped(batch, _NONE)
         now = self._now()
         nulled: Counter[tuple[str, str, str]] = Counter()
@@ -497,20 +501,31 @@ _Spec = tuple[dict[str, int], list[int], int, int]
 _TableRows = tuple[TableKind, list[Mapping[str, object]]]
 
 
-def _split(batch: list[Laid]) -> tuple[list[Laid], dict[str, list[Laid]], int]:
-    """The messages of `batch` laid out at once, the deferred tracks by schema, and how many
-    properties the batch discarded."""
+def _split(batch: list[Laid]) -> tuple[list[Laid], list[Laid], dict[str, list[Laid]], int]:
+    """The first copy of each message of `batch` (by schema and id), in order; of those, the
+    ones laid out at once and the deferred tracks by schema; how many properties they
+    discarded."""
+    seen: set[tuple[str, str]] = set()
+    first: list[Laid] = []
     eager: list[Laid] = []
     deferred: dict[str, list[Laid]] = {}
     discarded = 0
     for laid in batch:
+        key = (laid.schema, laid.id)
+        if key in seen:
+            continue
+        seen.add(key)
+        first.append(laid)
         if laid.discarded:
             discarded += len(laid.discarded)
         if laid.deferred is None:
             eager.append(laid)
         else:
-            deferred.setdefault(laid.schema, []).append(laid)
-    return eager, deferred, discarded
+            schema_tracks = deferred.get(laid.schema)
+            if schema_tracks is None:
+                schema_tracks = deferred[laid.schema] = []
+            schema_tracks.append(laid)
+    return first, eager, deferred, discarded
 
 
 def _grouped(batch: list[Laid], encoded: Mapping[TableKey, object]) -> dict[TableKey, _TableRows]:
@@ -528,17 +543,6 @@ def _grouped(batch: list[Laid], encoded: Mapping[TableKey, object]) -> dict[Tabl
                 table_rows = grouped[key] = (row.kind, [])
             table_rows[1].append(row.values)
     return grouped
-
-
-def _first_copies(batch: list[Laid]) -> list[Laid]:
-    seen: set[tuple[str, str]] = set()
-    first: list[Laid] = []
-    for laid in batch:
-        key = (laid.schema, laid.id)
-        if key not in seen:
-            seen.add(key)
-            first.append(laid)
-    return first
 
 
 def _merged_users(rows: list[Mapping[str, object]]) -> list[Mapping[str, object]]:

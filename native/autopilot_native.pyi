@@ -53,7 +53,7 @@ class TrackLayout:
     ) -> tuple[str, str, dict[str, object], dict[str, object], list[str]] | None:
         """`(id, event table, tracks row, event row, discarded)` of the track `raw`, as
         `worker.warehouse.layout.lay_out` makes them, or None to hand it to the Python path."""
-    def peek(self, raw: bytes) -> tuple[str, DeferredTrack, list[str]] | None:
+    def peek(self, raw: bytes) -> tuple[str, DeferredTrack, tuple[str, ...]] | None:
         """`(id, deferred track, discarded)` of the track `raw` when `track` would take it,
         without its rows (`encode` makes them later, straight into COPY data); None to hand it
         to the Python path."""

@@ -12,7 +12,7 @@
 //! path's tuples encoded by psycopg, byte for byte.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 /// The column types, as `worker/warehouse/loader.py` numbers them (`_KIND_CODES`).
 const TIMESTAMP: u8 = 0;
@@ -782,7 +782,13 @@ impl TrackLayout {
         &mut self,
         py: Python<'py>,
         raw: &Bound<'py, PyBytes>,
-    ) -> PyResult<Option<(Bound<'py, PyString>, Bound<'py, DeferredTrack>, Vec<String>)>> {
+    ) -> PyResult<
+        Option<(
+            Bound<'py, PyString>,
+            Bound<'py, DeferredTrack>,
+            Bound<'py, PyTuple>,
+        )>,
+    > {
         self.clear_if_full();
         let bytes = raw.as_bytes();
         let Some(laid) = self.lay_out(py, bytes) else {
@@ -812,7 +818,7 @@ impl TrackLayout {
         Ok(Some((
             PyString::new(py, laid.message_id),
             Bound::new(py, deferred)?,
-            laid.discarded,
+            PyTuple::new(py, laid.discarded)?,
         )))
     }
 

@@ -54,7 +54,7 @@ from worker.__main__ import tune_gc
 from worker.source.mapping import map_source
 from worker.warehouse.duckdb import SQL_TYPES as DUCKDB_TYPES
 from worker.warehouse.duckdb import DuckDBWarehouse
-from worker.warehouse.layout import TRACK_TYPES, Laid, lay_out
+from worker.warehouse.layout import TRACK_TYPES, Laid, lay_out, layout_of
 from worker.warehouse.loader import Database, TableLoad, WarehouseWriter
 from worker.warehouse.postgres import SQL_TYPES as POSTGRES_TYPES
 from worker.warehouse.postgres import STAGING_TYPES, PostgresWarehouse
@@ -121,9 +121,10 @@ async def _load(
     writer = WarehouseWriter(timed)
     started = time.perf_counter()
     cpu = time.process_time()
-    defer = database.takes_copy_data  # as the loader's parse does (`agents.parser`)
+    # as the loader's parse lays them out (`agents.parser`)
+    layout = layout_of(schema, TRACK_TYPES, defer=database.takes_copy_data)
     for batch in _batches(raw):
-        laid = [lay_out(value, schema=schema, types=TRACK_TYPES, defer=defer) for value in batch]
+        laid = [layout(value) for value in batch]
         outcomes = await writer.write(laid)
         assert all(o.error is None for o in outcomes)
     elapsed = time.perf_counter() - started

@@ -30,7 +30,7 @@ from worker.runtime.sink import BatchingSink
 from worker.runtime.stages import Runtime
 from worker.settings import Settings
 from worker.warehouse.duckdb import DuckDBWarehouse
-from worker.warehouse.layout import CALL_TYPES, NATIVE_TRACKS, TRACK_TYPES, Laid, lay_out
+from worker.warehouse.layout import CALL_TYPES, NATIVE_TRACKS, TRACK_TYPES, Laid, layout_of
 from worker.warehouse.loader import Database, WarehouseStats, WarehouseWriter
 from worker.warehouse.postgres import PostgresWarehouse
 
@@ -77,12 +77,17 @@ def parser(
     with `defer`, a track's rows are made by the writer (`lay_out`'s `defer`: for a database
     that takes COPY data)."""
 
+    layouts = {
+        topic: layout_of(source.schema, source.types, defer=defer)
+        for topic, source in inputs.items()
+    }
+
     def parse(message: InboundMessage) -> Laid:
         topic = message.origin()[0]  # a replayed message names the topic it came from
-        source = inputs.get(topic)
-        if source is None:
+        layout = layouts.get(topic)
+        if layout is None:
             raise ValidationError(f"came from {topic}, a topic the warehouse loader does not read")
-        return lay_out(message.value, schema=source.schema, types=source.types, defer=defer)
+        return layout(message.value)
 
     return parse
 

@@ -30,9 +30,9 @@ two names of one message that become the same column (after snake_case or trunca
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
 from enum import StrEnum
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 import orjson
@@ -62,6 +62,7 @@ __all__ = [
     "lay_out",
     "lay_out_message",
     "lay_out_python",
+    "layout_of",
     "rows_of",
     "snake_case",
     "table_name",
@@ -327,8 +328,8 @@ def lay_out(raw: bytes, *, schema: str, types: frozenset[str], defer: bool = Fal
     if defer and NATIVE_TRACKS is not None and "track" in types:
         peeked = NATIVE_TRACKS.peek(raw)
         if peeked is not None:
-            message_id, deferred, discarded = peeked
-            return _new_tuple(Laid, (schema, message_id, (), tuple(discarded), deferred))
+            message_id, deferred, left_out = peeked
+            return _new_tuple(Laid, (schema, message_id, (), left_out, deferred))
     if NATIVE_TRACKS is not None and "track" in types:
         fast = NATIVE_TRACKS.track(raw)
         if fast is not None:
@@ -340,6 +341,22 @@ def lay_out(raw: bytes, *, schema: str, types: frozenset[str], defer: bool = Fal
             )
             return _new_tuple(Laid, (schema, message_id, rows, tuple(discarded), None))
     return lay_out_python(raw, schema=schema, types=types)
+
+
+def layout_of(schema: str, types: frozenset[str], *, defer: bool) -> Callable[[bytes], Laid]:
+    """`lay_out` with its arguments given once: what a loader calls for each message."""
+    if not (defer and NATIVE_TRACKS is not None and "track" in types):
+        return partial(lay_out, schema=schema, types=types)
+    peek = NATIVE_TRACKS.peek
+
+    def laid(raw: bytes) -> Laid:
+        peeked = peek(raw)
+        if peeked is None:
+            return lay_out(raw, schema=schema, types=types)
+        message_id, deferred, discarded = peeked
+        return _new_tuple(Laid, (schema, message_id, (), discarded, deferred))
+
+    return laid
 
 
 def rows_of(laid: Laid) -> tuple[Row, ...]:

@@ -347,7 +347,7 @@ async def test_a_raw_partition_s_message_is_queued_as_its_event_counted_for_one_
     partition = RawPartition()
     message = consumed(7)
 
-    await partition.handler()(message)
+    assert partition.handler()(message) is None  # queued at once: nothing to await
 
     event = partition.queue.get_nowait()
     assert (event.message, event.key, event.value) == (message, b"k", b"v7")
@@ -373,7 +373,7 @@ async def test_a_raw_queue_under_pressure_pauses_the_partition_and_a_full_one_is
     partition = RawPartition(maxsize=4)  # high pressure from 3 queued (faust's ratio)
     handler = partition.handler()
     for offset in range(4):
-        await handler(consumed(offset))
+        assert handler(consumed(offset)) is None
     assert partition.paused == [PARTITION]
 
     handing = asyncio.ensure_future(handler(consumed(4)))
@@ -416,9 +416,13 @@ async def test_the_conductor_reads_the_handler_map_as_is_unless_a_rebalance_is_u
     conductor._tp_to_callback_lock = asyncio.Lock()
     on_message = conductor._compile_message_handler()
 
-    await on_message(consumed(1))
+    first = on_message(consumed(1))
+    assert first is not None  # the handler's coroutine
+    await first
     async with conductor._tp_to_callback_lock:  # a rebalance updating the map
-        waiting = asyncio.ensure_future(on_message(consumed(2)))
+        after_the_lock = on_message(consumed(2))
+        assert after_the_lock is not None
+        waiting = asyncio.ensure_future(after_the_lock)
         await asyncio.sleep(0.01)
         assert handled == [("before", 1)]
         conductor._tp_to_callback[PARTITION] = handler("after")

@@ -339,7 +339,9 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()
-            await self.callback(message)
+            waiting = self.callback(message)
+            if waiting is not None:  # the conductor's handlers queue a message at once if they can
+                await waiting
             read_offset[tp] = offset
 
     async def perform_seek(self) -> None:
@@ -447,28 +449,40 @@ class RereadingFlowControl(FlowControlEvent):
             consumer.read_again(dropped)
 
 
+#: A partition's hand-off: None once the message is queued, else what to await first.
+_Handler = Callable[[Any], Awaitable[None] | None]
+
+
 class RawConductor(Conductor):
     """faust's conductor, with a lean hand-off for a partition only one raw-bytes channel reads
     (see the module doc); any other partition keeps faust's handler."""
 
-    def _compile_message_handler(self) -> Callable[[Any], Awaitable[None]]:
+    # returns None where faust's returns an awaitable: only the worker's fetch loop calls it
+    def _compile_message_handler(self) -> _Handler:  # type: ignore[override]
         """faust's `on_message`, which takes the lock guarding the partition -> handler map
         for every message: here only while someone holds it or waits for it (a rebalance
-        updating the map), which is when faust's would wait; otherwise the map is read as is."""
+        updating the map), which is when faust's would wait; otherwise the map is read as is.
+
+        Not a coroutine: it returns what the partition's handler returns, None when a raw
+        handler queued the message at once (the fetch loop awaits only what is not None)."""
         handler_for = self._tp_to_callback.__getitem__
         lock = self._tp_to_callback_lock
 
-        async def on_message(message: Any) -> None:
-            if lock.locked() or getattr(lock, "_waiters", None):
-                async with lock:
-                    handler = handler_for(message.tp)
-            else:
+        async def after_the_lock(message: Any) -> None:
+            async with lock:
                 handler = handler_for(message.tp)
-            await handler(message)
+            waiting = handler(message)
+            if waiting is not None:
+                await waiting
+
+        def on_message(message: Any) -> Awaitable[None] | None:
+            if lock.locked() or getattr(lock, "_waiters", None):
+                return after_the_lock(message)
+            return handler_for(message.tp)(message)
 
         return on_message
 
-    def _build_handler(self, tp: TP, channels: MutableSet[Any]) -> Callable[[Any], Awaitable[None]]:
+    def _build_handler(self, tp: TP, channels: MutableSet[Any]) -> _Handler:  # type: ignore[override]
         if len(channels) == 1:
             (channel,) = channels
             if isinstance(channel.schema, RawSchema):
@@ -477,9 +491,14 @@ class RawConductor(Conductor):
         return handler
 
 
-def _raw_handler(app: Any, tp: TP, channel: Any) -> Callable[[Any], Awaitable[None]]:
-    """What faust's handler does for one raw-bytes channel: no decoding, nothing to fail."""
+def _raw_handler(app: Any, tp: TP, channel: Any) -> _Handler:
+    """What faust's handler does for one raw-bytes channel: no decoding, nothing to fail.
+
+    A message is queued at once, with no coroutine, while flow is active and the queue has
+    room (the handler returns None); otherwise the handler returns what to await: the flow
+    resuming, or room in the queue."""
     queue = channel.queue
+    flow_active = app.flow_control.is_active
     flow_control = app.flow_control
     consumer = app.consumer
     on_topic_buffer_full = app.sensors.on_topic_buffer_full
@@ -492,11 +511,9 @@ def _raw_handler(app: Any, tp: TP, channel: Any) -> Callable[[Any], Awaitable[No
     def on_pressure_drop() -> None:
         consumer.on_buffer_drop(tp)
 
-    async def on_message(message: Any) -> None:
-        if not flow_control.is_active():
+    async def when_possible(message: Any) -> None:
+        if not flow_active():
             await flow_control.acquire()
-        # `message.incref()` without faust's re-entrant ack lock: the consumer hands messages
-        # over, and the stages ack them, on this one event loop thread
         message.refcount += 1
         event = new_event(app, message.key, message.value, message.headers, message)
         if queue.full():
@@ -506,6 +523,19 @@ def _raw_handler(app: Any, tp: TP, channel: Any) -> Callable[[Any], Awaitable[No
             queue.put_nowait_enhanced(
                 event, on_pressure_high=on_pressure_high, on_pressure_drop=on_pressure_drop
             )
+
+    def on_message(message: Any) -> Awaitable[None] | None:
+        if not flow_active() or queue.full():
+            return when_possible(message)
+        # `message.incref()` without faust's re-entrant ack lock: the consumer hands messages
+        # over, and the stages ack them, on this one event loop thread
+        message.refcount += 1
+        queue.put_nowait_enhanced(
+            new_event(app, message.key, message.value, message.headers, message),
+            on_pressure_high=on_pressure_high,
+            on_pressure_drop=on_pressure_drop,
+        )
+        return None
 
     return on_message
 

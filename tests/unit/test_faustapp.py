@@ -66,6 +66,66 @@ def test_the_commit_covers_only_consecutive_acks_from_the_committed_offset(
     assert consumer_with(acked, committed)._new_offset(PARTITION) == expected
 
 
+def acking_consumer(committed: int | None) -> StrictCommitConsumer:
+    """The consumer's ack bookkeeping, on a partition acked up to `committed`."""
+    consumer = consumer_with([], committed)
+    consumer._unacked_messages = set()
+    consumer._n_acked = 0
+    consumer._waiting_for_ack = None
+    consumer.app = types.SimpleNamespace(  # type: ignore[assignment]
+        topics=types.SimpleNamespace(acks_enabled_for=lambda topic: "changelog" not in topic)
+    )
+    return consumer
+
+
+def test_acking_many_messages_at_once_is_fausts_ack_of_each() -> None:
+    """Below the committed offset, acked twice, a duplicate offset, a topic faust does not
+    ack (a changelog): `ack_many` leaves the same state as faust's `ack`, one by one."""
+    changelog = TP("worker-source-changelog", 0)
+
+    def messages() -> list[ConsumerMessage]:
+        made = [
+            ConsumerMessage(tp.topic, tp.partition, offset, 1.0, 0, [], b"k", b"v", None)
+            for tp, offset in [
+                (PARTITION, 39),
+                (PARTITION, 40),
+                (PARTITION, 41),
+                (PARTITION, 41),
+                (changelog, 5),
+                (PARTITION, 42),
+            ]
+        ]
+        made[2].acked = True  # acked already
+        return made
+
+    def state(consumer: StrictCommitConsumer, acked: list[ConsumerMessage]) -> object:
+        return (
+            dict(consumer._acked),
+            dict(consumer._acked_index),
+            consumer._n_acked,
+            sorted(m.offset for m in consumer._unacked_messages),
+            [m.acked for m in acked],
+        )
+
+    one_by_one, at_once = acking_consumer(40), acking_consumer(40)
+    each, many = messages(), messages()
+    for consumer, batch in ((one_by_one, each), (at_once, many)):
+        for message in batch:
+            consumer._unacked_messages.add(message)
+    woken = asyncio.new_event_loop()
+    try:
+        at_once._waiting_for_ack = woken.create_future()
+        for message in each:
+            StrictCommitConsumer.ack(one_by_one, message)
+        at_once.ack_many(many)
+        assert at_once._waiting_for_ack.done()
+    finally:
+        woken.close()
+
+    assert state(at_once, many) == state(one_by_one, each)
+    assert at_once._acked[PARTITION] == [40, 41, 42]
+
+
 def test_a_run_may_begin_at_a_record_faust_never_delivers() -> None:
     consumer = consumer_with([41, 42], 40)
     consumer._gap[PARTITION].addi(40, 41)  # e.g. a transaction marker at offset 40

@@ -23,8 +23,8 @@ TOPIC = "in"
 
 
 class Consumer:
-    """What the loop touches of faust's consumer: the messages it tracks, `ack`, and the
-    partitions it fetches (paused while the pipeline is)."""
+    """What the loop touches of faust's consumer: the messages it tracks, `ack` and
+    `ack_many`, and the partitions it fetches (paused while the pipeline is)."""
 
     def __init__(self) -> None:
         self.unacked: set[Message] = set()
@@ -46,6 +46,10 @@ class Consumer:
         self.unacked.discard(message)
         self.acked.append(message.offset)
         return True
+
+    def ack_many(self, messages: list[Message]) -> None:
+        for message in messages:
+            self.ack(message)
 
 
 class Stopped(Exception):

@@ -261,10 +261,10 @@ class InOrderAcks:
     """
 
     def __init__(
-        self, pipeline: str, ack: Callable[[Any], object], limit: int = MAX_IN_FLIGHT
+        self, pipeline: str, ack_many: Callable[[list[Any]], object], limit: int = MAX_IN_FLIGHT
     ) -> None:
         self._pipeline = pipeline
-        self._ack = ack
+        self._ack_many = ack_many
         self._limit = limit
         self._in_flight: deque[_InFlight] = deque()
         self._room = asyncio.Event()
@@ -293,15 +293,18 @@ class InOrderAcks:
 
     def _ack_all(self, events: list[Event]) -> None:
         """`event.ack()` for each event, under one hold of faust's ack lock: the message's
-        reference is dropped and, once it was the last, the consumer acks it."""
-        ack = self._ack
+        reference is dropped and, once it was the last, the consumer acks it (all such
+        messages of the batch in one call)."""
+        done = []
         with ack_lock:
             for event in events:
                 message = event.message
                 if not message.acked:
                     message.refcount = refcount = max(message.refcount - 1, 0)
                     if not refcount:
-                        ack(message)
+                        done.append(message)
+            if done:
+                self._ack_many(done)
 
     def _check(self, future: asyncio.Future[object]) -> None:
         if future.cancelled():
@@ -331,7 +334,8 @@ async def run_batches(
     ahead of its outputs and what was not acked is read again after a restart.
     """
     intake = EventIntake(stream)
-    acks = InOrderAcks(pipeline.name, stream.app.consumer.ack)
+    consumer: Any = stream.app.consumer  # the worker's `StrictCommitConsumer`
+    acks = InOrderAcks(pipeline.name, consumer.ack_many)
     metrics.track(pipeline)
     while True:
         events: list[Event] = []

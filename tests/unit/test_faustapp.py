@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
-from faust.events import Event as FaustEvent
 from faust.transport.conductor import Conductor, ConductorCompiler
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
@@ -294,9 +293,16 @@ def test_what_a_cleared_stream_buffer_dropped_is_read_again_from_its_first_offse
     buffer: FlowControlQueue[object] = FlowControlQueue(
         flow_control=flow_control, clear_on_resume=True
     )
-    for tp, offset in [(PARTITION, 386), (PARTITION, 385), (revoked, 7), (changelog, 3)]:
+    for tp, offset, queued in [
+        (PARTITION, 386, "event"),
+        (PARTITION, 385, "message"),  # as the raw hand-off queues it
+        (revoked, 7, "event"),
+        (changelog, 3, "event"),
+    ]:
         message = types.SimpleNamespace(tp=tp, offset=offset)
-        buffer.put_nowait(types.SimpleNamespace(message=message))
+        buffer.put_nowait(
+            message if queued == "message" else types.SimpleNamespace(message=message)
+        )
 
     flow_control.resume()
 
@@ -366,7 +372,7 @@ async def test_the_rest_of_a_batch_is_left_once_its_partition_is_sought_back() -
 class Channel:
     """An agent's channel, as the conductor sees it: a queue and a schema."""
 
-    def __init__(self, queue: ThrowableQueue[FaustEvent]) -> None:
+    def __init__(self, queue: ThrowableQueue[ConsumerMessage]) -> None:
         self.queue = queue
         self.schema = RawSchema(key_type=bytes, value_type=bytes)
 
@@ -377,7 +383,7 @@ class RawPartition:
 
     def __init__(self, maxsize: int = 100) -> None:
         self.flow_control = FlowControlEvent(initially_suspended=False)
-        self.queue: ThrowableQueue[FaustEvent] = ThrowableQueue(
+        self.queue: ThrowableQueue[ConsumerMessage] = ThrowableQueue(
             maxsize=maxsize, flow_control=self.flow_control, clear_on_resume=True
         )
         self.paused: list[TP] = []
@@ -387,7 +393,6 @@ class RawPartition:
                 on_buffer_full=self.paused.append, on_buffer_drop=self.paused.remove
             ),
             sensors=types.SimpleNamespace(on_topic_buffer_full=lambda tp: None),
-            conf=types.SimpleNamespace(Event=FaustEvent),
             producer=types.SimpleNamespace(buffer=types.SimpleNamespace(wait_until_ebb=None)),
         )
         self.channel = Channel(self.queue)
@@ -403,14 +408,13 @@ def consumed(offset: int) -> ConsumerMessage:
     return ConsumerMessage(PARTITION.topic, 0, offset, 1.0, 0, [], b"k", b"v%d" % offset, None)
 
 
-async def test_a_raw_partition_s_message_is_queued_as_its_event_counted_for_one_channel() -> None:
+async def test_a_raw_partition_s_message_is_queued_itself_counted_for_one_channel() -> None:
     partition = RawPartition()
     message = consumed(7)
 
     assert partition.handler()(message) is None  # queued at once: nothing to await
 
-    event = partition.queue.get_nowait()
-    assert (event.message, event.key, event.value) == (message, b"k", b"v7")
+    assert partition.queue.get_nowait() is message  # no faust event around it
     assert message.refcount == 1  # acked once by the agent, it is done
 
 
@@ -424,7 +428,7 @@ async def test_the_raw_hand_off_waits_while_flow_is_stopped() -> None:
     partition.flow_control.resume()
     await handing
 
-    assert partition.queue.get_nowait().message.offset == 7
+    assert partition.queue.get_nowait().offset == 7
 
 
 async def test_a_raw_queue_under_pressure_pauses_the_partition_and_a_full_one_is_waited_on() -> (
@@ -442,7 +446,7 @@ async def test_a_raw_queue_under_pressure_pauses_the_partition_and_a_full_one_is
     for _ in range(4):
         partition.queue.get_nowait()
     await handing
-    assert partition.queue.get_nowait().message.offset == 4
+    assert partition.queue.get_nowait().offset == 4
     assert partition.paused == []  # the queue drained: the partition is fetched again
 
 

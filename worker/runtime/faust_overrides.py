@@ -478,8 +478,9 @@ class RereadingFlowControl(FlowControlEvent):
         dropped: dict[TP, int] = {}
         for queue in self._queues:
             for item in getattr(queue, "_queue", ()):
-                message = getattr(item, "message", None)
-                if message is not None:
+                # a faust event, or a message itself (what the raw hand-off queues)
+                message = getattr(item, "message", item)
+                if hasattr(message, "tp") and hasattr(message, "offset"):
                     tp, offset = message.tp, message.offset
                     dropped[tp] = min(offset, dropped.get(tp, offset))
         super().clear()
@@ -535,15 +536,15 @@ class RawConductor(Conductor):
 def _raw_handler(app: Any, tp: TP, channel: Any) -> _Handler:
     """What faust's handler does for one raw-bytes channel: no decoding, nothing to fail.
 
-    A message is queued at once, with no coroutine, while flow is active and the queue has
-    room (the handler returns None); otherwise the handler returns what to await: the flow
-    resuming, or room in the queue."""
+    The message itself is queued, not a faust event around it (the stages read only the
+    message: `batches.EventIntake`). It is queued at once, with no coroutine, while flow is
+    active and the queue has room (the handler returns None); otherwise the handler returns
+    what to await: the flow resuming, or room in the queue."""
     queue = channel.queue
     flow_active = app.flow_control.is_active
     flow_control = app.flow_control
     consumer = app.consumer
     on_topic_buffer_full = app.sensors.on_topic_buffer_full
-    new_event = app.conf.Event
 
     def on_pressure_high() -> None:
         on_topic_buffer_full(tp)
@@ -556,13 +557,12 @@ def _raw_handler(app: Any, tp: TP, channel: Any) -> _Handler:
         if not flow_active():
             await flow_control.acquire()
         message.refcount += 1
-        event = new_event(app, message.key, message.value, message.headers, message)
         if queue.full():
             on_topic_buffer_full(tp)
-            await queue.put(event)
+            await queue.put(message)
         else:
             queue.put_nowait_enhanced(
-                event, on_pressure_high=on_pressure_high, on_pressure_drop=on_pressure_drop
+                message, on_pressure_high=on_pressure_high, on_pressure_drop=on_pressure_drop
             )
 
     def on_message(message: Any) -> Awaitable[None] | None:
@@ -572,9 +572,7 @@ def _raw_handler(app: Any, tp: TP, channel: Any) -> _Handler:
         # over, and the stages ack them, on this one event loop thread
         message.refcount += 1
         queue.put_nowait_enhanced(
-            new_event(app, message.key, message.value, message.headers, message),
-            on_pressure_high=on_pressure_high,
-            on_pressure_drop=on_pressure_drop,
+            message, on_pressure_high=on_pressure_high, on_pressure_drop=on_pressure_drop
         )
         return None
 

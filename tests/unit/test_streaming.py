@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 import pytest
+from faust.events import Event
 from faust.types.tuples import TP, ConsumerMessage, Message
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
@@ -81,7 +82,7 @@ class AgentStream:
             topics=types.SimpleNamespace(acking_topics={TOPIC}),
             consumer_generation_id=1,
         )
-        self.queue: ThrowableQueue[Message] = ThrowableQueue(
+        self.queue: ThrowableQueue[Message | Event] = ThrowableQueue(
             maxsize=1000, flow_control=self.flow_control, clear_on_resume=True
         )
         self.flow_control.resume()  # as the app does once partitions are assigned
@@ -99,7 +100,10 @@ class AgentStream:
             message.generation_id = generation_id
             message.incref(channels)  # as the conductor does, once per channel
             self.messages.append(message)
-            self.queue.put_nowait(message)  # as the raw hand-off queues it
+            if channels == 1:
+                self.queue.put_nowait(message)  # as the raw hand-off queues it
+            else:  # faust's own handler, for a partition several channels read: an event each
+                self.queue.put_nowait(Event(self.app, b"k", b"v", [], message))  # type: ignore[arg-type]
             self.offset += 1
 
     async def handle(self, batch: list[InboundMessage]) -> Awaitable[object]:
@@ -171,6 +175,7 @@ async def test_a_message_another_channel_also_reads_is_acked_once_both_are_done(
     stage.put(2, channels=2)
     task = stage.run()
     await settle()
+    assert stage.batches == [[0, 1]]
 
     sent(stage, 0)
     await settle()

@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
+from faust.events import Event
 from faust.types.tuples import Message, ack_lock
 from mode.utils.queues import FlowControlEvent
 
@@ -150,8 +151,11 @@ def to_inbound(message: Any) -> InboundMessage:
 
 
 class EventIntake:
-    """An agent's messages, taken off its channel's queue in batches (the raw hand-off queues
-    faust's messages themselves, not faust events around them: `faust_overrides._raw_handler`).
+    """An agent's messages, taken off its channel's queue in batches. The queue holds faust's
+    messages themselves when the partition is read by this channel alone (the raw hand-off,
+    `faust_overrides._raw_handler`), faust's events around them when other channels read it
+    too (faust's own handler, e.g. the destination's and the warehouse's agents on the Segment
+    calls): either is taken, and the batch holds the messages.
 
     faust's stream iterator (and `take_events` on top of it, which acks a batch only when the
     next one is taken) would cost several calls an event; this does what of it the worker
@@ -168,9 +172,9 @@ class EventIntake:
         self._flow_active = stream.app.flow_control.is_active
         self._acking_topics = stream.app.topics.acking_topics
         self._unacked = stream.app.consumer.unacked
-        self._kept: Message | None = None
+        self._kept: Message | Event | None = None
 
-    async def next_unless_paused(self, breaker: Breaker) -> Message | None:
+    async def next_unless_paused(self, breaker: Breaker) -> Message | Event | None:
         """The next event once there is one; None while `breaker` is tripped, also when it trips
         while this waits (a sibling stage tripped it). An event got as it trips is kept, untaken,
         for when the pipeline resumes (a rebalance meanwhile makes it stale: `fill` drops it)."""
@@ -200,13 +204,17 @@ class EventIntake:
         return event  # type: ignore[no-any-return]
 
     async def fill(
-        self, events: list[Message], size: int, within_s: float, first: Message | None = None
+        self,
+        events: list[Message],
+        size: int,
+        within_s: float,
+        first: Message | Event | None = None,
     ) -> None:
         """Add to `events` `first` (else the next event, once there is one) and those that
         follow it within `within_s`, up to `size` in all (`events` is the caller's: it knows what
         it holds if this is cancelled)."""
         queue = self._queue
-        event: Message = first if first is not None else await queue.get()
+        event: Message | Event = first if first is not None else await queue.get()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
         while True:
@@ -231,7 +239,8 @@ class EventIntake:
         for message in events:
             self._unacked.discard(message)
 
-    def _keep(self, message: Message, events: list[Message]) -> None:
+    def _keep(self, item: Message | Event, events: list[Message]) -> None:
+        message = item if isinstance(item, Message) else item.message
         if not self._flow_active() or message.generation_id != self._app.consumer_generation_id:
             return
         if message.topic in self._acking_topics and not message.tracked:

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
-from faust.events import Event as FaustEvent
 from faust.transport.conductor import Conductor, ConductorCompiler
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
@@ -64,6 +63,66 @@ def test_the_commit_covers_only_consecutive_acks_from_the_committed_offset(
     acked: list[int], committed: int | None, expected: int | None
 ) -> None:
     assert consumer_with(acked, committed)._new_offset(PARTITION) == expected
+
+
+def acking_consumer(committed: int | None) -> StrictCommitConsumer:
+    """The consumer's ack bookkeeping, on a partition acked up to `committed`."""
+    consumer = consumer_with([], committed)
+    consumer._unacked_messages = set()
+    consumer._n_acked = 0
+    consumer._waiting_for_ack = None
+    consumer.app = types.SimpleNamespace(  # type: ignore[assignment]
+        topics=types.SimpleNamespace(acks_enabled_for=lambda topic: "changelog" not in topic)
+    )
+    return consumer
+
+
+def test_acking_many_messages_at_once_is_fausts_ack_of_each() -> None:
+    """Below the committed offset, acked twice, a duplicate offset, a topic faust does not
+    ack (a changelog): `ack_many` leaves the same state as faust's `ack`, one by one."""
+    changelog = TP("worker-source-changelog", 0)
+
+    def messages() -> list[ConsumerMessage]:
+        made = [
+            ConsumerMessage(tp.topic, tp.partition, offset, 1.0, 0, [], b"k", b"v", None)
+            for tp, offset in [
+                (PARTITION, 39),
+                (PARTITION, 40),
+                (PARTITION, 41),
+                (PARTITION, 41),
+                (changelog, 5),
+                (PARTITION, 42),
+            ]
+        ]
+        made[2].acked = True  # acked already
+        return made
+
+    def state(consumer: StrictCommitConsumer, acked: list[ConsumerMessage]) -> object:
+        return (
+            dict(consumer._acked),
+            dict(consumer._acked_index),
+            consumer._n_acked,
+            sorted(m.offset for m in consumer._unacked_messages),
+            [m.acked for m in acked],
+        )
+
+    one_by_one, at_once = acking_consumer(40), acking_consumer(40)
+    each, many = messages(), messages()
+    for consumer, batch in ((one_by_one, each), (at_once, many)):
+        for message in batch:
+            consumer._unacked_messages.add(message)
+    woken = asyncio.new_event_loop()
+    try:
+        at_once._waiting_for_ack = woken.create_future()
+        for message in each:
+            StrictCommitConsumer.ack(one_by_one, message)
+        at_once.ack_many(many)
+        assert at_once._waiting_for_ack.done()
+    finally:
+        woken.close()
+
+    assert state(at_once, many) == state(one_by_one, each)
+    assert at_once._acked[PARTITION] == [40, 41, 42]
 
 
 def test_a_run_may_begin_at_a_record_faust_never_delivers() -> None:
@@ -234,9 +293,16 @@ def test_what_a_cleared_stream_buffer_dropped_is_read_again_from_its_first_offse
     buffer: FlowControlQueue[object] = FlowControlQueue(
         flow_control=flow_control, clear_on_resume=True
     )
-    for tp, offset in [(PARTITION, 386), (PARTITION, 385), (revoked, 7), (changelog, 3)]:
+    for tp, offset, queued in [
+        (PARTITION, 386, "event"),
+        (PARTITION, 385, "message"),  # as the raw hand-off queues it
+        (revoked, 7, "event"),
+        (changelog, 3, "event"),
+    ]:
         message = types.SimpleNamespace(tp=tp, offset=offset)
-        buffer.put_nowait(types.SimpleNamespace(message=message))
+        buffer.put_nowait(
+            message if queued == "message" else types.SimpleNamespace(message=message)
+        )
 
     flow_control.resume()
 
@@ -306,7 +372,7 @@ async def test_the_rest_of_a_batch_is_left_once_its_partition_is_sought_back() -
 class Channel:
     """An agent's channel, as the conductor sees it: a queue and a schema."""
 
-    def __init__(self, queue: ThrowableQueue[FaustEvent]) -> None:
+    def __init__(self, queue: ThrowableQueue[ConsumerMessage]) -> None:
         self.queue = queue
         self.schema = RawSchema(key_type=bytes, value_type=bytes)
 
@@ -317,7 +383,7 @@ class RawPartition:
 
     def __init__(self, maxsize: int = 100) -> None:
         self.flow_control = FlowControlEvent(initially_suspended=False)
-        self.queue: ThrowableQueue[FaustEvent] = ThrowableQueue(
+        self.queue: ThrowableQueue[ConsumerMessage] = ThrowableQueue(
             maxsize=maxsize, flow_control=self.flow_control, clear_on_resume=True
         )
         self.paused: list[TP] = []
@@ -327,7 +393,6 @@ class RawPartition:
                 on_buffer_full=self.paused.append, on_buffer_drop=self.paused.remove
             ),
             sensors=types.SimpleNamespace(on_topic_buffer_full=lambda tp: None),
-            conf=types.SimpleNamespace(Event=FaustEvent),
             producer=types.SimpleNamespace(buffer=types.SimpleNamespace(wait_until_ebb=None)),
         )
         self.channel = Channel(self.queue)
@@ -343,14 +408,13 @@ def consumed(offset: int) -> ConsumerMessage:
     return ConsumerMessage(PARTITION.topic, 0, offset, 1.0, 0, [], b"k", b"v%d" % offset, None)
 
 
-async def test_a_raw_partition_s_message_is_queued_as_its_event_counted_for_one_channel() -> None:
+async def test_a_raw_partition_s_message_is_queued_itself_counted_for_one_channel() -> None:
     partition = RawPartition()
     message = consumed(7)
 
-    await partition.handler()(message)
+    assert partition.handler()(message) is None  # queued at once: nothing to await
 
-    event = partition.queue.get_nowait()
-    assert (event.message, event.key, event.value) == (message, b"k", b"v7")
+    assert partition.queue.get_nowait() is message  # no faust event around it
     assert message.refcount == 1  # acked once by the agent, it is done
 
 
@@ -364,7 +428,7 @@ async def test_the_raw_hand_off_waits_while_flow_is_stopped() -> None:
     partition.flow_control.resume()
     await handing
 
-    assert partition.queue.get_nowait().message.offset == 7
+    assert partition.queue.get_nowait().offset == 7
 
 
 async def test_a_raw_queue_under_pressure_pauses_the_partition_and_a_full_one_is_waited_on() -> (
@@ -373,7 +437,7 @@ async def test_a_raw_queue_under_pressure_pauses_the_partition_and_a_full_one_is
     partition = RawPartition(maxsize=4)  # high pressure from 3 queued (faust's ratio)
     handler = partition.handler()
     for offset in range(4):
-        await handler(consumed(offset))
+        assert handler(consumed(offset)) is None
     assert partition.paused == [PARTITION]
 
     handing = asyncio.ensure_future(handler(consumed(4)))
@@ -382,7 +446,7 @@ async def test_a_raw_queue_under_pressure_pauses_the_partition_and_a_full_one_is
     for _ in range(4):
         partition.queue.get_nowait()
     await handing
-    assert partition.queue.get_nowait().message.offset == 4
+    assert partition.queue.get_nowait().offset == 4
     assert partition.paused == []  # the queue drained: the partition is fetched again
 
 
@@ -416,9 +480,13 @@ async def test_the_conductor_reads_the_handler_map_as_is_unless_a_rebalance_is_u
     conductor._tp_to_callback_lock = asyncio.Lock()
     on_message = conductor._compile_message_handler()
 
-    await on_message(consumed(1))
+    first = on_message(consumed(1))
+    assert first is not None  # the handler's coroutine
+    await first
     async with conductor._tp_to_callback_lock:  # a rebalance updating the map
-        waiting = asyncio.ensure_future(on_message(consumed(2)))
+        after_the_lock = on_message(consumed(2))
+        assert after_the_lock is not None
+        waiting = asyncio.ensure_future(after_the_lock)
         await asyncio.sleep(0.01)
         assert handled == [("before", 1)]
         conductor._tp_to_callback[PARTITION] = handler("after")

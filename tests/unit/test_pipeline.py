@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 
 import pytest
 
@@ -118,6 +119,23 @@ def test_breaker_forgets_outside_the_window() -> None:
     breaker.record(unexpected=True)  # the old failures slid out: 1 of 4
     breaker.record(unexpected=True)  # 2 of 4
     assert not breaker.paused
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_run_of_messages_that_ended_well_counts_as_each_one(seed: int) -> None:
+    rng = random.Random(seed)
+    each = Breaker(window=7, min_messages=100, max_ratio=0.5)
+    runs = Breaker(window=7, min_messages=100, max_ratio=0.5)
+    for _ in range(30):
+        if rng.random() < 0.4:
+            each.record(unexpected=True)
+            runs.record(unexpected=True)
+        else:
+            count = rng.randint(1, 12)
+            for _ in range(count):
+                each.record(unexpected=False)
+            runs.record_ok(count)
+        assert (list(runs._outcomes), runs._failed) == (list(each._outcomes), each._failed)
 
 
 async def test_bad_data_however_concentrated_never_trips_the_breaker() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from itertools import islice, repeat
 
 from worker.errors import PipelinePaused
 
@@ -67,6 +68,15 @@ class Breaker:
             self._resumed.clear()
             self._tripped_now.set()
             log.critical("pipeline %s paused: %s", self.pipeline or "?", self.tripped)
+
+    def record_ok(self, count: int) -> None:
+        """`record(unexpected=False)` `count` times: messages that ended well trip nothing."""
+        outcomes = self._outcomes
+        if self._failed:
+            evicted = min(len(outcomes) + count - (outcomes.maxlen or 0), len(outcomes))
+            if evicted > 0:
+                self._failed -= sum(islice(outcomes, evicted))
+        outcomes.extend(repeat(False, count))
 
     def resume(self) -> bool:
         """Take messages again, with a fresh window; False when it was not paused."""

@@ -126,18 +126,25 @@ class Stage:
     def route(self, messages: Sequence[InboundMessage]) -> list[OutboundRecord]:
         """Every record the batch produces, dead letters included, in input order."""
         started = time.perf_counter()
+        stats, apply, forward = self.stats, self.apply, self.forward_topic
         records: list[OutboundRecord] = []
+        ended = 0  # messages that ended well, counted in the breaker before the next failure
         for message in messages:
-            self.stats.consumed += 1
-            outputs, error = self.apply(message)
-            self.stats.produced += len(outputs)
+            stats.consumed += 1
+            outputs, error = apply(message)
+            stats.produced += len(outputs)
             records.extend(outputs)
             if error is None:
-                if not any(r.topic == self.forward_topic for r in outputs):
-                    self.breaker.record(unexpected=False)
+                if forward is None or not _forwards(outputs, forward):
+                    ended += 1
             else:
+                if ended:
+                    self.breaker.record_ok(ended)
+                    ended = 0
                 records.extend(self.route_failure(message, error))
-        self.stats.mapping_seconds += time.perf_counter() - started
+        if ended:
+            self.breaker.record_ok(ended)
+        stats.mapping_seconds += time.perf_counter() - started
         return records
 
     def apply(self, message: InboundMessage) -> tuple[Sequence[OutboundRecord], WorkerError | None]:
@@ -221,3 +228,11 @@ class Stage:
                 attempts=attempts,
             )
         ]
+
+
+def _forwards(records: Sequence[OutboundRecord], topic: str) -> bool:
+    """Whether one of `records` goes to `topic` (a loop: a generator per message costs more)."""
+    for record in records:  # noqa: SIM110
+        if record.topic == topic:
+            return True
+    return False

@@ -14,8 +14,8 @@ from typing import Any, NoReturn, TypeVar
 import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
-from faust.types import EventT
-from faust.types.tuples import ack_lock
+from faust.events import Event
+from faust.types.tuples import Message, ack_lock
 from mode.utils.queues import FlowControlEvent
 
 from worker.errors import BatchGivenBack
@@ -41,7 +41,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Event = EventT[bytes]
 T = TypeVar("T")
 
 #: Exit status of a worker stopped by a `FatalError` (EX_SOFTWARE).
@@ -126,9 +125,8 @@ def _append(batch: BatchBuilder, record: OutboundRecord) -> bool:
 _new_tuple = tuple.__new__
 
 
-def to_inbound(event: Any) -> InboundMessage:
-    """A faust event as a framework-free message."""
-    message = event.message
+def to_inbound(message: Any) -> InboundMessage:
+    """A faust message as a framework-free one."""
     headers = message.headers
     if headers:
         if isinstance(headers, dict):
@@ -153,7 +151,11 @@ def to_inbound(event: Any) -> InboundMessage:
 
 
 class EventIntake:
-    """An agent's events, taken off its channel's queue in batches.
+    """An agent's messages, taken off its channel's queue in batches. The queue holds faust's
+    messages themselves when the partition is read by this channel alone (the raw hand-off,
+    `faust_overrides._raw_handler`), faust's events around them when other channels read it
+    too (faust's own handler, e.g. the destination's and the warehouse's agents on the Segment
+    calls): either is taken, and the batch holds the messages.
 
     faust's stream iterator (and `take_events` on top of it, which acks a batch only when the
     next one is taken) would cost several calls an event; this does what of it the worker
@@ -170,9 +172,9 @@ class EventIntake:
         self._flow_active = stream.app.flow_control.is_active
         self._acking_topics = stream.app.topics.acking_topics
         self._unacked = stream.app.consumer.unacked
-        self._kept: Event | None = None
+        self._kept: Message | Event | None = None
 
-    async def next_unless_paused(self, breaker: Breaker) -> Event | None:
+    async def next_unless_paused(self, breaker: Breaker) -> Message | Event | None:
         """The next event once there is one; None while `breaker` is tripped, also when it trips
         while this waits (a sibling stage tripped it). An event got as it trips is kept, untaken,
         for when the pipeline resumes (a rebalance meanwhile makes it stale: `fill` drops it)."""
@@ -202,13 +204,17 @@ class EventIntake:
         return event  # type: ignore[no-any-return]
 
     async def fill(
-        self, events: list[Event], size: int, within_s: float, first: Event | None = None
+        self,
+        events: list[Message],
+        size: int,
+        within_s: float,
+        first: Message | Event | None = None,
     ) -> None:
         """Add to `events` `first` (else the next event, once there is one) and those that
         follow it within `within_s`, up to `size` in all (`events` is the caller's: it knows what
         it holds if this is cancelled)."""
         queue = self._queue
-        event: Event = first if first is not None else await queue.get()
+        event: Message | Event = first if first is not None else await queue.get()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
         while True:
@@ -227,26 +233,26 @@ class EventIntake:
             except TimeoutError:
                 return
 
-    def give_back(self, events: list[Event]) -> None:
+    def give_back(self, events: list[Message]) -> None:
         """Forget `events` unacked: a rebalance or a shutdown stops waiting for them, and the
         commit stays before them, so they are read again from there."""
-        for event in events:
-            self._unacked.discard(event.message)
+        for message in events:
+            self._unacked.discard(message)
 
-    def _keep(self, event: Event, events: list[Event]) -> None:
-        message = event.message
+    def _keep(self, item: Message | Event, events: list[Message]) -> None:
+        message = item if isinstance(item, Message) else item.message
         if not self._flow_active() or message.generation_id != self._app.consumer_generation_id:
             return
         if message.topic in self._acking_topics and not message.tracked:
             message.tracked = True
             self._unacked.add(message)
-        events.append(event)
+        events.append(message)
 
 
 class _InFlight:
     __slots__ = ("acked", "events", "timer")
 
-    def __init__(self, acked: asyncio.Future[object], events: list[Event], timer: BatchTimer):
+    def __init__(self, acked: asyncio.Future[object], events: list[Message], timer: BatchTimer):
         self.acked = acked
         self.events = events
         self.timer = timer
@@ -261,10 +267,10 @@ class InOrderAcks:
     """
 
     def __init__(
-        self, pipeline: str, ack: Callable[[Any], object], limit: int = MAX_IN_FLIGHT
+        self, pipeline: str, ack_many: Callable[[list[Any]], object], limit: int = MAX_IN_FLIGHT
     ) -> None:
         self._pipeline = pipeline
-        self._ack = ack
+        self._ack_many = ack_many
         self._limit = limit
         self._in_flight: deque[_InFlight] = deque()
         self._room = asyncio.Event()
@@ -275,7 +281,7 @@ class InOrderAcks:
             self._room.clear()
             await self._room.wait()
 
-    def add(self, events: list[Event], acked: Awaitable[object], timer: BatchTimer) -> None:
+    def add(self, events: list[Message], acked: Awaitable[object], timer: BatchTimer) -> None:
         """Ack `events` once `acked` completes and every batch added before them is acked."""
         future = asyncio.ensure_future(acked)
         self._in_flight.append(_InFlight(future, events, timer))
@@ -291,17 +297,19 @@ class InOrderAcks:
             batch.timer.done(len(batch.events))
         self._room.set()
 
-    def _ack_all(self, events: list[Event]) -> None:
-        """`event.ack()` for each event, under one hold of faust's ack lock: the message's
-        reference is dropped and, once it was the last, the consumer acks it."""
-        ack = self._ack
+    def _ack_all(self, events: list[Message]) -> None:
+        """`event.ack()` for each message, under one hold of faust's ack lock: the message's
+        reference is dropped and, once it was the last, the consumer acks it (all such
+        messages of the batch in one call)."""
+        done = []
         with ack_lock:
-            for event in events:
-                message = event.message
+            for message in events:
                 if not message.acked:
                     message.refcount = refcount = max(message.refcount - 1, 0)
                     if not refcount:
-                        ack(message)
+                        done.append(message)
+            if done:
+                self._ack_many(done)
 
     def _check(self, future: asyncio.Future[object]) -> None:
         if future.cancelled():
@@ -331,10 +339,11 @@ async def run_batches(
     ahead of its outputs and what was not acked is read again after a restart.
     """
     intake = EventIntake(stream)
-    acks = InOrderAcks(pipeline.name, stream.app.consumer.ack)
+    consumer: Any = stream.app.consumer  # the worker's `StrictCommitConsumer`
+    acks = InOrderAcks(pipeline.name, consumer.ack_many)
     metrics.track(pipeline)
     while True:
-        events: list[Event] = []
+        events: list[Message] = []
         try:
             if pipeline.breaker.paused:
                 await hold_while_paused(stream, pipeline.breaker)
@@ -346,7 +355,7 @@ async def run_batches(
                 continue
             timer = metrics.start_batch(pipeline, with_mapping=with_mapping)
             await acks.room()
-            acked = await handle([to_inbound(event) for event in events])
+            acked = await handle([to_inbound(message) for message in events])
             timer.handed_off()
             acks.add(events, acked, timer)
         except BatchGivenBack as given_back:

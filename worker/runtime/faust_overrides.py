@@ -34,6 +34,8 @@ from faust.transport.conductor import Conductor
 from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
@@ -175,6 +177,45 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
             gaps = self._gap[tp]
             gaps.addi(start, end)
             gaps.merge_overlaps()
+
+    def ack_many(self, messages: Iterable[Any]) -> None:
+        """faust's `ack` for each of `messages` (each at its last reference), under one hold of
+        faust's ack lock, and the waiters for acks woken once: a batch's acks at the cost of
+        a loop, not of a call each."""
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        committed_offset, acked_index, acked = (
+            self._committed_offset,
+            self._acked_index,
+            self._acked,
+        )
+        unacked = self._unacked_messages
+        acking: dict[str, bool] = {}
+        counted = 0
+        notified = False
+        with ack_lock:
+            for message in messages:
+                if message.acked:
+                    continue
+                message.acked = True
+                topic = message.topic
+                enabled = acking.get(topic)
+                if enabled is None:
+                    enabled = acking[topic] = acks_enabled_for(topic)
+                if not enabled:
+                    continue
+                notified = True
+                tp, offset = message.tp, message.offset
+                committed = committed_offset[tp]
+                if committed is None or offset >= committed:
+                    index = acked_index[tp]
+                    if offset not in index:
+                        unacked.discard(message)
+                        index.add(offset)
+                        acked[tp].append(offset)
+                        counted += 1
+            self._n_acked += counted
+            if notified:
+                notify(self._waiting_for_ack)
 
     def _new_offset(self, tp: TP) -> int | None:
         acked = self._acked[tp]
@@ -339,7 +380,9 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()
-            await self.callback(message)
+            waiting = self.callback(message)
+            if waiting is not None:  # the conductor's handlers queue a message at once if they can
+                await waiting
             read_offset[tp] = offset
 
     async def perform_seek(self) -> None:
@@ -435,8 +478,9 @@ class RereadingFlowControl(FlowControlEvent):
         dropped: dict[TP, int] = {}
         for queue in self._queues:
             for item in getattr(queue, "_queue", ()):
-                message = getattr(item, "message", None)
-                if message is not None:
+                # a faust event, or a message itself (what the raw hand-off queues)
+                message = getattr(item, "message", item)
+                if hasattr(message, "tp") and hasattr(message, "offset"):
                     tp, offset = message.tp, message.offset
                     dropped[tp] = min(offset, dropped.get(tp, offset))
         super().clear()
@@ -447,28 +491,40 @@ class RereadingFlowControl(FlowControlEvent):
             consumer.read_again(dropped)
 
 
+#: A partition's hand-off: None once the message is queued, else what to await first.
+_Handler = Callable[[Any], Awaitable[None] | None]
+
+
 class RawConductor(Conductor):
     """faust's conductor, with a lean hand-off for a partition only one raw-bytes channel reads
     (see the module doc); any other partition keeps faust's handler."""
 
-    def _compile_message_handler(self) -> Callable[[Any], Awaitable[None]]:
+    # returns None where faust's returns an awaitable: only the worker's fetch loop calls it
+    def _compile_message_handler(self) -> _Handler:  # type: ignore[override]
         """faust's `on_message`, which takes the lock guarding the partition -> handler map
         for every message: here only while someone holds it or waits for it (a rebalance
-        updating the map), which is when faust's would wait; otherwise the map is read as is."""
+        updating the map), which is when faust's would wait; otherwise the map is read as is.
+
+        Not a coroutine: it returns what the partition's handler returns, None when a raw
+        handler queued the message at once (the fetch loop awaits only what is not None)."""
         handler_for = self._tp_to_callback.__getitem__
         lock = self._tp_to_callback_lock
 
-        async def on_message(message: Any) -> None:
-            if lock.locked() or getattr(lock, "_waiters", None):
-                async with lock:
-                    handler = handler_for(message.tp)
-            else:
+        async def after_the_lock(message: Any) -> None:
+            async with lock:
                 handler = handler_for(message.tp)
-            await handler(message)
+            waiting = handler(message)
+            if waiting is not None:
+                await waiting
+
+        def on_message(message: Any) -> Awaitable[None] | None:
+            if lock.locked() or getattr(lock, "_waiters", None):
+                return after_the_lock(message)
+            return handler_for(message.tp)(message)
 
         return on_message
 
-    def _build_handler(self, tp: TP, channels: MutableSet[Any]) -> Callable[[Any], Awaitable[None]]:
+    def _build_handler(self, tp: TP, channels: MutableSet[Any]) -> _Handler:  # type: ignore[override]
         if len(channels) == 1:
             (channel,) = channels
             if isinstance(channel.schema, RawSchema):
@@ -477,13 +533,18 @@ class RawConductor(Conductor):
         return handler
 
 
-def _raw_handler(app: Any, tp: TP, channel: Any) -> Callable[[Any], Awaitable[None]]:
-    """What faust's handler does for one raw-bytes channel: no decoding, nothing to fail."""
+def _raw_handler(app: Any, tp: TP, channel: Any) -> _Handler:
+    """What faust's handler does for one raw-bytes channel: no decoding, nothing to fail.
+
+    The message itself is queued, not a faust event around it (the stages read only the
+    message: `batches.EventIntake`). It is queued at once, with no coroutine, while flow is
+    active and the queue has room (the handler returns None); otherwise the handler returns
+    what to await: the flow resuming, or room in the queue."""
     queue = channel.queue
+    flow_active = app.flow_control.is_active
     flow_control = app.flow_control
     consumer = app.consumer
     on_topic_buffer_full = app.sensors.on_topic_buffer_full
-    new_event = app.conf.Event
 
     def on_pressure_high() -> None:
         on_topic_buffer_full(tp)
@@ -492,20 +553,28 @@ def _raw_handler(app: Any, tp: TP, channel: Any) -> Callable[[Any], Awaitable[No
     def on_pressure_drop() -> None:
         consumer.on_buffer_drop(tp)
 
-    async def on_message(message: Any) -> None:
-        if not flow_control.is_active():
+    async def when_possible(message: Any) -> None:
+        if not flow_active():
             await flow_control.acquire()
+        message.refcount += 1
+        if queue.full():
+            on_topic_buffer_full(tp)
+            await queue.put(message)
+        else:
+            queue.put_nowait_enhanced(
+                message, on_pressure_high=on_pressure_high, on_pressure_drop=on_pressure_drop
+            )
+
+    def on_message(message: Any) -> Awaitable[None] | None:
+        if not flow_active() or queue.full():
+            return when_possible(message)
         # `message.incref()` without faust's re-entrant ack lock: the consumer hands messages
         # over, and the stages ack them, on this one event loop thread
         message.refcount += 1
-        event = new_event(app, message.key, message.value, message.headers, message)
-        if queue.full():
-            on_topic_buffer_full(tp)
-            await queue.put(event)
-        else:
-            queue.put_nowait_enhanced(
-                event, on_pressure_high=on_pressure_high, on_pressure_drop=on_pressure_drop
-            )
+        queue.put_nowait_enhanced(
+            message, on_pressure_high=on_pressure_high, on_pressure_drop=on_pressure_drop
+        )
+        return None
 
     return on_message
 

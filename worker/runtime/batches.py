@@ -267,11 +267,17 @@ class InOrderAcks:
     """
 
     def __init__(
-        self, pipeline: str, ack_many: Callable[[list[Any]], object], limit: int = MAX_IN_FLIGHT
+        self,
+        pipeline: str,
+        ack_many: Callable[[list[Any]], object],
+        limit: int = MAX_IN_FLIGHT,
+        *,
+        give_back: Callable[[list[Message]], None] | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._ack_many = ack_many
         self._limit = limit
+        self._give_back = give_back
         self._in_flight: deque[_InFlight] = deque()
         self._room = asyncio.Event()
 
@@ -288,10 +294,18 @@ class InOrderAcks:
         future.add_done_callback(self._on_acked)
 
     def _on_acked(self, future: asyncio.Future[object]) -> None:
-        self._check(future)
+        if not _given_back(future):
+            self._check(future)
         in_flight = self._in_flight
         while in_flight and in_flight[0].acked.done():
             batch = in_flight.popleft()
+            if _given_back(batch.acked) and self._give_back is not None:
+                # written later than it was handed off (`BatchingSink`'s overlap) and given
+                # back: forgotten unacked, as a batch given back in hand
+                self._give_back(batch.events)
+                error = batch.acked.exception()
+                log.warning("%s gave back %d events: %s", self._pipeline, len(batch.events), error)
+                continue
             self._check(batch.acked)
             self._ack_all(batch.events)
             batch.timer.done(len(batch.events))
@@ -319,6 +333,10 @@ class InOrderAcks:
             stop_worker(self._pipeline, error)
 
 
+def _given_back(future: asyncio.Future[object]) -> bool:
+    return not future.cancelled() and isinstance(future.exception(), BatchGivenBack)
+
+
 async def run_batches(
     stream: faust.StreamT[bytes],
     pipeline: Stage,
@@ -340,7 +358,7 @@ async def run_batches(
     """
     intake = EventIntake(stream)
     consumer: Any = stream.app.consumer  # the worker's `StrictCommitConsumer`
-    acks = InOrderAcks(pipeline.name, consumer.ack_many)
+    acks = InOrderAcks(pipeline.name, consumer.ack_many, give_back=intake.give_back)
     metrics.track(pipeline)
     while True:
         events: list[Message] = []

@@ -139,6 +139,7 @@ def build_warehouse(runtime: Runtime) -> WarehouseStats | None:
             writer=writer,
             flow_control=runtime.app.flow_control,
             grace_s=settings.warehouse_give_back_after_s,
+            overlap=True,  # the next batch is parsed while the database writes this one
         )
         try:
             await run_batches(
@@ -150,6 +151,7 @@ def build_warehouse(runtime: Runtime) -> WarehouseStats | None:
                 with_mapping=False,
             )
         finally:
+            await sink.drain()
             await writer.close()
 
     return stats

@@ -329,8 +329,7 @@ def _warehouse_rows(w: dict[str, Any]) -> list[list[str]]:
     return [
         [
             f"warehouse loader into PostgreSQL, bytes → committed rows ({what})",
-            f"{_n(w['postgres_loader_rows_per_s'])} rows/s (Python side "
-            f"{w['python_us_per_track']:g} µs a track; the client's CPU "
+            f"{_n(w['postgres_loader_rows_per_s'])} rows/s (the client's CPU "
             f"{w['postgres_loader_cpu_us_per_track']:g} µs a track)",
             f"plain COPY of the same rows: binary {_n(w['postgres_copy_rows_per_s'])} rows/s, "
             f"text {_n(w['postgres_text_copy_rows_per_s'])} rows/s",
@@ -340,7 +339,8 @@ def _warehouse_rows(w: dict[str, Any]) -> list[list[str]]:
             "≥ 0.5",
         ],
         [
-            "of which its database side (COPY straight into the tables, the ids being new)",
+            "its time in the database (COPY straight into the tables, the ids being new; "
+            "overlapping the next batch's parse)",
             f"{_n(w['postgres_loader_database_rows_per_s'])} rows/s",
             "the binary COPY",
             f"{w['postgres_database_ratio']:.3f}",

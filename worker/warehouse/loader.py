@@ -11,8 +11,13 @@
 3. fits every value to its column's type (`columns.coerce`); what does not fit is loaded as
    NULL and counted;
 4. loads every table's rows in one transaction: rows whose id is in the table already are left
-   as they are (`ON CONFLICT (id) DO NOTHING`: the first copy wins), users are merged (a value
-   of the latest identify wins, a value it lacks is kept).
+   as they are (`ON CONFLICT (id) DO NOTHING`: the first copy wins; PostgreSQL copies rows
+   straight in while their ids are new, see `worker.warehouse.postgres`), users are merged (a
+   value of the latest identify wins, a value it lacks is kept).
+
+For a database that takes COPY data, a track laid out with `defer` (the loader's parse does)
+goes from its bytes straight to COPY data (`TrackLayout.encode`) for the tables whose columns
+are known; rows are made as dicts only for the tables it leaves, and those take steps 2 and 3.
 
 The batch's offsets are acked only after `write` returns, so after the transaction committed.
 When the database refuses the batch's data (`RefusedByDatabase`), the batch is halved until

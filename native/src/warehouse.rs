@@ -862,35 +862,22 @@ impl TrackLayout {
             let raw = track.raw.bind(py).as_bytes();
             let message_id = Owned::text(raw, track.id);
             let table = track.table_text.as_str();
-            if let Some(plan) = plans.get_mut(tracks_table) {
-                let row = track.common.iter().map(|(c, v)| (*c, v.borrowed(raw)));
-                plan.add(
-                    py,
-                    message_id,
-                    table,
-                    row,
-                    uuid_ts,
-                    fit,
-                    &mut values,
-                    &mut fields,
-                )?;
-            }
-            if let Some(plan) = plans.get_mut(table) {
-                let row = track
-                    .common
-                    .iter()
-                    .chain(&track.properties)
-                    .map(|(c, v)| (*c, v.borrowed(raw)));
-                plan.add(
-                    py,
-                    message_id,
-                    table,
-                    row,
-                    uuid_ts,
-                    fit,
-                    &mut values,
-                    &mut fields,
-                )?;
+            // the tracks row (the common columns), then the event row (those and the properties)
+            for (name, properties) in [(tracks_table, &[][..]), (table, &track.properties[..])] {
+                if let Some(plan) = plans.get_mut(name) {
+                    let row = track.common.iter().chain(properties);
+                    let row = row.map(|(c, v)| (*c, v.borrowed(raw)));
+                    plan.add(
+                        py,
+                        message_id,
+                        table,
+                        row,
+                        uuid_ts,
+                        fit,
+                        &mut values,
+                        &mut fields,
+                    )?;
+                }
             }
         }
         let taken = |table: &str| plans.get(table).is_some_and(|plan| !plan.declined);

@@ -148,6 +148,18 @@ def _identify(i: int) -> bytes:
     )
 
 
+def _count_rows_made(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-item list counting the deferred tracks whose rows the writer makes."""
+    made = [0]
+
+    def counted(laid: Laid) -> Any:
+        made[0] += laid.deferred is not None
+        return layout.rows_of(laid)
+
+    monkeypatch.setattr(loader, "rows_of", counted)
+    return made
+
+
 def test_the_same_loads_as_tracks_laid_out_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(11)
     bench = _bench_tracks()
@@ -167,41 +179,26 @@ def test_the_same_loads_as_tracks_laid_out_at_once(monkeypatch: pytest.MonkeyPat
         [*_again(bench[300:], "-e"), _identify(1), bench[300]],
         _retyped(bench[:200], rng),  # values that do not fit their known columns
     ]
-    made = 0
-
-    def counted(laid: Laid) -> Any:
-        nonlocal made
-        made += laid.deferred is not None
-        return layout.rows_of(laid)
-
-    monkeypatch.setattr(loader, "rows_of", counted)
+    made = _count_rows_made(monkeypatch)
     deferred = _load_all(batches, defer=True)
     assert deferred == _load_all(batches, defer=False)
     assert deferred[2]  # rows were loaded
     assert deferred[3]  # values that did not fit were counted
     # the deferred path was taken: most tracks' rows were never made
-    assert 0 < made < sum(len(b) for b in batches) // 3
+    assert 0 < made[0] < sum(len(b) for b in batches) // 3
 
 
 def test_known_tables_take_no_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     bench = _bench_tracks()
-    made = 0
-
-    def counted(laid: Laid) -> Any:
-        nonlocal made
-        made += laid.deferred is not None
-        return layout.rows_of(laid)
-
-    monkeypatch.setattr(loader, "rows_of", counted)
+    made = _count_rows_made(monkeypatch)
     database = _Recording()
     writer = WarehouseWriter(database, now=lambda: NOW)
 
     async def run() -> None:
         await writer.write(_laid(bench, defer=True))
-        made_first = made
-        assert made_first == len(bench)  # new tables: every track's rows were made
+        assert made == [len(bench)]  # new tables: every track's rows were made
         await writer.write(_laid(_again(bench, "-2"), defer=True))
-        assert made == made_first  # known tables: none
+        assert made == [len(bench)]  # known tables: none
 
     asyncio.run(run())
     last = database.loads[-1]

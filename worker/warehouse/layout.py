@@ -325,11 +325,8 @@ def lay_out(raw: bytes, *, schema: str, types: frozenset[str], defer: bool = Fal
     """The rows the message `raw` becomes in `schema`, if it is of one of `types`; with
     `defer`, a track the compiled layout takes is checked now and its rows made later (see
     `Laid`)."""
-    if defer and NATIVE_TRACKS is not None and "track" in types:
-        peeked = NATIVE_TRACKS.peek(raw)
-        if peeked is not None:
-            message_id, deferred, left_out = peeked
-            return _new_tuple(Laid, (schema, message_id, (), left_out, deferred))
+    if defer:
+        return layout_of(schema, types, defer=True)(raw)
     if NATIVE_TRACKS is not None and "track" in types:
         fast = NATIVE_TRACKS.track(raw)
         if fast is not None:

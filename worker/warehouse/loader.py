@@ -245,8 +245,8 @@ class WarehouseWriter:
         self._schemas_read: set[str] = set()
         self._retry_lines = LineBudget(1)
         self._nulled_lines = LineBudget(10)
-        #: what the compiled encoder is told of each table, by its columns' identity
-        self._specs: dict[int, tuple[Columns, _Spec | None]] = {}
+        #: what the compiled encoder is told of each table, for the table's columns as known
+        self._specs: dict[TableKey, tuple[Columns, _Spec | None]] = {}
 
     async def close(self) -> None:
         await self.database.close()
@@ -417,7 +417,7 @@ class WarehouseWriter:
                 table: spec
                 for (at, table), columns in self._tables.items()
                 if at == schema and table != _USERS and (at, table) not in others
-                for spec in (self._spec(columns),)
+                for spec in (self._spec((at, table), columns),)
                 if spec is not None
             }
             tracks = [laid.deferred for laid in laids if laid.deferred is not None]
@@ -438,10 +438,10 @@ class WarehouseWriter:
                 )
         return encoded, left
 
-    def _spec(self, columns: Columns) -> _Spec | None:
+    def _spec(self, key: TableKey, columns: Columns) -> _Spec | None:
         """What the compiled encoder is told of a table of `columns` (None for an id column
         that is not text); made once per table's columns."""
-        cached = self._specs.get(id(columns))
+        cached = self._specs.get(key)
         if cached is not None and cached[0] is columns:
             return cached[1]
         names = tuple(columns)
@@ -451,7 +451,7 @@ class WarehouseWriter:
         spec: _Spec | None = (index, kinds, id_at, index.get("uuid_ts", -1))
         if columns["id"] is not ColumnType.TEXT:
             spec = None  # rows are sorted by their id as sent, which is its text only here
-        self._specs[id(columns)] = (columns, spec)
+        self._specs[key] = (columns, spec)
         return spec
 
     def _fitted(

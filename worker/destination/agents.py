@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import faust
 import orjson
@@ -50,6 +51,10 @@ __all__ = ["TOLD_IDENTITIES_CAPACITY", "Destination", "build_destination"]
 TOLD_IDENTITIES_CAPACITY = 100_000
 
 
+#: the audience memberships of a contact with none recorded
+_NO_MEMBERSHIPS: Mapping[str, bool] = MappingProxyType({})
+
+
 class _Memberships(Mapping[str, bool]):
     """One contact's row of the audiences table, as one backend's mapping reads it: the keys
     under its prefix, without the prefix."""
@@ -72,8 +77,10 @@ class _Memberships(Mapping[str, bool]):
         return len(self._row)
 
 
-def _user_key(user_id: str | None, anonymous_id: str | None) -> bytes:
-    return (user_id or anonymous_id or "").encode()
+def _user_key(call: ParsedCall) -> bytes:
+    """The key of a call's rows and of its copy on the by-user topic: its userId, else its
+    anonymousId."""
+    return (call.user_id or call.anonymous_id or "").encode()
 
 
 @dataclass
@@ -102,14 +109,14 @@ class Destination:
 
     def intake(self, message: InboundMessage) -> list[OutboundRecord] | FailedAfter:
         call = parse_call(message.value)
-        user_key = _user_key(call.user_id, call.anonymous_id)
+        user_key = (call.user_id or call.anonymous_id or "").encode()
         identity = learned_identity(call)
         told = self.told_identities
         news = identity if identity is not None and told.is_news(*identity) else None
-        learned = [] if news is None else [identity_record(self.topics.source_by_email, *news)]
+        learned = None if news is None else identity_record(self.topics.source_by_email, *news)
         result: list[OutboundRecord] | FailedAfter
         if self.placement.at_home(message, user_key, self.topics.destination_by_user):
-            result = self._requests(message, call, identity, told_to_source=learned)
+            result = self._requests(message, call, identity, user_key, learned)
         else:
             hop = OutboundRecord(
                 topic=self.topics.destination_by_user,
@@ -117,21 +124,23 @@ class Destination:
                 value=message.value,
                 headers=message.forwarded_headers(),
             )
-            result = [hop, *learned]
+            result = [hop] if learned is None else [hop, learned]
         if news is not None:  # its record is in the result: it goes to the producer with it
             told.told(*news)
         return result
 
     def map_by_user(self, message: InboundMessage) -> list[OutboundRecord] | FailedAfter:
         call = parse_call(message.value)
-        return self._requests(message, call, learned_identity(call))
+        return self._requests(message, call, learned_identity(call), _user_key(call))
 
     def map_for(self, backend: Backend) -> Callable[[InboundMessage], Handled]:
         """The handler of `backend`'s own stage: a replayed call mapped for it alone."""
 
         def handler(message: InboundMessage) -> Handled:
             call = parse_call(message.value)
-            return self._requests(message, call, learned_identity(call), only=backend)
+            return self._requests(
+                message, call, learned_identity(call), _user_key(call), only=backend
+            )
 
         return handler
 
@@ -140,23 +149,27 @@ class Destination:
         message: InboundMessage,
         parsed: ParsedCall,
         identity: tuple[str, str] | None,
+        user_key: bytes,
+        told_to_source: OutboundRecord | None = None,
         *,
-        told_to_source: list[OutboundRecord] | None = None,
         only: Backend | None = None,
     ) -> Handled:
         """The call's request descriptors for each backend (`only` one), then the changelog
         records of what it changed and the identity `told_to_source`; those last two are sent
         even when the call is then skipped or dead-lettered (what was learned is kept all the
         same); then the failures of backends beside others' requests, routed by their own
-        stages."""
+        stages. `user_key` is the call's userId, else its anonymousId, as bytes."""
         email_by_user, audiences = self.email_by_user, self.audiences
         kept = []
-        if identity is not None and email_by_user.get(identity[1].encode()) != identity[0]:
-            kept.append(email_by_user.set(identity[1].encode(), identity[0]))  # only on change
-        kept.extend(told_to_source or ())
-        user_key = _user_key(parsed.user_id, parsed.anonymous_id)
+        learned = None  # the email learned for the call's userId (this call's, if it names one)
+        if parsed.user_id:
+            learned = email_by_user.get(user_key)  # a userId's key is `user_key`
+            if identity is not None and learned != identity[0]:
+                learned = identity[0]
+                kept.append(email_by_user.set(user_key, learned))  # only on change
+        if told_to_source is not None:
+            kept.append(told_to_source)
         row = audiences.get(user_key)
-        learned = email_by_user.get(parsed.user_id.encode()) if parsed.user_id else None
         results: list[tuple[Backend, CallRequests]] = []
         failures: list[tuple[Backend, WorkerError]] = []
         for backend in self.backends if only is None else (only,):
@@ -165,10 +178,13 @@ class Destination:
                 result = backend.requests_for(
                     call,
                     learned_email=learned,
-                    audience_state=_Memberships(row, self._prefix[backend.name]),
+                    audience_state=_NO_MEMBERSHIPS
+                    if row is None
+                    else _Memberships(row, self._prefix[backend.name]),
                 )
             except WorkerError as error:
-                failures.append((backend, error))
+                # without its traceback, which holds this frame, which holds `failures`: a cycle
+                failures.append((backend, error.with_traceback(None)))
             else:
                 results.append((backend, result))
         if not results:
@@ -176,31 +192,33 @@ class Destination:
             if not kept:
                 raise failure
             return FailedAfter(kept, failure)
-        updates = {
-            self._prefix[backend.name] + key: member
-            for backend, result in results
-            for key, member in result.audience_updates.items()
-        }
-        if updates:
+        if any(result.audience_updates for _, result in results):
+            updates = {
+                self._prefix[backend.name] + key: member
+                for backend, result in results
+                for key, member in result.audience_updates.items()
+            }
             kept.append(audiences.set(user_key, {**(row or {}), **updates}))
-        requests = [
+        headers = message.producer_headers()
+        records = [
             OutboundRecord(
-                topic=self._requests_topic[backend.name],
-                key=descriptor["contact"].encode(),
-                value=orjson.dumps(descriptor),
-                headers=message.producer_headers(),
+                self._requests_topic[backend.name],
+                descriptor["contact"].encode(),
+                orjson.dumps(descriptor),
+                # a list each: the producer's batch builder may keep it
+                list(headers) if headers else [],
             )
             for backend, result in results
             for descriptor in result.descriptors
         ]
-        beside = [
-            record
-            for backend, error in failures
-            for record in self.own_stages[backend.name].route_failure(
-                message, error, count_in_breaker=False
+        records.extend(kept)
+        for backend, refused in failures:  # beside another backend's requests
+            records.extend(
+                self.own_stages[backend.name].route_failure(
+                    message, refused, count_in_breaker=False
+                )
             )
-        ]
-        return [*requests, *kept, *beside]
+        return records
 
 
 Handled = list[OutboundRecord] | FailedAfter

@@ -48,7 +48,10 @@ class InboundMessage(NamedTuple):
 
     def producer_headers(self) -> list[tuple[str, bytes]]:
         """The headers as the original producer wrote them (our provenance headers removed)."""
-        return [(k, v) for k, v in self.headers if not k.startswith(ORIGIN_PREFIX)]
+        headers = self.headers
+        if not headers:  # most messages have none
+            return []
+        return [(k, v) for k, v in headers if not k.startswith(ORIGIN_PREFIX)]
 
     def forwarded_headers(self) -> list[tuple[str, bytes]]:
         """Headers for a copy of this message on an internal topic: the producer's plus origin."""

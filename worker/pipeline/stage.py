@@ -148,16 +148,20 @@ class Stage:
         return records
 
     def apply(self, message: InboundMessage) -> tuple[Sequence[OutboundRecord], WorkerError | None]:
-        """The handler's records for `message`, and the error it failed with, if it did."""
+        """The handler's records for `message`, and the error it failed with, if it did.
+
+        The error is kept without its traceback: the traceback holds the frames it went through,
+        and a frame that holds the error (this one does) makes a cycle that only the garbage
+        collector frees, with everything those frames held, for every skip and dead letter."""
         try:
             result = self.handler(message)
         except WorkerError as error:
-            return (), error
+            return (), error.with_traceback(None)
         except Exception as exc:
             log.exception("unexpected error in %s/%s", self.name, self.stage)
             return (), UnexpectedError(f"{type(exc).__name__}: {exc}")
         if isinstance(result, FailedAfter):
-            return result.records, result.error
+            return result.records, result.error.with_traceback(None)
         return result, None
 
     async def process(self, messages: Sequence[InboundMessage]) -> Awaitable[object]:

@@ -93,17 +93,40 @@ def kafka_partitioner(
 
 
 class Placement:
-    """Answers "is this record at home for `key`?" from the cluster's partition counts."""
+    """Answers "is this record at home for `key`?" from the cluster's partition counts.
+
+    Each pair of topics' answer is worked out once (each input asks) and kept until `forget`,
+    which the runtime calls at every rebalance: a topic's partition count changes only with a
+    rebalance (the group rejoins on the new metadata), so an answer kept within one assignment
+    is the one that assignment was made on. A pair whose counts are not known yet is asked
+    again each time.
+    """
 
     def __init__(self, partitions_of: Callable[[str], int | None]) -> None:
         self._partitions_of = partitions_of
+        #: (message topic, internal topic) -> the internal topic's partition count, when both
+        #: topics have that count, else None
+        self._shared: dict[tuple[str, str], int | None] = {}
 
     def at_home(self, message: InboundMessage, key: bytes, internal_topic: str) -> bool:
         """True when `message` is on the partition its copy keyed `key` would land on in
         `internal_topic`, and both topics have the same partition count (so are co-assigned)."""
+        pair = (message.topic, internal_topic)
+        shared = self._shared
+        partitions = shared[pair] if pair in shared else self._shared_count(*pair)
+        return partitions is not None and home_partition(key, partitions) == message.partition
+
+    def forget(self) -> None:
+        """Ask the partition counts again (the group rebalanced)."""
+        self._shared.clear()
+
+    def _shared_count(self, topic: str, internal_topic: str) -> int | None:
         partitions = self._partitions_of(internal_topic)
-        return (
-            partitions is not None
-            and self._partitions_of(message.topic) == partitions
-            and home_partition(key, partitions) == message.partition
-        )
+        if partitions is None:
+            return None
+        mine = self._partitions_of(topic)
+        if mine is None:
+            return None  # not known yet: asked again next time
+        shared = partitions if mine == partitions else None
+        self._shared[topic, internal_topic] = shared
+        return shared

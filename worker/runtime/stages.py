@@ -8,6 +8,7 @@ One `Runtime` per process, made by the composition root; features receive it, ne
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import faust
 
@@ -41,13 +42,22 @@ class Runtime:
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         app = create_app(settings)
+        # partition counts as the consumer saw them at the last rebalance; a lambda, since
+        # reading `app.consumer` now would create the consumer before its time
+        placement = Placement(lambda topic: app.consumer.topic_partitions(topic))  # noqa: PLW0108
+
+        # faust's signals call receivers with (sender, *arguments, signal=..., **keywords)
+        def forget_counts(_app: Any, *_args: Any, **_: Any) -> None:
+            placement.forget()
+
+        # mode's handler type rejects even a receiver of exactly its signature
+        app.on_partitions_revoked.connect(forget_counts)  # type: ignore[arg-type]
+        app.on_partitions_assigned.connect(forget_counts)  # type: ignore[arg-type]
         return cls(
             app=app,
             settings=settings,
             topics=TopicNames.from_settings(settings),
-            # partition counts as the consumer last saw them, asked per record; a lambda, since
-            # reading `app.consumer` now would create the consumer before its time
-            placement=Placement(lambda topic: app.consumer.topic_partitions(topic)),  # noqa: PLW0108
+            placement=placement,
             sender=FaustSender(app),
         )
 

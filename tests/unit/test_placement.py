@@ -145,3 +145,34 @@ def test_nothing_is_at_home_when_the_partition_counts_differ_or_are_unknown() ->
     )
     unknown: dict[str, int] = {}
     assert not Placement(unknown.get).at_home(message("in", home), key, "internal")
+
+
+def test_partition_counts_are_asked_once_an_assignment_and_again_after_a_rebalance() -> None:
+    counts = {"in": PARTITIONS, "internal": PARTITIONS}
+    asked: list[str] = []
+
+    def partitions_of(topic: str) -> int | None:
+        asked.append(topic)
+        return counts.get(topic)
+
+    placement = Placement(partitions_of)
+    key = b"thomas@tankengine.com"
+    home = message("in", home_partition(key, PARTITIONS))
+    assert placement.at_home(home, key, "internal")
+    assert placement.at_home(home, key, "internal")
+    assert sorted(asked) == ["in", "internal"]  # once, not once a record
+
+    counts["internal"] = 6  # takes effect with the rebalance it causes
+    assert placement.at_home(home, key, "internal")
+    placement.forget()
+    assert not placement.at_home(home, key, "internal")
+
+
+def test_counts_not_known_yet_are_asked_again_each_time() -> None:
+    counts: dict[str, int] = {}
+    placement = Placement(counts.get)
+    key = b"thomas@tankengine.com"
+    home = message("in", home_partition(key, PARTITIONS))
+    assert not placement.at_home(home, key, "internal")
+    counts.update({"in": PARTITIONS, "internal": PARTITIONS})
+    assert placement.at_home(home, key, "internal")

@@ -37,7 +37,7 @@ from worker.errors import Fate, SkipMessage, WorkerError
 from worker.identity import ToldIdentities, identity_record
 from worker.models.parsed_call import ParsedCall
 from worker.pipeline.records import InboundMessage, OutboundRecord
-from worker.pipeline.stage import FailedAfter, Stage
+from worker.pipeline.stage import FailedAfter, Stage, without_tracebacks
 from worker.runtime.batches import run_stage
 from worker.runtime.metrics import metrics
 from worker.runtime.placement import Placement
@@ -183,8 +183,7 @@ class Destination:
                     else _Memberships(row, self._prefix[backend.name]),
                 )
             except WorkerError as error:
-                # without its traceback, which holds this frame, which holds `failures`: a cycle
-                failures.append((backend, error.with_traceback(None)))
+                failures.append((backend, without_tracebacks(error)))  # held in this frame
             else:
                 results.append((backend, result))
         if not results:

@@ -518,3 +518,61 @@ def test_faust_s_table_and_router_views_are_off() -> None:
     conf = create_app(Settings()).conf
     assert conf.web_tables_enabled is False
     assert conf.web_router_enabled is False
+
+
+def hand_off_consumer(sought: list[tuple[TP, int]]) -> StrictCommitConsumer:
+    """The consumer's hand-off on PARTITION, nothing read yet; seeks recorded in `sought`."""
+    consumer = consumer_with([], None)
+    consumer._read_offset = defaultdict(lambda: None)
+    consumer._commit_every = None
+    consumer._thread = types.SimpleNamespace(  # type: ignore[assignment]
+        seek=lambda tp, offset: sought.append((tp, offset))
+    )
+    consumer.assignment = lambda: {PARTITION}  # type: ignore[method-assign]
+    consumer.app = types.SimpleNamespace(  # type: ignore[assignment]
+        topics=types.SimpleNamespace(acks_enabled_for=lambda topic: True)
+    )
+    return consumer
+
+
+async def test_a_message_waiting_for_a_full_buffer_that_a_rebalance_clears_is_read_again() -> None:
+    """faust clears the stream buffers as a rebalance begins and cancels what waits to put into
+    them. The fetch loop took that for its own cancellation, and faust stopped the worker in
+    the middle of the rebalance: a second replica joining under load stalled both a minute."""
+    partition = RawPartition(maxsize=4)
+    handler = partition.handler()
+    for offset in range(4):
+        assert handler(consumed(offset)) is None
+    sought: list[tuple[TP, int]] = []
+    consumer = hand_off_consumer(sought)
+    consumer.callback = handler  # type: ignore[assignment]
+
+    def batch() -> Iterator[tuple[TP, ConsumerMessage]]:
+        for offset in (4, 5):
+            yield PARTITION, consumed(offset)
+
+    handing = asyncio.ensure_future(consumer._hand_off(batch()))
+    await asyncio.sleep(0.01)
+    assert not handing.done()  # 4 waits for room
+    partition.queue.clear()  # what faust's flow control does to every buffer on a rebalance
+
+    await handing  # no CancelledError
+
+    assert sought == [(PARTITION, 4)]  # read again from the dropped message
+    assert consumer._read_offset[PARTITION] == 4  # sought back to it: 5 is not counted as read
+    assert partition.queue.empty()
+
+
+async def test_the_hand_off_itself_cancelled_while_waiting_still_stops() -> None:
+    partition = RawPartition(maxsize=1)
+    handler = partition.handler()
+    assert handler(consumed(0)) is None
+    consumer = hand_off_consumer([])
+    consumer.callback = handler  # type: ignore[assignment]
+
+    handing = asyncio.ensure_future(consumer._hand_off(iter([(PARTITION, consumed(1))])))
+    await asyncio.sleep(0.01)
+    handing.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await handing

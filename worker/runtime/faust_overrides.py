@@ -382,8 +382,26 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
                 await self.commit()
             waiting = self.callback(message)
             if waiting is not None:  # the conductor's handlers queue a message at once if they can
-                await waiting
+                try:
+                    await waiting
+                except asyncio.CancelledError:
+                    if _being_cancelled():
+                        raise
+                    self._dropped_while_waiting(tp, offset)
+                    continue
             read_offset[tp] = offset
+
+    def _dropped_while_waiting(self, tp: TP, offset: int) -> None:
+        """A message that waited for room in a stream buffer was dropped with it: faust clears
+        the buffers as a rebalance begins, and cancels what waits to put into them. That is not
+        this task being cancelled; it went up through faust's fetch loop as if it were, and
+        faust then stopped the worker ("Restarting on rebalance", a crash with no supervisor to
+        restart it), which stalled the group until the broker expelled the member. The message
+        is read again from its offset, as those dropped from the buffers are."""
+        log.info(
+            "%s[%d]: %d was dropped waiting for a stream buffer", tp.topic, tp.partition, offset
+        )
+        self.read_again({tp: offset})
 
     async def perform_seek(self) -> None:
         """Seek to the committed offsets, remembering a committed 0 as 0, not as "none".
@@ -424,6 +442,12 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
             if self._committed_offset[tp] is None and earliest.get(tp) is not None:
                 self._committed_offset[tp] = earliest[tp]
             self._start_unknown.discard(tp)
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (not just something it awaited)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def _run_can_begin(acked: list[int], committed: int, gaps: object) -> bool:

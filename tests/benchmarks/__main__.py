@@ -12,7 +12,8 @@ Sections, in this order (progress goes to stderr):
    dir): pipeline throughput of the worker, a plain aiokafka loop and quixstreams, with peak
    RSS; end-to-end latency through the worker at a steady 1,000 events/s; ingest over HTTP.
 
-Environment: BENCH_N (inputs per pipeline, default 200000), BENCH_WAREHOUSE_N (tracks the
+Environment: BENCH_N (inputs per pipeline, default 200000), BENCH_PIPELINE_ROUNDS (rounds of
+the one-process contenders, default 3), BENCH_WAREHOUSE_N (tracks the
 warehouse section loads, default 100000), BENCH_ONLY (comma-separated section names: mapping,
 delivery, ortto, warehouse, pipeline, latency, ingest), BENCH_RESULTS (the JSON path,
 default bench-results.json at the repository root). A section that fails is reported as failed
@@ -388,7 +389,36 @@ def _detail(p: dict[str, Any]) -> list[str]:
             + (f" (sum {_n(r['peak_rss_sum_mib'], 1)})" if "peak_rss_sum_mib" in r else "")
             + " |"
         )
+    rounds = {key: p.get(key, {}).get("rounds") for key in ("worker", "aiokafka", "quix")}
+    if rounds["worker"] and len(rounds["worker"]) > 1:
+        lines += ["", _rounds_line(rounds)]
     return lines
+
+
+def _rounds_line(rounds: dict[str, list[dict[str, Any]] | None]) -> str:
+    """Each one-process contender's rounds, in the order run, and the CPU ratio of each."""
+    parts = []
+    for key, name in (("worker", "(a)"), ("aiokafka", "(b)"), ("quix", "(c)")):
+        runs = rounds.get(key) or []
+        parts.append(
+            f"{name} "
+            + ", ".join(
+                f"{_n(r.get('events_per_s'))}/s {_n(r.get('cpu_us_per_event'), 0)} µs" for r in runs
+            )
+        )
+    ratios = [
+        f"{w['cpu_us_per_event'] / q['cpu_us_per_event']:.2f}"
+        for w, q in zip(rounds.get("worker") or [], rounds.get("quix") or [], strict=False)
+        if w.get("cpu_us_per_event") and q.get("cpu_us_per_event")
+    ]
+    return (
+        f"Rounds (a, b, c in turn, {len(rounds['worker'] or [])} times; the table gives each "
+        f"figure's median): "
+        + "; ".join(parts)
+        + ". CPU µs/event (a)/(c) round by round: "
+        + (", ".join(ratios) or "n/a")
+        + "."
+    )
 
 
 def table(results: dict[str, Any]) -> str:

@@ -90,6 +90,39 @@ def default_n() -> int:
     return int(os.environ.get("BENCH_N", "200000"))
 
 
+def default_rounds() -> int:
+    """Rounds of the one-process contenders (`BENCH_PIPELINE_ROUNDS`, default 3)."""
+    return max(1, int(os.environ.get("BENCH_PIPELINE_ROUNDS", "3")))
+
+
+#: the figures a round list keeps for each round
+ROUND_FIGURES = ("events_per_s", "processing_events_per_s", "cpu_us_per_event", "peak_rss_mib")
+
+
+def median_of_rounds(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One contender's figures over its rounds: each number the median of the rounds' (a
+    figure the rounds disagree on otherwise, and every non-number, from the first round), the
+    rounds' own figures under `rounds`; a round that failed makes the whole fail, with its
+    error."""
+    failed = [r for r in rounds if not r.get("complete", False)]
+    if failed:
+        return failed[0] | {"rounds": [_round_figures(r) for r in rounds]}
+    merged = dict(rounds[0])
+    for key, value in rounds[0].items():
+        values = [r.get(key) for r in rounds]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            numbers = [v for v in values if isinstance(v, int | float)]
+            if len(numbers) == len(rounds):
+                median = statistics.median(numbers)
+                merged[key] = round(median, 2) if isinstance(median, float) else median
+    merged["rounds"] = [_round_figures(r) for r in rounds]
+    return merged
+
+
+def _round_figures(figures: dict[str, Any]) -> dict[str, Any]:
+    return {key: figures.get(key) for key in ROUND_FIGURES}
+
+
 @dataclass
 class Run:
     """What one contender did."""
@@ -257,8 +290,23 @@ def run_worker(
         for worker in workers:
             worker.stop()
     if run.error:
-        run.error += "; log tail: " + " / ".join(_tail(log) for log in logs)
+        kept = _keep_logs(logs)
+        run.error += f"; logs kept in {kept}; log tail: " + " / ".join(_tail(log) for log in logs)
     return run, written
+
+
+#: where the logs of a worker run that failed are kept (the run's own folder is temporary)
+FAILED_RUN_LOGS = Path(".cache/bench-failed-runs")
+
+
+def _keep_logs(logs: Sequence[Path]) -> Path:
+    """Copies of a failed run's worker logs, kept for reading after the benchmark."""
+    kept = FAILED_RUN_LOGS / time.strftime("%Y%m%dT%H%M%S")
+    kept.mkdir(parents=True, exist_ok=True)
+    for n, log in enumerate(logs):
+        if log.exists():
+            (kept / f"worker-{n}.log").write_bytes(log.read_bytes())
+    return kept
 
 
 async def _internal_records(bootstrap: str, app_id: str, outputs: Sequence[str]) -> dict[str, int]:
@@ -392,9 +440,16 @@ def preload_inputs(bootstrap: str, n: int) -> Preloaded:
     )
 
 
-def measure_throughput(bootstrap: str, n: int | None = None) -> dict[str, Any]:
-    """(a) the worker, (b) aiokafka loop, (c) quixstreams, over the same preloaded inputs."""
+def measure_throughput(
+    bootstrap: str, n: int | None = None, rounds: int | None = None
+) -> dict[str, Any]:
+    """(a) the worker, (b) aiokafka loop, (c) quixstreams, over the same preloaded inputs, each
+    `rounds` times, in turn (a, b, c, a, b, c, ...), so that all three meet the machine in each
+    of its moods: on 2 shared cores one run of a contender differs from the next by a tenth or
+    more, and a ratio of two single runs by more than the levers measured. Each figure is the
+    median of its rounds (`median_of_rounds`). The two-process rows run once, after them."""
     n = default_n() if n is None else n
+    rounds = default_rounds() if rounds is None else rounds
     loaded = preload_inputs(bootstrap, n)
     shared, expected, inputs = loaded.shared, loaded.expected, loaded.inputs
     result: dict[str, Any] = {
@@ -403,23 +458,36 @@ def measure_throughput(bootstrap: str, n: int | None = None) -> dict[str, Any]:
         "records_expected": expected,
         "preload_s": round(loaded.load_s, 1),
         "mix": loaded.mix,
+        "rounds": rounds,
     }
+    has_quix = importlib.util.find_spec("quixstreams") is not None
+    runs: dict[str, list[dict[str, Any]]] = {"worker": [], "aiokafka": [], "quix": []}
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
         tmp = Path(tmp_name)
-        worker, written = run_worker(bootstrap, shared, expected, tmp)
-        changelogs = [topic for topic in written if topic.endswith("-changelog")]
-        coalescible = asyncio.run(
-            _coalescible(bootstrap, changelogs, int(COMMIT_INTERVAL_S * 1000))
-        )
-        result["worker"] = worker.figures(inputs) | {
-            "records_by_topic": written,
-            "changelog_records_coalescible": coalescible,
-        }
-        result["aiokafka"] = _run_loop("aiokafka", bootstrap, shared, expected, tmp).figures(inputs)
-        if importlib.util.find_spec("quixstreams") is None:
-            result["quix"] = {"complete": False, "error": "quixstreams is not installed"}
+        for round_ in range(rounds):
+            folder = tmp / f"round-{round_}"
+            folder.mkdir()
+            worker, written = run_worker(bootstrap, shared, expected, folder)
+            figures = worker.figures(inputs) | {"records_by_topic": written}
+            if round_ == 0:
+                changelogs = [topic for topic in written if topic.endswith("-changelog")]
+                figures["changelog_records_coalescible"] = asyncio.run(
+                    _coalescible(bootstrap, changelogs, int(COMMIT_INTERVAL_S * 1000))
+                )
+            runs["worker"].append(figures)
+            runs["aiokafka"].append(
+                _run_loop("aiokafka", bootstrap, shared, expected, folder).figures(inputs)
+            )
+            if has_quix:
+                runs["quix"].append(
+                    _run_loop("quix", bootstrap, shared, expected, folder).figures(inputs)
+                )
+        result["worker"] = median_of_rounds(runs["worker"])
+        result["aiokafka"] = median_of_rounds(runs["aiokafka"])
+        if has_quix:
+            result["quix"] = median_of_rounds(runs["quix"])
         else:
-            result["quix"] = _run_loop("quix", bootstrap, shared, expected, tmp).figures(inputs)
+            result["quix"] = {"complete": False, "error": "quixstreams is not installed"}
         # two processes in one consumer group each (3 partitions: one process takes two)
         pair, pair_written = run_worker(bootstrap, shared, expected, tmp, processes=2)
         result["worker_x2"] = pair.figures(inputs) | {"records_by_topic": pair_written}

@@ -545,7 +545,7 @@ async def test_a_message_waiting_for_a_full_buffer_that_a_rebalance_clears_is_re
         assert handler(consumed(offset)) is None
     sought: list[tuple[TP, int]] = []
     consumer = hand_off_consumer(sought)
-    consumer.callback = handler  # type: ignore[assignment]
+    consumer.callback = handler
 
     def batch() -> Iterator[tuple[TP, ConsumerMessage]]:
         for offset in (4, 5):
@@ -568,7 +568,7 @@ async def test_the_hand_off_itself_cancelled_while_waiting_still_stops() -> None
     handler = partition.handler()
     assert handler(consumed(0)) is None
     consumer = hand_off_consumer([])
-    consumer.callback = handler  # type: ignore[assignment]
+    consumer.callback = handler
 
     handing = asyncio.ensure_future(consumer._hand_off(iter([(PARTITION, consumed(1))])))
     await asyncio.sleep(0.01)

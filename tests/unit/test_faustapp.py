@@ -576,3 +576,69 @@ async def test_the_hand_off_itself_cancelled_while_waiting_still_stops() -> None
 
     with pytest.raises(asyncio.CancelledError):
         await handing
+
+
+def fetch_thread(generation: int) -> Any:
+    """The consumer thread's fetch with faust's part replaced by `records` (set by the test)."""
+    from worker.runtime.faust_overrides import _FetchThread  # noqa: PLC0415
+
+    thread = _FetchThread.__new__(_FetchThread)
+    thread.consumer = types.SimpleNamespace(  # type: ignore[assignment]
+        app=types.SimpleNamespace(
+            consumer_generation_id=generation,
+            tables=types.SimpleNamespace(changelog_topics={"worker-table-changelog"}),
+        )
+    )
+    return thread
+
+
+CHANGELOG = TP("worker-table-changelog", 1)
+
+
+async def test_changelog_records_taken_for_an_ended_generation_are_given_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fetch waiting in the consumer thread across a rebalance took the changelog records the
+    new generation's recovery reads, for a caller the rebalance cancelled: recovery waited for
+    them for ever. Taken for an ended generation, they are sought back and not returned."""
+    taken = {CHANGELOG: records(0, 1, 2), PARTITION: records(40, 41)}
+
+    async def fausts(self: Any, consumer: Any, *args: Any, **kwargs: Any) -> Any:
+        return taken
+
+    monkeypatch.setattr(
+        "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._fetch_records", fausts
+    )
+    sought: list[tuple[TP, int]] = []
+    client = types.SimpleNamespace(
+        _subscription=types.SimpleNamespace(subscription=None),
+        seek=lambda tp, offset: sought.append((tp, offset)),
+    )
+    thread = fetch_thread(generation=3)
+
+    fetched = await thread._fetch_records(client, {CHANGELOG, PARTITION}, 1.0, None, 2)
+    assert list(fetched) == [PARTITION]  # a stream partition is read again by the rebalance
+    assert sought == [(CHANGELOG, 0)]
+
+    fetched = await thread._fetch_records(client, {CHANGELOG, PARTITION}, 1.0, None, 3)
+    assert set(fetched) == {CHANGELOG, PARTITION}  # the generation that asked: kept
+    assert sought == [(CHANGELOG, 0)]
+
+
+async def test_a_fetch_asks_for_the_partitions_active_when_it_was_asked() -> None:
+    thread = fetch_thread(generation=5)
+    thread._consumer = types.SimpleNamespace(_max_poll_records=None)
+    asked: list[Any] = []
+
+    async def call_thread(fun: Any, *args: Any, **kwargs: Any) -> Any:
+        asked.append((args, kwargs))
+        return {}
+
+    thread.call_thread = call_thread
+    active = {PARTITION}
+    await thread.getmany(active, 1.0)
+    active.add(CHANGELOG)  # faust's live set, changed by a rebalance
+
+    (_, partitions), kwargs = asked[0]
+    assert partitions == {PARTITION}
+    assert kwargs["generation"] == 5

@@ -24,6 +24,7 @@ from collections.abc import (
     Sequence,
 )
 from collections.abc import Set as AbstractSet
+from contextlib import suppress
 from typing import Any, Protocol
 
 import faust
@@ -115,7 +116,33 @@ def _positions(consumer: Any, tps: Iterable[TP]) -> tuple[object, dict[TP, int]]
 
 
 class _FetchThread(aiokafka_driver.AIOKafkaConsumerThread):
-    """faust's consumer thread; each fetch also reports the offsets it stepped over."""
+    """faust's consumer thread; each fetch also reports the offsets it stepped over, takes only
+    the partitions active when it was asked, and gives back the changelog records it took for a
+    consumer generation that has ended."""
+
+    async def getmany(
+        self,
+        active_partitions: set[TP] | None,
+        timeout: float,  # noqa: ASYNC109 (faust's signature)
+    ) -> FetchedRecords:
+        """faust's `getmany`, with a copy of the active partitions and the generation asking.
+
+        faust hands the consumer thread its live set of active partitions. A fetch still
+        waiting there when a rebalance resumes other partitions (the changelogs its recovery
+        reads) took their records too, for a caller the rebalance had cancelled: aiokafka's
+        positions moved past records nobody handed off, and recovery waited for them for ever.
+        """
+        consumer = self._ensure_consumer()
+        asked = None if active_partitions is None else set(active_partitions)
+        records: FetchedRecords = await self.call_thread(
+            self._fetch_records,
+            consumer,
+            asked,
+            timeout=timeout,
+            max_records=consumer._max_poll_records,
+            generation=self.consumer.app.consumer_generation_id,
+        )
+        return records
 
     async def _fetch_records(
         self,
@@ -123,17 +150,38 @@ class _FetchThread(aiokafka_driver.AIOKafkaConsumerThread):
         active_partitions: set[TP],
         timeout: float | None = None,  # noqa: ASYNC109 (faust's signature)
         max_records: int | None = None,
+        generation: int | None = None,
     ) -> FetchedRecords:
         tps = set(active_partitions or ())
         assignment, before = _positions(consumer, tps)
         records = await super()._fetch_records(
             consumer, active_partitions, timeout=timeout, max_records=max_records
         )
+        if generation is not None and generation != self.consumer.app.consumer_generation_id:
+            records = self._give_back_changelogs(consumer, records)
         assignment_after, after = _positions(consumer, tps)
         fetched = FetchedRecords(records)
         same_assignment = assignment is not None and assignment is assignment_after
         fetched.skipped = skipped_offsets(before, records, after) if same_assignment else {}
         return fetched
+
+    def _give_back_changelogs(
+        self, consumer: Any, records: Mapping[TP, list[Any]]
+    ) -> dict[TP, list[Any]]:
+        """`records` without those of changelog partitions, each of which is sought back to its
+        first record taken: the generation that asked has ended, so whoever asked for them is
+        gone (a rebalance cancels its fetch), and a table's recovery reads a changelog only
+        once. Stream partitions are left as they are: the seek to the committed offsets that
+        ends a rebalance reads them again."""
+        changelogs = self.consumer.app.tables.changelog_topics
+        kept: dict[TP, list[Any]] = {}
+        for tp, taken in records.items():
+            if tp.topic in changelogs and taken:
+                with suppress(IllegalStateError):  # revoked meanwhile: its new owner reads it
+                    consumer.seek(tp, taken[0].offset)
+            else:
+                kept[tp] = taken
+        return kept
 
 
 class StrictCommitConsumer(aiokafka_driver.Consumer):

@@ -109,14 +109,14 @@ class Destination:
 
     def intake(self, message: InboundMessage) -> list[OutboundRecord] | FailedAfter:
         call = parse_call(message.value)
-        user_key = (call.user_id or call.anonymous_id or "").encode()
+        user_key = _user_key(call)
         identity = learned_identity(call)
         told = self.told_identities
         news = identity if identity is not None and told.is_news(*identity) else None
-        learned = None if news is None else identity_record(self.topics.source_by_email, *news)
+        told_record = None if news is None else identity_record(self.topics.source_by_email, *news)
         result: list[OutboundRecord] | FailedAfter
         if self.placement.at_home(message, user_key, self.topics.destination_by_user):
-            result = self._requests(message, call, identity, user_key, learned)
+            result = self._requests(message, call, identity, user_key, told_record)
         else:
             hop = OutboundRecord(
                 topic=self.topics.destination_by_user,
@@ -124,7 +124,7 @@ class Destination:
                 value=message.value,
                 headers=message.forwarded_headers(),
             )
-            result = [hop] if learned is None else [hop, learned]
+            result = [hop] if told_record is None else [hop, told_record]
         if news is not None:  # its record is in the result: it goes to the producer with it
             told.told(*news)
         return result

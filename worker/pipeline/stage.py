@@ -110,8 +110,8 @@ def without_tracebacks(error: E) -> E:
 
     For an error kept as a value: a traceback holds the frames it went through (and each frame
     its caller), and a frame that holds the error makes a cycle only the garbage collector
-    frees, with everything those frames held. A skip or a dead letter in most batches made
-    that about a tenth of the worker's CPU. Our errors carry what they mean in their message;
+    frees, with everything those frames held: one per skip and per dead letter (docs/FIGURES.md,
+    "Lean state", has what it cost). Our errors carry what they mean in their message;
     an unexpected error's traceback is logged where it is caught.
     """
     seen: set[int] = set()

@@ -166,6 +166,62 @@ def test_the_ring_keeps_the_latest_by_failure_time_whatever_order_they_come_in()
     assert [f.ref.offset for f in ring] == [4, 7, 9]
 
 
+class _CountingMask:
+    """The page's masker, counting the texts it masks: a `Failure` made masks at least one."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, text: str) -> str:
+        self.calls += 1
+        return MASKED(text)
+
+
+def test_letters_in_the_ring_are_made_failures_only_when_asked_for_and_once() -> None:
+    mask = _CountingMask()
+    ring = FailureRing(size=3)
+    letters = [
+        _letter(
+            orjson.dumps({"id": f"evt_{n}", "contact": {"email": f"p{n}@example.com"}}),
+            DecodeError(f"bad {API_KEY}"),
+            offset=n,
+            input_offset=n,
+        )
+        for n in range(6)
+    ]
+    for letter in letters:
+        ring.add_letter(letter, mask)
+    assert (len(ring), mask.calls) == (3, 0)  # six read, none parsed or masked
+    log = ReplayLog()
+    log.note_failures(ring)  # no replay to follow: still nothing made
+    assert mask.calls == 0
+    origin = letters[4].origin
+    assert origin is not None
+    later = ring.later_failures({origin})
+    assert list(later) == [origin]
+    after_one = mask.calls
+    assert after_one > 0
+    shown = ring.latest()
+    assert [f.ref.offset for f in shown] == [5, 4, 3]
+    assert shown[0] == Failure.of(letters[5], MASKED)  # the same as made at once
+    assert API_KEY not in shown[0].message
+    assert ring.get(LetterRef(0, 4)) is later[origin]  # made once, then kept
+    made = mask.calls
+    assert ring.latest() == shown
+    assert mask.calls == made
+
+
+def test_a_large_letter_is_made_a_failure_as_it_is_read_so_the_ring_keeps_it_cut() -> None:
+    mask = _CountingMask()
+    ring = FailureRing()
+    big = orjson.dumps({"id": "evt_big", "contact": {"email": "p@example.com"}, "x": "y" * 40_000})
+    ring.add_letter(_letter(big, DecodeError("big")), mask)
+    assert mask.calls > 0
+    (failure,) = ring.latest()
+    assert failure.payload_bytes == len(big)
+    assert len(failure.payload) == PAYLOAD_CHARS
+
+
 def _replay(ref: int, *, target: str = "source/intake", message_id: str = "evt_0") -> Replay:
     return Replay(
         ref=LetterRef(0, ref),

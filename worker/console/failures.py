@@ -2,10 +2,11 @@
 
 `FailureFeed` is a small consumer of the dead-letter topic (no consumer group, nothing
 committed): at start it reads at most `RING_SIZE` letters back on each partition, then follows
-the topic. Each letter is kept as a `Failure`, what the page shows of it, already masked of
-every secret and with its payload cut at `PAYLOAD_CHARS`: the ring holds at most `RING_SIZE`
-of them (a few MiB at most), the latest by failure time. The full letter stays on the
-topic (`python -m worker dlq show PARTITION@OFFSET`), and a replay reads it from there.
+the topic. The ring holds at most `RING_SIZE` letters, the latest by failure time. Each is
+shown as a `Failure`, masked of every secret and with its payload cut at `PAYLOAD_CHARS`, made
+when first asked for (a letter of more than 16 KiB at once, so the ring holds a few MiB at
+most). The full letter stays on the topic (`python -m worker dlq show PARTITION@OFFSET`), and a
+replay reads it from there.
 
 The ring covers every partition of the topic, so every replica's console lists the same
 letters; searching beyond it reads the whole topic on demand (`search_topic`).
@@ -18,7 +19,7 @@ import bisect
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -196,53 +197,113 @@ class Failure:
         return matches(query, self.message_id, self.contact)
 
 
-def _age_key(failure: Failure) -> tuple[datetime, LetterRef]:
-    return failure.failed_at, failure.ref
+_AgeKey = tuple[datetime, LetterRef]
+
+#: A letter whose payload is larger than this is made a `Failure` as it is read (its payload cut
+#: to `PAYLOAD_CHARS`), so that the ring holds a few MiB at most; smaller ones when first asked for.
+_KEPT_RAW_BYTES = 16 * 1024
+
+
+class _Held:
+    """One letter in the ring: what ordering and replays need, read from its headers at once;
+    the `Failure` the page shows (a parse, a pretty-print, a mask of every text) made when first
+    asked for, then kept. A burst of bad input sends thousands of letters through the ring, and
+    most leave it before anyone looks."""
+
+    __slots__ = ("_failure", "_letter", "_mask", "key", "origin", "replay_count")
+
+    def __init__(self, failure: Failure | None, letter: DeadLetter | None, mask: Masker) -> None:
+        self._failure = failure
+        self._letter = letter
+        self._mask = mask
+        if failure is not None:
+            self.key: _AgeKey = (failure.failed_at, failure.ref)
+            self.origin = failure.origin
+            self.replay_count = failure.replay_count
+        elif letter is not None:
+            self.key = (letter.failed_at, letter.ref)
+            self.origin = letter.origin
+            self.replay_count = letter.replay_count
+        else:  # pragma: no cover - the two constructors below give one or the other
+            raise TypeError("a failure or a letter")
+
+    @classmethod
+    def of_letter(cls, letter: DeadLetter, mask: Masker) -> _Held:
+        if len(letter.value) > _KEPT_RAW_BYTES:
+            return cls(Failure.of(letter, mask), None, mask)
+        return cls(None, letter, mask)
+
+    @property
+    def failure(self) -> Failure:
+        failure = self._failure
+        if failure is None:
+            assert self._letter is not None  # one or the other, always
+            failure = self._failure = Failure.of(self._letter, self._mask)
+            self._letter = None
+        return failure
+
+
+def _age_key(held: _Held) -> _AgeKey:
+    return held.key
+
+
+def _unmasked(text: str) -> str:
+    return text
 
 
 class FailureRing:
     """The `size` latest failures (by failure time, whatever order the partitions are read in),
-    with what the page asks of them."""
+    with what the page asks of them. Letters added with `add_letter` are made `Failure`s only
+    when asked for (`_Held`)."""
 
     def __init__(self, size: int = RING_SIZE) -> None:
-        self._failures: list[Failure] = []  # oldest first
+        self._held: list[_Held] = []  # oldest first
         self.size = size
 
     def add(self, failure: Failure) -> None:
-        failures = self._failures
-        if len(failures) >= self.size and _age_key(failure) <= _age_key(failures[0]):
+        self._add(_Held(failure, None, _unmasked))
+
+    def add_letter(self, letter: DeadLetter, mask: Masker) -> None:
+        """`letter`, to be shown as `Failure.of(letter, mask)`."""
+        self._add(_Held.of_letter(letter, mask))
+
+    def _add(self, held: _Held) -> None:
+        kept = self._held
+        if len(kept) >= self.size and held.key <= kept[0].key:
             return  # older than every one kept
-        bisect.insort(failures, failure, key=_age_key)
-        if len(failures) > self.size:
-            del failures[0]
+        bisect.insort(kept, held, key=_age_key)
+        if len(kept) > self.size:
+            del kept[0]
 
     def __len__(self) -> int:
-        return len(self._failures)
+        return len(self._held)
 
     def __iter__(self) -> Iterator[Failure]:
-        return iter(self._failures)
+        return (held.failure for held in self._held)
 
     def latest(self, query: str | None = None) -> list[Failure]:
         """Newest first (by failure time); only those matching `query` when given."""
-        newest_first = reversed(self._failures)
-        return [f for f in newest_first if f.matches(query)] if query else list(newest_first)
+        newest_first = [held.failure for held in reversed(self._held)]
+        return [f for f in newest_first if f.matches(query)] if query else newest_first
 
     def get(self, ref: LetterRef) -> Failure | None:
-        return next((f for f in self._failures if f.ref == ref), None)
+        return next((held.failure for held in self._held if held.key[1] == ref), None)
 
-    def later_failures(self) -> dict[Origin, Failure]:
-        """Per input message, its failure with the highest replay count (the latest one)."""
-        latest: dict[Origin, Failure] = {}
-        for failure in self._failures:
-            if failure.origin is None:
+    def later_failures(self, origins: Collection[Origin] | None = None) -> dict[Origin, Failure]:
+        """Per input message (of `origins`, when given), its failure with the highest replay
+        count (the latest one)."""
+        latest: dict[Origin, _Held] = {}
+        for held in self._held:
+            origin = held.origin
+            if origin is None or (origins is not None and origin not in origins):
                 continue
-            seen = latest.get(failure.origin)
-            if seen is None or (failure.replay_count, failure.failed_at) > (
+            seen = latest.get(origin)
+            if seen is None or (held.replay_count, held.key[0]) > (
                 seen.replay_count,
-                seen.failed_at,
+                seen.key[0],
             ):
-                latest[failure.origin] = failure
-        return latest
+                latest[origin] = held
+        return {origin: held.failure for origin, held in latest.items()}
 
 
 class FailureFeed:
@@ -294,7 +355,7 @@ class FailureFeed:
                 batches = await consumer.getmany(timeout_ms=1000, max_records=500)
                 for records in batches.values():
                     for record in records:
-                        self.ring.add(Failure.of(letter_of(record), self._mask))
+                        self.ring.add_letter(letter_of(record), self._mask)
                 for tp in tps:
                     self._positions[tp.partition] = await consumer.position(tp)
                 self.error = None

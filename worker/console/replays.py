@@ -150,10 +150,16 @@ class ReplayLog:
         """Mark each replay whose input message failed again at its count or later: one still
         waiting, and one done or back in delivery too (a stage that forwards its input to a
         later stage of its pipeline is done before that stage ran)."""
-        later = ring.later_failures()
-        for replay in self._replays:
-            if replay.state in (ReplayState.FAILED_AGAIN, ReplayState.DELIVERED):
-                continue
+        open_ = [
+            r
+            for r in self._replays
+            if r.state not in (ReplayState.FAILED_AGAIN, ReplayState.DELIVERED)
+            and r.origin is not None
+        ]
+        if not open_:
+            return  # nothing to look up: the ring's letters stay unparsed
+        later = ring.later_failures({r.origin for r in open_ if r.origin is not None})
+        for replay in open_:
             failure = later.get(replay.origin) if replay.origin is not None else None
             if failure is None or failure.ref == replay.ref or failure.replay_count < replay.number:
                 continue

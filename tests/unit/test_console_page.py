@@ -211,6 +211,42 @@ def test_letters_in_the_ring_are_made_failures_only_when_asked_for_and_once() ->
     assert mask.calls == made
 
 
+class _Record:
+    """A record of the dead-letter topic as aiokafka gives it, counting who reads its headers
+    (reading a letter out starts there)."""
+
+    read_out = 0
+
+    def __init__(self, letter: DeadLetter, partition: int) -> None:
+        self.partition, self.offset = partition, letter.ref.offset
+        self.timestamp, self.key, self.value = letter.timestamp_ms, letter.key, letter.value
+        self._headers = letter.headers
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        _Record.read_out += 1
+        return self._headers
+
+
+def test_records_are_read_out_when_the_ring_is_asked_the_latest_of_each_partition() -> None:
+    _Record.read_out = 0
+    ring = FailureRing(size=3)
+    for partition in (0, 1):
+        for n in range(5):
+            value = orjson.dumps({"id": f"evt_{partition}_{n}"})
+            letter = _letter(value, DecodeError("bad"), offset=n, input_offset=10 * partition + n)
+            ring.add_record(_Record(letter, partition), MASKED)
+    assert _Record.read_out == 0
+    assert len(ring) == 3  # the latest three of the six read out (three a partition)
+    assert _Record.read_out == 6
+    assert [(f.ref.offset, f.message_id) for f in ring.latest()] == [
+        (4, "evt_1_4"),
+        (3, "evt_1_3"),
+        (2, "evt_1_2"),
+    ]
+    assert _Record.read_out == 6
+
+
 def test_a_large_letter_is_made_a_failure_as_it_is_read_so_the_ring_keeps_it_cut() -> None:
     mask = _CountingMask()
     ring = FailureRing()

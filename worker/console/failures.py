@@ -8,6 +8,11 @@ when first asked for (a letter of more than 16 KiB at once, so the ring holds a 
 most). The full letter stays on the topic (`python -m worker dlq show PARTITION@OFFSET`), and a
 replay reads it from there.
 
+Bad input comes in bursts, and a letter costs the feed more than the worker's own work on an
+input: once loaded, the feed reads a pause (`FOLLOW_PAUSE_S`) at a time, skips what came
+meanwhile beyond the latest `RING_SIZE` of each partition, and reads a record out only when the
+ring is next asked (`FailureRing.add_record`).
+
 The ring covers every partition of the topic, so every replica's console lists the same
 letters; searching beyond it reads the whole topic on demand (`search_topic`).
 """
@@ -60,6 +65,9 @@ SEARCH_TIMEOUT_S = 30.0
 #: Payloads larger than this are not parsed for their id and contact.
 _MAX_PARSE_BYTES = 256 * 1024
 _RETRY_AFTER_S = 5.0
+#: Once loaded, the feed waits this long after a read that found letters: a burst gathers, and
+#: the ring's page is at most this much late.
+FOLLOW_PAUSE_S = 1.0
 
 Masker = Callable[[str], str]
 
@@ -258,6 +266,8 @@ class FailureRing:
 
     def __init__(self, size: int = RING_SIZE) -> None:
         self._held: list[_Held] = []  # oldest first
+        #: records of the dead-letter topic not read out yet, the latest `size` per partition
+        self._unread: dict[int, deque[tuple[Any, Masker]]] = {}
         self.size = size
 
     def add(self, failure: Failure) -> None:
@@ -266,6 +276,21 @@ class FailureRing:
     def add_letter(self, letter: DeadLetter, mask: Masker) -> None:
         """`letter`, to be shown as `Failure.of(letter, mask)`."""
         self._add(_Held.of_letter(letter, mask))
+
+    def add_record(self, record: Any, mask: Masker) -> None:
+        """A record of the dead-letter topic, read out (`letter_of`, its failure time) when the
+        ring is next asked: of a burst, only the latest `size` of each partition ever are."""
+        unread = self._unread.get(record.partition)
+        if unread is None:
+            unread = self._unread[record.partition] = deque(maxlen=self.size)
+        unread.append((record, mask))
+
+    def _settle(self) -> None:
+        if self._unread:
+            unread, self._unread = self._unread, {}
+            for records in unread.values():
+                for record, mask in records:
+                    self.add_letter(letter_of(record), mask)
 
     def _add(self, held: _Held) -> None:
         kept = self._held
@@ -276,22 +301,27 @@ class FailureRing:
             del kept[0]
 
     def __len__(self) -> int:
+        self._settle()
         return len(self._held)
 
     def __iter__(self) -> Iterator[Failure]:
+        self._settle()
         return (held.failure for held in self._held)
 
     def latest(self, query: str | None = None) -> list[Failure]:
         """Newest first (by failure time); only those matching `query` when given."""
+        self._settle()
         newest_first = [held.failure for held in reversed(self._held)]
         return [f for f in newest_first if f.matches(query)] if query else newest_first
 
     def get(self, ref: LetterRef) -> Failure | None:
+        self._settle()
         return next((held.failure for held in self._held if held.key[1] == ref), None)
 
     def later_failures(self, origins: Collection[Origin] | None = None) -> dict[Origin, Failure]:
         """Per input message (of `origins`, when given), its failure with the highest replay
         count (the latest one)."""
+        self._settle()
         latest: dict[Origin, _Held] = {}
         for held in self._held:
             origin = held.origin
@@ -319,6 +349,8 @@ class FailureFeed:
         self._consumer: AIOKafkaConsumer | None = None
         self._positions: dict[int, int] = {}
         self._last_warning = 0.0
+        #: records read off the topic since start (a burst's skipped ones are not)
+        self.records_read = 0
 
     async def run(self) -> None:
         while True:
@@ -354,18 +386,34 @@ class FailureFeed:
             while True:
                 batches = await consumer.getmany(timeout_ms=1000, max_records=500)
                 for records in batches.values():
+                    self.records_read += len(records)
                     for record in records:
-                        self.ring.add_letter(letter_of(record), self._mask)
+                        self.ring.add_record(record, self._mask)
                 for tp in tps:
                     self._positions[tp.partition] = await consumer.position(tp)
                 self.error = None
-                if not self.loaded.is_set() and all(
-                    self._positions.get(tp.partition, 0) >= ends[tp] for tp in tps
-                ):
-                    self.loaded.set()
+                if not self.loaded.is_set():
+                    if all(self._positions.get(tp.partition, 0) >= ends[tp] for tp in tps):
+                        self.loaded.set()
+                elif batches:
+                    await asyncio.sleep(FOLLOW_PAUSE_S)
+                    self._skip_what_the_ring_would_not_keep(consumer, tps)
         finally:
             self._consumer = None
             await consumer.stop()
+
+    def _skip_what_the_ring_would_not_keep(
+        self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+    ) -> None:
+        """Past a partition's letters older than its latest `RING_SIZE`: a burst of bad input is
+        read a pause at a time, and what came meanwhile beyond what the ring keeps is not read
+        at all (as at start). The highwater is what the last fetch said: no request."""
+        for tp in tps:
+            highwater = consumer.highwater(tp)
+            position = self._positions.get(tp.partition, 0)
+            if highwater is not None and highwater - position > self.ring.size:
+                consumer.seek(tp, highwater - self.ring.size)
+                self._positions[tp.partition] = highwater - self.ring.size
 
     async def end_offsets(self) -> dict[int, int] | None:
         """The topic's end offsets now, by partition; None while not connected."""
@@ -376,7 +424,8 @@ class FailureFeed:
         return {tp.partition: offset for tp, offset in ends.items()}
 
     def read_up_to(self, ends: dict[int, int]) -> bool:
-        """Whether every letter below `ends` (by partition) is in the ring already."""
+        """Whether every letter below `ends` (by partition) was read into the ring (or skipped,
+        being older than the latest `RING_SIZE` of its partition when the feed looked)."""
         return all(self._positions.get(p, 0) >= end for p, end in ends.items())
 
 

@@ -7,7 +7,9 @@ Each test starts from a dead letter the real `dead_letters.dead_letter` wrote, r
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
 
 import pytest
 
@@ -106,6 +108,22 @@ def test_dead_letter_keeps_replay_count_and_first_failure() -> None:
     assert header(record.headers, H.REPLAY_COUNT) == b"2"
     assert header(record.headers, H.FIRST_FAILURE) == b"2026-01-01"
     assert [v for k, v in record.headers if k == H.REPLAY_COUNT] == [b"2"]
+
+
+def test_a_dead_letter_fails_now_to_the_millisecond_in_utc_the_first_time_too() -> None:
+    now = datetime.now(UTC)
+    before = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as the header cuts it
+    letters = [
+        dead_letter(input_message(b"x", []), DecodeError("bad"), topic=DLQ, pipeline="p", stage="s")
+        for _ in range(200)  # many in one millisecond: each says the time all the same
+    ]
+    after = datetime.now(UTC)
+    for record in letters:
+        text = header(record.headers, H.FAILED_AT)
+        assert text is not None
+        assert re.fullmatch(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", text), text
+        assert before <= datetime.fromisoformat(text.decode()) <= after
+        assert header(record.headers, H.FIRST_FAILURE) == text
 
 
 def test_a_letter_still_bad_is_dead_lettered_again_as_its_stage_with_count_one() -> None:

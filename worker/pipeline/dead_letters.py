@@ -56,7 +56,7 @@ def dead_letter(
 ) -> OutboundRecord:
     """The dead letter for `message`, which failed with `error` in `stage` of `pipeline`."""
     origin_topic, partition, offset, timestamp_ms = message.origin()
-    now = _iso(time.time())
+    now = _clock.now()
     kept = [(k, v) for k, v in message.producer_headers() if not k.startswith(DLQ_PREFIX)]
     first_failure = header(message.headers, DeadLetterHeaders.FIRST_FAILURE) or now.encode()
     replay_count = header(message.headers, DeadLetterHeaders.REPLAY_COUNT)
@@ -88,5 +88,24 @@ def dead_letter(
     )
 
 
-def _iso(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds")
+class _FailureClock:
+    """Now as the failure-time headers write it: ISO 8601 in UTC, to the millisecond; made once
+    a millisecond (a burst of bad input dead-letters dozens of messages in one)."""
+
+    __slots__ = ("_millis", "_text")
+
+    def __init__(self) -> None:
+        self._millis = -1
+        self._text = ""
+
+    def now(self) -> str:
+        millis = time.time_ns() // 1_000_000
+        if millis != self._millis:
+            seconds, rest = divmod(millis, 1000)
+            moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest * 1000)
+            self._text = moment.isoformat(timespec="milliseconds")
+            self._millis = millis
+        return self._text
+
+
+_clock = _FailureClock()

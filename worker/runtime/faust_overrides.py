@@ -4,9 +4,11 @@ What a reader can rely on: offsets are committed only as a run of acked offsets 
 exactly at the committed offset (`StrictCommitConsumer`); records faust drops while a rebalance
 or its recovery clears the stream buffers are read again (`RereadingFlowControl`, the fetch
 loop); the worker's raw-bytes topics skip faust's codecs (`RawSchema`) and its per-message
-hand-off (`RawConductor`); no per-event statistics (`QuietMonitor`); no start-up wait for late
-tables (`PromptTableManager`). Why each exists, with the bugs the reliability suite found in
-faust 0.15.3, is in docs/ARCHITECTURE.md ("What the worker replaces of faust").
+hand-off (`RawConductor`); the consumer thread fetches faust's messages, not aiokafka's records
+made into them (`worker.runtime.lean_records`); no per-event statistics (`QuietMonitor`); no
+start-up wait for late tables (`PromptTableManager`). Why each exists, with the bugs the
+reliability suite found in faust 0.15.3, is in docs/ARCHITECTURE.md ("What the worker replaces
+of faust").
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from faust.transport.conductor import Conductor
 from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
-from faust.types.tuples import ack_lock
+from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
+
+from worker.runtime import lean_records
 
 __all__ = [
     "REWIND_AFTER_S",
@@ -120,6 +124,13 @@ class _FetchThread(aiokafka_driver.AIOKafkaConsumerThread):
     the partitions active when it was asked, and gives back the changelog records it took for a
     consumer generation that has ended."""
 
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        """faust's aiokafka consumer, fetching faust messages (`lean_records`)."""
+        consumer = super()._create_worker_consumer(transport)
+        if lean_records.install():
+            lean_records.mark(consumer)
+        return consumer
+
     async def getmany(
         self,
         active_partitions: set[TP] | None,
@@ -198,6 +209,14 @@ class StrictCommitConsumer(aiokafka_driver.Consumer):
         #: partitions never committed whose earliest offset is being looked up
         self._start_unknown: set[TP] = set()
         self._learn_starts: asyncio.Future[None] | None = None
+
+    def _to_message(self, tp: TP, record: Any) -> Any:
+        """faust's message of a fetched record; the consumer thread fetches them made already
+        (`lean_records`): then it only takes the consumer generation, as faust's does."""
+        if type(record) is ConsumerMessage:
+            record.generation_id = self.app.consumer_generation_id
+            return record
+        return super()._to_message(tp, record)
 
     def _new_consumer_thread(self) -> _FetchThread:
         return _FetchThread(self, loop=self.loop, beacon=self.beacon)

@@ -247,11 +247,18 @@ def test_records_are_read_out_when_the_ring_is_asked_the_latest_of_each_partitio
     assert _Record.read_out == 6
 
 
-def test_a_large_letter_is_made_a_failure_as_it_is_read_so_the_ring_keeps_it_cut() -> None:
+@pytest.mark.parametrize("way", ["letter", "record"])
+def test_a_large_letter_is_made_a_failure_as_it_is_read_so_the_ring_keeps_it_cut(
+    way: str,
+) -> None:
     mask = _CountingMask()
     ring = FailureRing()
-    big = orjson.dumps({"id": "evt_big", "contact": {"email": "p@example.com"}, "x": "y" * 40_000})
-    ring.add_letter(_letter(big, DecodeError("big")), mask)
+    big = orjson.dumps({"id": "evt_big", "contact": {"email": "p@example.com"}, "x": "y" * 5_000})
+    letter = _letter(big, DecodeError("big"))
+    if way == "letter":
+        ring.add_letter(letter, mask)
+    else:
+        ring.add_record(_Record(letter, 0), mask)
     assert mask.calls > 0
     (failure,) = ring.latest()
     assert failure.payload_bytes == len(big)

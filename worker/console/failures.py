@@ -4,9 +4,9 @@
 committed): at start it reads at most `RING_SIZE` letters back on each partition, then follows
 the topic. The ring holds at most `RING_SIZE` letters, the latest by failure time. Each is
 shown as a `Failure`, masked of every secret and with its payload cut at `PAYLOAD_CHARS`, made
-when first asked for (a letter of more than 16 KiB at once, so the ring holds a few MiB at
-most). The full letter stays on the topic (`python -m worker dlq show PARTITION@OFFSET`), and a
-replay reads it from there.
+when first asked for (a letter of more than `PAYLOAD_CHARS` bytes at once, so the ring and the
+records waiting to be read out hold a few MiB a partition at most). The full letter stays on
+the topic (`python -m worker dlq show PARTITION@OFFSET`), and a replay reads it from there.
 
 Bad input comes in bursts, and a letter costs the feed more than the worker's own work on an
 input: once loaded, the feed reads a pause (`FOLLOW_PAUSE_S`) at a time, skips what came
@@ -208,8 +208,8 @@ class Failure:
 _AgeKey = tuple[datetime, LetterRef]
 
 #: A letter whose payload is larger than this is made a `Failure` as it is read (its payload cut
-#: to `PAYLOAD_CHARS`), so that the ring holds a few MiB at most; smaller ones when first asked for.
-_KEPT_RAW_BYTES = 16 * 1024
+#: to `PAYLOAD_CHARS`), so that what the ring holds stays small; smaller ones when first asked for.
+_KEPT_RAW_BYTES = PAYLOAD_CHARS
 
 
 class _Held:
@@ -280,6 +280,10 @@ class FailureRing:
     def add_record(self, record: Any, mask: Masker) -> None:
         """A record of the dead-letter topic, read out (`letter_of`, its failure time) when the
         ring is next asked: of a burst, only the latest `size` of each partition ever are."""
+        value = record.value
+        if value is not None and len(value) > _KEPT_RAW_BYTES:
+            self.add_letter(letter_of(record), mask)  # made at once, its payload cut
+            return
         unread = self._unread.get(record.partition)
         if unread is None:
             unread = self._unread[record.partition] = deque(maxlen=self.size)

@@ -19,6 +19,7 @@ from mode.utils.queues import FlowControlEvent, FlowControlQueue, ThrowableQueue
 
 from worker.runtime.app import create_app
 from worker.runtime.faust_overrides import (
+    FETCH_MAX_WAIT_MS,
     REWIND_AFTER_S,
     QuietMonitor,
     RawConductor,
@@ -642,3 +643,15 @@ async def test_a_fetch_asks_for_the_partitions_active_when_it_was_asked() -> Non
     (_, partitions), kwargs = asked[0]
     assert partitions == {PARTITION}
     assert kwargs["generation"] == 5
+
+
+async def test_the_workers_fetches_wait_at_most_a_tenth_of_a_second_for_records() -> None:
+    """aiokafka keeps one fetch in flight per broker: faust's 1.5 s wait on caught-up partitions
+    kept the input partitions from being fetched (the benchmark's worker waited half its run)."""
+    app = create_app(Settings())
+    consumer: Any = app.consumer
+    client = consumer._new_consumer_thread()._create_worker_consumer(app.transport)
+    try:
+        assert client._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 100
+    finally:
+        await client.stop()

@@ -45,6 +45,7 @@ from mode.utils.queues import FlowControlEvent
 from worker.runtime import lean_records
 
 __all__ = [
+    "FETCH_MAX_WAIT_MS",
     "REWIND_AFTER_S",
     "FetchedRecords",
     "PromptTableManager",
@@ -66,6 +67,13 @@ _EARLIEST_RETRY_S = 1.0
 
 #: Messages handed to the streams between two yields to the event loop (as faust does).
 _YIELD_EVERY = 100
+
+#: How long the broker may hold a fetch for records to come. aiokafka keeps one fetch in flight
+#: per broker and asks again for a partition only once its records are taken: a fetch of caught
+#: up partitions (the internal topics) held for faust's 1.5 s kept the input partitions from
+#: being asked for meanwhile, and the worker waited on fetches for half its run. Idle, this is
+#: a fetch per broker every 0.1 s (docs/ARCHITECTURE.md, "The fetch loop").
+FETCH_MAX_WAIT_MS = 100
 
 
 class _Offset(Protocol):
@@ -125,10 +133,12 @@ class _FetchThread(aiokafka_driver.AIOKafkaConsumerThread):
     consumer generation that has ended."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
-        """faust's aiokafka consumer, fetching faust messages (`lean_records`)."""
+        """faust's aiokafka consumer, fetching faust messages (`lean_records`), whose fetches
+        wait at most `FETCH_MAX_WAIT_MS` for records to come (faust asks 1.5 s)."""
         consumer = super()._create_worker_consumer(transport)
         if lean_records.install():
             lean_records.mark(consumer)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
         return consumer
 
     async def getmany(

@@ -154,7 +154,8 @@ def _source_event(rng: random.Random, n: int, kind: str) -> dict[str, Any]:
     return event
 
 
-def _bad_source(rng: random.Random, n: int) -> bytes:
+def bad_source(rng: random.Random, n: int) -> bytes:
+    """An email event the source dead-letters: one of four kinds, picked by `rng`."""
     choice = rng.randrange(4)
     if choice == 0:  # truncated JSON
         return orjson.dumps(_source_event(rng, n, "email_opened"))[:-7]
@@ -176,7 +177,7 @@ def source_inputs(count: int, *, seed: int = 3) -> Iterator[Input]:
     for n in range(count):
         roll = rng.random()
         if roll < 0.01:
-            yield Input(None, _bad_source(rng, n), Expect.ERROR)
+            yield Input(None, bad_source(rng, n), Expect.ERROR)
             continue
         event = _source_event(rng, n, rng.choices(kinds, weights)[0])
         expect = Expect.OUTPUT
@@ -403,13 +404,14 @@ def destination_inputs(count: int, *, seed: int = 4) -> Iterator[Input]:
             call["integrations"] = {"AutopilotHQ": False}
             expect = Expect.SKIP
         else:
-            yield Input(None, _bad_destination(rng, n), Expect.ERROR)
+            yield Input(None, bad_destination(rng, n), Expect.ERROR)
             continue
         user = call.get("userId") or call["anonymousId"]
         yield Input(str(user).encode(), orjson.dumps(call), expect)
 
 
-def _bad_destination(rng: random.Random, n: int) -> bytes:
+def bad_destination(rng: random.Random, n: int) -> bytes:
+    """A Segment call the destination dead-letters: one of four kinds, picked by `rng`."""
     choice = rng.randrange(4)
     if choice == 0:
         return orjson.dumps(_track(rng, n, "Order Completed"))[:-3]

@@ -15,14 +15,11 @@ import asyncio
 import os
 import random
 import sys
-import tempfile
 import uuid
-from pathlib import Path
-
-import orjson
 
 from tests.benchmarks import bench_pipeline as bp
 from tests.benchmarks import inputs
+from tests.benchmarks.ab_worker import run_variants
 from tests.benchmarks.broker import (
     bench_broker,
     client_security,
@@ -46,7 +43,6 @@ def main(argv: list[str]) -> int:
     if not variants:
         print(__doc__, file=sys.stderr)
         return 2
-    rounds = int(os.environ.get("AB_ROUNDS", "3"))
     n = int(os.environ.get("BENCH_N", "50000"))
     events, calls = bad_inputs(n)
     with bench_broker() as broker:
@@ -58,27 +54,7 @@ def main(argv: list[str]) -> int:
         asyncio.run(preload(bootstrap, shared["source"], events, bp.PARTITIONS))
         asyncio.run(preload(bootstrap, shared["destination"], calls, bp.PARTITIONS))
         asyncio.run(warm_group_coordinator(bootstrap, shared["source"]))
-        python_path = os.environ.get("PYTHONPATH", "")
-        for round_ in range(rounds):
-            for name, checkout in variants.items():
-                os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (checkout, python_path) if p)
-                try:
-                    with tempfile.TemporaryDirectory() as tmp:
-                        run, written = bp.run_worker(bootstrap, shared, 2 * n, Path(tmp))
-                finally:
-                    os.environ["PYTHONPATH"] = python_path
-                figures = run.figures(2 * n)
-                line = {
-                    "round": round_,
-                    "variant": name,
-                    "events_per_s": figures.get("events_per_s"),
-                    "cpu_us_per_event": figures.get("cpu_us_per_event"),
-                    "peak_rss_mib": figures.get("peak_rss_mib"),
-                    "records_written": sum(written.values()),
-                    "load_average": round(os.getloadavg()[0], 2),
-                    "error": run.error,
-                }
-                print(orjson.dumps(line).decode(), flush=True)
+        run_variants(bootstrap, shared, 2 * n, 2 * n, variants)
     return 0
 
 

@@ -27,35 +27,40 @@ def main(argv: list[str]) -> int:
     if not variants:
         print(__doc__, file=sys.stderr)
         return 2
-    rounds = int(os.environ.get("AB_ROUNDS", "3"))
     n = bp.default_n()
     with bench_broker() as broker:
-        bootstrap = broker.bootstrap
-        loaded = bp.preload_inputs(bootstrap, n)
-        python_path = os.environ.get("PYTHONPATH", "")
-        for round_ in range(rounds):
-            for name, checkout in variants.items():
-                os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (checkout, python_path) if p)
-                try:
-                    with tempfile.TemporaryDirectory() as tmp:
-                        run, written = bp.run_worker(
-                            bootstrap, loaded.shared, loaded.expected, Path(tmp)
-                        )
-                finally:
-                    os.environ["PYTHONPATH"] = python_path
-                figures = run.figures(loaded.inputs)
-                line = {
-                    "round": round_,
-                    "variant": name,
-                    "events_per_s": figures.get("events_per_s"),
-                    "cpu_us_per_event": figures.get("cpu_us_per_event"),
-                    "peak_rss_mib": figures.get("peak_rss_mib"),
-                    "records_written": sum(written.values()),
-                    "load_average": round(os.getloadavg()[0], 2),
-                    "error": run.error,
-                }
-                print(orjson.dumps(line).decode(), flush=True)
+        loaded = bp.preload_inputs(broker.bootstrap, n)
+        run_variants(broker.bootstrap, loaded.shared, loaded.inputs, loaded.expected, variants)
     return 0
+
+
+def run_variants(
+    bootstrap: str, shared: dict[str, str], inputs: int, expected: int, variants: dict[str, str]
+) -> None:
+    """`AB_ROUNDS` rounds (default 3), each running the worker of every variant (name ->
+    checkout) once, in the order given, on the preloaded topics `shared`; a JSON line a run."""
+    rounds = int(os.environ.get("AB_ROUNDS", "3"))
+    python_path = os.environ.get("PYTHONPATH", "")
+    for round_ in range(rounds):
+        for name, checkout in variants.items():
+            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (checkout, python_path) if p)
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    run, written = bp.run_worker(bootstrap, shared, expected, Path(tmp))
+            finally:
+                os.environ["PYTHONPATH"] = python_path
+            figures = run.figures(inputs)
+            line = {
+                "round": round_,
+                "variant": name,
+                "events_per_s": figures.get("events_per_s"),
+                "cpu_us_per_event": figures.get("cpu_us_per_event"),
+                "peak_rss_mib": figures.get("peak_rss_mib"),
+                "records_written": sum(written.values()),
+                "load_average": round(os.getloadavg()[0], 2),
+                "error": run.error,
+            }
+            print(orjson.dumps(line).decode(), flush=True)
 
 
 if __name__ == "__main__":

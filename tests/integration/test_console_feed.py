@@ -10,9 +10,11 @@ import uuid
 from collections.abc import Callable
 
 import orjson
+import pytest
 
 from tests.kafkautil import create_topics, produce
 from tests.workerproc import worker_env
+from worker.console import failures
 from worker.console.failures import RING_SIZE, FailureFeed
 from worker.errors import DecodeError
 from worker.pipeline.dead_letters import dead_letter
@@ -44,8 +46,10 @@ async def _until(condition: Callable[[], bool], timeout_s: float) -> None:
 
 
 async def test_a_burst_is_skipped_to_the_latest_letters_the_ring_keeps(
-    kafka_bootstrap: str,
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # a pause longer than the burst takes to write, however busy the machine: one pause, one skip
+    monkeypatch.setattr(failures, "FOLLOW_PAUSE_S", 3.0)
     env = worker_env(kafka_bootstrap, uuid.uuid4().hex[:10])
     settings = Settings.model_validate({key.lower(): value for key, value in env.items()})
     topic = settings.topic_dead_letters

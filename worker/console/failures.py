@@ -220,43 +220,27 @@ class _Held:
 
     __slots__ = ("_failure", "_letter", "_mask", "key", "origin", "replay_count")
 
-    def __init__(self, failure: Failure | None, letter: DeadLetter | None, mask: Masker) -> None:
-        self._failure = failure
-        self._letter = letter
+    def __init__(self, shown: Failure | DeadLetter, mask: Masker | None = None) -> None:
+        """`shown` a `Failure` made already, or a letter to show as `Failure.of(letter, mask)`."""
+        self.key: _AgeKey = (shown.failed_at, shown.ref)
+        self.origin = shown.origin
+        self.replay_count = shown.replay_count
         self._mask = mask
-        if failure is not None:
-            self.key: _AgeKey = (failure.failed_at, failure.ref)
-            self.origin = failure.origin
-            self.replay_count = failure.replay_count
-        elif letter is not None:
-            self.key = (letter.failed_at, letter.ref)
-            self.origin = letter.origin
-            self.replay_count = letter.replay_count
-        else:  # pragma: no cover - the two constructors below give one or the other
-            raise TypeError("a failure or a letter")
-
-    @classmethod
-    def of_letter(cls, letter: DeadLetter, mask: Masker) -> _Held:
-        if len(letter.value) > _KEPT_RAW_BYTES:
-            return cls(Failure.of(letter, mask), None, mask)
-        return cls(None, letter, mask)
+        self._failure: Failure | None = shown if isinstance(shown, Failure) else None
+        self._letter: DeadLetter | None = None if isinstance(shown, Failure) else shown
 
     @property
     def failure(self) -> Failure:
-        failure = self._failure
-        if failure is None:
+        if self._failure is None:
             assert self._letter is not None  # one or the other, always
-            failure = self._failure = Failure.of(self._letter, self._mask)
+            assert self._mask is not None  # given with a letter
+            self._failure = Failure.of(self._letter, self._mask)
             self._letter = None
-        return failure
+        return self._failure
 
 
 def _age_key(held: _Held) -> _AgeKey:
     return held.key
-
-
-def _unmasked(text: str) -> str:
-    return text
 
 
 class FailureRing:
@@ -271,11 +255,13 @@ class FailureRing:
         self.size = size
 
     def add(self, failure: Failure) -> None:
-        self._add(_Held(failure, None, _unmasked))
+        self._add(_Held(failure))
 
     def add_letter(self, letter: DeadLetter, mask: Masker) -> None:
-        """`letter`, to be shown as `Failure.of(letter, mask)`."""
-        self._add(_Held.of_letter(letter, mask))
+        """`letter`, to be shown as `Failure.of(letter, mask)`: made now when its payload is
+        larger than `_KEPT_RAW_BYTES` (then cut), else when first asked for."""
+        large = len(letter.value) > _KEPT_RAW_BYTES
+        self._add(_Held(Failure.of(letter, mask)) if large else _Held(letter, mask))
 
     def add_record(self, record: Any, mask: Masker) -> None:
         """A record of the dead-letter topic, read out (`letter_of`, its failure time) when the

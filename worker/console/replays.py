@@ -151,16 +151,16 @@ class ReplayLog:
         waiting, and one done or back in delivery too (a stage that forwards its input to a
         later stage of its pipeline is done before that stage ran)."""
         open_ = [
-            r
-            for r in self._replays
-            if r.state not in (ReplayState.FAILED_AGAIN, ReplayState.DELIVERED)
-            and r.origin is not None
+            (replay, origin)
+            for replay in self._replays
+            if (origin := replay.origin) is not None
+            and replay.state not in (ReplayState.FAILED_AGAIN, ReplayState.DELIVERED)
         ]
         if not open_:
             return  # nothing to look up: the ring's letters stay unparsed
-        later = ring.later_failures({r.origin for r in open_ if r.origin is not None})
-        for replay in open_:
-            failure = later.get(replay.origin) if replay.origin is not None else None
+        later = ring.later_failures({origin for _, origin in open_})
+        for replay, origin in open_:
+            failure = later.get(origin)
             if failure is None or failure.ref == replay.ref or failure.replay_count < replay.number:
                 continue
             replay.state = ReplayState.FAILED_AGAIN

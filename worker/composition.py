@@ -112,10 +112,10 @@ def compose(settings: Settings) -> Runtime:
     runtime = Runtime.create(settings)
     backends = backends_for(settings)
     features = settings.worker_features
-    if "source" in features:
-        build_source(runtime)
+    source = build_source(runtime) if "source" in features else None
     if "destination" in features:
-        build_destination(runtime, backends)
+        # with the source here, a tie is written into its table where this process holds it
+        build_destination(runtime, backends, None if source is None else source.user_by_email)
     deliveries: list[DeliveryStatus]
     if "delivery" in features:
         deliveries = [build_delivery(runtime, backend) for backend in backends]

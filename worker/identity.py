@@ -1,8 +1,11 @@
 """The email-userId tie that the destination learns and the source uses.
 
-The destination's intake writes an identity record (`identity_record`) keyed by the lowercased
-email onto the source's internal topic; the source's map stage keeps email -> userId in its
-table. Records on that topic say what they are in the `KIND_HEADER`.
+The source's map stage keeps email -> userId in its table. When the source runs in the same
+process and that process holds the email's partition, the destination's intake writes the tie
+into that table at once (`Destination._tell`: the row, and its changelog record sent with the
+batch). Otherwise it writes an identity record (`identity_record`) keyed by the lowercased email
+onto the source's internal topic, and the map stage that holds the partition writes the row.
+Records on that topic say what they are in the `KIND_HEADER`.
 
 `ToldIdentities`: what the destination has told the source about each email, so that it tells
 only news.
@@ -15,7 +18,9 @@ forgetting this with it. A restart, or an email pushed out by newer ones, tells 
 
 Within a process this is exact. Across processes it is not: an email two workers tie to two
 userIds is learned as whichever was told last, and a worker does not repeat a tie it told
-already, though another worker may have told the source otherwise in between.
+already, though another worker may have told the source otherwise in between. Likewise an
+identity record still unread when a rebalance brings its partition to the process that writes
+ties in place is applied when read, after ties written since.
 """
 
 from __future__ import annotations

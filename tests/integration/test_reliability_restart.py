@@ -51,8 +51,9 @@ async def test_learned_identities_survive_a_restart(
         )
         requests = await consume_all(kafka_bootstrap, env["TOPIC_AUTOPILOT_REQUESTS"], 1, 60)
         assert [orjson.loads(r.value)["message_id"] for r in requests] == ["m-identify"]
-        # the identity reaches the source's table through the internal topic: wait until it was
-        # read there, so what is tested is the table surviving the restart, not that race
+        # the tie is in the source's table once the request's batch is acknowledged (this worker
+        # holds every partition); had it gone through the internal topic, this waits until it
+        # was read there: what is tested is the table surviving the restart, not that race
         internal = f"{env['WORKER_APP_ID']}.source-by-email"
         await wait_until_read(kafka_bootstrap, env["WORKER_APP_ID"], internal)
 

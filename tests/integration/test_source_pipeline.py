@@ -5,8 +5,9 @@ from __future__ import annotations
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from tests.kafkautil import consume_all, produce, wait_until_read
+from tests.kafkautil import consume_all, end_offsets, produce, wait_until_read
 from tests.workerproc import WorkerProcess
+from worker.identity import KIND_HEADER, KIND_IDENTITY
 from worker.pipeline.dead_letters import DeadLetterHeaders as H
 from worker.runtime.faust_overrides import REWIND_AFTER_S
 from worker.runtime.placement import home_partition
@@ -92,11 +93,22 @@ async def test_identity_learned_from_identify(worker: WorkerProcess) -> None:
     await produce(bootstrap, env["TOPIC_SEGMENT_CALLS"], [(None, identify, [])])
     requests = await consume_all(bootstrap, env["TOPIC_AUTOPILOT_REQUESTS"], 1, timeout=60)
     assert [orjson.loads(r.value)["message_id"] for r in requests] == ["m-identify-42"]
-    # the identity travels to the source's map stage through the internal topic: wait until it
-    # was read there (its offset committed), so the events below are sure to find it
-    await wait_until_read(
-        bootstrap, env["WORKER_APP_ID"], f"{env['WORKER_APP_ID']}.source-by-email"
+    # this one worker holds every partition, so the tie went straight into the source's table
+    # with the request's batch: its changelog holds it, and no identity record was written for
+    # the map stage to read back
+    app_id = env["WORKER_APP_ID"]
+    changelog = f"{app_id}-source_user_by_email-changelog"
+    rows = await consume_all(
+        bootstrap, changelog, sum((await end_offsets(bootstrap, changelog)).values())
     )
+    assert [(r.key, orjson.loads(r.value)) for r in rows if r.key == b"known@example.com"] == [
+        (b"known@example.com", "u-42")
+    ]
+    internal = f"{app_id}.source-by-email"
+    forwarded = await consume_all(
+        bootstrap, internal, sum((await end_offsets(bootstrap, internal)).values())
+    )
+    assert [r.key for r in forwarded if (KIND_HEADER, KIND_IDENTITY) in r.headers] == []
 
     # the same contact's events, one on the partition its email hashes to (mapped at once by the
     # intake) and one elsewhere (forwarded to the map stage first): both find the identity

@@ -11,7 +11,7 @@ from worker.backends.autopilot import AutopilotBackend
 from worker.destination.agents import Destination
 from worker.errors import Fate, SkipMessage
 from worker.identity import ToldIdentities
-from worker.pipeline.records import InboundMessage
+from worker.pipeline.records import InboundMessage, OutboundRecord
 from worker.pipeline.stage import FailedAfter
 from worker.runtime.placement import Placement, home_partition
 from worker.runtime.tables import ChangelogTable
@@ -173,3 +173,57 @@ def test_a_tie_whose_call_failed_unexpectedly_is_told_again(
             agents.intake(_identify("u-7", "seven@example.com"))
 
     assert _told(agents.intake(_identify("u-7", "seven@example.com"))) == [b"seven@example.com"]
+
+
+def _with_source_table(held: bool) -> tuple[Destination, dict[bytes, str]]:
+    """The destination with the source's table beside it (the source runs in this process),
+    holding every partition of the source's topic or none."""
+    rows: dict[bytes, str] = {}
+    every = range(PARTITIONS)
+    return Destination(
+        backends=(AutopilotBackend.from_settings(SETTINGS),),
+        topics=topic_names,
+        placement=Placement(lambda topic: PARTITIONS, held_of=lambda t: every if held else ()),
+        email_by_user=ChangelogTable(lambda: {}, "emails-changelog"),
+        audiences=ChangelogTable(lambda: {}, "audiences-changelog"),
+        told_identities=ToldIdentities(capacity=3),
+        source_ties=ChangelogTable(lambda: rows, "source-changelog"),
+    ), rows
+
+
+def test_a_tie_whose_partition_is_held_here_is_written_into_the_sources_table() -> None:
+    agents, rows = _with_source_table(held=True)
+    records = agents.intake(_identify("u-8", "Eight@Example.com"))
+
+    assert isinstance(records, list)
+    assert [(r.topic, r.key) for r in records] == [
+        (topic_names.autopilot_requests, b"eight@example.com"),
+        ("emails-changelog", b"u-8"),
+        ("source-changelog", b"eight@example.com"),  # no identity record to read back
+    ]
+    assert orjson.loads(records[2].value) == "u-8"
+    assert rows == {b"eight@example.com": "u-8"}  # the source finds it from now on
+
+    agents.told_identities = ToldIdentities(capacity=3)  # forgotten (a restart): the row says so
+    again = agents.intake(_identify("u-8", "eight@example.com"))
+    assert "source-changelog" not in [r.topic for r in _records(again)]
+    moved = agents.intake(_identify("u-9", "eight@example.com"))  # the email now another's
+    assert ("source-changelog", b"eight@example.com") in [(r.topic, r.key) for r in _records(moved)]
+    assert rows == {b"eight@example.com": "u-9"}
+
+
+def test_a_tie_whose_partition_is_held_elsewhere_goes_to_the_sources_topic() -> None:
+    agents, rows = _with_source_table(held=False)
+    records = agents.intake(_identify("u-8", "eight@example.com"))
+
+    assert [(r.topic, r.key) for r in _records(records)][-1] == (
+        topic_names.source_by_email,
+        b"eight@example.com",
+    )
+    assert rows == {}  # the process that holds it writes the row when it reads the record
+
+
+def _records(result: object) -> list[OutboundRecord]:
+    records = result.records if isinstance(result, FailedAfter) else result
+    assert isinstance(records, list)
+    return records

@@ -176,3 +176,28 @@ def test_counts_not_known_yet_are_asked_again_each_time() -> None:
     assert not placement.at_home(home, key, "internal")
     counts.update({"in": PARTITIONS, "internal": PARTITIONS})
     assert placement.at_home(home, key, "internal")
+
+
+def test_a_key_is_held_when_this_process_is_assigned_its_partition() -> None:
+    key = b"thomas@tankengine.com"
+    home = home_partition(key, PARTITIONS)
+    held = {"internal": {home}}
+    placement = Placement({"internal": PARTITIONS}.get, held_of=lambda topic: held.get(topic, ()))
+
+    assert placement.holds(key, "internal")
+    assert not placement.holds(key, "other")  # nothing of it assigned here
+    held["internal"] = {(home + 1) % PARTITIONS}  # takes effect with the rebalance it comes in
+    assert placement.holds(key, "internal")
+    placement.forget()
+    assert not placement.holds(key, "internal")
+
+
+def test_nothing_is_held_without_an_assignment_or_a_partition_count() -> None:
+    key = b"thomas@tankengine.com"
+    every = set(range(PARTITIONS))
+    assert not Placement({"internal": PARTITIONS}.get).holds(key, "internal")
+    counts: dict[str, int] = {}
+    placement = Placement(counts.get, held_of=lambda topic: every)
+    assert not placement.holds(key, "internal")  # not known yet: asked again next time
+    counts["internal"] = PARTITIONS
+    assert placement.holds(key, "internal")

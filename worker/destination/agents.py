@@ -94,6 +94,9 @@ class Destination:
     email_by_user: ChangelogTable[str]
     audiences: ChangelogTable[dict[str, bool]]
     told_identities: ToldIdentities
+    #: the source's table (lowercased email -> userId) when the source runs in this process:
+    #: a tie whose email's partition this process holds is written there at once (`_tell`)
+    source_ties: ChangelogTable[str] | None = None
     #: with several backends: the stage routing one backend's failure beside another's
     #: requests, by backend name (`destination/map-<name>`)
     own_stages: dict[str, Stage] = field(default_factory=dict)
@@ -113,7 +116,7 @@ class Destination:
         identity = learned_identity(call)
         told = self.told_identities
         news = identity if identity is not None and told.is_news(*identity) else None
-        told_record = None if news is None else identity_record(self.topics.source_by_email, *news)
+        told_record = None if news is None else self._tell(*news)
         result: list[OutboundRecord] | FailedAfter
         if self.placement.at_home(message, user_key, self.topics.destination_by_user):
             result = self._requests(message, call, identity, user_key, told_record)
@@ -128,6 +131,22 @@ class Destination:
         if news is not None:  # its record is in the result: it goes to the producer with it
             told.told(*news)
         return result
+
+    def _tell(self, email: str, user_id: str) -> OutboundRecord | None:
+        """The record that tells the source `email` (lowercased) is `user_id`'s: the source
+        table's changelog record, the row written at once, when this process holds the email's
+        partition (None when the row says so already); else an identity record for the source's
+        map stage, wherever that partition is held.
+
+        Either is sent with the batch and acknowledged before the call's offset is committed.
+        A rebalance waits for the batches in hand (`Consumer.wait_empty`), so the row's record
+        is in the changelog before another process can take the partition and rebuild it.
+        """
+        key = email.encode()
+        table = self.source_ties
+        if table is not None and self.placement.holds(key, self.topics.source_by_email):
+            return None if table.get(key) == user_id else table.set(key, user_id)
+        return identity_record(self.topics.source_by_email, email, user_id)
 
     def map_by_user(self, message: InboundMessage) -> list[OutboundRecord] | FailedAfter:
         call = parse_call(message.value)
@@ -242,9 +261,14 @@ def _one_failure(failures: Sequence[tuple[Backend, WorkerError]]) -> WorkerError
     return named
 
 
-def build_destination(runtime: Runtime, backends: Sequence[Backend]) -> Destination:
+def build_destination(
+    runtime: Runtime,
+    backends: Sequence[Backend],
+    source_ties: ChangelogTable[str] | None = None,
+) -> Destination:
     """The destination's tables, stages and agents on `runtime`'s app, mapping for each of
-    `backends`."""
+    `backends`; writing ties into `source_ties`, the source's table, where this process holds
+    their partition (the source runs here)."""
     app, topics = runtime.app, runtime.topics
     email_by_user = app.Table(
         "destination_email_by_user",
@@ -269,6 +293,7 @@ def build_destination(runtime: Runtime, backends: Sequence[Backend]) -> Destinat
         email_by_user=ChangelogTable.of(email_by_user),
         audiences=ChangelogTable.of(audiences),
         told_identities=ToldIdentities(capacity=TOLD_IDENTITIES_CAPACITY),
+        source_ties=source_ties,
     )
     intake = runtime.build_stage(
         "destination", "intake", destination.intake, forward_topic=topics.destination_by_user

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import lru_cache
 from typing import Final
 
@@ -93,20 +93,28 @@ def kafka_partitioner(
 
 
 class Placement:
-    """Answers "is this record at home for `key`?" from the cluster's partition counts.
+    """Answers "is this record at home for `key`?" from the cluster's partition counts, and
+    "does this process hold `key`'s partition?" from its assignment.
 
     Each pair of topics' answer is worked out once (each input asks) and kept until `forget`,
     which the runtime calls at every rebalance: a topic's partition count changes only with a
     rebalance (the group rejoins on the new metadata), so an answer kept within one assignment
     is the one that assignment was made on. A pair whose counts are not known yet is asked
-    again each time.
+    again each time. So are the partitions held (`held_of`, none unless given).
     """
 
-    def __init__(self, partitions_of: Callable[[str], int | None]) -> None:
+    def __init__(
+        self,
+        partitions_of: Callable[[str], int | None],
+        held_of: Callable[[str], Collection[int]] = lambda topic: (),
+    ) -> None:
         self._partitions_of = partitions_of
+        self._held_of = held_of
         #: (message topic, internal topic) -> the internal topic's partition count, when both
         #: topics have that count, else None
         self._shared: dict[tuple[str, str], int | None] = {}
+        #: topic -> (its partition count, the partitions of it this process is assigned)
+        self._held: dict[str, tuple[int, frozenset[int]]] = {}
 
     def at_home(self, message: InboundMessage, key: bytes, internal_topic: str) -> bool:
         """True when `message` is on the partition its copy keyed `key` would land on in
@@ -116,9 +124,23 @@ class Placement:
         partitions = shared[pair] if pair in shared else self._shared_count(*pair)
         return partitions is not None and home_partition(key, partitions) == message.partition
 
+    def holds(self, key: bytes, topic: str) -> bool:
+        """True when this process is assigned the partition of `topic` that `key` lands on: the
+        table rows of that partition are here, recovered (faust resumes the streams only once
+        its tables are), until the next rebalance. False while the count is not known."""
+        held = self._held.get(topic)
+        if held is None:
+            partitions = self._partitions_of(topic)
+            if partitions is None:
+                return False  # not known yet: asked again next time
+            held = self._held[topic] = (partitions, frozenset(self._held_of(topic)))
+        partitions, mine = held
+        return bool(mine) and home_partition(key, partitions) in mine
+
     def forget(self) -> None:
-        """Ask the partition counts again (the group rebalanced)."""
+        """Ask the partition counts and the assignment again (the group rebalanced)."""
         self._shared.clear()
+        self._held.clear()
 
     def _shared_count(self, topic: str, internal_topic: str) -> int | None:
         partitions = self._partitions_of(internal_topic)

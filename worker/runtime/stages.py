@@ -44,7 +44,12 @@ class Runtime:
         app = create_app(settings)
         # partition counts as the consumer saw them at the last rebalance; a lambda, since
         # reading `app.consumer` now would create the consumer before its time
-        placement = Placement(lambda topic: app.consumer.topic_partitions(topic))  # noqa: PLW0108
+        placement = Placement(
+            lambda topic: app.consumer.topic_partitions(topic),  # noqa: PLW0108
+            held_of=lambda topic: {
+                tp.partition for tp in app.consumer.assignment() if tp.topic == topic
+            },
+        )
 
         # faust's signals call receivers with (sender, *arguments, signal=..., **keywords)
         def forget_counts(_app: Any, *_args: Any, **_: Any) -> None:

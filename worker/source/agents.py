@@ -5,8 +5,9 @@ One source, two input formats: raw Autopilot email events (`autopilot.email-even
 `worker.source.ortto`). Stage `intake` reads both topics, picks the parser by the topic a
 message was written to, validates it and re-keys it by lowercased email onto an internal topic
 (a header says which format it is); stage `map` reads that topic, where the destination's
-intake also writes what it learns (email -> userId, `worker.identity`), so the lookup table and
-the events it serves share a partition, whichever format they came in. An event already on the
+intake also writes what it learns (email -> userId, `worker.identity`) unless it writes it into
+the table itself (same process, partition held here), so the lookup table and the events it
+serves share a partition, whichever format they came in. An event already on the
 partition its email hashes to (its producer keyed it by lowercased email, as the worker's
 webhooks do) is mapped by the intake at once (`worker.runtime.placement`).
 """

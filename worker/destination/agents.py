@@ -133,10 +133,11 @@ class Destination:
         return result
 
     def _tell(self, email: str, user_id: str) -> OutboundRecord | None:
-        """The record that tells the source `email` (lowercased) is `user_id`'s: the source
-        table's changelog record, the row written at once, when this process holds the email's
-        partition (None when the row says so already); else an identity record for the source's
-        map stage, wherever that partition is held.
+        """The record that tells the source `email` (lowercased) is `user_id`'s.
+
+        When the source's table has the email's partition active in this process: the row
+        written at once, and its changelog record (None when the row says so already). Else an
+        identity record, for the source's map stage wherever that partition is active.
 
         Either is sent with the batch and acknowledged before the call's offset is committed.
         A rebalance waits for the batches in hand (`Consumer.wait_empty`), so the row's record
@@ -144,7 +145,7 @@ class Destination:
         """
         key = email.encode()
         table = self.source_ties
-        if table is not None and self.placement.holds(key, self.topics.source_by_email):
+        if table is not None and self.placement.holds(key, table.changelog_topic):
             return None if table.get(key) == user_id else table.set(key, user_id)
         return identity_record(self.topics.source_by_email, email, user_id)
 

@@ -46,8 +46,9 @@ class Runtime:
         # reading `app.consumer` now would create the consumer before its time
         placement = Placement(
             lambda topic: app.consumer.topic_partitions(topic),  # noqa: PLW0108
+            # active here: a table's changelog partitions held as standbys are not
             held_of=lambda topic: {
-                tp.partition for tp in app.consumer.assignment() if tp.topic == topic
+                tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic
             },
         )
 

@@ -36,7 +36,8 @@ class ChangelogTable(Generic[V]):
         self._rows_of = rows
         #: the rows, found at first use (a table's store exists once the app runs)
         self._rows: MutableMapping[bytes, V] | None = None
-        self._changelog_topic = changelog_topic
+        #: the topic `set`'s records go to; its partition p is the table's partition p
+        self.changelog_topic = changelog_topic
 
     @classmethod
     def of(cls, table: TableT[Any, Any]) -> ChangelogTable[V]:
@@ -58,7 +59,7 @@ class ChangelogTable(Generic[V]):
         if rows is None:
             rows = self._find_rows()
         rows[key] = value
-        return OutboundRecord(self._changelog_topic, key, orjson.dumps(value), [])
+        return OutboundRecord(self.changelog_topic, key, orjson.dumps(value), [])
 
     def _find_rows(self) -> MutableMapping[bytes, V]:
         """The store's own dict when it keeps its rows in one (faust's in-memory store), else

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -14,7 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["READY", "WorkerProcess", "free_port", "running_worker", "worker_env"]
+import httpx
+
+__all__ = ["READY", "WorkerProcess", "free_port", "running_worker", "until_ready", "worker_env"]
 
 #: The log line faust writes once the worker consumes.
 READY = "[^Worker]: Ready"
@@ -124,3 +127,19 @@ def running_worker(bootstrap: str, log_dir: Path, **overrides: str) -> Iterator[
         yield process
     finally:
         process.stop()
+
+
+async def until_ready(worker: WorkerProcess, within_s: float = 90.0) -> None:
+    """Return once `worker`'s /readyz answers 200: it has partitions, its tables recovered, no
+    rebalance going on."""
+    deadline = time.monotonic() + within_s
+    async with httpx.AsyncClient(base_url=worker.web_url, timeout=5) as client:
+        while True:  # asked at least once
+            try:
+                if (await client.get("/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"not ready within {within_s} s:\n{worker.log_text()[-3000:]}")
+            await asyncio.sleep(0.2)

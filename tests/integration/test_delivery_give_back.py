@@ -14,11 +14,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.integration.standin import identify, outcomes_for, produce_calls, set_faults, state
-from tests.workerproc import READY, WorkerProcess, free_port, worker_env
+from tests.workerproc import READY, WorkerProcess, free_port, until_ready, worker_env
 
 API_KEY = "test-key-give-back"
 GIVE_BACK_AFTER_S = 2.0
@@ -80,20 +79,6 @@ async def batch_in_the_outage(
     return worker, {f"{tag}-{i}" for i in range(count)}
 
 
-async def ready(worker: WorkerProcess, within_s: float) -> None:
-    """Return once `worker`'s /readyz answers 200 (it has partitions, recovered)."""
-    began = time.monotonic()
-    async with httpx.AsyncClient(base_url=worker.web_url, timeout=5) as client:
-        while time.monotonic() - began < within_s:
-            try:
-                if (await client.get("/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"not ready within {within_s} s:\n{worker.log_text()[-3000:]}")
-
-
 @pytest.fixture(autouse=True)
 async def outage(fake_api: str) -> None:
     await set_faults(fake_api, force_status=503)
@@ -126,7 +111,7 @@ async def test_a_rebalance_does_not_wait_for_the_outage_and_nothing_is_lost(
     first, ids = await batch_in_the_outage(start_worker, fake_api, "moved", 12)
 
     second = await start_worker()  # joins the group: the first worker's partitions are revoked
-    await ready(second, within_s=GIVE_BACK_AFTER_S + 30)
+    await until_ready(second, within_s=GIVE_BACK_AFTER_S + 30)
     assert "delivery gave back" in first.log_text()
     assert first.running
 

@@ -19,11 +19,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.integration.standin import identify, outcomes_for, produce_calls, state, track
-from tests.workerproc import READY, WorkerProcess, free_port, worker_env
+from tests.workerproc import READY, WorkerProcess, free_port, until_ready, worker_env
 from worker.runtime.placement import home_partition
 
 API_KEY = "test-key-shared-rate"
@@ -70,16 +69,8 @@ class Group:
     async def settled(self, within_s: float = 90) -> None:
         """Once every running worker is ready (partitions assigned, no rebalance going on)."""
         deadline = time.monotonic() + within_s
-        async with httpx.AsyncClient(timeout=5) as client:
-            for worker in self.running:
-                while True:
-                    try:
-                        if (await client.get(f"{worker.web_url}/readyz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    assert time.monotonic() < deadline, worker.log_text()[-3000:]
-                    await asyncio.sleep(0.3)
+        for worker in self.running:
+            await until_ready(worker, within_s=max(deadline - time.monotonic(), 0.0))
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,8 @@ from pathlib import Path
 import httpx
 import orjson
 
-from tests.integration.test_delivery_give_back import ready
 from tests.kafkautil import Record, consume_all, end_offsets, produce
-from tests.workerproc import READY, WorkerProcess, free_port, running_worker
+from tests.workerproc import READY, WorkerProcess, free_port, running_worker, until_ready
 from worker.identity import KIND_HEADER, KIND_IDENTITY
 from worker.runtime.placement import home_partition
 
@@ -90,8 +89,8 @@ async def test_ties_written_in_place_are_rebuilt_by_the_worker_that_takes_their_
         ).start()
         try:
             await asyncio.to_thread(second.wait_for_log, READY)
-            await ready(second, within_s=90)  # partitions taken, their tables rebuilt
-            await ready(first, within_s=90)
+            await until_ready(second, within_s=90)  # partitions taken, their tables rebuilt
+            await until_ready(first, within_s=90)
 
             events: list[Record] = [(e.encode(), _event(n), []) for n, e in enumerate(emails)]
             await produce(kafka_bootstrap, env["TOPIC_EMAIL_EVENTS"], events)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.kafkautil import LocalBroker
-from tests.workerproc import running_worker
+from tests.workerproc import running_worker, until_ready
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +44,5 @@ async def test_a_broker_outage_is_a_few_lines_a_minute_and_readyz_names_it(
         per_minute = len(lines) * 60 / OUTAGE_S
         print(f"\nbroker down {OUTAGE_S:g} s: {len(lines)} worker log lines ({per_minute:g}/min)")
         assert per_minute <= 20, "\n".join(lines[:40])
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            async with httpx.AsyncClient(base_url=worker.web_url, timeout=10) as client:
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-            await asyncio.sleep(1)
-        else:
-            raise AssertionError("not ready again a minute after the broker came back")
+        await until_ready(worker, within_s=60)  # again, a minute after the broker came back
         assert worker.running
